@@ -1,0 +1,1 @@
+//! Criterion benches of reg4rec live in `benches/benches/`; run them with `cargo xtask bench`.

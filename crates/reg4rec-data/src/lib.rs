@@ -1,0 +1,16 @@
+//! Data for reg4rec: a registry of named datasets (MovieLens-100k, the Amazon 2014 S3-Rec sets, and your own
+//! RecBole or CSV logs) with checksummed sources, the leave-one-out protocol, item features for the tokenizers
+//! (computed from training interactions only), batching, and full-ranking Recall@K / NDCG@K.
+//!
+//! Everything here is pure Rust; the optional `tch` feature converts batches into libtorch tensors.
+
+pub mod dataset;
+pub mod error;
+pub mod io;
+pub mod metrics;
+pub mod split;
+
+pub use dataset::Dataset;
+pub use error::{DataError, Result};
+pub use metrics::{MetricAccumulator, Metrics};
+pub use split::LeaveOneOut;

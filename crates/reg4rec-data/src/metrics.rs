@@ -1,0 +1,173 @@
+//! Full-ranking Recall@K and NDCG@K with one held-out target per user.
+//!
+//! **Tie-breaking (pessimistic):** the target's rank is the number of *other* items whose score is greater than
+//! *or equal to* the target's score, so a model gains nothing from ties (a constant scorer ranks every target
+//! last). Items a model does not score at all (e.g. a generative model's unreached items) rank after all scored
+//! ones. With one target, Recall@K is the hit rate and NDCG@K = 1 / log2(rank + 2) when rank < K, else 0.
+
+use serde::{Deserialize, Serialize};
+
+/// The cut-offs every report uses.
+pub const KS: [usize; 3] = [5, 10, 20];
+
+/// 0-based rank of `target` among `scores` (pessimistic on ties; NaN scores count as ranking above the target).
+pub fn rank_of(scores: &[f32], target: usize) -> usize {
+    let t = scores[target];
+    if t.is_nan() {
+        return scores.len() - 1;
+    }
+    scores
+        .iter()
+        .enumerate()
+        .filter(|&(j, &s)| j != target && !(s < t))
+        .count()
+}
+
+/// 0-based rank of `target` in a ranked list of items, `None` when it is absent.
+pub fn rank_in_list(list: &[u32], target: u32) -> Option<usize> {
+    list.iter().position(|&i| i == target)
+}
+
+/// Averaged metrics for the cut-offs in [`KS`].
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Metrics {
+    #[serde(rename = "recall@5")]
+    pub recall_5: f64,
+    #[serde(rename = "recall@10")]
+    pub recall_10: f64,
+    #[serde(rename = "recall@20")]
+    pub recall_20: f64,
+    #[serde(rename = "ndcg@5")]
+    pub ndcg_5: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg_10: f64,
+    #[serde(rename = "ndcg@20")]
+    pub ndcg_20: f64,
+    /// Number of evaluated users.
+    pub users: usize,
+}
+
+/// Sums per-user hits and gains; merge partial accumulators from parallel workers with [`Self::merge`].
+#[derive(Debug, Clone, Default)]
+pub struct MetricAccumulator {
+    recall: [f64; 3],
+    ndcg: [f64; 3],
+    users: usize,
+}
+
+impl MetricAccumulator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one user whose target has 0-based `rank` (`None`: not ranked within any cut-off).
+    pub fn add_rank(&mut self, rank: Option<usize>) {
+        self.users += 1;
+        if let Some(r) = rank {
+            for (i, &k) in KS.iter().enumerate() {
+                if r < k {
+                    self.recall[i] += 1.0;
+                    self.ndcg[i] += 1.0 / ((r + 2) as f64).log2();
+                }
+            }
+        }
+    }
+
+    /// Adds one user from a full score vector over all items.
+    pub fn add_scores(&mut self, scores: &[f32], target: usize) {
+        self.add_rank(Some(rank_of(scores, target)));
+    }
+
+    pub fn merge(&mut self, other: &MetricAccumulator) {
+        for i in 0..3 {
+            self.recall[i] += other.recall[i];
+            self.ndcg[i] += other.ndcg[i];
+        }
+        self.users += other.users;
+    }
+
+    pub fn users(&self) -> usize {
+        self.users
+    }
+
+    /// Averages over the users added so far (all zeros when none).
+    pub fn finish(&self) -> Metrics {
+        let n = self.users.max(1) as f64;
+        Metrics {
+            recall_5: self.recall[0] / n,
+            recall_10: self.recall[1] / n,
+            recall_20: self.recall[2] / n,
+            ndcg_5: self.ndcg[0] / n,
+            ndcg_10: self.ndcg[1] / n,
+            ndcg_20: self.ndcg[2] / n,
+            users: self.users,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn hand_computed_values() {
+        let mut acc = MetricAccumulator::new();
+        // user 1: target has the best score -> rank 0: recall 1 everywhere, ndcg 1.
+        acc.add_scores(&[0.9, 0.1, 0.2], 0);
+        // user 2: rank 6 -> hit at 10 and 20 only, ndcg = 1/log2(8) = 1/3.
+        let mut s = vec![0.0f32; 30];
+        for (j, v) in s.iter_mut().enumerate().take(6) {
+            *v = 1.0 + j as f32;
+        }
+        s[29] = 0.5;
+        acc.add_scores(&s, 29);
+        // user 3: not ranked.
+        acc.add_rank(None);
+        let m = acc.finish();
+        assert_eq!(m.users, 3);
+        assert!((m.recall_5 - 1.0 / 3.0).abs() < 1e-12);
+        assert!((m.recall_10 - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.ndcg_5 - 1.0 / 3.0).abs() < 1e-12);
+        assert!((m.ndcg_10 - (1.0 + 1.0 / 3.0) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ties_are_pessimistic() {
+        assert_eq!(rank_of(&[1.0, 1.0, 1.0, 1.0], 0), 3);
+        assert_eq!(rank_of(&[1.0, 2.0, 1.0, 0.0], 2), 2);
+        assert_eq!(rank_of(&[f32::NAN, 2.0], 1), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn metrics_are_in_unit_interval_and_monotone_in_k(
+            scores in proptest::collection::vec(-5.0f32..5.0, 2..60),
+            pick in 0usize..1000,
+        ) {
+            let t = pick % scores.len();
+            let mut acc = MetricAccumulator::new();
+            acc.add_scores(&scores, t);
+            let m = acc.finish();
+            for v in [m.recall_5, m.recall_10, m.recall_20, m.ndcg_5, m.ndcg_10, m.ndcg_20] {
+                prop_assert!((0.0..=1.0).contains(&v));
+            }
+            prop_assert!(m.recall_5 <= m.recall_10 && m.recall_10 <= m.recall_20);
+            prop_assert!(m.ndcg_5 <= m.ndcg_10 && m.ndcg_10 <= m.ndcg_20);
+            prop_assert!(m.ndcg_10 <= m.recall_10);
+        }
+
+        #[test]
+        fn raising_the_target_score_never_lowers_its_rank(
+            scores in proptest::collection::vec(-5.0f32..5.0, 2..60),
+            pick in 0usize..1000,
+            bump in 0.0f32..3.0,
+        ) {
+            let t = pick % scores.len();
+            let r0 = rank_of(&scores, t);
+            let mut s2 = scores.clone();
+            s2[t] += bump;
+            prop_assert!(rank_of(&s2, t) <= r0);
+        }
+    }
+}
