@@ -1,1 +1,110 @@
-fn main() {}
+//! `cargo xtask`: the project's make. It installs libtorch from PyPI into a project-local virtual environment,
+//! records the environment the other commands need (LIBTORCH, LD_LIBRARY_PATH), and runs the tests, the
+//! `reg4rec` binary, the benches and the main pipeline with it. It builds without libtorch.
+
+mod env;
+mod setup;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::Command;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "reg4rec set-up, tests, runs and pipelines")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install libtorch (torch 2.11.0 from PyPI) into `.venv` and record the environment. Idempotent.
+    Setup {
+        /// Install the full CUDA build (about 4.7 GB) instead of the lean CPU one.
+        #[arg(long)]
+        cuda: bool,
+        /// Reinstall even if a verified installation exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set up if needed, then run the whole workspace's tests with that environment.
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Build (release) and run the `reg4rec` binary: `cargo xtask run -- data stats --dataset ml-100k`.
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The main job: every stage on a dataset, ending in `runs/<dataset>-<preset>/report.{json,md}`.
+    /// Arguments go to `reg4rec pipeline` (see `cargo xtask pipeline --help-pipeline`).
+    Pipeline {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the criterion benches (`cargo bench -p reg4rec-benches`) with the recorded environment.
+    Bench {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Print `export` lines for LIBTORCH and LD_LIBRARY_PATH: `eval "$(cargo xtask env)"`.
+    Env,
+    /// `cargo fmt --check` and `cargo clippy --all-targets -- -D warnings` over the workspace.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup { cuda, force } => {
+            setup::setup(cuda, force)?;
+        }
+        Cmd::Test { args } => {
+            let env = setup::ensure()?;
+            let mut c = env.cargo();
+            c.args(["test", "--workspace"]).args(&args);
+            env::run(&mut c)?;
+        }
+        Cmd::Run { args } => {
+            let env = setup::ensure()?;
+            let bin = build_cli(&env)?;
+            let mut c = env.command(&bin);
+            c.args(&args);
+            env::run(&mut c)?;
+        }
+        Cmd::Pipeline { args } => {
+            let env = setup::ensure()?;
+            let bin = build_cli(&env)?;
+            let mut c = env.command(&bin);
+            c.arg("pipeline").args(&args);
+            env::run(&mut c)?;
+        }
+        Cmd::Bench { args } => {
+            let env = setup::ensure()?;
+            let mut c = env.cargo();
+            c.args(["bench", "-p", "reg4rec-benches"]).args(&args);
+            env::run(&mut c)?;
+        }
+        Cmd::Env => {
+            print!("{}", setup::ensure()?.exports());
+        }
+        Cmd::Lint => {
+            let env = setup::ensure()?;
+            env::run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
+            let mut c = env.cargo();
+            c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            env::run(&mut c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the release `reg4rec` binary and returns its path.
+fn build_cli(env: &env::TorchEnv) -> Result<std::path::PathBuf> {
+    let mut c = env.cargo();
+    c.args(["build", "--release", "-p", "reg4rec-cli", "--bin", "reg4rec"]);
+    env::run(&mut c)?;
+    Ok(env.target_dir().join("release").join("reg4rec"))
+}

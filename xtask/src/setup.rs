@@ -1,0 +1,146 @@
+//! `cargo xtask setup`: a project-local venv holding torch 2.11.0 from PyPI (the version tch 0.24.0 binds).
+//!
+//! The lean CPU install is the torch wheel without its dependencies plus the two NVIDIA runtime wheels its
+//! libraries link against (about 1.3 GB); `--cuda` installs the full build with every CUDA library (about
+//! 4.7 GB). Set-up is idempotent: a verified installation of the requested kind is left as it is.
+
+use crate::env::{output, run, TorchEnv};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const TORCH_VERSION: &str = "2.11.0";
+const LEAN_PACKAGES: [&str; 3] = [
+    "torch==2.11.0",
+    "nvidia-cuda-runtime==13.0.96",
+    "nvidia-cuda-cupti==13.0.85",
+];
+
+/// Workspace root (the parent of `xtask/`).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// The recorded environment, running set-up first when there is none or it no longer verifies.
+pub fn ensure() -> Result<TorchEnv> {
+    let root = root();
+    if let Some(env) = TorchEnv::load(&root)? {
+        if verify(&env.libtorch, env.cuda).is_ok() {
+            return Ok(env);
+        }
+        eprintln!("xtask: the recorded libtorch no longer verifies; running set-up again");
+    }
+    setup(false, false)
+}
+
+pub fn setup(cuda: bool, force: bool) -> Result<TorchEnv> {
+    let root = root();
+    if !force {
+        if let Some(env) = TorchEnv::load(&root)? {
+            // A CUDA installation also serves CPU work.
+            if (env.cuda || !cuda) && verify(&env.libtorch, env.cuda).is_ok() {
+                eprintln!(
+                    "xtask: libtorch {} ({}) already installed at {}",
+                    env.torch_version,
+                    if env.cuda { "cuda" } else { "cpu" },
+                    env.libtorch.display()
+                );
+                return Ok(env);
+            }
+        }
+    }
+    let venv = root.join(".venv");
+    let py = venv.join("bin").join("python");
+    if !py.exists() {
+        let base = std::env::var("REG4REC_PYTHON").unwrap_or_else(|_| "python3".into());
+        eprintln!("xtask: creating {} with {base}", venv.display());
+        run(Command::new(&base).args(["-m", "venv"]).arg(&venv))
+            .context("creating the venv (is python3 with the venv module installed?)")?;
+    }
+    let mut pip = Command::new(&py);
+    pip.args(["-m", "pip", "install", "--disable-pip-version-check"]);
+    if cuda {
+        eprintln!("xtask: installing the full CUDA build of torch {TORCH_VERSION} (about 4.7 GB)");
+        pip.arg(format!("torch=={TORCH_VERSION}"));
+    } else {
+        eprintln!("xtask: installing the lean CPU libtorch (torch {TORCH_VERSION} without dependencies)");
+        pip.arg("--no-deps").args(LEAN_PACKAGES);
+    }
+    run(&mut pip).context("pip install failed (PyPI must be reachable)")?;
+
+    let site = PathBuf::from(output(Command::new(&py).args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+    ]))?);
+    let libtorch = site.join("torch");
+    let version = verify(&libtorch, cuda)?;
+    let env = TorchEnv {
+        root: root.clone(),
+        library_path: library_path(&libtorch, &site)?,
+        libtorch,
+        cuda,
+        torch_version: version,
+    };
+    env.save()?;
+    eprintln!(
+        "xtask: libtorch {} ready; environment recorded in {}",
+        env.torch_version,
+        TorchEnv::record_path(&root).display()
+    );
+    Ok(env)
+}
+
+/// Checks the installed torch: its version (from the package metadata, no import needed) and the files the
+/// build and the loader need. Returns the version.
+pub fn verify(libtorch: &Path, cuda: bool) -> Result<String> {
+    let site = libtorch
+        .parent()
+        .context("libtorch path has no parent folder")?;
+    let mut version = None;
+    for entry in std::fs::read_dir(site).with_context(|| format!("reading {}", site.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("torch-") {
+            if let Some(v) = rest.strip_suffix(".dist-info") {
+                version = Some(v.to_string());
+            }
+        }
+    }
+    let version = version.with_context(|| format!("no torch package in {}", site.display()))?;
+    if version.split('+').next() != Some(TORCH_VERSION) {
+        bail!("torch {version} installed in {}, tch 0.24.0 needs {TORCH_VERSION}", site.display());
+    }
+    let mut needed = vec![
+        libtorch.join("lib/libtorch_cpu.so"),
+        libtorch.join("lib/libc10.so"),
+        libtorch.join("include/torch/csrc/api/include/torch/torch.h"),
+        site.join("nvidia/cu13/lib/libcudart.so.13"),
+    ];
+    if cuda {
+        needed.push(libtorch.join("lib/libtorch_cuda.so"));
+    }
+    for f in needed {
+        if !f.exists() {
+            bail!("incomplete libtorch installation: {} is missing", f.display());
+        }
+    }
+    Ok(version)
+}
+
+/// libtorch's `lib/` and every NVIDIA wheel's `lib/` folder.
+fn library_path(libtorch: &Path, site: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![libtorch.join("lib")];
+    let nvidia = site.join("nvidia");
+    if nvidia.is_dir() {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&nvidia)? {
+            let lib = entry?.path().join("lib");
+            if lib.is_dir() {
+                found.push(lib);
+            }
+        }
+        found.sort();
+        dirs.extend(found);
+    }
+    Ok(dirs)
+}
