@@ -43,6 +43,212 @@ impl Dataset {
     /// Dense index of an original item id, if known.
     pub fn item_index(&self, raw: &str) -> Option<u32> {
         // Linear scan is fine for CLI look-ups; bulk paths build their own map.
-        self.item_ids.iter().position(|s| s == raw).map(|i| i as u32)
+        self.item_ids
+            .iter()
+            .position(|s| s == raw)
+            .map(|i| i as u32)
+    }
+}
+
+/// Summary figures of a dataset (`reg4rec data stats --json` prints this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetStats {
+    pub name: String,
+    pub users: usize,
+    pub items: usize,
+    pub interactions: usize,
+    pub categories: usize,
+    /// Mean number of interactions per user.
+    pub avg_seq_len: f64,
+    pub min_seq_len: usize,
+    pub max_seq_len: usize,
+    /// Interactions / (users * items).
+    pub density: f64,
+    /// Users with fewer than 3 items: the leave-one-out split drops (and counts) them.
+    pub short_users: usize,
+    /// Items without any attribute token.
+    pub items_without_attributes: usize,
+    /// Number of items per category, in `category_names` order.
+    pub category_items: Vec<(String, usize)>,
+}
+
+/// What a k-core filter removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KCoreReport {
+    pub k: usize,
+    pub users_dropped: usize,
+    pub items_dropped: usize,
+    pub interactions_dropped: usize,
+}
+
+impl Dataset {
+    /// Counts users, items, interactions and categories.
+    pub fn stats(&self) -> DatasetStats {
+        let lens: Vec<usize> = self.sequences.iter().map(Vec::len).collect();
+        let interactions: usize = lens.iter().sum();
+        let users = self.n_users();
+        let items = self.n_items();
+        let mut per_cat = vec![0usize; self.n_categories()];
+        for &c in &self.item_category {
+            if let Some(n) = per_cat.get_mut(c as usize) {
+                *n += 1;
+            }
+        }
+        DatasetStats {
+            name: self.name.clone(),
+            users,
+            items,
+            interactions,
+            categories: self.n_categories(),
+            avg_seq_len: interactions as f64 / users.max(1) as f64,
+            min_seq_len: lens.iter().copied().min().unwrap_or(0),
+            max_seq_len: lens.iter().copied().max().unwrap_or(0),
+            density: interactions as f64 / (users.max(1) * items.max(1)) as f64,
+            short_users: lens.iter().filter(|&&n| n < 3).count(),
+            items_without_attributes: self.item_attributes.iter().filter(|a| a.is_empty()).count(),
+            category_items: self.category_names.iter().cloned().zip(per_cat).collect(),
+        }
+    }
+
+    /// Keeps the k-core: repeatedly removes users and items with fewer than `k` interactions until every
+    /// remaining user and item has at least `k`. Items and categories are re-indexed densely (order kept).
+    pub fn k_core(&self, k: usize) -> (Dataset, KCoreReport) {
+        let mut seqs = self.sequences.clone();
+        let mut user_keep = vec![true; seqs.len()];
+        loop {
+            let mut item_count = vec![0usize; self.n_items()];
+            for (u, s) in seqs.iter().enumerate() {
+                if user_keep[u] {
+                    for &i in s {
+                        item_count[i as usize] += 1;
+                    }
+                }
+            }
+            let mut changed = false;
+            for (u, s) in seqs.iter_mut().enumerate() {
+                if !user_keep[u] {
+                    continue;
+                }
+                let before = s.len();
+                s.retain(|&i| item_count[i as usize] >= k);
+                changed |= s.len() != before;
+                if s.len() < k {
+                    user_keep[u] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut item_used = vec![false; self.n_items()];
+        for (u, s) in seqs.iter().enumerate() {
+            if user_keep[u] {
+                for &i in s {
+                    item_used[i as usize] = true;
+                }
+            }
+        }
+        let mut new_item = vec![u32::MAX; self.n_items()];
+        let mut item_ids = Vec::new();
+        let mut old_cat = Vec::new();
+        let mut item_attributes = Vec::new();
+        for i in (0..self.n_items()).filter(|&i| item_used[i]) {
+            new_item[i] = item_ids.len() as u32;
+            item_ids.push(self.item_ids[i].clone());
+            old_cat.push(self.item_category[i]);
+            item_attributes.push(self.item_attributes[i].clone());
+        }
+        let mut cat_used = vec![false; self.n_categories()];
+        for &c in &old_cat {
+            cat_used[c as usize] = true;
+        }
+        let mut new_cat = vec![u32::MAX; self.n_categories()];
+        let mut category_names = Vec::new();
+        for c in (0..self.n_categories()).filter(|&c| cat_used[c]) {
+            new_cat[c] = category_names.len() as u32;
+            category_names.push(self.category_names[c].clone());
+        }
+        let mut sequences = Vec::new();
+        let mut user_ids = Vec::new();
+        for (u, s) in seqs.into_iter().enumerate() {
+            if user_keep[u] {
+                sequences.push(
+                    s.into_iter()
+                        .map(|i| new_item[i as usize])
+                        .collect::<Vec<u32>>(),
+                );
+                user_ids.push(self.user_ids[u].clone());
+            }
+        }
+        let out = Dataset {
+            name: self.name.clone(),
+            sequences,
+            user_ids,
+            item_ids,
+            item_category: old_cat.into_iter().map(|c| new_cat[c as usize]).collect(),
+            category_names,
+            item_attributes,
+        };
+        let report = KCoreReport {
+            k,
+            users_dropped: self.n_users() - out.n_users(),
+            items_dropped: self.n_items() - out.n_items(),
+            interactions_dropped: self.n_interactions() - out.n_interactions(),
+        };
+        (out, report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> Dataset {
+        Dataset {
+            name: "toy".into(),
+            // item 3 is seen once, user 2 has two items.
+            sequences: vec![vec![0, 1, 2, 3], vec![0, 1, 2], vec![0, 1], vec![2, 1, 0]],
+            user_ids: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            item_ids: vec!["i0".into(), "i1".into(), "i2".into(), "i3".into()],
+            item_category: vec![0, 0, 1, 2],
+            category_names: vec!["x".into(), "y".into(), "z".into()],
+            item_attributes: vec![vec!["t".into()], vec![], vec![], vec![]],
+        }
+    }
+
+    #[test]
+    fn stats_count_everything() {
+        let s = toy().stats();
+        assert_eq!(
+            (s.users, s.items, s.interactions, s.categories),
+            (4, 4, 12, 3)
+        );
+        assert_eq!((s.min_seq_len, s.max_seq_len, s.short_users), (2, 4, 1));
+        assert!((s.avg_seq_len - 3.0).abs() < 1e-12);
+        assert_eq!(s.items_without_attributes, 3);
+        assert_eq!(s.category_items[1], ("y".to_string(), 1));
+    }
+
+    #[test]
+    fn k_core_removes_rare_items_and_short_users_and_reindexes() {
+        let (d, r) = toy().k_core(3);
+        // item 3 (1 interaction) goes, user c (2 items) goes; the rest has >= 3 everywhere.
+        assert_eq!(d.user_ids, vec!["a", "b", "d"]);
+        assert_eq!(d.item_ids, vec!["i0", "i1", "i2"]);
+        assert_eq!(d.sequences[0], vec![0, 1, 2]);
+        assert_eq!(d.category_names, vec!["x", "y"]);
+        assert_eq!(
+            r,
+            KCoreReport {
+                k: 3,
+                users_dropped: 1,
+                items_dropped: 1,
+                interactions_dropped: 3
+            }
+        );
+        let (same, r1) = d.k_core(3);
+        assert_eq!(same.sequences, d.sequences);
+        assert_eq!(r1.interactions_dropped, 0);
     }
 }

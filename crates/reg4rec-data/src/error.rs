@@ -29,6 +29,10 @@ pub enum DataError {
     UnknownDataset { name: String, known: String },
     #[error("config field `{field}`: {message}")]
     Config { field: String, message: String },
+    #[error("download of {what} failed: {message}")]
+    Download { what: String, message: String },
+    #[error("dataset `{name}` not found: {message}")]
+    NotFound { name: String, message: String },
     #[error("{0}")]
     Other(String),
 }

@@ -60,6 +60,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// Hex sha256 of a byte slice.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 /// Checks a file against an expected sha256.
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
     let found = sha256_file(path)?;

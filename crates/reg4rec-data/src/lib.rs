@@ -6,11 +6,15 @@
 
 pub mod dataset;
 pub mod error;
+pub mod formats;
 pub mod io;
 pub mod metrics;
+pub mod progress;
+pub mod registry;
 pub mod split;
 
-pub use dataset::Dataset;
+pub use dataset::{Dataset, DatasetStats, KCoreReport};
 pub use error::{DataError, Result};
 pub use metrics::{MetricAccumulator, Metrics};
+pub use registry::{load, load_path, LoadOptions};
 pub use split::LeaveOneOut;

@@ -19,7 +19,7 @@ pub fn rank_of(scores: &[f32], target: usize) -> usize {
     scores
         .iter()
         .enumerate()
-        .filter(|&(j, &s)| j != target && !(s < t))
+        .filter(|&(j, &s)| j != target && s.partial_cmp(&t) != Some(std::cmp::Ordering::Less))
         .count()
 }
 

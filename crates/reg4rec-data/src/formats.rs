@@ -1,0 +1,747 @@
+//! Readers for the on-disk formats reg4rec accepts, each turning files into a [`Dataset`]:
+//!
+//! - **S3-Rec** (`<Name>.txt`: one user a line, `user item item ...` in time order, integer ids; optional
+//!   `<Name>_item2attributes.json` `{"item": [attribute, ...]}`, `<Name>_attribute_names.json`
+//!   `{"attribute": "name"}` and `<Name>_item2l1category.tsv` `item_id<TAB>l1_attr_id<TAB>l1_name` with a header).
+//! - **RecBole atomic files**: `<name>.inter` with a header of `field:type` columns (needs `user_id` and
+//!   `item_id`; `timestamp` orders each user's items, file order breaks ties and is used when there is no
+//!   timestamp column); an optional `<name>.item` whose `category`/`categories`/`class`/`genre`/`genres` field
+//!   gives the category (first token of a `token_seq`) and whose other `token`/`token_seq` fields give the
+//!   attribute tokens `field=value` (lower-cased words for `token_seq`). Ids are opaque tokens, as in RecBole.
+//! - **CSV**: `user,item,timestamp[,category]`, with or without a header line (a header starts with `user` or
+//!   `user_id` and may name the columns in any order). Ids are opaque tokens, the timestamp must be a number,
+//!   an item's category is the one on its first row; no quoting.
+//!
+//! Users and items are numbered densely in ascending id order (numeric when every id is an integer). Items
+//! without a category get the category `unknown`.
+//!
+//! **Derived top-level category** (S3-Rec sets without an `_item2l1category.tsv`): S3-Rec attribute lists are
+//! the brand (when known) followed by the category path. The top-level categories are the attributes that are
+//! the first attribute of some item (an unbranded item starts with its top-level category) *and* the second
+//! attribute of another (a branded item has it right after the brand); a brand is never second and a
+//! sub-category is never first. An item's category is its first attribute in that set; an item with none of
+//! them takes its attribute shared by the most items (ties: earliest in its list); an item without attributes
+//! is `unknown`. On Amazon Beauty this reproduces the provided `Beauty_item2l1category.tsv` for all 12,101 items.
+
+use crate::dataset::Dataset;
+use crate::error::{DataError, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Category given to items that have none.
+pub const UNKNOWN_CATEGORY: &str = "unknown";
+
+/// Reads a whole text file, naming it on error; an empty (or whitespace-only) file is an error.
+fn read_text(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
+    if text.trim().is_empty() {
+        return Err(DataError::invalid(path, "empty file"));
+    }
+    Ok(text)
+}
+
+/// Non-empty lines with their 1-based line numbers.
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty())
+}
+
+fn parse_timestamp(path: &Path, line: usize, field: &str) -> Result<f64> {
+    match field.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() => Ok(t),
+        _ => Err(DataError::parse(
+            path,
+            line,
+            format!("timestamp `{field}` is not a finite number"),
+        )),
+    }
+}
+
+fn non_empty_id<'a>(path: &Path, line: usize, what: &str, field: &'a str) -> Result<&'a str> {
+    let f = field.trim();
+    if f.is_empty() {
+        return Err(DataError::parse(path, line, format!("empty {what} id")));
+    }
+    Ok(f)
+}
+
+/// Ids in ascending order: numeric when all are integers, else lexicographic.
+fn sorted_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<String> = ids.map(str::to_string).collect();
+    v.sort();
+    v.dedup();
+    if v.iter().all(|s| s.parse::<u64>().is_ok()) {
+        v.sort_by_key(|s| s.parse::<u64>().unwrap_or(u64::MAX));
+    }
+    v
+}
+
+/// Builds a [`Dataset`] from per-user chronological sequences of raw item ids.
+pub(crate) fn build_dataset(
+    name: &str,
+    users: Vec<(String, Vec<String>)>,
+    categories: &HashMap<String, String>,
+    attributes: &HashMap<String, Vec<String>>,
+) -> Dataset {
+    let item_ids = sorted_ids(users.iter().flat_map(|(_, s)| s.iter().map(String::as_str)));
+    let index: HashMap<&str, u32> = item_ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i as u32))
+        .collect();
+    let user_order = sorted_ids(users.iter().map(|(u, _)| u.as_str()));
+    let mut by_user: HashMap<String, Vec<String>> = users.into_iter().collect();
+    let mut sequences = Vec::with_capacity(user_order.len());
+    for u in &user_order {
+        let seq = by_user.remove(u).unwrap_or_default();
+        sequences.push(seq.iter().map(|i| index[i.as_str()]).collect());
+    }
+    let cat_of = |i: &String| {
+        categories
+            .get(i)
+            .map(String::as_str)
+            .unwrap_or(UNKNOWN_CATEGORY)
+    };
+    let category_names = sorted_ids(item_ids.iter().map(cat_of));
+    let cat_index: HashMap<&str, u32> = category_names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i as u32))
+        .collect();
+    let item_category = item_ids.iter().map(|i| cat_index[cat_of(i)]).collect();
+    let item_attributes = item_ids
+        .iter()
+        .map(|i| attributes.get(i).cloned().unwrap_or_default())
+        .collect();
+    Dataset {
+        name: name.to_string(),
+        sequences,
+        user_ids: user_order,
+        item_ids,
+        item_category,
+        category_names,
+        item_attributes,
+    }
+}
+
+/// Groups `(user, item, timestamp)` rows by user and orders each user's items by timestamp (stable).
+fn group_by_user(rows: Vec<(String, String, f64)>) -> Vec<(String, Vec<String>)> {
+    let mut by_user: HashMap<String, Vec<(f64, String)>> = HashMap::new();
+    for (u, i, t) in rows {
+        by_user.entry(u).or_default().push((t, i));
+    }
+    by_user
+        .into_iter()
+        .map(|(u, mut v)| {
+            v.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (u, v.into_iter().map(|(_, i)| i).collect())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// S3-Rec
+
+/// Reads an S3-Rec sequence file: `user item item ...` per line, integer ids, items in time order.
+pub fn read_s3rec_sequences(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let text = read_text(path)?;
+    let mut users = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (ln, line) in lines(&text) {
+        let mut fields = line.split_whitespace();
+        let user = fields
+            .next()
+            .ok_or_else(|| DataError::parse(path, ln, "empty line"))?;
+        let check = |f: &str, what: &str| -> Result<String> {
+            f.parse::<u64>().map(|v| v.to_string()).map_err(|_| {
+                DataError::parse(
+                    path,
+                    ln,
+                    format!("{what} id `{f}` is not a non-negative integer"),
+                )
+            })
+        };
+        let user = check(user, "user")?;
+        let items = fields
+            .map(|f| check(f, "item"))
+            .collect::<Result<Vec<_>>>()?;
+        if items.is_empty() {
+            return Err(DataError::parse(
+                path,
+                ln,
+                format!("user {user} has no items"),
+            ));
+        }
+        if !seen.insert(user.clone()) {
+            return Err(DataError::parse(
+                path,
+                ln,
+                format!("user {user} appears twice"),
+            ));
+        }
+        users.push((user, items));
+    }
+    Ok(users)
+}
+
+/// Reads `<Name>_item2attributes.json`: item id -> attribute ids (keys normalised to canonical integers).
+pub fn read_s3rec_attributes(path: &Path) -> Result<HashMap<String, Vec<u64>>> {
+    read_text(path)?;
+    let raw: HashMap<String, Vec<u64>> = crate::io::read_json(path)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.trim()
+                .parse::<u64>()
+                .map(|id| (id.to_string(), v))
+                .map_err(|_| DataError::invalid(path, format!("item key `{k}` is not an integer")))
+        })
+        .collect()
+}
+
+/// Reads `<Name>_attribute_names.json`: attribute id -> name.
+pub fn read_s3rec_attribute_names(path: &Path) -> Result<HashMap<u64, String>> {
+    read_text(path)?;
+    let raw: HashMap<String, String> = crate::io::read_json(path)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.trim().parse::<u64>().map(|id| (id, v)).map_err(|_| {
+                DataError::invalid(path, format!("attribute key `{k}` is not an integer"))
+            })
+        })
+        .collect()
+}
+
+/// Reads `<Name>_item2l1category.tsv` (`item_id<TAB>l1_attr_id<TAB>l1_name`, header line first).
+pub fn read_s3rec_l1_categories(path: &Path) -> Result<HashMap<String, String>> {
+    let text = read_text(path)?;
+    let mut out = HashMap::new();
+    for (ln, line) in lines(&text) {
+        let f: Vec<&str> = line.split('\t').collect();
+        if ln == 1 && f.first().is_some_and(|h| h.trim() == "item_id") {
+            continue;
+        }
+        if f.len() != 3 {
+            return Err(DataError::parse(
+                path,
+                ln,
+                format!("expected 3 tab-separated fields, found {}", f.len()),
+            ));
+        }
+        let item = f[0].trim().parse::<u64>().map_err(|_| {
+            DataError::parse(path, ln, format!("item id `{}` is not an integer", f[0]))
+        })?;
+        let name = f[2].trim();
+        if name.is_empty() {
+            return Err(DataError::parse(path, ln, "empty category name"));
+        }
+        out.insert(item.to_string(), name.to_string());
+    }
+    Ok(out)
+}
+
+/// The derived top-level category of each item (see the module doc for the rule).
+pub fn derive_top_level_categories(attrs: &HashMap<String, Vec<u64>>) -> HashMap<String, u64> {
+    let mut first = std::collections::HashSet::new();
+    let mut second = std::collections::HashSet::new();
+    let mut freq: HashMap<u64, usize> = HashMap::new();
+    for v in attrs.values() {
+        if let Some(&a) = v.first() {
+            first.insert(a);
+        }
+        if let Some(&a) = v.get(1) {
+            second.insert(a);
+        }
+        let mut uniq = v.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        for a in uniq {
+            *freq.entry(a).or_default() += 1;
+        }
+    }
+    let top: std::collections::HashSet<u64> = first.intersection(&second).copied().collect();
+    let mut out = HashMap::new();
+    for (item, v) in attrs {
+        let pick = v.iter().find(|a| top.contains(a)).copied().or_else(|| {
+            // Most shared attribute, earliest in the list on ties.
+            let mut best: Option<(usize, u64)> = None;
+            for &a in v {
+                let f = freq.get(&a).copied().unwrap_or(0);
+                if best.is_none_or(|(bf, _)| f > bf) {
+                    best = Some((f, a));
+                }
+            }
+            best.map(|(_, a)| a)
+        });
+        if let Some(a) = pick {
+            out.insert(item.clone(), a);
+        }
+    }
+    out
+}
+
+/// Paths of an S3-Rec dataset's files; only `sequences` is required.
+#[derive(Debug, Clone)]
+pub struct S3RecFiles<'a> {
+    pub sequences: &'a Path,
+    pub attributes: Option<&'a Path>,
+    pub attribute_names: Option<&'a Path>,
+    pub l1_categories: Option<&'a Path>,
+}
+
+/// Loads an S3-Rec dataset. Attribute tokens are the attribute names (or `attr<id>` without a names file).
+pub fn load_s3rec(name: &str, files: &S3RecFiles<'_>) -> Result<Dataset> {
+    let users = read_s3rec_sequences(files.sequences)?;
+    let attrs = match files.attributes {
+        Some(p) => read_s3rec_attributes(p)?,
+        None => HashMap::new(),
+    };
+    let names = match files.attribute_names {
+        Some(p) => read_s3rec_attribute_names(p)?,
+        None => HashMap::new(),
+    };
+    let attr_name = |a: u64| names.get(&a).cloned().unwrap_or_else(|| format!("attr{a}"));
+    let categories: HashMap<String, String> = match files.l1_categories {
+        Some(p) => read_s3rec_l1_categories(p)?,
+        None => derive_top_level_categories(&attrs)
+            .into_iter()
+            .map(|(i, a)| (i, attr_name(a)))
+            .collect(),
+    };
+    let attributes: HashMap<String, Vec<String>> = attrs
+        .iter()
+        .map(|(i, v)| (i.clone(), v.iter().map(|&a| attr_name(a)).collect()))
+        .collect();
+    Ok(build_dataset(name, users, &categories, &attributes))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// RecBole atomic files
+
+/// A parsed atomic-file header: field names and types in column order.
+struct AtomicHeader {
+    fields: Vec<(String, String)>,
+}
+
+impl AtomicHeader {
+    fn parse(path: &Path, line: &str) -> Result<Self> {
+        let mut fields = Vec::new();
+        for f in line.split('\t') {
+            let (name, ty) = f.trim().split_once(':').ok_or_else(|| {
+                DataError::parse(
+                    path,
+                    1,
+                    format!("header field `{f}` is not `name:type` (RecBole atomic header)"),
+                )
+            })?;
+            fields.push((name.to_string(), ty.to_string()));
+        }
+        Ok(Self { fields })
+    }
+
+    fn column(&self, names: &[&str]) -> Option<usize> {
+        names
+            .iter()
+            .find_map(|n| self.fields.iter().position(|(f, _)| f == n))
+    }
+
+    fn require(&self, path: &Path, name: &str) -> Result<usize> {
+        self.column(&[name])
+            .ok_or_else(|| DataError::parse(path, 1, format!("header has no `{name}` field")))
+    }
+}
+
+/// Splits a data line of an atomic file, checking the field count.
+fn atomic_fields<'a>(path: &Path, ln: usize, line: &'a str, n: usize) -> Result<Vec<&'a str>> {
+    let f: Vec<&str> = line.split('\t').collect();
+    if f.len() != n {
+        return Err(DataError::parse(
+            path,
+            ln,
+            format!("expected {n} tab-separated fields, found {}", f.len()),
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads a RecBole `.inter` file into per-user chronological sequences.
+pub fn read_atomic_inter(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
+    let text = read_text(path)?;
+    let mut it = lines(&text);
+    let (_, head) = it
+        .next()
+        .ok_or_else(|| DataError::invalid(path, "empty file"))?;
+    let header = AtomicHeader::parse(path, head)?;
+    let (cu, ci) = (
+        header.require(path, "user_id")?,
+        header.require(path, "item_id")?,
+    );
+    let ct = header.column(&["timestamp"]);
+    let n = header.fields.len();
+    let mut rows = Vec::new();
+    for (ln, line) in it {
+        let f = atomic_fields(path, ln, line, n)?;
+        let u = non_empty_id(path, ln, "user", f[cu])?;
+        let i = non_empty_id(path, ln, "item", f[ci])?;
+        let t = match ct {
+            Some(c) => parse_timestamp(path, ln, f[c])?,
+            None => 0.0,
+        };
+        rows.push((u.to_string(), i.to_string(), t));
+    }
+    if rows.is_empty() {
+        return Err(DataError::invalid(path, "no interactions after the header"));
+    }
+    Ok(group_by_user(rows))
+}
+
+/// Side information per raw item id: category name and attribute tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemTable {
+    pub categories: HashMap<String, String>,
+    pub attributes: HashMap<String, Vec<String>>,
+}
+
+/// Reads a RecBole `.item` file: per item, the category (when the file has a category field) and attribute
+/// tokens.
+pub fn read_atomic_item(path: &Path) -> Result<ItemTable> {
+    let text = read_text(path)?;
+    let mut it = lines(&text);
+    let (_, head) = it
+        .next()
+        .ok_or_else(|| DataError::invalid(path, "empty file"))?;
+    let header = AtomicHeader::parse(path, head)?;
+    let ci = header.require(path, "item_id")?;
+    let ccat = header.column(&["category", "categories", "class", "genre", "genres"]);
+    let n = header.fields.len();
+    let mut cats = HashMap::new();
+    let mut attrs = HashMap::new();
+    for (ln, line) in it {
+        let f = atomic_fields(path, ln, line, n)?;
+        let item = non_empty_id(path, ln, "item", f[ci])?.to_string();
+        if let Some(c) = ccat {
+            if let Some(first) = f[c].split_whitespace().next() {
+                cats.insert(item.clone(), first.to_string());
+            }
+        }
+        let mut tokens = Vec::new();
+        for (col, (name, ty)) in header.fields.iter().enumerate() {
+            if col == ci {
+                continue;
+            }
+            match ty.as_str() {
+                "token" if !f[col].trim().is_empty() => {
+                    tokens.push(format!("{name}={}", f[col].trim()));
+                }
+                "token_seq" => {
+                    for w in f[col].split_whitespace() {
+                        let w: String = if Some(col) == ccat {
+                            w.to_string()
+                        } else {
+                            w.chars()
+                                .filter(|c| c.is_alphanumeric())
+                                .flat_map(char::to_lowercase)
+                                .collect()
+                        };
+                        if !w.is_empty() {
+                            tokens.push(format!("{name}={w}"));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        attrs.insert(item, tokens);
+    }
+    Ok(ItemTable {
+        categories: cats,
+        attributes: attrs,
+    })
+}
+
+/// Loads RecBole atomic files: an `.inter` and an optional `.item`.
+pub fn load_atomic(name: &str, inter: &Path, item: Option<&Path>) -> Result<Dataset> {
+    let users = read_atomic_inter(inter)?;
+    let table = match item {
+        Some(p) => read_atomic_item(p)?,
+        None => ItemTable::default(),
+    };
+    Ok(build_dataset(
+        name,
+        users,
+        &table.categories,
+        &table.attributes,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// CSV
+
+/// Loads a CSV log `user,item,timestamp[,category]` (header optional).
+pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
+    let text = read_text(path)?;
+    let mut it = lines(&text).peekable();
+    // Column positions: user, item, timestamp, category.
+    let mut cols = (0usize, 1usize, 2usize, Some(3usize));
+    let mut n_fields: Option<usize> = None;
+    if let Some(&(ln, first)) = it.peek() {
+        let f: Vec<String> = first.split(',').map(|s| s.trim().to_lowercase()).collect();
+        if matches!(f[0].as_str(), "user" | "user_id" | "userid") {
+            let find = |names: &[&str]| f.iter().position(|h| names.contains(&h.as_str()));
+            let need = |names: &[&str], what: &str| {
+                find(names).ok_or_else(|| {
+                    DataError::parse(path, ln, format!("header has no `{what}` column"))
+                })
+            };
+            cols = (
+                need(&["user", "user_id", "userid"], "user")?,
+                need(&["item", "item_id", "itemid"], "item")?,
+                need(&["timestamp", "time", "ts"], "timestamp")?,
+                find(&["category", "categories"]),
+            );
+            n_fields = Some(f.len());
+            it.next();
+        }
+    }
+    let mut rows = Vec::new();
+    let mut cats: HashMap<String, String> = HashMap::new();
+    for (ln, line) in it {
+        let f: Vec<&str> = line.split(',').collect();
+        let ok = match n_fields {
+            Some(n) => f.len() == n,
+            None => f.len() == 3 || f.len() == 4,
+        };
+        if !ok {
+            let expected = n_fields.map_or("3 or 4".to_string(), |n| n.to_string());
+            return Err(DataError::parse(
+                path,
+                ln,
+                format!(
+                    "expected {expected} comma-separated fields, found {}",
+                    f.len()
+                ),
+            ));
+        }
+        let u = non_empty_id(path, ln, "user", f[cols.0])?;
+        let i = non_empty_id(path, ln, "item", f[cols.1])?;
+        let t = parse_timestamp(path, ln, f[cols.2])?;
+        if let Some(c) = cols.3.and_then(|c| f.get(c)).map(|c| c.trim()) {
+            if !c.is_empty() {
+                cats.entry(i.to_string()).or_insert_with(|| c.to_string());
+            }
+        }
+        rows.push((u.to_string(), i.to_string(), t));
+    }
+    if rows.is_empty() {
+        return Err(DataError::invalid(path, "no interactions"));
+    }
+    Ok(build_dataset(
+        name,
+        group_by_user(rows),
+        &cats,
+        &HashMap::new(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn err_text<T: std::fmt::Debug>(r: Result<T>) -> String {
+        r.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn s3rec_reads_sequences_attributes_and_derives_categories() {
+        let d = tempfile::tempdir().unwrap();
+        let seq = write(d.path(), "X.txt", "1 1 2 3\n2 3 4 1\n10 2 4\n");
+        // attributes: 100/101 top-level, 7 a brand, 50/51 sub-categories.
+        let attrs = write(
+            d.path(),
+            "X_item2attributes.json",
+            r#"{"1": [100, 50], "2": [7, 101, 51], "3": [7, 100], "4": [101]}"#,
+        );
+        let names = write(
+            d.path(),
+            "X_attribute_names.json",
+            r#"{"100": "Makeup", "101": "Hair", "7": "Acme", "50": "Face", "51": "Shampoo"}"#,
+        );
+        let files = S3RecFiles {
+            sequences: &seq,
+            attributes: Some(&attrs),
+            attribute_names: Some(&names),
+            l1_categories: None,
+        };
+        let ds = load_s3rec("x", &files).unwrap();
+        assert_eq!(ds.user_ids, vec!["1", "2", "10"]);
+        assert_eq!(ds.item_ids, vec!["1", "2", "3", "4"]);
+        assert_eq!(ds.sequences, vec![vec![0, 1, 2], vec![2, 3, 0], vec![1, 3]]);
+        assert_eq!(ds.category_names, vec!["Hair", "Makeup"]);
+        assert_eq!(ds.item_category, vec![1, 0, 1, 0]);
+        assert_eq!(ds.item_attributes[1], vec!["Acme", "Hair", "Shampoo"]);
+
+        let l1 = write(
+            d.path(),
+            "X_item2l1category.tsv",
+            "item_id\tl1_attr_id\tl1_name\n1\t100\tMakeup\n",
+        );
+        let files = S3RecFiles {
+            l1_categories: Some(&l1),
+            ..files
+        };
+        let ds = load_s3rec("x", &files).unwrap();
+        assert_eq!(ds.category_names, vec!["Makeup", UNKNOWN_CATEGORY]);
+        assert_eq!(ds.item_category, vec![0, 1, 1, 1]);
+    }
+
+    #[test]
+    fn s3rec_bad_input_names_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "B.txt", "1 1 2\n2 3 x\n");
+        let e = err_text(read_s3rec_sequences(&p));
+        assert!(e.contains("B.txt:2") && e.contains("`x`"), "{e}");
+        let p = write(d.path(), "C.txt", "1 1 2\nabc 3\n");
+        let e = err_text(read_s3rec_sequences(&p));
+        assert!(e.contains("C.txt:2") && e.contains("user id"), "{e}");
+        let p = write(d.path(), "D.txt", "1 1 2\n\n7\n");
+        let e = err_text(read_s3rec_sequences(&p));
+        assert!(e.contains("D.txt:3") && e.contains("no items"), "{e}");
+        let p = write(d.path(), "E.txt", "  \n");
+        let e = err_text(read_s3rec_sequences(&p));
+        assert!(e.contains("E.txt") && e.contains("empty file"), "{e}");
+        let p = write(d.path(), "F_item2attributes.json", "{\"1\": [1,\n 2,, 3]}");
+        let e = err_text(read_s3rec_attributes(&p));
+        assert!(e.contains("F_item2attributes.json:2"), "{e}");
+        let p = write(d.path(), "G.tsv", "item_id\tl1_attr_id\tl1_name\n1\t2\n");
+        let e = err_text(read_s3rec_l1_categories(&p));
+        assert!(
+            e.contains("G.tsv:2") && e.contains("3 tab-separated"),
+            "{e}"
+        );
+        let e = err_text(read_s3rec_sequences(&d.path().join("missing.txt")));
+        assert!(e.contains("missing.txt"), "{e}");
+    }
+
+    #[test]
+    fn atomic_files_order_by_timestamp_and_read_item_features() {
+        let d = tempfile::tempdir().unwrap();
+        let inter = write(
+            d.path(),
+            "m.inter",
+            "user_id:token\titem_id:token\trating:float\ttimestamp:float\n\
+             u1\t10\t3\t300\nu1\t20\t4\t100\nu2\t10\t5\t50\nu1\t30\t1\t100\n",
+        );
+        let item = write(
+            d.path(),
+            "m.item",
+            "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n\
+             10\tToy Story!\t1995\tAnimation Comedy\n20\tHeat\t1995\t\n",
+        );
+        let ds = load_atomic("m", &inter, Some(&item)).unwrap();
+        assert_eq!(ds.user_ids, vec!["u1", "u2"]);
+        assert_eq!(ds.item_ids, vec!["10", "20", "30"]);
+        // u1: 20 (t=100), 30 (t=100, later in the file), 10 (t=300).
+        assert_eq!(ds.sequences[0], vec![1, 2, 0]);
+        assert_eq!(ds.category_names, vec!["Animation", UNKNOWN_CATEGORY]);
+        assert_eq!(ds.item_category, vec![0, 1, 1]);
+        assert_eq!(
+            ds.item_attributes[0],
+            vec![
+                "movie_title=toy",
+                "movie_title=story",
+                "release_year=1995",
+                "class=Animation",
+                "class=Comedy"
+            ]
+        );
+        assert!(ds.item_attributes[2].is_empty());
+    }
+
+    #[test]
+    fn atomic_bad_input_names_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let h = "user_id:token\titem_id:token\ttimestamp:float\n";
+        let p = write(d.path(), "a.inter", &format!("{h}1\t2\t3\n1\t2\tnoon\n"));
+        let e = err_text(read_atomic_inter(&p));
+        assert!(e.contains("a.inter:3") && e.contains("timestamp"), "{e}");
+        let p = write(d.path(), "b.inter", &format!("{h}1\t2\n"));
+        let e = err_text(read_atomic_inter(&p));
+        assert!(e.contains("b.inter:2") && e.contains("expected 3"), "{e}");
+        let p = write(d.path(), "c.inter", "user\titem\n1\t2\n");
+        let e = err_text(read_atomic_inter(&p));
+        assert!(e.contains("c.inter:1") && e.contains("name:type"), "{e}");
+        let p = write(d.path(), "d.inter", "user_id:token\tts:float\n1\t2\n");
+        let e = err_text(read_atomic_inter(&p));
+        assert!(e.contains("item_id"), "{e}");
+        let p = write(d.path(), "e.inter", h);
+        let e = err_text(read_atomic_inter(&p));
+        assert!(
+            e.contains("e.inter") && e.contains("no interactions"),
+            "{e}"
+        );
+        let p = write(d.path(), "f.inter", "");
+        let e = err_text(read_atomic_inter(&p));
+        assert!(e.contains("f.inter") && e.contains("empty file"), "{e}");
+        let p = write(d.path(), "g.inter", &format!("{h}1\t\t5\n"));
+        let e = err_text(read_atomic_inter(&p));
+        assert!(
+            e.contains("g.inter:2") && e.contains("empty item id"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn csv_with_and_without_header() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "a.csv",
+            "1,5,20,shoes\n1,6,10,hats\n2,5,1,boots\n",
+        );
+        let ds = load_csv("a", &p).unwrap();
+        assert_eq!(ds.sequences, vec![vec![1, 0], vec![0]]);
+        // first row wins for item 5's category.
+        assert_eq!(ds.category_names, vec!["hats", "shoes"]);
+        assert_eq!(ds.item_category, vec![1, 0]);
+        let p = write(d.path(), "b.csv", "timestamp,item,user\n5,x,u\n1,y,u\n");
+        let ds = load_csv("b", &p).unwrap_err();
+        // header must start with the user column
+        assert!(ds.to_string().contains("b.csv:1"), "{ds}");
+        let p = write(d.path(), "c.csv", "user,timestamp,item\nu,5,x\nu,1.5,y\n");
+        let ds = load_csv("c", &p).unwrap();
+        assert_eq!(ds.item_ids, vec!["x", "y"]);
+        assert_eq!(ds.sequences, vec![vec![1, 0]]);
+        assert_eq!(ds.category_names, vec![UNKNOWN_CATEGORY]);
+    }
+
+    #[test]
+    fn csv_bad_input_names_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "a.csv", "1,5,20\n1,6\n");
+        let e = err_text(load_csv("a", &p));
+        assert!(e.contains("a.csv:2") && e.contains("found 2"), "{e}");
+        let p = write(
+            d.path(),
+            "b.csv",
+            "user,item,timestamp\n1,5,20\n1,6,yesterday\n",
+        );
+        let e = err_text(load_csv("b", &p));
+        assert!(e.contains("b.csv:3") && e.contains("yesterday"), "{e}");
+        let p = write(d.path(), "c.csv", "user,item,timestamp\n");
+        let e = err_text(load_csv("c", &p));
+        assert!(e.contains("c.csv") && e.contains("no interactions"), "{e}");
+        let p = write(d.path(), "d.csv", "\n\n");
+        let e = err_text(load_csv("d", &p));
+        assert!(e.contains("d.csv") && e.contains("empty file"), "{e}");
+        let p = write(d.path(), "e.csv", "1,5,NaN\n");
+        let e = err_text(load_csv("e", &p));
+        assert!(e.contains("e.csv:1"), "{e}");
+    }
+}
