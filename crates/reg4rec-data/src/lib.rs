@@ -4,8 +4,10 @@
 //!
 //! Everything here is pure Rust; the optional `tch` feature converts batches into libtorch tensors.
 
+pub mod batch;
 pub mod dataset;
 pub mod error;
+pub mod features;
 pub mod formats;
 pub mod io;
 pub mod metrics;
@@ -15,6 +17,7 @@ pub mod split;
 
 pub use dataset::{Dataset, DatasetStats, KCoreReport};
 pub use error::{DataError, Result};
+pub use features::{build_item_features, FeatureConfig, ItemFeatures};
 pub use metrics::{MetricAccumulator, Metrics};
 pub use registry::{load, load_path, LoadOptions};
 pub use split::LeaveOneOut;
