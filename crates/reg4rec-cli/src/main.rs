@@ -1,1 +1,47 @@
-fn main() {}
+//! `reg4rec`: the command line of the reg4rec workspace. It is the only crate that knows all the others: data
+//! statistics, tokenizer training, pre-training, alignment, evaluation, recommendations with explanations, and
+//! the pipeline that runs them all and writes the report.
+
+mod args;
+mod cmd;
+mod pipeline;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "reg4rec", version, about = "REG4Rec: reasoning-enhanced generative recommendation")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dataset commands (statistics).
+    #[command(subcommand)]
+    Data(cmd::data::DataCmd),
+    /// Run every stage on a dataset and write `report.json` and `report.md`.
+    Pipeline(pipeline::PipelineArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REG4REC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Command::Data(c) => cmd::data::run(c),
+        Command::Pipeline(a) => pipeline::run(a),
+    }
+}

@@ -1,0 +1,116 @@
+//! The pipeline's configuration: one serde struct whose sections are the crates' own configs, read from a preset
+//! (`configs/<preset>.toml`, embedded in the binary) or a file, with `--set section.field=value` overrides.
+
+use anyhow::{bail, Context, Result};
+use reg4rec_baselines::SasRecConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Every stage's settings. Unknown fields are errors that name the field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// SASRec with full-softmax cross-entropy (`reg4rec_baselines::SasRecConfig`).
+    pub sasrec: SasRecConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            sasrec: SasRecConfig::default(),
+        }
+    }
+}
+
+/// The presets shipped with reg4rec.
+pub const PRESETS: [(&str, &str); 3] = [
+    ("smoke", include_str!("../../../../configs/smoke.toml")),
+    ("cpu", include_str!("../../../../configs/cpu.toml")),
+    ("gpu", include_str!("../../../../configs/gpu.toml")),
+];
+
+impl PipelineConfig {
+    /// Reads a preset by name, or a TOML file when `file` is given, then applies `sets` (`a.b=value`).
+    pub fn resolve(preset: &str, file: Option<&Path>, sets: &[String]) -> Result<PipelineConfig> {
+        let (text, origin) = match file {
+            Some(p) => (
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => match PRESETS.iter().find(|(n, _)| *n == preset) {
+                Some((_, t)) => (t.to_string(), format!("preset `{preset}`")),
+                None => bail!(
+                    "unknown preset `{preset}`; known: {}",
+                    PRESETS.map(|(n, _)| n).join(", ")
+                ),
+            },
+        };
+        let mut value: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {origin}"))?;
+        for s in sets {
+            apply_set(&mut value, s)?;
+        }
+        let cfg: PipelineConfig = toml::Value::Table(value)
+            .try_into()
+            .with_context(|| format!("invalid configuration from {origin} with {sets:?}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.sasrec.validate().context("config section `sasrec`")?;
+        Ok(())
+    }
+}
+
+/// Applies one `dotted.key=value` override; the value is parsed as TOML (a bare word is a string).
+fn apply_set(root: &mut toml::Table, set: &str) -> Result<()> {
+    let (key, raw) = set
+        .split_once('=')
+        .with_context(|| format!("--set `{set}`: expected key=value"))?;
+    let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    let mut table = root;
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            bail!("--set `{set}`: empty key segment");
+        }
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .with_context(|| format!("--set `{set}`: `{part}` is not a section"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_parses_and_validates() {
+        for (name, _) in PRESETS {
+            PipelineConfig::resolve(name, None, &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn set_overrides_a_field_and_unknown_fields_are_named() {
+        let c = PipelineConfig::resolve("smoke", None, &["sasrec.seed=7".into()]).unwrap();
+        assert_eq!(c.sasrec.seed, 7);
+        let e = PipelineConfig::resolve("smoke", None, &["sasrec.no_such_field=1".into()])
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("no_such_field"), "{e:#}");
+        let e = PipelineConfig::resolve("nope", None, &[]).unwrap_err();
+        assert!(e.to_string().contains("unknown preset"));
+    }
+}

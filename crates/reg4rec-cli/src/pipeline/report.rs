@@ -1,0 +1,127 @@
+//! The report contract: `report.json` (machine-readable) and `report.md` (the table people read).
+//!
+//! `{"dataset", "preset", "users", "items", "protocol": {"split", "ranking", "filter_history", "tie_breaking"},
+//! "methods": [{"name", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "train_seconds", "eval_seconds", ...}]}`
+
+use anyhow::Result;
+use reg4rec_data::io::{write_atomic, write_json_atomic};
+use reg4rec_data::Metrics;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Protocol {
+    pub split: String,
+    pub ranking: String,
+    pub filter_history: bool,
+    pub tie_breaking: String,
+}
+
+impl Default for Protocol {
+    fn default() -> Self {
+        Protocol {
+            split: "leave-one-out (last item test, second-to-last validation)".into(),
+            ranking: "full ranking over all items".into(),
+            filter_history: false,
+            tie_breaking: "pessimistic: the target ranks after every item with an equal score".into(),
+        }
+    }
+}
+
+/// One method's test metrics (and validation metrics, for model selection transparency).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MethodRow {
+    pub name: String,
+    #[serde(rename = "recall@5")]
+    pub recall_5: f64,
+    #[serde(rename = "recall@10")]
+    pub recall_10: f64,
+    #[serde(rename = "recall@20")]
+    pub recall_20: f64,
+    #[serde(rename = "ndcg@5")]
+    pub ndcg_5: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg_10: f64,
+    #[serde(rename = "ndcg@20")]
+    pub ndcg_20: f64,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    /// Validation metrics of the same model, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<Metrics>,
+}
+
+impl MethodRow {
+    pub fn new(name: &str, test: &Metrics, train_seconds: f64, eval_seconds: f64) -> Self {
+        MethodRow {
+            name: name.to_string(),
+            recall_5: test.recall_5,
+            recall_10: test.recall_10,
+            recall_20: test.recall_20,
+            ndcg_5: test.ndcg_5,
+            ndcg_10: test.ndcg_10,
+            ndcg_20: test.ndcg_20,
+            train_seconds,
+            eval_seconds,
+            valid: None,
+        }
+    }
+
+    pub fn with_valid(mut self, valid: Metrics) -> Self {
+        self.valid = Some(valid);
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub dataset: String,
+    pub preset: String,
+    pub users: usize,
+    pub items: usize,
+    pub interactions: usize,
+    pub protocol: Protocol,
+    pub methods: Vec<MethodRow>,
+}
+
+impl Report {
+    /// Writes `report.json` and `report.md` into `dir`, atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_json_atomic(&dir.join("report.json"), self)?;
+        write_atomic(&dir.join("report.md"), self.markdown().as_bytes())?;
+        Ok(())
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "# reg4rec report: {} ({} preset)\n\n{} users, {} items, {} interactions. Protocol: {}; {}; \
+             history items {}filtered; ties: {}.\n\nTest split:\n\n",
+            self.dataset,
+            self.preset,
+            self.users,
+            self.items,
+            self.interactions,
+            self.protocol.split,
+            self.protocol.ranking,
+            if self.protocol.filter_history { "" } else { "not " },
+            self.protocol.tie_breaking,
+        );
+        s.push_str("| method | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 | train s | eval s |\n");
+        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        for m in &self.methods {
+            s.push_str(&format!(
+                "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} |\n",
+                m.name,
+                m.recall_5,
+                m.ndcg_5,
+                m.recall_10,
+                m.ndcg_10,
+                m.recall_20,
+                m.ndcg_20,
+                m.train_seconds,
+                m.eval_seconds
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,132 @@
+//! Cached, resumable stages. Each stage owns `<out>/stages/<name>/`; its key is the hash of its name, its
+//! configuration and its upstream stages' keys. A stage whose `result.json` carries the current key is skipped;
+//! a stage directory with the current key but no result is resumed (its work is passed `resume = true`); a
+//! different key starts the stage afresh.
+
+use anyhow::{Context, Result};
+use reg4rec_data::io::{read_json, write_json_atomic};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize)]
+struct Stamped<T> {
+    key: String,
+    result: T,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    key: String,
+}
+
+/// Where stages live and whether cached results may be reused.
+pub struct StageRunner {
+    pub root: PathBuf,
+    pub force: bool,
+}
+
+/// A finished stage: its result and its key (the input of downstream keys).
+pub struct Done<T> {
+    pub result: T,
+    pub key: String,
+}
+
+impl StageRunner {
+    /// Runs (or reuses) stage `name`. `inputs` is everything the result depends on (its config section and
+    /// upstream keys). `work(dir, resume)` produces the result.
+    pub fn run<T, I>(
+        &self,
+        name: &str,
+        inputs: &I,
+        work: impl FnOnce(&Path, bool) -> Result<T>,
+    ) -> Result<Done<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        I: Serialize,
+    {
+        let key = stage_key(name, inputs)?;
+        let dir = self.root.join("stages").join(name);
+        let result_path = dir.join("result.json");
+        let key_path = dir.join("key.json");
+        if !self.force && result_path.exists() {
+            if let Ok(stamped) = read_json::<Stamped<T>>(&result_path) {
+                if stamped.key == key {
+                    tracing::info!(stage = name, "cached; skipping");
+                    return Ok(Done {
+                        result: stamped.result,
+                        key,
+                    });
+                }
+            }
+        }
+        let resume = !self.force
+            && read_json::<KeyFile>(&key_path).is_ok_and(|k| k.key == key)
+            && !result_path.exists();
+        if !resume && dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("clearing stale stage {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_json_atomic(&key_path, &KeyFile { key: key.clone() })?;
+        tracing::info!(stage = name, resume, "running");
+        let result = work(&dir, resume).with_context(|| format!("stage `{name}`"))?;
+        let stamped = Stamped {
+            key: key.clone(),
+            result,
+        };
+        write_json_atomic(&result_path, &stamped)?;
+        Ok(Done {
+            result: stamped.result,
+            key,
+        })
+    }
+}
+
+/// Hex sha256 of the stage name and its inputs' JSON.
+pub fn stage_key<I: Serialize>(name: &str, inputs: &I) -> Result<String> {
+    let json = serde_json::to_vec(inputs)?;
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([0]);
+    h.update(&json);
+    Ok(format!("{:x}", h.finalize())[..16].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn finished_stage_is_reused_and_changed_inputs_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = StageRunner {
+            root: dir.path().to_path_buf(),
+            force: false,
+        };
+        let calls = Cell::new(0);
+        let f = |_: &Path, _| {
+            calls.set(calls.get() + 1);
+            Ok(calls.get())
+        };
+        assert_eq!(r.run("s", &1, f).unwrap().result, 1);
+        assert_eq!(r.run("s", &1, f).unwrap().result, 1);
+        assert_eq!(calls.get(), 1);
+        assert_eq!(r.run("s", &2, f).unwrap().result, 2);
+    }
+
+    #[test]
+    fn interrupted_stage_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = StageRunner {
+            root: dir.path().to_path_buf(),
+            force: false,
+        };
+        let failed: Result<Done<u32>> = r.run("s", &1, |_, _| anyhow::bail!("killed"));
+        assert!(failed.is_err());
+        let done = r.run("s", &1, |_, resume| Ok(resume)).unwrap();
+        assert!(done.result, "the second run must be told to resume");
+    }
+}
