@@ -1,0 +1,119 @@
+//! Inference settings: beam width, list length, the CORP threshold and evaluation options.
+
+use crate::error::{InferError, Result};
+use serde::{Deserialize, Serialize};
+
+/// How to search and evaluate. Every field has a documented default; `theta: null` in JSON turns CORP off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferConfig {
+    /// Beam width: partial paths kept per user after every step. Default 20.
+    pub beam: usize,
+    /// Items returned per user, best first. The last step keeps every completion of the final beam, so this may
+    /// exceed `beam`. Default 20 (covers the @20 metrics).
+    pub top_n: usize,
+    /// CORP threshold on the Jensen-Shannon divergence (natural log, so in `[0, ln 2]`) between a path's
+    /// category distributions at consecutive steps; a path above it is pruned and rolled back. `None` turns
+    /// CORP off. Default `Some(0.06)` (the paper's sweep is 0.04..0.08 with a peak near 0.06).
+    pub theta: Option<f32>,
+    /// Rollback rounds per step: after a round of pruning, the pruned slots are refilled from the next-best
+    /// candidates of the expansion that produced them, and the refills are checked in turn. Slots still pruned
+    /// after this many rounds stay empty for the rest of the search. Default 4.
+    pub max_rollback_rounds: usize,
+    /// Users searched together in one batch by [`crate::evaluate`]. Default 256.
+    pub batch_users: usize,
+    /// Drop the user's own history items from the generated list before ranking. Default false (the spec's
+    /// protocol: history items are not filtered; every report says which).
+    pub exclude_history: bool,
+    /// Categories listed per step in explanations. Default 3.
+    pub explain_categories: usize,
+}
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        InferConfig {
+            beam: 20,
+            top_n: 20,
+            theta: Some(0.06),
+            max_rollback_rounds: 4,
+            batch_users: 256,
+            exclude_history: false,
+            explain_categories: 3,
+        }
+    }
+}
+
+impl InferConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.beam == 0 {
+            return Err(InferError::config("beam", "must be at least 1"));
+        }
+        if self.top_n == 0 {
+            return Err(InferError::config("top_n", "must be at least 1"));
+        }
+        if let Some(t) = self.theta {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(InferError::config(
+                    "theta",
+                    format!(
+                        "{t} is not a finite non-negative divergence (use null to turn CORP off)"
+                    ),
+                ));
+            }
+        }
+        if self.batch_users == 0 {
+            return Err(InferError::config("batch_users", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Parses a CLI theta: a number, or `off` / `none` for CORP off.
+    pub fn parse_theta(s: &str) -> Result<Option<f32>> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" | "null" => Ok(None),
+            v => v.parse::<f32>().map(Some).map_err(|e| {
+                InferError::config("theta", format!("`{s}`: {e} (expected a number or `off`)"))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_validate() {
+        let c = InferConfig::default();
+        c.validate().unwrap();
+        let back: InferConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let partial: InferConfig = serde_json::from_str(r#"{"beam": 50, "theta": null}"#).unwrap();
+        assert_eq!((partial.beam, partial.theta, partial.top_n), (50, None, 20));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let e = InferConfig {
+            beam: 0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`beam`"));
+        let e = InferConfig {
+            theta: Some(f32::NAN),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`theta`"));
+        assert!(serde_json::from_str::<InferConfig>(r#"{"beem": 3}"#).is_err());
+        assert_eq!(InferConfig::parse_theta("off").unwrap(), None);
+        assert_eq!(InferConfig::parse_theta("0.05").unwrap(), Some(0.05));
+        assert!(InferConfig::parse_theta("x")
+            .unwrap_err()
+            .to_string()
+            .contains("`theta`"));
+    }
+}
