@@ -251,4 +251,35 @@ mod tests {
         assert_eq!(same.sequences, d.sequences);
         assert_eq!(r1.interactions_dropped, 0);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn k_core_leaves_only_users_and_items_with_k_interactions(
+            seqs in proptest::collection::vec(proptest::collection::vec(0u32..15, 0..12), 1..20),
+            k in 1usize..5,
+        ) {
+            let n_items = 15;
+            let ds = Dataset {
+                name: "p".into(),
+                user_ids: (0..seqs.len()).map(|u| u.to_string()).collect(),
+                sequences: seqs,
+                item_ids: (0..n_items).map(|i| i.to_string()).collect(),
+                item_category: (0..n_items).map(|i| (i % 3) as u32).collect(),
+                category_names: vec!["a".into(), "b".into(), "c".into()],
+                item_attributes: vec![vec![]; n_items],
+            };
+            let (d, r) = ds.k_core(k);
+            let mut count = vec![0usize; d.n_items()];
+            for s in &d.sequences {
+                proptest::prop_assert!(s.len() >= k);
+                for &i in s {
+                    count[i as usize] += 1;
+                }
+            }
+            proptest::prop_assert!(count.iter().all(|&c| c >= k));
+            proptest::prop_assert_eq!(r.interactions_dropped, ds.n_interactions() - d.n_interactions());
+            proptest::prop_assert_eq!(d.item_category.len(), d.n_items());
+            proptest::prop_assert!(d.item_category.iter().all(|&c| (c as usize) < d.n_categories()));
+        }
+    }
 }

@@ -918,5 +918,15 @@ mod tests {
             "Animation"
         );
         assert!(ds.item_attributes[toy].contains(&"release_year=1995".to_string()));
+        let split = crate::split::LeaveOneOut::new(&ds);
+        let t = std::time::Instant::now();
+        let f = crate::features::build_item_features(&ds, &split, &Default::default()).unwrap();
+        eprintln!(
+            "ml-100k features: {} x {} in {:.2?}",
+            f.n_items,
+            f.dim,
+            t.elapsed()
+        );
+        assert_eq!((f.n_items, f.dim), (1682, 512 + 64));
     }
 }
