@@ -1,2 +1,27 @@
 //! The REG4Rec generative model: an encoder-decoder transformer over MPQ semantic tokens with a per-step
 //! category head, trained with CRSS (confidence-based reasoning step selection). Spec section 3.
+//!
+//! - [`vocab`]: token ids (`PAD`, `BOS`, `EOS`, `SEP`, then `4 + r * D + j`).
+//! - [`model`]: [`Reg4RecModel`] with `encode` / `decode` (pre-norm transformer, one file).
+//! - [`mask`]: the used-codebook / EOS decoding mask shared with inference.
+//! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant).
+//! - [`train`]: the trainer ([`pretrain`]) with AdamW ([`optim`]), validation, early stopping and exact resume
+//!   from checkpoints ([`checkpoint`]).
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod crss;
+pub mod error;
+pub mod mask;
+pub mod model;
+pub mod optim;
+pub mod train;
+pub mod vocab;
+
+pub use checkpoint::{load_model, Which};
+pub use config::{Mode, ModelConfig, Schedule, TrainConfig};
+pub use error::{ModelError, Result};
+pub use model::{Decoded, Encoded, Reg4RecModel};
+pub use train::{pretrain, pretrain_with, PretrainOptions, PretrainReport};
+pub use vocab::Vocab;

@@ -1,0 +1,328 @@
+//! Configuration of the generative model ([`ModelConfig`]) and of pre-training ([`TrainConfig`]). Every spec
+//! [default] is a field here; `M`, `D` and the number of categories are derived from the tokenizer's codes and
+//! the dataset, never typed in.
+
+use crate::error::{ModelError, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which training objective and token semantics the model uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// REG4Rec: unordered MPQ tokens, CRSS step selection, category loss weighted by `lambda_cat`.
+    Reg4rec,
+    /// TIGER baseline: ordered RQ-VAE tokens generated in codebook order 0..M with plain teacher forcing; the
+    /// category head is still computed but has weight 0 in the loss.
+    Tiger,
+}
+
+/// Architecture of the encoder-decoder transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Objective and token semantics. Default `reg4rec`.
+    pub mode: Mode,
+    /// Total number of transformer layers N: N/2 encoder and N/2 decoder layers. Must be even. Default 4.
+    pub n_layers: usize,
+    /// Hidden size. Default 128.
+    pub d_model: usize,
+    /// Attention heads (must divide `d_model`). Default 4.
+    pub n_heads: usize,
+    /// Feed-forward inner size. Default 512.
+    pub d_ff: usize,
+    /// Dropout on embeddings, attention weights and residual branches. Default 0.1.
+    pub dropout: f64,
+    /// History length L: the most recent L items form the encoder input. Default 20 (spec).
+    pub history_len: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            mode: Mode::Reg4rec,
+            n_layers: 4,
+            d_model: 128,
+            n_heads: 4,
+            d_ff: 512,
+            dropout: 0.1,
+            history_len: 20,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Sized to pre-train on ml-100k in a few minutes on 2 CPU cores.
+    pub fn cpu_preset() -> Self {
+        ModelConfig {
+            n_layers: 4,
+            d_model: 64,
+            n_heads: 4,
+            d_ff: 256,
+            ..Self::default()
+        }
+    }
+
+    /// Tiny model for smoke tests (seconds).
+    pub fn smoke_preset() -> Self {
+        ModelConfig {
+            n_layers: 2,
+            d_model: 32,
+            n_heads: 2,
+            d_ff: 64,
+            history_len: 5,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.n_layers < 2 || !self.n_layers.is_multiple_of(2) {
+            return Err(ModelError::config(
+                "n_layers",
+                format!("must be even and >= 2, got {}", self.n_layers),
+            ));
+        }
+        if self.d_model == 0 || self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
+            return Err(ModelError::config(
+                "n_heads",
+                format!(
+                    "must be >= 1 and divide d_model = {}, got {}",
+                    self.d_model, self.n_heads
+                ),
+            ));
+        }
+        if self.d_ff == 0 {
+            return Err(ModelError::config("d_ff", "must be >= 1"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ModelError::config(
+                "dropout",
+                format!("must be in [0, 1), got {}", self.dropout),
+            ));
+        }
+        if self.history_len == 0 {
+            return Err(ModelError::config("history_len", "must be >= 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Learning-rate decay after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Cosine,
+    Linear,
+}
+
+/// Pre-training hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seed of initialisation, shuffling (seed + epoch) and dropout (seed + step). Default 42.
+    pub seed: u64,
+    /// Maximum number of epochs. Default 30.
+    pub epochs: usize,
+    /// Training examples per step. Default 256.
+    pub batch_size: usize,
+    /// Peak learning rate. Default 1e-3.
+    pub lr: f64,
+    /// Linear warmup steps from 0 to `lr`. Default 200.
+    pub warmup_steps: u64,
+    /// Decay after warmup down to `lr * final_lr_ratio` at the last step. Default `cosine`.
+    pub schedule: Schedule,
+    /// Final learning rate as a fraction of `lr`. Default 0.05.
+    pub final_lr_ratio: f64,
+    /// AdamW decoupled weight decay (applied to matrices only, not biases, norms or embeddings). Default 0.01.
+    pub weight_decay: f64,
+    /// AdamW beta1. Default 0.9.
+    pub beta1: f64,
+    /// AdamW beta2. Default 0.98.
+    pub beta2: f64,
+    /// AdamW epsilon. Default 1e-8.
+    pub eps: f64,
+    /// Clip the global gradient norm to this value (0 = off). Default 1.0.
+    pub grad_clip: f64,
+    /// Weight of the category loss (REG4Rec mode; TIGER mode uses 0). Default 0.5.
+    pub lambda_cat: f64,
+    /// Run the linear layers and attention in bf16 (weights, optimizer and loss stay f32). Default false.
+    pub bf16: bool,
+    /// Early stopping: epochs without improvement of the validation criterion before stopping (0 = never).
+    /// Default 5.
+    pub patience: usize,
+    /// Also checkpoint every this many steps inside an epoch (0 = only at epoch ends). Default 0.
+    pub checkpoint_every: u64,
+    /// Append a step record to `metrics.jsonl` every this many steps (>= 1). Default 10.
+    pub log_every: u64,
+    /// Batch size of the validation loss. Default 512.
+    pub valid_batch_size: usize,
+    /// Device: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available). Default `cpu`.
+    pub device: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 42,
+            epochs: 30,
+            batch_size: 256,
+            lr: 1e-3,
+            warmup_steps: 200,
+            schedule: Schedule::Cosine,
+            final_lr_ratio: 0.05,
+            weight_decay: 0.01,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            lambda_cat: 0.5,
+            bf16: false,
+            patience: 5,
+            checkpoint_every: 0,
+            log_every: 10,
+            valid_batch_size: 512,
+            device: "cpu".into(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// ml-100k pre-training in a few minutes on 2 CPU cores (with [`ModelConfig::cpu_preset`]).
+    pub fn cpu_preset() -> Self {
+        TrainConfig {
+            epochs: 8,
+            batch_size: 256,
+            lr: 2e-3,
+            warmup_steps: 100,
+            patience: 3,
+            ..Self::default()
+        }
+    }
+
+    /// A few steps, for smoke tests (seconds).
+    pub fn smoke_preset() -> Self {
+        TrainConfig {
+            epochs: 2,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 5,
+            patience: 0,
+            log_every: 1,
+            valid_batch_size: 64,
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let pos = |field: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(ModelError::config(
+                    field,
+                    format!("must be a positive number, got {v}"),
+                ))
+            }
+        };
+        if self.epochs == 0 {
+            return Err(ModelError::config("epochs", "must be >= 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(ModelError::config("batch_size", "must be >= 1"));
+        }
+        if self.valid_batch_size == 0 {
+            return Err(ModelError::config("valid_batch_size", "must be >= 1"));
+        }
+        if self.log_every == 0 {
+            return Err(ModelError::config("log_every", "must be >= 1"));
+        }
+        pos("lr", self.lr)?;
+        pos("eps", self.eps)?;
+        if !(0.0..=1.0).contains(&self.final_lr_ratio) {
+            return Err(ModelError::config("final_lr_ratio", "must be in [0, 1]"));
+        }
+        for (field, v) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(ModelError::config(
+                    field,
+                    format!("must be in [0, 1), got {v}"),
+                ));
+            }
+        }
+        for (field, v) in [
+            ("weight_decay", self.weight_decay),
+            ("grad_clip", self.grad_clip),
+            ("lambda_cat", self.lambda_cat),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ModelError::config(field, format!("must be >= 0, got {v}")));
+            }
+        }
+        self.device()?;
+        Ok(())
+    }
+
+    /// The libtorch device named by `device`.
+    pub fn device(&self) -> Result<tch::Device> {
+        parse_device(&self.device)
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_device(s: &str) -> Result<tch::Device> {
+    match s {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => Ok(tch::Device::Cuda(0)),
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(tch::Device::Cuda)
+            .ok_or_else(|| {
+                ModelError::config(
+                    "device",
+                    format!("expected cpu, cuda, cuda:N or auto, got `{other}`"),
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_presets_validate_and_bad_fields_are_named() {
+        for m in [
+            ModelConfig::default(),
+            ModelConfig::cpu_preset(),
+            ModelConfig::smoke_preset(),
+        ] {
+            m.validate().unwrap();
+        }
+        for t in [
+            TrainConfig::default(),
+            TrainConfig::cpu_preset(),
+            TrainConfig::smoke_preset(),
+        ] {
+            t.validate().unwrap();
+        }
+        let e = ModelConfig {
+            n_layers: 3,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("n_layers"), "{e}");
+        let e = TrainConfig {
+            device: "tpu".into(),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("device"), "{e}");
+        let e = serde_json::from_str::<ModelConfig>(r#"{"d_modle": 3}"#).unwrap_err();
+        assert!(e.to_string().contains("d_modle"), "{e}");
+        let m: ModelConfig = serde_json::from_str(r#"{"mode": "tiger"}"#).unwrap();
+        assert_eq!((m.mode, m.history_len), (Mode::Tiger, 20));
+    }
+}

@@ -1,0 +1,477 @@
+//! Pre-training: AdamW with warmup and decay, gradient clipping, seeded shuffling and dropout, validation loss
+//! (and an optional validation-metric callback) every epoch, early stopping, the best weights kept, and
+//! checkpoints from which a killed run resumes to exactly the weights an uninterrupted run reaches.
+//!
+//! Determinism: the model is initialised after `tch::manual_seed(seed)`; epoch `e` shuffles the training
+//! examples with ChaCha8 seeded by `seed + e`; every optimizer step `s` first calls `tch::manual_seed(seed + s)`,
+//! so dropout never depends on what ran before (libtorch's generator is process-global: exact reproducibility
+//! needs no other seeded libtorch work running concurrently in the process). Batches are built on a background thread (a bounded channel of
+//! two) while the current step computes.
+
+use crate::batch::{check_codes, Batch, BatchBuilder};
+use crate::checkpoint::{codes_hash, Best, RunConfig, RunDir, TrainState, FORMAT_VERSION};
+use crate::config::{Mode, ModelConfig, TrainConfig};
+use crate::crss::crss_loss;
+use crate::error::{ModelError, Result};
+use crate::model::Reg4RecModel;
+use crate::optim::{learning_rate, AdamW};
+use crate::vocab::Vocab;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use reg4rec_data::io::write_atomic;
+use reg4rec_data::split::{Example, LeaveOneOut, Stage};
+use reg4rec_data::Dataset;
+use reg4rec_tokenizer::index::Codes;
+use serde::Serialize;
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Validation-metric callback: called with the model after each epoch's validation loss; higher is better.
+pub type ValidMetric<'a> = &'a mut dyn FnMut(&Reg4RecModel) -> Result<f64>;
+
+/// Optional behaviour of [`pretrain_with`].
+#[derive(Default)]
+pub struct PretrainOptions<'a> {
+    /// A validation metric (e.g. Recall@10 on the validation split through reg4rec-infer). When given, it
+    /// decides early stopping and the best checkpoint instead of the validation loss.
+    pub valid_metric: Option<ValidMetric<'a>>,
+    /// Stop after this many optimizer steps in total, leaving a resumable checkpoint (time-boxed runs; tests
+    /// use it to simulate a killed run).
+    pub stop_after_steps: Option<u64>,
+}
+
+/// What a pre-training run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PretrainReport {
+    pub run_dir: PathBuf,
+    /// Optimizer steps done in total (including before a resume).
+    pub steps: u64,
+    /// Epochs completed.
+    pub epochs: usize,
+    /// Early stopping fired.
+    pub stopped_early: bool,
+    /// Stopped by `stop_after_steps` (the run can be resumed).
+    pub interrupted: bool,
+    pub best_epoch: Option<usize>,
+    pub best_valid_loss: Option<f64>,
+    pub best_valid_metric: Option<f64>,
+    pub last_valid_loss: Option<f64>,
+    pub last_train_loss: Option<f64>,
+    /// Training throughput of this process (batch waits included; validation and checkpoint writes excluded).
+    pub examples_per_s: f64,
+    /// Encoder positions (`L * (M + 1)`, padded) plus the M decoder positions, per second.
+    pub tokens_per_s: f64,
+    pub train_seconds: f64,
+    pub n_parameters: i64,
+}
+
+/// Pre-trains a model on `ds` with the leave-one-out `split` and item `codes`, writing the run to `run_dir`.
+/// With `resume`, continues from the run's latest checkpoint (the configs must equal the run's `config.json`).
+pub fn pretrain(
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    codes: &Codes,
+    model_cfg: &ModelConfig,
+    train_cfg: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+) -> Result<PretrainReport> {
+    pretrain_with(
+        ds,
+        split,
+        codes,
+        model_cfg,
+        train_cfg,
+        run_dir,
+        resume,
+        PretrainOptions::default(),
+    )
+}
+
+/// Validation loss over every split user (history = training part, target = validation item), in eval mode.
+/// Returns `(total, token, category)` means over users.
+pub fn validation_loss(
+    model: &Reg4RecModel,
+    split: &LeaveOneOut,
+    builder: &BatchBuilder<'_>,
+    lambda_cat: f64,
+    batch_size: usize,
+) -> Result<(f64, f64, f64)> {
+    let device = model.device();
+    let l = model.config().history_len;
+    let histories: Vec<Vec<u32>> = (0..split.n_users())
+        .map(|u| split.history(u, Stage::Valid, l))
+        .collect();
+    let mut sums = [0.0f64; 3];
+    let mut n = 0usize;
+    for chunk in (0..split.n_users()).collect::<Vec<_>>().chunks(batch_size) {
+        let ex: Vec<(&[u32], u32)> = chunk
+            .iter()
+            .map(|&u| (histories[u].as_slice(), split.target(u, Stage::Valid)))
+            .collect();
+        let batch = builder.build(&ex)?.to_device(device);
+        let loss = tch::no_grad(|| {
+            let enc = model.encode(&batch.history, false);
+            crss_loss(
+                model,
+                &enc,
+                &batch.targets,
+                &batch.categories,
+                lambda_cat,
+                false,
+            )
+        });
+        let w = batch.len as f64;
+        sums[0] += loss.total.double_value(&[]) * w;
+        sums[1] += loss.token.double_value(&[]) * w;
+        sums[2] += loss.category.double_value(&[]) * w;
+        n += batch.len;
+    }
+    let n = n.max(1) as f64;
+    Ok((sums[0] / n, sums[1] / n, sums[2] / n))
+}
+
+/// Append-only `metrics.jsonl`: one `write` per record on a file opened in append mode. On resume the file is
+/// first cut back (atomically) to the records of the steps the checkpoint covers.
+struct MetricsLog {
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    fn append(&self, record: &serde_json::Value) -> Result<()> {
+        let mut line = record.to_string();
+        line.push('\n');
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| reg4rec_data::DataError::io(&self.path, e))?;
+        f.write_all(line.as_bytes())
+            .map_err(|e| reg4rec_data::DataError::io(&self.path, e))?;
+        Ok(())
+    }
+
+    fn truncate_after(&self, step: u64) -> Result<()> {
+        let Ok(text) = std::fs::read_to_string(&self.path) else {
+            return Ok(());
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s <= step)
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        write_atomic(&self.path, kept.as_bytes())?;
+        Ok(())
+    }
+}
+
+/// [`pretrain`] with options (validation-metric callback, step limit).
+#[allow(clippy::too_many_arguments)]
+pub fn pretrain_with(
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    codes: &Codes,
+    model_cfg: &ModelConfig,
+    train_cfg: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    mut opts: PretrainOptions<'_>,
+) -> Result<PretrainReport> {
+    model_cfg.validate()?;
+    train_cfg.validate()?;
+    let vocab = Vocab::new(codes.m, codes.d);
+    check_codes(&vocab, codes)?;
+    if codes.n_items() != ds.n_items() {
+        return Err(ModelError::Input(format!(
+            "codes cover {} items but dataset `{}` has {}",
+            codes.n_items(),
+            ds.name,
+            ds.n_items()
+        )));
+    }
+    if ds.item_category.len() != ds.n_items() {
+        return Err(ModelError::Input(format!(
+            "dataset `{}`: {} item categories for {} items",
+            ds.name,
+            ds.item_category.len(),
+            ds.n_items()
+        )));
+    }
+    if model_cfg.mode == Mode::Tiger && !codes.ordered {
+        return Err(ModelError::config(
+            "mode",
+            "tiger mode needs ordered (RQ-VAE) codes",
+        ));
+    }
+    let device = train_cfg.device()?;
+    let run = RunDir::new(run_dir);
+    let run_cfg = RunConfig {
+        format_version: FORMAT_VERSION,
+        dataset: ds.name.clone(),
+        model: model_cfg.clone(),
+        train: train_cfg.clone(),
+        vocab,
+        n_categories: ds.n_categories(),
+        n_items: ds.n_items(),
+        codes_hash: codes_hash(codes),
+    };
+    let has_checkpoint = run.latest().exists();
+    if has_checkpoint && !resume {
+        return Err(ModelError::checkpoint(
+            run.latest(),
+            "the run directory already holds a checkpoint: resume it or choose a new directory",
+        ));
+    }
+    if resume && has_checkpoint {
+        let saved = run.read_config()?;
+        if saved != run_cfg {
+            return Err(ModelError::checkpoint(
+                run.config(),
+                "the run was started with another config, dataset or codes; resume needs the same ones",
+            ));
+        }
+    } else {
+        reg4rec_data::io::write_json_atomic(&run.config(), &run_cfg)?;
+    }
+
+    tch::manual_seed(train_cfg.seed as i64);
+    let mut model = Reg4RecModel::new(model_cfg, vocab, ds.n_categories(), device)?;
+    model.set_bf16(train_cfg.bf16);
+    let mut opt = AdamW::new(model.var_store(), train_cfg);
+    let log = MetricsLog {
+        path: run.metrics(),
+    };
+    let mut state = match run.load_latest(&mut model, &mut opt)? {
+        Some(s) => {
+            log.truncate_after(s.step)?;
+            s
+        }
+        None => {
+            if run.metrics().exists() {
+                write_atomic(&run.metrics(), b"")?;
+            }
+            TrainState {
+                format_version: FORMAT_VERSION,
+                step: 0,
+                epoch: 0,
+                epoch_step: 0,
+                best_criterion: None,
+                best_epoch: None,
+                bad_epochs: 0,
+                finished: false,
+                epoch_loss_sum: 0.0,
+                epoch_examples: 0,
+            }
+        }
+    };
+
+    let examples: Vec<Example> = split.training_examples();
+    if examples.is_empty() {
+        return Err(ModelError::Input(format!(
+            "dataset `{}` has no training examples",
+            ds.name
+        )));
+    }
+    let builder = BatchBuilder {
+        vocab,
+        history_len: model_cfg.history_len,
+        codes,
+        item_category: &ds.item_category,
+    };
+    let bs = train_cfg.batch_size;
+    let steps_per_epoch = examples.len().div_ceil(bs) as u64;
+    let total_steps = steps_per_epoch * train_cfg.epochs as u64;
+    let tokens_per_example = (model_cfg.history_len * (vocab.m + 1) + vocab.m) as f64;
+
+    let mut report = PretrainReport {
+        run_dir: run_dir.to_path_buf(),
+        steps: state.step,
+        epochs: state.epoch,
+        stopped_early: false,
+        interrupted: false,
+        best_epoch: state.best_epoch,
+        best_valid_loss: None,
+        best_valid_metric: None,
+        last_valid_loss: None,
+        last_train_loss: None,
+        examples_per_s: 0.0,
+        tokens_per_s: 0.0,
+        train_seconds: 0.0,
+        n_parameters: model.n_parameters(),
+    };
+    if let Ok(best) = reg4rec_data::io::read_json::<Best>(&run.best()) {
+        report.best_valid_loss = Some(best.valid_loss);
+        report.best_valid_metric = best.valid_metric;
+    }
+    let mut train_secs = 0.0f64;
+    let mut train_examples = 0u64;
+
+    while !state.finished && state.epoch < train_cfg.epochs {
+        let epoch = state.epoch;
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            train_cfg.seed.wrapping_add(epoch as u64),
+        ));
+        let first_batch = state.epoch_step;
+        let pb = reg4rec_data::progress::bar(
+            steps_per_epoch,
+            &format!("epoch {}/{}", epoch + 1, train_cfg.epochs),
+        );
+        pb.set_position(first_batch);
+        let t_epoch = Instant::now();
+        let mut epoch_new_examples = 0u64;
+        let mut interrupted = false;
+
+        let loop_result: Result<()> = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
+            let (order, examples, builder) = (&order, &examples, &builder);
+            s.spawn(move || {
+                for bi in first_batch..steps_per_epoch {
+                    let lo = bi as usize * bs;
+                    let hi = (lo + bs).min(order.len());
+                    let ex: Vec<(&[u32], u32)> = order[lo..hi]
+                        .iter()
+                        .map(|&i| split.example(examples[i], builder.history_len))
+                        .collect();
+                    if tx.send(builder.build(&ex)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for batch in rx.iter() {
+                let batch = batch?.to_device(device);
+                tch::manual_seed(train_cfg.seed.wrapping_add(state.step) as i64);
+                let lr = learning_rate(train_cfg, state.step, total_steps);
+                let enc = model.encode(&batch.history, true);
+                let loss = crss_loss(
+                    &model,
+                    &enc,
+                    &batch.targets,
+                    &batch.categories,
+                    train_cfg.lambda_cat,
+                    true,
+                );
+                opt.zero_grad();
+                loss.total.backward();
+                let grad_norm = opt.clip_grad_norm(train_cfg.grad_clip);
+                opt.step(lr);
+                let total = loss.total.double_value(&[]);
+                if !total.is_finite() {
+                    return Err(ModelError::Input(format!(
+                        "non-finite training loss at step {}",
+                        state.step
+                    )));
+                }
+                state.step += 1;
+                state.epoch_step += 1;
+                state.epoch_loss_sum += total * batch.len as f64;
+                state.epoch_examples += batch.len as u64;
+                epoch_new_examples += batch.len as u64;
+                let secs = t_epoch.elapsed().as_secs_f64();
+                let ex_s = epoch_new_examples as f64 / secs.max(1e-9);
+                pb.set_position(state.epoch_step);
+                pb.set_message(format!(
+                    "epoch {}/{} loss {total:.4} {ex_s:.0} ex/s",
+                    epoch + 1,
+                    train_cfg.epochs
+                ));
+                if state.step % train_cfg.log_every == 0 {
+                    log.append(&json!({
+                        "kind": "step", "step": state.step, "epoch": epoch, "lr": lr, "loss": total,
+                        "token_loss": loss.token.double_value(&[]),
+                        "category_loss": loss.category.double_value(&[]),
+                        "grad_norm": grad_norm, "examples_per_s": ex_s,
+                    }))?;
+                }
+                let stop = opts.stop_after_steps.is_some_and(|n| state.step >= n);
+                if stop
+                    || (train_cfg.checkpoint_every > 0
+                        && state.step % train_cfg.checkpoint_every == 0)
+                {
+                    run.save_checkpoint(&model, &opt, &state)?;
+                }
+                if stop {
+                    interrupted = true;
+                    break;
+                }
+            }
+            drop(rx);
+            Ok(())
+        });
+        let secs = t_epoch.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        loop_result?;
+        train_secs += secs;
+        train_examples += epoch_new_examples;
+        report.steps = state.step;
+        if interrupted {
+            report.interrupted = true;
+            break;
+        }
+
+        // End of epoch: validation, best weights, early stopping, checkpoint.
+        let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;
+        let (valid_loss, valid_token, valid_cat) = validation_loss(
+            &model,
+            split,
+            &builder,
+            train_cfg.lambda_cat,
+            train_cfg.valid_batch_size,
+        )?;
+        let valid_metric = match opts.valid_metric.as_mut() {
+            Some(f) => Some(f(&model).map_err(|e| ModelError::Callback(e.to_string()))?),
+            None => None,
+        };
+        let criterion = valid_metric.map_or(valid_loss, |m| -m);
+        let improved = state.best_criterion.is_none_or(|b| criterion < b);
+        if improved {
+            state.best_criterion = Some(criterion);
+            state.best_epoch = Some(epoch);
+            state.bad_epochs = 0;
+            run.save_best(
+                &model,
+                &Best {
+                    weights: RunDir::best_weights_name(state.step),
+                    step: state.step,
+                    epoch,
+                    valid_loss,
+                    valid_metric,
+                },
+            )?;
+            report.best_valid_loss = Some(valid_loss);
+            report.best_valid_metric = valid_metric;
+        } else {
+            state.bad_epochs += 1;
+        }
+        let stop_early = train_cfg.patience > 0 && state.bad_epochs >= train_cfg.patience;
+        log.append(&json!({
+            "kind": "epoch", "step": state.step, "epoch": epoch, "train_loss": train_loss,
+            "valid_loss": valid_loss, "valid_token_loss": valid_token, "valid_category_loss": valid_cat,
+            "valid_metric": valid_metric, "best": improved,
+            "examples_per_s": epoch_new_examples as f64 / secs.max(1e-9),
+            "tokens_per_s": epoch_new_examples as f64 * tokens_per_example / secs.max(1e-9),
+        }))?;
+        state.epoch += 1;
+        state.epoch_step = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_examples = 0;
+        state.finished = stop_early || state.epoch >= train_cfg.epochs;
+        run.save_checkpoint(&model, &opt, &state)?;
+        report.epochs = state.epoch;
+        report.best_epoch = state.best_epoch;
+        report.last_valid_loss = Some(valid_loss);
+        report.last_train_loss = Some(train_loss);
+        report.stopped_early = stop_early;
+    }
+    report.train_seconds = train_secs;
+    report.examples_per_s = train_examples as f64 / train_secs.max(1e-9);
+    report.tokens_per_s = report.examples_per_s * tokens_per_example;
+    Ok(report)
+}

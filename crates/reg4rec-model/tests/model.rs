@@ -1,0 +1,444 @@
+//! Behaviour of the generative model, CRSS training and the trainer on tiny seeded synthetic data (CPU).
+
+use reg4rec_data::split::LeaveOneOut;
+use reg4rec_data::Dataset;
+use reg4rec_model::checkpoint::{load_weights, save_weights, Which};
+use reg4rec_model::crss::{crss_loss, greedy_decode, select_order};
+use reg4rec_model::mask::{codebook_mask, used_codebooks};
+use reg4rec_model::vocab::BOS;
+use reg4rec_model::{
+    load_model, pretrain, pretrain_with, Mode, ModelConfig, PretrainOptions, Reg4RecModel,
+    TrainConfig, Vocab,
+};
+use reg4rec_tokenizer::index::Codes;
+use tch::{Device, Kind, Tensor};
+
+/// libtorch's RNG is process-global: tests that seed it run one at a time, on one intra-op thread (tiny ops do
+/// not gain from more, and spinning workers crawl on a shared machine).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    guard
+}
+
+/// `n_items` items with distinct tuples over M = 3 codebooks of D = 4 codes, category = item % 3, and users whose
+/// sequences walk the items in a fixed cycle (so the next item is a function of the last one).
+fn synthetic(n_items: usize, n_users: usize, len: usize) -> (Dataset, Codes) {
+    let (m, d) = (3usize, 4usize);
+    let mut tuples = Vec::new();
+    for i in 0..n_items {
+        // Distinct: mixed-radix digits of a scrambled index.
+        let k = (i * 7 + 3) % (d * d * d);
+        tuples.extend([(k % d) as u16, ((k / d) % d) as u16, (k / (d * d)) as u16]);
+    }
+    let codes = Codes::new(m, d, false, tuples).unwrap();
+    let sequences: Vec<Vec<u32>> = (0..n_users)
+        .map(|u| (0..len).map(|t| ((u + t) % n_items) as u32).collect())
+        .collect();
+    let ds = Dataset {
+        name: "synthetic".into(),
+        user_ids: (0..n_users).map(|u| u.to_string()).collect(),
+        sequences,
+        item_ids: (0..n_items).map(|i| i.to_string()).collect(),
+        item_category: (0..n_items).map(|i| (i % 3) as u32).collect(),
+        category_names: vec!["a".into(), "b".into(), "c".into()],
+        item_attributes: vec![vec![]; n_items],
+    };
+    (ds, codes)
+}
+
+fn tiny_model(mode: Mode, seed: i64) -> Reg4RecModel {
+    tch::manual_seed(seed);
+    let cfg = ModelConfig {
+        mode,
+        ..ModelConfig::smoke_preset()
+    };
+    Reg4RecModel::new(&cfg, Vocab::new(3, 4), 3, Device::Cpu).unwrap()
+}
+
+#[test]
+fn encode_and_decode_have_the_documented_shapes() {
+    let _serial = serial();
+    let (_, codes) = synthetic(10, 1, 3);
+    let model = tiny_model(Mode::Reg4rec, 0);
+    let hist = model
+        .history_tokens(&[&[0, 1, 2], &[5], &[]], &codes)
+        .unwrap();
+    assert_eq!(hist.size(), vec![3, 5 * 4]);
+    let enc = model.encode(&hist, false);
+    assert_eq!(enc.memory.size(), vec![3, 20, 32]);
+    assert_eq!(enc.pad_mask.size(), vec![3, 20]);
+    assert_eq!(enc.pad_mask.kind(), Kind::Bool);
+    let dec_in = Tensor::from_slice(&[BOS, 5, BOS, 9, BOS, 13]).view([3, 2]);
+    let out = model.decode(&enc, &dec_in, false);
+    assert_eq!(out.token_logits.size(), vec![3, 2, 16]);
+    assert_eq!(out.category_logits.size(), vec![3, 2, 3]);
+    let finite = out.token_logits.isfinite().all().int64_value(&[]);
+    assert_eq!(
+        finite, 1,
+        "an empty history must still decode to finite logits"
+    );
+    // Beam expansion: rows repeated by index decode exactly like the originals.
+    let beams = enc.repeat_rows(&Tensor::from_slice(&[1i64, 1, 0]));
+    let out2 = model.decode(
+        &beams,
+        &dec_in.index_select(0, &Tensor::from_slice(&[1i64, 1, 0])),
+        false,
+    );
+    let diff = (out2.token_logits.get(2) - out.token_logits.get(0))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(diff < 1e-5, "{diff}");
+}
+
+#[test]
+fn masked_decoding_never_reuses_a_codebook() {
+    let _serial = serial();
+    let (_, codes) = synthetic(10, 1, 3);
+    let model = tiny_model(Mode::Reg4rec, 1);
+    let v = model.vocab();
+    let hist = model
+        .history_tokens(&[&[0, 1], &[2, 3, 4], &[7]], &codes)
+        .unwrap();
+    let enc = model.encode(&hist, false);
+    let (tokens, cats) = greedy_decode(&model, &enc);
+    assert_eq!(cats.size(), vec![3, 3]);
+    let tokens: Vec<Vec<i64>> = Vec::try_from(&tokens).unwrap();
+    for row in &tokens {
+        let mut cb: Vec<usize> = row.iter().map(|&t| v.codebook_of(t).unwrap()).collect();
+        cb.sort();
+        assert_eq!(cb, vec![0, 1, 2], "{row:?}");
+    }
+    // At every later step, every token of an already used codebook has exactly zero probability.
+    for k in 1..=3usize {
+        let prefix: Vec<i64> = tokens.iter().flat_map(|r| r[..k].to_vec()).collect();
+        let prefix = Tensor::from_slice(&prefix).view([3, k as i64]);
+        let dec_in = Tensor::cat(
+            &[
+                Tensor::full([3, 1], BOS, (Kind::Int64, Device::Cpu)),
+                prefix.shallow_clone(),
+            ],
+            1,
+        );
+        let logits = model
+            .decode(&enc, &dec_in, false)
+            .token_logits
+            .select(1, -1);
+        let used = used_codebooks(&v, &prefix);
+        let p = (logits + codebook_mask(&v, &used)).softmax(-1, Kind::Float);
+        let p: Vec<Vec<f32>> = Vec::try_from(&p).unwrap();
+        for (b, row) in tokens.iter().enumerate() {
+            for t in 0..v.size() as i64 {
+                if let Some(r) = v.codebook_of(t) {
+                    if row[..k].iter().any(|&x| v.codebook_of(x) == Some(r)) {
+                        assert_eq!(p[b][t as usize], 0.0, "step {k} token {t}");
+                    }
+                }
+            }
+            let eos = p[b][reg4rec_model::vocab::EOS as usize];
+            assert_eq!(
+                eos == 0.0,
+                k < 3,
+                "EOS only after all M codebooks, step {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn crss_feeds_a_permutation_of_the_target_tuple() {
+    let _serial = serial();
+    let (ds, codes) = synthetic(12, 1, 3);
+    let model = tiny_model(Mode::Reg4rec, 2);
+    let v = model.vocab();
+    let items: Vec<u32> = (0..12).collect();
+    let hist: Vec<Vec<u32>> = items
+        .iter()
+        .map(|&i| vec![(i + 1) % 12, (i + 5) % 12])
+        .collect();
+    let hist_refs: Vec<&[u32]> = hist.iter().map(Vec::as_slice).collect();
+    let enc = model.encode(&model.history_tokens(&hist_refs, &codes).unwrap(), false);
+    let targets: Vec<i64> = items
+        .iter()
+        .flat_map(|&i| v.item_tokens(codes.tuple(i as usize)))
+        .collect();
+    let targets = Tensor::from_slice(&targets).view([12, 3]);
+    let fed: Vec<Vec<i64>> = Vec::try_from(&select_order(&model, &enc, &targets)).unwrap();
+    let want: Vec<Vec<i64>> = Vec::try_from(&targets).unwrap();
+    let mut orders = std::collections::HashSet::new();
+    for (f, w) in fed.iter().zip(&want) {
+        let (mut a, mut b) = (f.clone(), w.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        orders.insert(
+            f.iter()
+                .map(|&t| v.codebook_of(t).unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert!(
+        orders.len() > 1,
+        "an untrained model should pick varied orders: {orders:?}"
+    );
+    let cats = Tensor::from_slice(
+        &items
+            .iter()
+            .map(|&i| ds.item_category[i as usize] as i64)
+            .collect::<Vec<_>>(),
+    );
+    let loss = crss_loss(&model, &enc, &targets, &cats, 0.5, true);
+    let (tot, tok, cat) = (
+        loss.total.double_value(&[]),
+        loss.token.double_value(&[]),
+        loss.category.double_value(&[]),
+    );
+    assert!((tot - (tok + 0.5 * cat)).abs() < 1e-5);
+    // The set loss is at most the loss of the single chosen token (it sums probability over the set).
+    assert!(tok > 0.0 && tok < (v.size() as f64).ln());
+}
+
+#[test]
+fn tiger_mode_uses_codebook_order_and_no_category_weight() {
+    let _serial = serial();
+    let (_, codes) = synthetic(6, 1, 3);
+    let model = tiny_model(Mode::Tiger, 3);
+    let v = model.vocab();
+    let enc = model.encode(
+        &model.history_tokens(&[&[0, 1], &[2]], &codes).unwrap(),
+        false,
+    );
+    let targets = Tensor::from_slice(
+        &[v.item_tokens(codes.tuple(3)), v.item_tokens(codes.tuple(4))].concat(),
+    )
+    .view([2, 3]);
+    let loss = crss_loss(
+        &model,
+        &enc,
+        &targets,
+        &Tensor::from_slice(&[0i64, 1]),
+        0.5,
+        false,
+    );
+    assert!((loss.total.double_value(&[]) - loss.token.double_value(&[])).abs() < 1e-7);
+    let (tokens, _) = greedy_decode(&model, &enc);
+    let tokens: Vec<Vec<i64>> = Vec::try_from(&tokens).unwrap();
+    for row in tokens {
+        let cb: Vec<usize> = row.iter().map(|&t| v.codebook_of(t).unwrap()).collect();
+        assert_eq!(cb, vec![0, 1, 2]);
+    }
+}
+
+#[test]
+fn weights_round_trip_through_safetensors() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = synthetic(6, 1, 3);
+    let a = tiny_model(Mode::Reg4rec, 4);
+    let path = dir.path().join("w.safetensors");
+    save_weights(&a, &path).unwrap();
+    let mut b = tiny_model(Mode::Reg4rec, 5);
+    let hist = a.history_tokens(&[&[0, 1, 2]], &codes).unwrap();
+    let dec_in = Tensor::from_slice(&[BOS]).view([1, 1]);
+    let out = |m: &Reg4RecModel| {
+        m.decode(&m.encode(&hist, false), &dec_in, false)
+            .token_logits
+    };
+    assert!(out(&a).not_equal_tensor(&out(&b)).any().int64_value(&[]) == 1);
+    load_weights(&mut b, &path).unwrap();
+    assert!(out(&a).equal(&out(&b)));
+    // A model of another shape is refused, naming the weight.
+    tch::manual_seed(0);
+    let mut c = Reg4RecModel::new(
+        &ModelConfig {
+            d_model: 16,
+            ..ModelConfig::smoke_preset()
+        },
+        Vocab::new(3, 4),
+        3,
+        Device::Cpu,
+    )
+    .unwrap();
+    let e = load_weights(&mut c, &path).unwrap_err().to_string();
+    assert!(
+        e.contains("w.safetensors") && e.contains("expected shape"),
+        "{e}"
+    );
+}
+
+fn overfit_configs() -> (ModelConfig, TrainConfig) {
+    let m = ModelConfig {
+        dropout: 0.0,
+        history_len: 3,
+        ..ModelConfig::smoke_preset()
+    };
+    let t = TrainConfig {
+        epochs: 60,
+        batch_size: 16,
+        lr: 1e-2,
+        warmup_steps: 10,
+        weight_decay: 0.0,
+        patience: 0,
+        log_every: 5,
+        ..TrainConfig::smoke_preset()
+    };
+    (m, t)
+}
+
+#[test]
+fn overfits_a_tiny_dataset_and_regenerates_the_items() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, codes) = synthetic(8, 8, 8);
+    let split = LeaveOneOut::new(&ds);
+    let (m, t) = overfit_configs();
+    let report = pretrain(&ds, &split, &codes, &m, &t, dir.path(), false).unwrap();
+    assert_eq!(report.epochs, 60);
+    let last = report.last_train_loss.unwrap();
+    assert!(last < 0.05, "training loss {last}");
+    let (model, cfg) = load_model(dir.path(), Which::Latest, Device::Cpu).unwrap();
+    assert_eq!(cfg.n_items, 8);
+    let ex = split.training_examples();
+    let pairs: Vec<(&[u32], u32)> = ex.iter().map(|&e| split.example(e, 3)).collect();
+    let hist: Vec<&[u32]> = pairs.iter().map(|p| p.0).collect();
+    let enc = model.encode(&model.history_tokens(&hist, &codes).unwrap(), false);
+    let (tokens, cats) = greedy_decode(&model, &enc);
+    let tokens: Vec<Vec<i64>> = Vec::try_from(&tokens).unwrap();
+    let cats: Vec<Vec<i64>> = Vec::try_from(&cats).unwrap();
+    let v = model.vocab();
+    for ((row, cat), (_, target)) in tokens.iter().zip(&cats).zip(&pairs) {
+        let mut tuple = vec![0u16; 3];
+        for &tok in row {
+            tuple[v.codebook_of(tok).unwrap()] = v.code_of(tok).unwrap() as u16;
+        }
+        assert_eq!(tuple, codes.tuple(*target as usize), "target {target}");
+        assert!(cat
+            .iter()
+            .all(|&c| c == ds.item_category[*target as usize] as i64));
+    }
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"epoch\""))
+            .count(),
+        60
+    );
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    let _serial = serial();
+    let (ds, codes) = synthetic(10, 6, 9);
+    let split = LeaveOneOut::new(&ds);
+    let m = ModelConfig::smoke_preset(); // dropout 0.1: the per-step reseed must make it reproducible
+    let t = TrainConfig {
+        epochs: 3,
+        batch_size: 8,
+        checkpoint_every: 2,
+        ..TrainConfig::smoke_preset()
+    };
+    let full = tempfile::tempdir().unwrap();
+    let a = pretrain(&ds, &split, &codes, &m, &t, full.path(), false).unwrap();
+    let steps_per_epoch = split.training_examples().len().div_ceil(8) as u64;
+    assert_eq!(a.steps, 3 * steps_per_epoch);
+
+    let killed = tempfile::tempdir().unwrap();
+    // Stop mid-epoch (not on a checkpoint_every boundary), then resume twice: once more mid-run, then to the end.
+    let opts = |n| PretrainOptions {
+        stop_after_steps: Some(n),
+        ..Default::default()
+    };
+    let b1 = pretrain_with(
+        &ds,
+        &split,
+        &codes,
+        &m,
+        &t,
+        killed.path(),
+        false,
+        opts(steps_per_epoch + 1),
+    )
+    .unwrap();
+    assert!(b1.interrupted);
+    let e = pretrain(&ds, &split, &codes, &m, &t, killed.path(), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("resume"), "{e}");
+    pretrain_with(
+        &ds,
+        &split,
+        &codes,
+        &m,
+        &t,
+        killed.path(),
+        true,
+        opts(2 * steps_per_epoch + 3),
+    )
+    .unwrap();
+    let b = pretrain(&ds, &split, &codes, &m, &t, killed.path(), true).unwrap();
+    assert_eq!(b.steps, a.steps);
+    assert_eq!(b.best_epoch, a.best_epoch);
+
+    let (ma, _) = load_model(full.path(), Which::Latest, Device::Cpu).unwrap();
+    let (mb, _) = load_model(killed.path(), Which::Latest, Device::Cpu).unwrap();
+    let va = ma.var_store().variables();
+    for (name, tb) in mb.var_store().variables() {
+        assert!(va[&name].equal(&tb), "weight {name} differs after resume");
+    }
+    // The metrics log holds each step once, with the same losses as the uninterrupted run.
+    let losses = |dir: &std::path::Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "step")
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(losses(full.path()), losses(killed.path()));
+
+    // Another config cannot resume this run.
+    let t2 = TrainConfig { lr: 0.5, ..t };
+    let e = pretrain(&ds, &split, &codes, &m, &t2, killed.path(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn validation_metric_callback_drives_the_best_checkpoint() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, codes) = synthetic(8, 4, 6);
+    let split = LeaveOneOut::new(&ds);
+    let (m, mut t) = overfit_configs();
+    t.epochs = 6;
+    t.patience = 2;
+    // A metric that peaks at the second epoch: early stopping fires two epochs later.
+    let mut calls = 0usize;
+    let mut metric = |_: &Reg4RecModel| {
+        calls += 1;
+        Ok(if calls == 2 { 1.0 } else { 0.0 })
+    };
+    let report = pretrain_with(
+        &ds,
+        &split,
+        &codes,
+        &m,
+        &t,
+        dir.path(),
+        false,
+        PretrainOptions {
+            valid_metric: Some(&mut metric),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(report.best_epoch, Some(1));
+    assert_eq!(report.best_valid_metric, Some(1.0));
+    assert!(report.stopped_early);
+    assert_eq!(report.epochs, 4);
+}
