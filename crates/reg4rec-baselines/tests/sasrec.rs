@@ -1,0 +1,258 @@
+//! Behaviour of SASRec-CE a user relies on: causality, padding invariance, learning, checkpoints and resume.
+
+use reg4rec_baselines::trainer::ranks_on_tensor;
+use reg4rec_baselines::{train_sasrec, SasRecConfig, SasRecModel};
+use reg4rec_data::metrics::rank_of;
+use reg4rec_data::split::Stage;
+use reg4rec_data::{Dataset, LeaveOneOut};
+use tch::{Kind, Tensor};
+
+/// libtorch's random generator is global: tests that initialise or train models take turns, so that each run's
+/// dropout masks and initial weights come from its own seed only.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn dataset(seqs: Vec<Vec<u32>>, n_items: usize) -> Dataset {
+    Dataset {
+        name: "synthetic".into(),
+        user_ids: (0..seqs.len()).map(|u| u.to_string()).collect(),
+        sequences: seqs,
+        item_ids: (0..n_items).map(|i| i.to_string()).collect(),
+        item_category: vec![0; n_items],
+        category_names: vec!["all".into()],
+        item_attributes: vec![vec![]; n_items],
+    }
+}
+
+/// Users walking a cycle of `n_items` items from different starts: the next item is a function of the last one.
+fn cyclic(n_users: usize, n_items: usize, len: usize) -> Dataset {
+    let seqs = (0..n_users)
+        .map(|u| (0..len).map(|k| ((u * 7 + k) % n_items) as u32).collect())
+        .collect();
+    dataset(seqs, n_items)
+}
+
+fn tiny_config() -> SasRecConfig {
+    SasRecConfig {
+        max_len: 8,
+        d_model: 16,
+        n_layers: 1,
+        n_heads: 2,
+        d_ff: 32,
+        dropout: 0.1,
+        lr: 1e-2,
+        batch_size: 16,
+        eval_batch_size: 32,
+        max_epochs: 4,
+        patience: 100,
+        ..SasRecConfig::default()
+    }
+}
+
+fn ids(v: &[i64]) -> Tensor {
+    Tensor::from_slice(v).view([1, v.len() as i64])
+}
+
+#[test]
+fn a_position_never_sees_later_items_or_padding() {
+    let _rng = rng_lock();
+    let m = SasRecModel::new(&tiny_config(), 30).unwrap();
+    let pad = m.net().pad_id();
+    let a = m.net().forward(&ids(&[pad, pad, 3, 4, 5, 6, 7, 8]), false);
+    let b = m
+        .net()
+        .forward(&ids(&[pad, pad, 3, 4, 5, 6, 20, 21]), false);
+    // Positions up to the last shared item are unchanged...
+    assert!(a
+        .narrow(1, 2, 4)
+        .allclose(&b.narrow(1, 2, 4), 1e-6, 1e-6, false));
+    // ...and the changed ones do change (the test can fail).
+    assert!(!a
+        .narrow(1, 6, 2)
+        .allclose(&b.narrow(1, 6, 2), 1e-3, 1e-3, false));
+    // Replacing padding by other padding-masked content changes nothing: compare with fewer padding columns.
+    let c = m.net().forward(&ids(&[pad, 3, 4, 5, 6, 7, 8]), false);
+    assert!(a
+        .narrow(1, 2, 6)
+        .allclose(&c.narrow(1, 1, 6), 1e-5, 1e-5, false));
+}
+
+#[test]
+fn scores_do_not_depend_on_the_batch() {
+    let _rng = rng_lock();
+    let m = SasRecModel::new(&tiny_config(), 30).unwrap();
+    let alone = m.score(&[vec![1, 2, 3]]).unwrap();
+    let batched = m
+        .score(&[vec![1, 2, 3], vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
+        .unwrap();
+    assert_eq!(batched.size(), vec![2, 30]);
+    assert!(alone.get(0).allclose(&batched.get(0), 1e-5, 1e-5, false));
+    let e = m.score(&[vec![30]]).unwrap_err().to_string();
+    assert!(e.contains("item 30"), "{e}");
+}
+
+#[test]
+fn tensor_ranks_equal_rank_of_including_ties_and_nan() {
+    let _rng = rng_lock();
+    tch::manual_seed(3);
+    let scores = Tensor::randn([6, 50], (Kind::Float, tch::Device::Cpu)).round(); // many ties
+    let _ = scores.get(5).get(7).fill_(f64::NAN);
+    let targets = [0i64, 3, 49, 10, 25, 7];
+    let ranks = ranks_on_tensor(&scores, &targets);
+    for (r, &t) in targets.iter().enumerate() {
+        let row = Vec::<f32>::try_from(&scores.get(r as i64)).unwrap();
+        assert_eq!(ranks[r], rank_of(&row, t as usize), "row {r}");
+    }
+    assert_eq!(ranks[5], 49);
+}
+
+#[test]
+fn overfits_deterministic_cycles() {
+    let _rng = rng_lock();
+    let ds = cyclic(120, 20, 12);
+    let split = LeaveOneOut::new(&ds);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SasRecConfig {
+        max_epochs: 40,
+        patience: 5,
+        dropout: 0.0,
+        ..tiny_config()
+    };
+    let report = train_sasrec(&split, 20, &cfg, dir.path(), false).unwrap();
+    let first = report.history[0].loss;
+    let last = report.history.last().unwrap().loss;
+    assert!(last < first / 4.0, "loss {first} -> {last}");
+    // The next item is determined by the last one: nearly every target is ranked first.
+    assert!(report.test.ndcg_5 > 0.95, "{:?}", report.test);
+    assert!(report.valid.recall_5 > 0.99, "{:?}", report.valid);
+}
+
+#[test]
+fn checkpoint_round_trip_gives_identical_scores() {
+    let _rng = rng_lock();
+    let ds = cyclic(40, 15, 9);
+    let split = LeaveOneOut::new(&ds);
+    let dir = tempfile::tempdir().unwrap();
+    let report = train_sasrec(&split, 15, &tiny_config(), dir.path(), false).unwrap();
+    let loaded = SasRecModel::load(dir.path()).unwrap();
+    assert_eq!(loaded.evaluate(&split, Stage::Test).unwrap(), report.test);
+    assert_eq!(loaded.evaluate(&split, Stage::Valid).unwrap(), report.valid);
+
+    let path = dir.path().join("copy.safetensors");
+    loaded.save_weights(&path, 9).unwrap();
+    let other = SasRecConfig {
+        seed: 7,
+        ..tiny_config()
+    };
+    let mut fresh = SasRecModel::new(&other, 15).unwrap();
+    let h = vec![vec![1, 2, 3], vec![4]];
+    assert!(!fresh.score(&h).unwrap().equal(&loaded.score(&h).unwrap()));
+    assert_eq!(fresh.load_weights(&path).unwrap(), 9);
+    assert!(fresh.score(&h).unwrap().equal(&loaded.score(&h).unwrap()));
+
+    // Another architecture cannot load these weights, and the error names the tensor and shapes.
+    let mut wide = SasRecModel::new(
+        &SasRecConfig {
+            d_model: 32,
+            ..tiny_config()
+        },
+        15,
+    )
+    .unwrap();
+    let e = wide.load_weights(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("copy.safetensors") && e.contains("expects"),
+        "{e}"
+    );
+}
+
+#[test]
+fn resume_continues_exactly_where_training_stopped() {
+    let _rng = rng_lock();
+    let ds = cyclic(40, 15, 9);
+    let split = LeaveOneOut::new(&ds);
+    let straight = tempfile::tempdir().unwrap();
+    let full = train_sasrec(&split, 15, &tiny_config(), straight.path(), false).unwrap();
+    assert_eq!(full.epochs, 4);
+
+    let parts = tempfile::tempdir().unwrap();
+    let half = SasRecConfig {
+        max_epochs: 2,
+        ..tiny_config()
+    };
+    let first = train_sasrec(&split, 15, &half, parts.path(), false).unwrap();
+    assert_eq!(first.epochs, 2);
+    let resumed = train_sasrec(&split, 15, &tiny_config(), parts.path(), true).unwrap();
+    assert_eq!(resumed.epochs, 4);
+    assert_eq!(resumed.best_epoch, full.best_epoch);
+    assert_eq!(resumed.valid, full.valid);
+    assert_eq!(resumed.test, full.test);
+    let losses =
+        |r: &reg4rec_baselines::SasRecReport| r.history.iter().map(|e| e.loss).collect::<Vec<_>>();
+    assert_eq!(losses(&resumed), losses(&full));
+
+    // Resuming a finished run trains nothing more; resuming with another model is refused, naming the field.
+    let again = train_sasrec(&split, 15, &tiny_config(), parts.path(), true).unwrap();
+    assert_eq!(again.epochs, 4);
+    let e = train_sasrec(
+        &split,
+        15,
+        &SasRecConfig {
+            d_model: 32,
+            ..tiny_config()
+        },
+        parts.path(),
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`d_model`"), "{e}");
+    // Only the current checkpoints are kept.
+    let files: Vec<String> = std::fs::read_dir(parts.path())
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with("last-")).count(),
+        2,
+        "{files:?}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with("best-")).count(),
+        1,
+        "{files:?}"
+    );
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let e = SasRecConfig {
+        n_heads: 3,
+        ..SasRecConfig::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`n_heads`"), "{e}");
+    let e = SasRecConfig {
+        dropout: 1.0,
+        ..SasRecConfig::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`dropout`"), "{e}");
+    let e = serde_json::from_str::<SasRecConfig>(r#"{"d_modle": 8}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("d_modle"), "{e}");
+    let partial: SasRecConfig = serde_json::from_str(r#"{"d_model": 32}"#).unwrap();
+    assert_eq!(partial.max_len, 50);
+    assert!(SasRecConfig::preset("gpu").is_err());
+    for name in ["cpu", "smoke", "default"] {
+        SasRecConfig::preset(name).unwrap().validate().unwrap();
+    }
+}
