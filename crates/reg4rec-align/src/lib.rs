@@ -1,2 +1,21 @@
 //! PARS alignment of a pre-trained REG4Rec model: GRPO with the four path rewards (step-hit, global path,
 //! category-hit, step-consistency) plus MSRA multi-step reward augmentation. Spec section 4.
+//!
+//! - [`rewards`]: the four rewards as pure functions (the figure's worked examples are their tests).
+//! - [`msra`]: the reward window over the user's TRAINING sequence, decayed by `w^(n-1)`.
+//! - [`grpo`]: constrained path sampling, group-normalised advantages, the clipped objective with the k3 KL
+//!   penalty to the frozen pre-trained model, one GRPO step.
+//! - [`train`]: [`align`], the loop: validation Recall@10 (step 0 = the pre-trained model), the best weights
+//!   kept, `metrics.jsonl`, atomic checkpoints and resume.
+
+pub mod config;
+pub mod error;
+pub mod grpo;
+pub mod msra;
+pub mod rewards;
+pub mod train;
+
+pub use config::{AlignConfig, Consistency, RewardWeights};
+pub use error::{AlignError, Result};
+pub use rewards::RewardBreakdown;
+pub use train::{align, AlignReport, AlignRun, CurvePoint};

@@ -1,0 +1,294 @@
+//! [`AlignConfig`]: every PARS / GRPO / MSRA hyper-parameter, each a documented default (spec section 4 names
+//! most of them [default]; the values the paper does not give are ours and say so).
+
+use crate::error::{AlignError, Result};
+use reg4rec_infer::InferConfig;
+use serde::{Deserialize, Serialize};
+
+/// How the step-consistency reward decides that two adjacent steps agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Jensen-Shannon divergence (natural log) of the two category distributions at most `consistency_theta`.
+    Js,
+    /// The two distributions have the same most likely category.
+    Argmax,
+}
+
+/// Weights of the four rewards in the path reward (a weighted sum).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewardWeights {
+    /// Step-hit (generated tokens in the target's token set, 0..=M). Default 1.0.
+    pub step_hit: f64,
+    /// Global path (1 when the generated set is the target's set). Default 2.0 (ours: the outcome that counts
+    /// in Recall).
+    pub global_path: f64,
+    /// Category-hit (steps whose predicted category is the target's, 0..=M). Default 0.5.
+    pub category_hit: f64,
+    /// Step-consistency (agreeing adjacent step pairs, 0..=M-1). Default 0.5.
+    pub step_consistency: f64,
+}
+
+impl Default for RewardWeights {
+    fn default() -> Self {
+        RewardWeights {
+            step_hit: 1.0,
+            global_path: 2.0,
+            category_hit: 0.5,
+            step_consistency: 0.5,
+        }
+    }
+}
+
+/// PARS alignment settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlignConfig {
+    /// Seed of context shuffling (seed + epoch) and path sampling (seed + step). Default 42.
+    pub seed: u64,
+    /// Optimizer steps (each: one batch of contexts, G sampled paths each). Default 1000.
+    pub steps: u64,
+    /// Training contexts (history, target) per step. Default 32.
+    pub batch_contexts: usize,
+    /// Group size G: paths sampled per context. Default 8.
+    pub group_size: usize,
+    /// Sampling temperature (logits are divided by it; the policy log-probabilities use the same). Default 1.0.
+    pub temperature: f64,
+    /// Clip range epsilon of the policy ratio. Default 0.2.
+    pub epsilon: f64,
+    /// Gradient updates per sampled batch (1: the ratio is 1 and the objective is the plain policy gradient).
+    /// Default 1.
+    pub ppo_epochs: usize,
+    /// Weight beta of the KL penalty (k3 estimator) to the frozen pre-trained reference. Default 0.04.
+    pub beta: f64,
+    /// Weight of the CRSS pre-training loss on the same contexts as an auxiliary term (0 = off). Default 0.0.
+    pub aux_weight: f64,
+    /// Learning rate (constant after `warmup_steps`). Default 1e-5.
+    pub lr: f64,
+    /// Linear warmup steps from 0 to `lr`. Default 10.
+    pub warmup_steps: u64,
+    /// AdamW decoupled weight decay. Default 0.0.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value (0 = off). Default 1.0.
+    pub grad_clip: f64,
+    /// Added to the group standard deviation when normalising rewards to advantages. Default 1e-4.
+    pub adv_eps: f64,
+    /// Reward weights.
+    pub rewards: RewardWeights,
+    /// Step-consistency rule. Default `js`.
+    pub consistency: Consistency,
+    /// JS threshold theta of the `js` consistency rule (nats). Default 0.06 (the CORP default).
+    pub consistency_theta: f64,
+    /// MSRA window h: the target and the next h - 1 items of the user's TRAINING sequence are rewarded
+    /// (h = 1 turns MSRA off). Default 3.
+    pub msra_h: usize,
+    /// MSRA time decay w: the n-th item of the window (n = 1 is the target) weighs w^(n-1). Default 0.8.
+    pub msra_w: f64,
+    /// Validate (Recall@10 on the validation split) every this many steps; the pre-trained model is step 0 and
+    /// the last step is always validated. Default 100.
+    pub valid_every: u64,
+    /// Validate on the first this many users only (0 = all). Default 0.
+    pub valid_users: usize,
+    /// Search used for validation (beam, CORP theta, ...). Default: [`InferConfig::default`].
+    pub valid: InferConfig,
+    /// Also checkpoint every this many steps (0 = only at validations and the end). Default 0.
+    pub checkpoint_every: u64,
+    /// Device: `cpu`, `cuda`, `cuda:N` or `auto`. Default `cpu`.
+    pub device: String,
+}
+
+impl Default for AlignConfig {
+    fn default() -> Self {
+        AlignConfig {
+            seed: 42,
+            steps: 1000,
+            batch_contexts: 32,
+            group_size: 8,
+            temperature: 1.0,
+            epsilon: 0.2,
+            ppo_epochs: 1,
+            beta: 0.04,
+            aux_weight: 0.0,
+            lr: 1e-5,
+            warmup_steps: 10,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            adv_eps: 1e-4,
+            rewards: RewardWeights::default(),
+            consistency: Consistency::Js,
+            consistency_theta: 0.06,
+            msra_h: 3,
+            msra_w: 0.8,
+            valid_every: 100,
+            valid_users: 0,
+            valid: InferConfig::default(),
+            checkpoint_every: 0,
+            device: "cpu".into(),
+        }
+    }
+}
+
+impl AlignConfig {
+    /// ml-100k alignment of a `cpu_preset` model in a few minutes on 2 CPU cores.
+    pub fn cpu_preset() -> Self {
+        AlignConfig {
+            steps: 120,
+            batch_contexts: 16,
+            group_size: 8,
+            lr: 5e-5,
+            valid_every: 40,
+            ..Self::default()
+        }
+    }
+
+    /// A few steps for smoke tests (seconds).
+    pub fn smoke_preset() -> Self {
+        AlignConfig {
+            steps: 4,
+            batch_contexts: 4,
+            group_size: 4,
+            lr: 1e-4,
+            warmup_steps: 0,
+            valid_every: 2,
+            valid_users: 32,
+            valid: InferConfig {
+                beam: 5,
+                top_n: 10,
+                ..InferConfig::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let positive = |field: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(AlignError::config(
+                    field,
+                    format!("must be a positive number, got {v}"),
+                ))
+            }
+        };
+        let non_negative = |field: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(AlignError::config(
+                    field,
+                    format!("must be a finite number >= 0, got {v}"),
+                ))
+            }
+        };
+        for (field, v) in [
+            ("steps", self.steps as usize),
+            ("batch_contexts", self.batch_contexts),
+            ("ppo_epochs", self.ppo_epochs),
+            ("msra_h", self.msra_h),
+            ("valid_every", self.valid_every as usize),
+        ] {
+            if v == 0 {
+                return Err(AlignError::config(field, "must be >= 1"));
+            }
+        }
+        if self.group_size < 2 {
+            return Err(AlignError::config(
+                "group_size",
+                format!(
+                    "must be >= 2 (advantages are normalised within the group), got {}",
+                    self.group_size
+                ),
+            ));
+        }
+        positive("temperature", self.temperature)?;
+        positive("lr", self.lr)?;
+        positive("adv_eps", self.adv_eps)?;
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0 && self.epsilon < 1.0) {
+            return Err(AlignError::config(
+                "epsilon",
+                format!("must be in (0, 1), got {}", self.epsilon),
+            ));
+        }
+        for (field, v) in [
+            ("beta", self.beta),
+            ("aux_weight", self.aux_weight),
+            ("weight_decay", self.weight_decay),
+            ("grad_clip", self.grad_clip),
+            ("consistency_theta", self.consistency_theta),
+            ("rewards.step_hit", self.rewards.step_hit),
+            ("rewards.global_path", self.rewards.global_path),
+            ("rewards.category_hit", self.rewards.category_hit),
+            ("rewards.step_consistency", self.rewards.step_consistency),
+        ] {
+            non_negative(field, v)?;
+        }
+        if !(self.msra_w.is_finite() && self.msra_w > 0.0 && self.msra_w <= 1.0) {
+            return Err(AlignError::config(
+                "msra_w",
+                format!("must be in (0, 1], got {}", self.msra_w),
+            ));
+        }
+        self.valid
+            .validate()
+            .map_err(|e| AlignError::config("valid", e.to_string()))?;
+        self.device()?;
+        Ok(())
+    }
+
+    /// The libtorch device named by `device`.
+    pub fn device(&self) -> Result<tch::Device> {
+        reg4rec_model::config::parse_device(&self.device)
+            .map_err(|e| AlignError::config("device", e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_bad_fields_are_named() {
+        for c in [
+            AlignConfig::default(),
+            AlignConfig::cpu_preset(),
+            AlignConfig::smoke_preset(),
+        ] {
+            c.validate().unwrap();
+            let back: AlignConfig =
+                serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+            assert_eq!(back, c);
+        }
+        let e = AlignConfig {
+            group_size: 1,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`group_size`"), "{e}");
+        let e = AlignConfig {
+            msra_w: 1.5,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("`msra_w`"), "{e}");
+        let mut c = AlignConfig::default();
+        c.rewards.category_hit = -1.0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("rewards.category_hit"));
+        let e = serde_json::from_str::<AlignConfig>(r#"{"group_sise": 3}"#).unwrap_err();
+        assert!(e.to_string().contains("group_sise"), "{e}");
+        let c: AlignConfig =
+            serde_json::from_str(r#"{"msra_h": 1, "consistency": "argmax", "valid": {"beam": 5}}"#)
+                .unwrap();
+        assert_eq!(
+            (c.msra_h, c.consistency, c.valid.beam, c.group_size),
+            (1, Consistency::Argmax, 5, 8)
+        );
+    }
+}

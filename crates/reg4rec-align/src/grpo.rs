@@ -1,0 +1,437 @@
+//! GRPO (group relative policy optimisation) for the generative recommender (spec section 4).
+//!
+//! For each training context, G paths are **sampled** (not beam-searched) under exactly the constraints of
+//! inference: at every step the candidates are the tokens of the codebooks the path has not used yet (all open
+//! codebooks compete, as in CRSS) that keep the partial token set completable to an existing item
+//! ([`ItemIndex::valid_next_tokens`]); a token is drawn from `softmax(logits / temperature)` restricted to them.
+//! The sampled log-probabilities, the allowed sets and the per-step category distributions are recorded.
+//!
+//! Each path's reward (the four PARS rewards, with the MSRA window, [`crate::msra`]) is normalised within its
+//! group to an advantage `A = (r - mean) / (std + eps)`. The loss per sampled token is the clipped surrogate
+//! `-min(rho A, clip(rho, 1 - eps, 1 + eps) A)` with `rho = exp(logp_theta - logp_old)`, plus `beta` times the
+//! k3 estimate of KL(pi_theta || pi_ref), `exp(logp_ref - logp_theta) - (logp_ref - logp_theta) - 1`, against
+//! the frozen pre-trained model, averaged over tokens; plus optionally `aux_weight` times the CRSS pre-training
+//! loss of the contexts' true targets. Policy passes run without dropout so that rho is exactly 1 on the
+//! first of `ppo_epochs` updates.
+
+use crate::config::AlignConfig;
+use crate::error::{AlignError, Result};
+use crate::msra::{window_rewards, WindowItem};
+use crate::rewards::{RewardBreakdown, RewardRule, ScoredPath};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use reg4rec_model::batch::Batch;
+use reg4rec_model::config::Mode;
+use reg4rec_model::crss::crss_loss;
+use reg4rec_model::optim::AdamW;
+use reg4rec_model::vocab::{BOS, N_SPECIAL};
+use reg4rec_model::{Encoded, Reg4RecModel};
+use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+/// G sampled paths for each of a batch of contexts; path `c * G + g` belongs to context `c`.
+#[derive(Debug)]
+pub struct SampledPaths {
+    pub n_contexts: usize,
+    pub group_size: usize,
+    /// `[N, M]` i64 vocabulary ids in generation order (N = contexts * G).
+    pub tokens: Tensor,
+    /// The same tokens as semantic tokens, per path.
+    pub paths: Vec<Vec<Token>>,
+    /// `[N, M, vocab]` bool: the tokens that were allowed at each step (mask + valid-item constraint).
+    pub allowed: Tensor,
+    /// `[N, M]` f32: log-probability of each sampled token under the sampling policy.
+    pub logp: Tensor,
+    /// Per path, per step: the category distribution the model predicted at that step.
+    pub categories: Vec<Vec<Vec<f32>>>,
+}
+
+/// The tokens allowed after `partial` (vocabulary ids are `N_SPECIAL + token.id(d)`): unused codebooks that
+/// keep the set completable to an item; in TIGER mode (ordered codes) only the next codebook.
+pub fn allowed_next(index: &ItemIndex, partial: &[Token], ordered: bool) -> Vec<Token> {
+    let next = partial.len() as u16;
+    index
+        .valid_next_tokens(partial)
+        .into_iter()
+        .filter(|t| !ordered || t.codebook == next)
+        .collect()
+}
+
+/// Samples `group_size` paths per row of `enc` (one row per context) with the model in inference mode.
+pub fn sample_paths(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    enc: &Encoded,
+    group_size: usize,
+    temperature: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<SampledPaths> {
+    let vocab = model.vocab();
+    let (m, d, v) = (vocab.m, vocab.d, vocab.size());
+    let codes = index.codes();
+    if codes.m != m || codes.d != d {
+        return Err(AlignError::Input(format!(
+            "codes have m = {}, d = {} but the model's vocabulary has m = {m}, d = {d}",
+            codes.m, codes.d
+        )));
+    }
+    let ordered = model.config().mode == Mode::Tiger;
+    let b = enc.batch_size() as usize;
+    let n = b * group_size;
+    let device = model.device();
+    let rows: Vec<i64> = (0..n).map(|i| (i / group_size) as i64).collect();
+    let enc_rep = enc.repeat_rows(&Tensor::from_slice(&rows).to_device(device));
+    let mut paths: Vec<Vec<Token>> = vec![Vec::with_capacity(m); n];
+    let mut ids: Vec<i64> = Vec::with_capacity(n * m);
+    let mut allowed_all = vec![false; n * m * v];
+    let mut logp_all = vec![0f32; n * m];
+    let mut categories: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(m); n];
+    let first = allowed_next(index, &[], ordered);
+    for k in 0..m {
+        let mut dec = Vec::with_capacity(n * (k + 1));
+        for p in &paths {
+            dec.push(BOS);
+            dec.extend(p.iter().map(|t| N_SPECIAL + t.id(d) as i64));
+        }
+        let dec = Tensor::from_slice(&dec)
+            .view([n as i64, k as i64 + 1])
+            .to_device(device);
+        let mut allowed = vec![false; n * v];
+        for (i, p) in paths.iter().enumerate() {
+            let next = if k == 0 {
+                first.clone()
+            } else {
+                allowed_next(index, p, ordered)
+            };
+            if next.is_empty() {
+                return Err(AlignError::Input(format!(
+                    "path {p:?} cannot be completed to an item (the item index and the paths disagree)"
+                )));
+            }
+            for t in next {
+                allowed[i * v + N_SPECIAL as usize + t.id(d)] = true;
+            }
+        }
+        let allowed_t = Tensor::from_slice(&allowed)
+            .view([n as i64, v as i64])
+            .to_device(device);
+        let (logp, cat) = tch::no_grad(|| {
+            let out = model.decode(&enc_rep, &dec, false);
+            let logits = out.token_logits.select(1, k as i64).to_kind(Kind::Float) / temperature;
+            let logp = logits
+                .masked_fill(&allowed_t.logical_not(), f64::NEG_INFINITY)
+                .log_softmax(-1, Kind::Float);
+            let cat = out
+                .category_logits
+                .select(1, k as i64)
+                .to_kind(Kind::Float)
+                .softmax(-1, Kind::Float);
+            (logp, cat)
+        });
+        let logp: Vec<f32> =
+            Vec::try_from(logp.to_device(tch::Device::Cpu).contiguous().view([-1]))?;
+        let n_cat = model.n_categories();
+        let cat: Vec<f32> = Vec::try_from(cat.to_device(tch::Device::Cpu).contiguous().view([-1]))?;
+        for i in 0..n {
+            let row = &logp[i * v..(i + 1) * v];
+            let u: f64 = rng.gen();
+            let mut acc = 0.0f64;
+            let mut pick = None;
+            for (t, &lp) in row.iter().enumerate() {
+                if !allowed[i * v + t] {
+                    continue;
+                }
+                pick = Some(t);
+                acc += (lp as f64).exp();
+                if acc > u {
+                    break;
+                }
+            }
+            // `pick` is the last allowed token when rounding leaves the cumulative sum below u.
+            let t = pick.ok_or_else(|| AlignError::Input("no allowed token to sample".into()))?;
+            let code = t - N_SPECIAL as usize;
+            paths[i].push(Token::new((code / d) as u16, (code % d) as u16));
+            logp_all[i * m + k] = row[t];
+            allowed_all[(i * m + k) * v..(i * m + k + 1) * v]
+                .copy_from_slice(&allowed[i * v..(i + 1) * v]);
+            categories[i].push(cat[i * n_cat..(i + 1) * n_cat].to_vec());
+        }
+    }
+    for p in &paths {
+        ids.extend(p.iter().map(|t| N_SPECIAL + t.id(d) as i64));
+    }
+    Ok(SampledPaths {
+        n_contexts: b,
+        group_size,
+        tokens: Tensor::from_slice(&ids)
+            .view([n as i64, m as i64])
+            .to_device(device),
+        paths,
+        allowed: Tensor::from_slice(&allowed_all)
+            .view([n as i64, m as i64, v as i64])
+            .to_device(device),
+        logp: Tensor::from_slice(&logp_all)
+            .view([n as i64, m as i64])
+            .to_device(device),
+        categories,
+    })
+}
+
+/// Log-probabilities `[N, M]` of `tokens` `[N, M]` under `model` with the recorded `allowed` sets
+/// `[N, M, vocab]` and `temperature`, in one teacher-forced decoder pass over `enc` (N rows). Differentiable.
+pub fn path_log_probs(
+    model: &Reg4RecModel,
+    enc: &Encoded,
+    tokens: &Tensor,
+    allowed: &Tensor,
+    temperature: f64,
+) -> Tensor {
+    let (n, m) = (tokens.size()[0], tokens.size()[1]);
+    let bos = Tensor::full([n, 1], BOS, (Kind::Int64, tokens.device()));
+    let dec_in = Tensor::cat(&[bos, tokens.narrow(1, 0, m - 1)], 1); // [N, M]
+    let out = model.decode(enc, &dec_in, false);
+    let logits = out.token_logits.to_kind(Kind::Float) / temperature; // [N, M, vocab]
+    logits
+        .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
+        .log_softmax(-1, Kind::Float)
+        .gather(2, &tokens.unsqueeze(-1), false)
+        .squeeze_dim(-1)
+}
+
+/// Group-normalised advantages: within each consecutive group of `group_size` rewards,
+/// `(r - mean) / (std + eps)` (population std). A group whose rewards are all equal gets zeros.
+pub fn group_advantages(rewards: &[f64], group_size: usize, eps: f64) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rewards.len());
+    for g in rewards.chunks(group_size.max(1)) {
+        let mean = g.iter().sum::<f64>() / g.len() as f64;
+        let var = g.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / g.len() as f64;
+        let std = var.sqrt();
+        out.extend(g.iter().map(|r| {
+            if std > 0.0 {
+                (r - mean) / (std + eps)
+            } else {
+                0.0
+            }
+        }));
+    }
+    out
+}
+
+/// The clipped-ratio policy loss and the k3 KL estimate, both averaged over tokens.
+/// `new_logp`, `old_logp`, `ref_logp`: `[N, M]`; `advantages`: `[N]`. Returns `(policy_loss, kl, clip_fraction)`.
+pub fn clipped_objective(
+    new_logp: &Tensor,
+    old_logp: &Tensor,
+    ref_logp: &Tensor,
+    advantages: &Tensor,
+    epsilon: f64,
+) -> (Tensor, Tensor, Tensor) {
+    let a = advantages.unsqueeze(1); // [N, 1]
+    let ratio = (new_logp - old_logp).exp();
+    let unclipped = &ratio * &a;
+    let clipped = ratio.clamp(1.0 - epsilon, 1.0 + epsilon) * &a;
+    let policy = -unclipped.minimum(&clipped).mean(Kind::Float);
+    let diff = ref_logp - new_logp;
+    let kl = (diff.exp() - &diff - 1.0).mean(Kind::Float);
+    let clip_frac = (&ratio - 1.0)
+        .abs()
+        .gt(epsilon)
+        .to_kind(Kind::Float)
+        .mean(Kind::Float);
+    (policy, kl, clip_frac)
+}
+
+/// What one GRPO step did (means over the batch's paths unless said otherwise).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StepStats {
+    /// Loss of the last of the `ppo_epochs` updates.
+    pub loss: f64,
+    pub policy_loss: f64,
+    /// k3 KL estimate to the reference (per token), before the update.
+    pub kl: f64,
+    pub aux_loss: f64,
+    pub clip_fraction: f64,
+    pub grad_norm: f64,
+    /// Mean weighted reward (what advantages are computed from).
+    pub reward: f64,
+    /// Mean of each component with the MSRA window (weighted by the decay).
+    pub components: RewardBreakdown,
+    /// Mean of each component against the target alone.
+    pub target: RewardBreakdown,
+    /// Mean over groups of the within-group reward standard deviation.
+    pub reward_std: f64,
+    /// Fraction of groups whose rewards were all equal (no learning signal).
+    pub flat_groups: f64,
+}
+
+/// Everything a GRPO step reads besides the policy.
+pub struct GrpoContext<'a> {
+    pub reference: &'a Reg4RecModel,
+    pub index: &'a ItemIndex,
+    pub codes: &'a Codes,
+    pub item_category: &'a [u32],
+    pub cfg: &'a AlignConfig,
+    /// Category-loss weight of the auxiliary CRSS loss (the pre-training run's `lambda_cat`).
+    pub lambda_cat: f64,
+}
+
+/// One GRPO step on a batch of contexts: sample, reward, normalise, `ppo_epochs` updates of `policy` through
+/// `opt` at learning rate `lr`. `batch` holds the contexts' histories and true targets (CPU or device);
+/// `windows[c]` is context c's MSRA window.
+pub fn grpo_step(
+    ctx: &GrpoContext<'_>,
+    policy: &Reg4RecModel,
+    opt: &mut AdamW,
+    batch: &Batch,
+    windows: &[Vec<WindowItem>],
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<StepStats> {
+    let cfg = ctx.cfg;
+    let device = policy.device();
+    let g = cfg.group_size;
+    if windows.len() != batch.len {
+        return Err(AlignError::Input(format!(
+            "{} MSRA windows for {} contexts",
+            windows.len(),
+            batch.len
+        )));
+    }
+    let history = batch.history.to_device(device);
+    let enc = tch::no_grad(|| policy.encode(&history, false));
+    let sampled = sample_paths(policy, ctx.index, &enc, g, cfg.temperature, rng)?;
+    let n = sampled.paths.len();
+
+    let rule = RewardRule {
+        consistency: cfg.consistency,
+        theta: cfg.consistency_theta,
+    };
+    let mut stats = StepStats::default();
+    let mut rewards = Vec::with_capacity(n);
+    for (i, path) in sampled.paths.iter().enumerate() {
+        let cats: Vec<&[f32]> = sampled.categories[i].iter().map(Vec::as_slice).collect();
+        let scored = ScoredPath {
+            tokens: path,
+            categories: &cats,
+        };
+        let r = window_rewards(&scored, &windows[i / g], ctx.codes, ctx.item_category, rule);
+        rewards.push(r.total.total(&cfg.rewards));
+        stats.components.add_scaled(&r.total, 1.0 / n as f64);
+        stats.target.add_scaled(&r.target, 1.0 / n as f64);
+    }
+    stats.reward = rewards.iter().sum::<f64>() / n as f64;
+    let mut flat = 0usize;
+    for grp in rewards.chunks(g) {
+        let mean = grp.iter().sum::<f64>() / g as f64;
+        let std = (grp.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / g as f64).sqrt();
+        stats.reward_std += std / batch.len as f64;
+        flat += usize::from(std == 0.0);
+    }
+    stats.flat_groups = flat as f64 / batch.len as f64;
+    let adv: Vec<f32> = group_advantages(&rewards, g, cfg.adv_eps)
+        .iter()
+        .map(|&a| a as f32)
+        .collect();
+    let adv = Tensor::from_slice(&adv).to_device(device);
+
+    let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
+    let rows = Tensor::from_slice(&rows).to_device(device);
+    let ref_logp = tch::no_grad(|| {
+        let enc_ref = ctx.reference.encode(&history, false).repeat_rows(&rows);
+        path_log_probs(
+            ctx.reference,
+            &enc_ref,
+            &sampled.tokens,
+            &sampled.allowed,
+            cfg.temperature,
+        )
+    });
+    let aux_batch = (cfg.aux_weight > 0.0).then(|| {
+        (
+            batch.targets.to_device(device),
+            batch.categories.to_device(device),
+        )
+    });
+    for epoch in 0..cfg.ppo_epochs {
+        let enc = policy.encode(&history, false);
+        let new_logp = path_log_probs(
+            policy,
+            &enc.repeat_rows(&rows),
+            &sampled.tokens,
+            &sampled.allowed,
+            cfg.temperature,
+        );
+        let (pl, kl, clip) =
+            clipped_objective(&new_logp, &sampled.logp, &ref_logp, &adv, cfg.epsilon);
+        let aux = aux_batch.as_ref().map(|(targets, cats)| {
+            let enc_aux = policy.encode(&history, true);
+            crss_loss(policy, &enc_aux, targets, cats, ctx.lambda_cat, true).total
+        });
+        let loss = match &aux {
+            Some(a) => {
+                stats.aux_loss = a.double_value(&[]);
+                &pl + &kl * cfg.beta + a * cfg.aux_weight
+            }
+            None => &pl + &kl * cfg.beta,
+        };
+        opt.zero_grad();
+        loss.backward();
+        stats.grad_norm = opt.clip_grad_norm(cfg.grad_clip);
+        opt.step(lr);
+        stats.loss = loss.double_value(&[]);
+        stats.policy_loss = pl.double_value(&[]);
+        stats.clip_fraction = clip.double_value(&[]);
+        if epoch == 0 {
+            stats.kl = kl.double_value(&[]);
+        }
+        if !stats.loss.is_finite() {
+            return Err(AlignError::Diverged {
+                step: opt.t,
+                message: format!("non-finite GRPO loss {}", stats.loss),
+            });
+        }
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advantages_are_normalised_per_group() {
+        let a = group_advantages(&[1.0, 3.0, 2.0, 2.0, 0.0, 0.0, 0.0, 4.0], 4, 0.0);
+        let g1 = &a[..4];
+        assert!((g1.iter().sum::<f64>()).abs() < 1e-12);
+        let std = (0.5f64).sqrt();
+        assert!((g1[1] - 1.0 / std).abs() < 1e-9, "{a:?}");
+        assert_eq!(
+            group_advantages(&[2.0, 2.0, 2.0], 3, 1e-4),
+            vec![0.0; 3],
+            "equal rewards: no signal"
+        );
+        let g2 = &a[4..];
+        assert!(g2[3] > 0.0 && g2[0] < 0.0);
+    }
+
+    #[test]
+    fn clipped_objective_clips_and_k3_is_zero_at_the_reference() {
+        let old = Tensor::from_slice(&[0.0f32, 0.0])
+            .view([1, 2])
+            .log_softmax(-1, Kind::Float);
+        let adv = Tensor::from_slice(&[1.0f32]);
+        // ratio 1 everywhere: policy loss = -A, KL = 0, nothing clipped
+        let (pl, kl, clip) = clipped_objective(&old, &old, &old, &adv, 0.2);
+        assert!((pl.double_value(&[]) + 1.0).abs() < 1e-6);
+        assert!(kl.double_value(&[]).abs() < 1e-7);
+        assert_eq!(clip.double_value(&[]), 0.0);
+        // ratio e^1 with A > 0 is clipped at 1.2
+        let new = &old + 1.0;
+        let (pl, kl, clip) = clipped_objective(&new, &old, &old, &adv, 0.2);
+        assert!((pl.double_value(&[]) + 1.2).abs() < 1e-5);
+        assert_eq!(clip.double_value(&[]), 1.0);
+        // k3 with diff = -1: e^-1 + 1 - 1
+        assert!((kl.double_value(&[]) - (-1f64).exp()).abs() < 1e-6);
+    }
+}
