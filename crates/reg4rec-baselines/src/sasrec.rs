@@ -31,10 +31,15 @@ pub struct SasRecConfig {
     pub n_heads: usize,
     /// Hidden width of the position-wise feed-forward layer. Default 256.
     pub d_ff: usize,
-    /// Dropout on embeddings, attention weights and residual branches. Default 0.5.
+    /// Dropout on embeddings, attention weights and residual branches. Default 0.3.
     pub dropout: f64,
-    /// AdamW learning rate. Default 1e-3.
+    /// AdamW learning rate (initial, see `lr_decay_factor`). Default 3e-3.
     pub lr: f64,
+    /// Learning-rate decay on plateau: after every `lr_decay_patience` validations without a better NDCG@10 the
+    /// learning rate is multiplied by `lr_decay_factor` (1.0 = constant learning rate). Default 0.5.
+    pub lr_decay_factor: f64,
+    /// Validations without improvement before each learning-rate decay (see `lr_decay_factor`). Default 2.
+    pub lr_decay_patience: usize,
     /// AdamW decoupled weight decay, applied to matrices and embedding tables (not to biases or LayerNorm).
     /// Default 0.0.
     pub weight_decay: f64,
@@ -42,13 +47,13 @@ pub struct SasRecConfig {
     pub beta1: f64,
     /// AdamW second-moment decay. Default 0.98.
     pub beta2: f64,
-    /// Users (sequences) per training batch. Default 256.
+    /// Users (sequences) per training batch. Default 128.
     pub batch_size: usize,
     /// Users per scoring batch (one matmul against the item table each). Default 1024.
     pub eval_batch_size: usize,
     /// Upper bound on training epochs. Default 200.
     pub max_epochs: usize,
-    /// Early stopping: validations without a better NDCG@10 before training stops. Default 10.
+    /// Early stopping: validations without a better NDCG@10 before training stops. Default 6.
     pub patience: usize,
     /// Validate (and checkpoint the best model) every this many epochs. Default 1.
     pub eval_every: usize,
@@ -71,15 +76,17 @@ impl Default for SasRecConfig {
             n_layers: 2,
             n_heads: 1,
             d_ff: 256,
-            dropout: 0.5,
-            lr: 1e-3,
+            dropout: 0.3,
+            lr: 3e-3,
+            lr_decay_factor: 0.5,
+            lr_decay_patience: 2,
             weight_decay: 0.0,
             beta1: 0.9,
             beta2: 0.98,
-            batch_size: 256,
+            batch_size: 128,
             eval_batch_size: 1024,
             max_epochs: 200,
-            patience: 10,
+            patience: 6,
             eval_every: 1,
             time_budget_s: 0,
             threads: 0,
@@ -141,6 +148,7 @@ impl SasRecConfig {
             ("eval_batch_size", self.eval_batch_size),
             ("max_epochs", self.max_epochs),
             ("patience", self.patience),
+            ("lr_decay_patience", self.lr_decay_patience),
             ("eval_every", self.eval_every),
         ];
         for (field, v) in positive {
@@ -162,6 +170,12 @@ impl SasRecConfig {
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(BaselineError::config("lr", "must be a positive number"));
+        }
+        if !(self.lr_decay_factor > 0.0 && self.lr_decay_factor <= 1.0) {
+            return Err(BaselineError::config(
+                "lr_decay_factor",
+                "must be in (0, 1]",
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(BaselineError::config("weight_decay", "must be >= 0"));

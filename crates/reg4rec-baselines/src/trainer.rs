@@ -51,7 +51,7 @@ pub struct SasRecReport {
     pub stop_reason: String,
     /// The configuration the run used.
     pub config: SasRecConfig,
-    /// Per-epoch mean training loss and validation NDCG@10.
+    /// Per-epoch mean training loss, learning rate and validation NDCG@10.
     pub history: Vec<EpochLog>,
 }
 
@@ -61,6 +61,8 @@ pub struct EpochLog {
     pub epoch: usize,
     /// Mean cross-entropy per predicted position.
     pub loss: f64,
+    /// Learning rate used in this epoch.
+    pub lr: f64,
     /// Validation NDCG@10 when this epoch was validated.
     pub valid_ndcg10: Option<f64>,
     /// Validation Recall@10 when this epoch was validated.
@@ -89,6 +91,8 @@ struct TrainState {
     /// Completed epochs.
     epoch: usize,
     adam_step: i64,
+    /// Current learning rate (after plateau decays).
+    lr: f64,
     /// Best validation NDCG@10 so far and its epoch (`None` / 0: not validated yet).
     best_ndcg10: Option<f64>,
     best_epoch: usize,
@@ -422,6 +426,7 @@ pub fn train_sasrec(
                 ));
             }
             trainer.opt.step = st.adam_step;
+            trainer.opt.lr = st.lr;
         }
         st.config = config.clone();
         st
@@ -442,6 +447,7 @@ pub fn train_sasrec(
             seed: config.seed,
             epoch: 0,
             adam_step: 0,
+            lr: config.lr,
             best_ndcg10: None,
             best_epoch: 0,
             bad_evals: 0,
@@ -470,6 +476,7 @@ pub fn train_sasrec(
         let mut log = EpochLog {
             epoch,
             loss,
+            lr: trainer.opt.lr,
             valid_ndcg10: None,
             valid_recall10: None,
             seconds: 0.0,
@@ -488,6 +495,9 @@ pub fn train_sasrec(
                 new_best = Some(name);
             } else {
                 state.bad_evals += 1;
+                if state.bad_evals.is_multiple_of(config.lr_decay_patience) {
+                    trainer.opt.lr *= config.lr_decay_factor;
+                }
             }
         }
         let w = format!("last-{epoch}.safetensors");
@@ -505,6 +515,7 @@ pub fn train_sasrec(
         ];
         state.epoch = epoch;
         state.adam_step = trainer.opt.step;
+        state.lr = trainer.opt.lr;
         state.train_seconds += log.seconds;
         state.history.push(log.clone());
         write_json_atomic(&state_path, &state)?;
@@ -512,7 +523,8 @@ pub fn train_sasrec(
             let _ = std::fs::remove_file(run_dir.join(f));
         }
         let line = format!(
-            "epoch {epoch} loss {loss:.4}{} ({:.1}s)",
+            "epoch {epoch} lr {:.2e} loss {loss:.4}{} ({:.1}s)",
+            log.lr,
             log.valid_ndcg10
                 .map(|n| format!(
                     " valid ndcg@10 {n:.4} (best {:.4} @ {})",

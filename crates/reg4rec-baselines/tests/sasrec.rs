@@ -125,6 +125,28 @@ fn overfits_deterministic_cycles() {
     let first = report.history[0].loss;
     let last = report.history.last().unwrap().loss;
     assert!(last < first / 4.0, "loss {first} -> {last}");
+    // The learning rate follows the plateau rule: halved after every 2nd validation without a better NDCG@10.
+    let (mut best, mut bad, mut lr) = (f64::NEG_INFINITY, 0, cfg.lr);
+    let mut decays = 0;
+    for e in &report.history {
+        assert!(
+            (e.lr - lr).abs() < 1e-12,
+            "epoch {}: lr {} expected {lr}",
+            e.epoch,
+            e.lr
+        );
+        let n = e.valid_ndcg10.unwrap();
+        if n > best {
+            (best, bad) = (n, 0);
+        } else {
+            bad += 1;
+            if bad % cfg.lr_decay_patience == 0 {
+                lr *= cfg.lr_decay_factor;
+                decays += 1;
+            }
+        }
+    }
+    assert!(decays > 0, "{:?}", report.history);
     // The next item is determined by the last one: nearly every target is ranked first.
     assert!(report.test.ndcg_5 > 0.95, "{:?}", report.test);
     assert!(report.valid.recall_5 > 0.99, "{:?}", report.valid);
