@@ -50,3 +50,54 @@ impl DataArgs {
         }
     }
 }
+
+/// Where the settings come from: a preset, or a file, plus overrides. Every subcommand reads its own section(s)
+/// of the one pipeline configuration (`configs/cpu.toml` shows the layout).
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArgs {
+    /// Preset from `configs/`: smoke, cpu or gpu.
+    #[arg(long, default_value = "cpu")]
+    pub preset: String,
+    /// A TOML configuration file used instead of the preset (same layout as `configs/cpu.toml`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override any field: `--set model.d_model=128` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ConfigArgs {
+    pub fn resolve(&self) -> Result<crate::pipeline::PipelineConfig> {
+        crate::pipeline::PipelineConfig::resolve(&self.preset, self.config.as_deref(), &self.set)
+    }
+}
+
+/// What a model directory records about its data, so that `eval`, `recommend` and `align` need only the
+/// directory.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    pub dataset: String,
+    pub data: Option<PathBuf>,
+    pub k_core: Option<usize>,
+}
+
+impl From<&DataArgs> for DataSource {
+    fn from(a: &DataArgs) -> Self {
+        DataSource {
+            dataset: a.dataset.clone(),
+            data: a.data.clone(),
+            k_core: a.k_core,
+        }
+    }
+}
+
+impl From<DataSource> for DataArgs {
+    fn from(s: DataSource) -> Self {
+        DataArgs {
+            dataset: s.dataset,
+            data: s.data,
+            k_core: s.k_core,
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //! the pipeline that runs them all and writes the report.
 
 mod args;
+mod artifacts;
 mod cmd;
+mod ops;
 mod pipeline;
 
 use anyhow::Result;
@@ -21,6 +23,16 @@ enum Command {
     /// Dataset commands (statistics).
     #[command(subcommand)]
     Data(cmd::data::DataCmd),
+    /// Train an item tokenizer (MPQ or RQ-VAE) on item features; prints its report.
+    Tokenize(cmd::tokenize::TokenizeArgs),
+    /// Pre-train the generative model on a tokenizer's codes.
+    Pretrain(cmd::pretrain::PretrainArgs),
+    /// Align a pre-trained model with PARS (GRPO, four rewards) and MSRA.
+    Align(cmd::align::AlignArgs),
+    /// Full-ranking metrics of a model on the validation or test split.
+    Eval(cmd::eval::EvalArgs),
+    /// Top-N recommendations for a history, optionally with their reasoning paths.
+    Recommend(cmd::recommend::RecommendArgs),
     /// Run every stage on a dataset and write `report.json` and `report.md`.
     Pipeline(pipeline::PipelineArgs),
 }
@@ -42,6 +54,11 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Command::Data(c) => cmd::data::run(c),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Pretrain(a) => cmd::pretrain::run(a),
+        Command::Align(a) => cmd::align::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Recommend(a) => cmd::recommend::run(a),
         Command::Pipeline(a) => pipeline::run(a),
     }
 }

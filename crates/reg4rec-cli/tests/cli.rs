@@ -121,7 +121,16 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert_eq!(report["protocol"]["filter_history"], false);
     let methods = report["methods"].as_array().unwrap();
     let names: Vec<&str> = methods.iter().map(|m| m["name"].as_str().unwrap()).collect();
-    for expected in ["popularity", "sasrec-ce"] {
+    for expected in [
+        "popularity",
+        "sasrec-ce",
+        "tiger",
+        "reg4rec",
+        "reg4rec-no-mpq",
+        "reg4rec-no-pars",
+        "reg4rec-no-msra",
+        "reg4rec-no-corp",
+    ] {
         assert!(names.contains(&expected), "{names:?}");
     }
     for m in methods {
@@ -132,6 +141,9 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         assert!(m["train_seconds"].as_f64().unwrap() >= 0.0);
         assert!(m["eval_seconds"].as_f64().unwrap() >= 0.0);
     }
+    let sweep = report["theta_sweep"].as_array().unwrap();
+    assert_eq!(sweep.len(), 2, "the smoke sweep is 0.06 and off");
+    assert!(sweep.iter().any(|p| p["theta"].is_null()));
     assert!(std::fs::read_to_string(out.join("report.md"))
         .unwrap()
         .contains("| sasrec-ce |"));

@@ -1,3 +1,8 @@
 //! One module per subcommand.
 
+pub mod align;
 pub mod data;
+pub mod eval;
+pub mod pretrain;
+pub mod recommend;
+pub mod tokenize;

@@ -2,22 +2,63 @@
 //! (`configs/<preset>.toml`, embedded in the binary) or a file, with `--set section.field=value` overrides.
 
 use anyhow::{bail, Context, Result};
+use reg4rec_align::AlignConfig;
 use reg4rec_baselines::SasRecConfig;
+use reg4rec_data::features::FeatureConfig;
+use reg4rec_infer::InferConfig;
+use reg4rec_model::{ModelConfig, TrainConfig};
+use reg4rec_tokenizer::{MpqConfig, RqVaeConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Every stage's settings. Unknown fields are errors that name the field.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    /// Which stages and sweeps run.
+    pub pipeline: StagesConfig,
+    /// Item features for the tokenizers (`reg4rec_data::features::FeatureConfig`).
+    pub features: FeatureConfig,
+    /// The MPQ tokenizer (`reg4rec_tokenizer::MpqConfig`).
+    pub mpq: MpqConfig,
+    /// The RQ-VAE tokenizer of the TIGER baseline and the no-MPQ ablation (`reg4rec_tokenizer::RqVaeConfig`).
+    pub rqvae: RqVaeConfig,
+    /// The generative model (`reg4rec_model::ModelConfig`); `mode` is set per stage (reg4rec or tiger).
+    pub model: ModelConfig,
+    /// Pre-training (`reg4rec_model::TrainConfig`).
+    pub pretrain: TrainConfig,
+    /// PARS alignment (`reg4rec_align::AlignConfig`).
+    pub align: AlignConfig,
+    /// Beam search, CORP and evaluation (`reg4rec_infer::InferConfig`).
+    pub infer: InferConfig,
     /// SASRec with full-softmax cross-entropy (`reg4rec_baselines::SasRecConfig`).
     pub sasrec: SasRecConfig,
 }
 
-impl Default for PipelineConfig {
+/// Pipeline-level switches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagesConfig {
+    /// CORP thresholds swept on the validation split (CORP off is always added). Default
+    /// [0.04, 0.05, 0.06, 0.07, 0.08].
+    pub theta_sweep: Vec<f32>,
+    /// Select pre-training checkpoints by validation Recall@10 through the beam search (else by validation
+    /// loss). Default true.
+    pub valid_recall: bool,
+    /// Users searched for the per-epoch validation Recall@10 (0 = all). A fixed seeded subset keeps long
+    /// runs affordable. Default 0.
+    pub valid_users: usize,
+    /// Run the generative stages (tokenizers, pre-training, alignment, their evaluation). Default true.
+    pub generative: bool,
+}
+
+impl Default for StagesConfig {
     fn default() -> Self {
-        PipelineConfig {
-            sasrec: SasRecConfig::default(),
+        StagesConfig {
+            theta_sweep: vec![0.04, 0.05, 0.06, 0.07, 0.08],
+            valid_recall: true,
+            valid_users: 0,
+            generative: true,
         }
     }
 }
@@ -58,7 +99,26 @@ impl PipelineConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        self.features
+            .validate()
+            .context("config section `features`")?;
+        self.mpq.validate().context("config section `mpq`")?;
+        self.rqvae.validate().context("config section `rqvae`")?;
+        self.model.validate().context("config section `model`")?;
+        self.pretrain
+            .validate()
+            .context("config section `pretrain`")?;
+        self.align.validate().context("config section `align`")?;
+        self.infer.validate().context("config section `infer`")?;
         self.sasrec.validate().context("config section `sasrec`")?;
+        if let Some(t) = self
+            .pipeline
+            .theta_sweep
+            .iter()
+            .find(|t| !(t.is_finite() && **t >= 0.0))
+        {
+            bail!("config field `pipeline.theta_sweep`: {t} is not a finite non-negative threshold");
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! finished stages and an interrupted run resumes.
 
 mod config;
+mod generative;
 mod report;
 mod stage;
 
@@ -61,14 +62,20 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         dropped_users = split.dropped_users,
         "data loaded"
     );
-    let data_key = fingerprint(&ds);
-    let runner = StageRunner {
-        root: out.clone(),
-        force: args.force,
+    let ctx = Ctx {
+        runner: StageRunner {
+            root: out.clone(),
+            force: args.force,
+        },
+        data: &args.data,
+        ds: &ds,
+        split: &split,
+        cfg: &cfg,
     };
+    let data_key = fingerprint(&ds);
     let mut methods = Vec::new();
 
-    let pop = runner.run("popularity", &data_key, |_, _| {
+    let pop = ctx.runner.run("popularity", &data_key, |_, _| {
         let t = Instant::now();
         let test = reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Test);
         let valid = reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid);
@@ -76,11 +83,21 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     })?;
     methods.push(pop.result);
 
-    let sasrec = runner.run("sasrec-ce", &(&data_key, &cfg.sasrec), |dir, resume| {
-        let r = reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
-        Ok(MethodRow::new("sasrec-ce", &r.test, r.train_seconds, r.eval_seconds).with_valid(r.valid))
-    })?;
+    let sasrec = ctx
+        .runner
+        .run("sasrec-ce", &(&data_key, &cfg.sasrec), |dir, resume| {
+            let r = reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
+            Ok(MethodRow::new("sasrec-ce", &r.test, r.train_seconds, r.eval_seconds)
+                .with_valid(r.valid))
+        })?;
     methods.push(sasrec.result);
+
+    let mut sweep = Vec::new();
+    if cfg.pipeline.generative {
+        let g = generative::run(&ctx, &data_key)?;
+        methods.extend(g.rows);
+        sweep = g.theta_sweep;
+    }
 
     let report = Report {
         dataset: name,
@@ -90,11 +107,21 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         interactions: ds.n_interactions(),
         protocol: Default::default(),
         methods,
+        theta_sweep: sweep,
     };
     report.write(&out)?;
     print!("{}", report.markdown());
     eprintln!("report written to {}", out.join("report.json").display());
     Ok(())
+}
+
+/// What every stage reads.
+pub(crate) struct Ctx<'a> {
+    pub runner: StageRunner,
+    pub data: &'a DataArgs,
+    pub ds: &'a Dataset,
+    pub split: &'a LeaveOneOut,
+    pub cfg: &'a PipelineConfig,
 }
 
 /// A hash of the dataset's content (sequences, ids, categories): the key every downstream stage builds on.

@@ -82,6 +82,20 @@ pub struct Report {
     pub interactions: usize,
     pub protocol: Protocol,
     pub methods: Vec<MethodRow>,
+    /// Validation metrics of the full model for each CORP threshold (`null`: CORP off).
+    #[serde(default)]
+    pub theta_sweep: Vec<SweepPoint>,
+}
+
+/// One point of the CORP threshold sweep on the validation split.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepPoint {
+    pub theta: Option<f32>,
+    #[serde(rename = "recall@10")]
+    pub recall_10: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg_10: f64,
+    pub pruned_paths: u64,
 }
 
 impl Report {
@@ -121,6 +135,17 @@ impl Report {
                 m.train_seconds,
                 m.eval_seconds
             ));
+        }
+        if !self.theta_sweep.is_empty() {
+            s.push_str("\nCORP threshold sweep (full model, validation split):\n\n");
+            s.push_str("| theta | R@10 | N@10 | pruned paths |\n|---|---|---|---|\n");
+            for p in &self.theta_sweep {
+                let theta = p.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
+                s.push_str(&format!(
+                    "| {theta} | {:.4} | {:.4} | {} |\n",
+                    p.recall_10, p.ndcg_10, p.pruned_paths
+                ));
+            }
         }
         s
     }

@@ -1,0 +1,52 @@
+//! `reg4rec eval`: full-ranking metrics of a model on the validation or test split.
+
+use crate::args::ConfigArgs;
+use crate::{artifacts, ops};
+use anyhow::Result;
+use clap::Args;
+use reg4rec_data::split::Stage;
+use reg4rec_data::LeaveOneOut;
+use reg4rec_infer::InferConfig;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A run directory written by `reg4rec pretrain` or `reg4rec align`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// valid or test.
+    #[arg(long, default_value = "test")]
+    pub split: Stage,
+    /// Beam width (default: the config's `infer.beam`).
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// CORP threshold, or `off` (default: the config's `infer.theta`).
+    #[arg(long)]
+    pub theta: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    let cfg = a.config.resolve()?;
+    let (model, codes, data) = artifacts::load_model_dir(&a.model)?;
+    let ds = data.load()?;
+    let split = LeaveOneOut::new(&ds);
+    let mut infer = ops::infer_config(model.config().mode, &cfg.infer);
+    if let Some(b) = a.beam {
+        infer.beam = b;
+    }
+    if let Some(t) = &a.theta {
+        infer.theta = InferConfig::parse_theta(t)?;
+    }
+    let report = ops::evaluate_model(&model, &codes, &split, a.split, &infer)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `reg4rec pretrain`: pre-trains the generative model on a tokenizer's codes.
+
+use crate::args::{ConfigArgs, DataArgs};
+use crate::{artifacts, ops};
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+use reg4rec_data::LeaveOneOut;
+use reg4rec_model::config::Mode;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// REG4Rec: CRSS over unordered tokens, category head.
+    Reg4rec,
+    /// TIGER: fixed codebook order, no category loss (needs RQ-VAE codes).
+    Tiger,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Reg4rec => Mode::Reg4rec,
+            ModeArg::Tiger => Mode::Tiger,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// A directory written by `reg4rec tokenize`.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Run directory (checkpoints, metrics.jsonl, the best weights).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "reg4rec")]
+    pub mode: ModeArg,
+    /// Continue the run in `--out` from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+pub fn run(a: PretrainArgs) -> Result<()> {
+    let cfg = a.config.resolve()?;
+    let ds = a.data.load()?;
+    let split = LeaveOneOut::new(&ds);
+    let codes = artifacts::tokenizer_codes(&a.tokenizer)?;
+    let report = ops::pretrain(
+        &a.data,
+        &ds,
+        &split,
+        &codes,
+        a.mode.into(),
+        &cfg,
+        &a.out,
+        a.resume,
+    )?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}

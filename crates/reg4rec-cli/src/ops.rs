@@ -1,0 +1,165 @@
+//! The steps the subcommands and the pipeline share: features, tokenizers, pre-training with validation
+//! Recall@10, alignment and evaluation. Each is a thin composition of the library crates.
+
+use crate::args::DataArgs;
+use crate::artifacts;
+use crate::pipeline::PipelineConfig;
+use anyhow::{Context, Result};
+use reg4rec_data::features::{build_item_features, ItemFeatures};
+use reg4rec_data::split::Stage;
+use reg4rec_data::{Dataset, LeaveOneOut};
+use reg4rec_infer::{evaluate, BeamSearch, EvalReport, InferConfig, ModelScorer};
+use reg4rec_model::config::Mode;
+use reg4rec_model::{PretrainOptions, PretrainReport, Reg4RecModel};
+use reg4rec_tokenizer::{Codes, FeatureMatrix, ItemIndex, ItemTokenizer, TokenizerConfig};
+use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
+use std::path::Path;
+
+/// Item features: the user's own matrix when given, else built from the training interactions.
+pub fn features(
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    cfg: &PipelineConfig,
+    user: Option<&Path>,
+) -> Result<ItemFeatures> {
+    Ok(match user {
+        Some(p) => ItemFeatures::load_user(p, ds.n_items())?,
+        None => build_item_features(ds, split, &cfg.features)?,
+    })
+}
+
+/// Trains the tokenizer of `kind` with its config section.
+pub fn tokenizer(
+    features: &ItemFeatures,
+    kind: TokenizerKind,
+    cfg: &PipelineConfig,
+) -> Result<(Box<dyn ItemTokenizer>, TokenizerReport)> {
+    let tcfg = match kind {
+        TokenizerKind::Mpq => TokenizerConfig::Mpq(cfg.mpq.clone()),
+        TokenizerKind::RqVae => TokenizerConfig::RqVae(cfg.rqvae.clone()),
+    };
+    Ok(reg4rec_tokenizer::train(FeatureMatrix::of(features)?, &tcfg)?)
+}
+
+/// The codes a model of `mode` generates: TIGER needs ordered (RQ-VAE) codes; REG4Rec treats any tuple as a
+/// set (RQ-VAE tuples included: that is the no-MPQ ablation).
+pub fn codes_for(mode: Mode, codes: &Codes) -> Result<Codes> {
+    match mode {
+        Mode::Tiger if !codes.ordered => anyhow::bail!(
+            "the tiger mode needs ordered RQ-VAE codes; this tokenizer's codes are unordered (MPQ)"
+        ),
+        Mode::Tiger => Ok(codes.clone()),
+        Mode::Reg4rec => Ok(Codes::new(codes.m, codes.d, false, codes.tuples.clone())?),
+    }
+}
+
+/// Inference settings for a model: TIGER has no category-consistency pruning.
+pub fn infer_config(mode: Mode, cfg: &InferConfig) -> InferConfig {
+    let mut c = cfg.clone();
+    if mode == Mode::Tiger {
+        c.theta = None;
+    }
+    c
+}
+
+/// Evaluates a model on `stage` with the constrained beam search.
+pub fn evaluate_model(
+    model: &Reg4RecModel,
+    codes: &Codes,
+    split: &LeaveOneOut,
+    stage: Stage,
+    cfg: &InferConfig,
+) -> Result<EvalReport> {
+    let index = ItemIndex::new(codes)?;
+    let search = BeamSearch::new(&index, cfg)?;
+    let mut scorer = ModelScorer::new(model, codes)?;
+    let _guard = tch::no_grad_guard();
+    Ok(evaluate(
+        &mut scorer,
+        &search,
+        split,
+        stage,
+        model.config().history_len,
+    )?)
+}
+
+/// A seeded subset of the split's users (all when `n` is 0 or at least the number of users).
+pub fn subset(split: &LeaveOneOut, n: usize, seed: u64) -> LeaveOneOut {
+    if n == 0 || n >= split.n_users() {
+        return split.clone();
+    }
+    // A multiplicative-hash order is deterministic and spreads over the users.
+    let mut order: Vec<usize> = (0..split.n_users()).collect();
+    order.sort_by_key(|&u| (u as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    order.truncate(n);
+    order.sort_unstable();
+    LeaveOneOut {
+        users: order.iter().map(|&u| split.users[u]).collect(),
+        train: order.iter().map(|&u| split.train[u].clone()).collect(),
+        valid: order.iter().map(|&u| split.valid[u]).collect(),
+        test: order.iter().map(|&u| split.test[u]).collect(),
+        dropped_users: split.dropped_users,
+    }
+}
+
+/// Pre-trains a model of `mode` on `codes` into `out`, selecting checkpoints by validation Recall@10 when the
+/// pipeline section says so, and records the codes and the data source beside the run.
+#[allow(clippy::too_many_arguments)]
+pub fn pretrain(
+    data: &DataArgs,
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    codes: &Codes,
+    mode: Mode,
+    cfg: &PipelineConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<PretrainReport> {
+    let codes = codes_for(mode, codes)?;
+    let mut model_cfg = cfg.model.clone();
+    model_cfg.mode = mode;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    artifacts::write_extras(out, data, &codes)?;
+    let infer = infer_config(mode, &cfg.infer);
+    let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);
+    let mut recall = |m: &Reg4RecModel| -> reg4rec_model::Result<f64> {
+        evaluate_model(m, &codes, &valid, Stage::Valid, &infer)
+            .map(|r| r.metrics.recall_10)
+            .map_err(|e| reg4rec_model::ModelError::Callback(format!("{e:#}")))
+    };
+    let opts = PretrainOptions {
+        valid_metric: if cfg.pipeline.valid_recall {
+            Some(&mut recall)
+        } else {
+            None
+        },
+        ..Default::default()
+    };
+    Ok(reg4rec_model::pretrain_with(
+        ds,
+        split,
+        &codes,
+        &model_cfg,
+        &cfg.pretrain,
+        out,
+        resume,
+        opts,
+    )?)
+}
+
+/// Aligns the pre-trained model in `pretrained` with PARS (+ MSRA) into `out`.
+pub fn align(
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    pretrained: &Path,
+    align_cfg: &reg4rec_align::AlignConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<reg4rec_align::AlignReport> {
+    let (codes, _) = artifacts::read_extras(pretrained)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    artifacts::copy_extras(pretrained, out)?;
+    Ok(reg4rec_align::align(
+        ds, split, &codes, pretrained, align_cfg, out, resume,
+    )?)
+}

@@ -1,0 +1,183 @@
+//! The generative stages: features -> tokenizers (MPQ, RQ-VAE) -> pre-training (reg4rec, no-MPQ, TIGER) ->
+//! alignment (PARS + MSRA, and the no-MSRA ablation) -> evaluation rows and the CORP threshold sweep.
+//!
+//! | row | tokens | model | alignment | CORP |
+//! |---|---|---|---|---|
+//! | `reg4rec` | MPQ | CRSS + category head | PARS + MSRA | theta |
+//! | `reg4rec-no-mpq` | RQ-VAE (as a set) | CRSS + category head | PARS + MSRA | theta |
+//! | `reg4rec-no-pars` | MPQ | CRSS + category head | none | theta |
+//! | `reg4rec-no-msra` | MPQ | CRSS + category head | PARS, h = 1 | theta |
+//! | `reg4rec-no-corp` | MPQ | CRSS + category head | PARS + MSRA | off |
+//! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
+
+use super::report::{MethodRow, SweepPoint};
+use super::stage::Done;
+use super::Ctx;
+use crate::{artifacts, ops};
+use anyhow::Result;
+use reg4rec_data::features::ItemFeatures;
+use reg4rec_data::split::Stage;
+use reg4rec_infer::{EvalReport, InferConfig};
+use reg4rec_model::config::Mode;
+use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct Generative {
+    pub rows: Vec<MethodRow>,
+    pub theta_sweep: Vec<SweepPoint>,
+}
+
+/// A trained model stage: where it is and what training cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Trained {
+    dir: PathBuf,
+    /// Seconds of this stage and every stage it builds on (features, tokenizer, pre-training, ...).
+    seconds: f64,
+    /// The library's own report of this stage.
+    report: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Evaluated {
+    report: EvalReport,
+    seconds: f64,
+}
+
+pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
+    let cfg = ctx.cfg;
+    let features = ctx.runner.run("features", &(data_key, &cfg.features), |dir, _| {
+        let t = Instant::now();
+        let f = ops::features(ctx.ds, ctx.split, cfg, None)?;
+        f.save(&dir.join("features.safetensors"))?;
+        Ok(t.elapsed().as_secs_f64())
+    })?;
+    let feature_file = ctx
+        .runner
+        .root
+        .join("stages/features/features.safetensors");
+    let tok = |kind: TokenizerKind| -> Result<Done<Trained>> {
+        let section = match kind {
+            TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
+            TokenizerKind::RqVae => serde_json::to_value(&cfg.rqvae)?,
+        };
+        ctx.runner.run(
+            &format!("tokenizer-{kind}"),
+            &(&features.key, section),
+            |dir, _| {
+                let f = ItemFeatures::load(&feature_file)?;
+                let (t, report): (_, TokenizerReport) = ops::tokenizer(&f, kind, cfg)?;
+                t.save(dir)?;
+                Ok(Trained {
+                    dir: dir.to_path_buf(),
+                    seconds: features.result + report.seconds,
+                    report: serde_json::to_value(&report)?,
+                })
+            },
+        )
+    };
+    let mpq = tok(TokenizerKind::Mpq)?;
+    let rqvae = tok(TokenizerKind::RqVae)?;
+
+    let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| -> Result<Done<Trained>> {
+        let inputs = (
+            &tok.key,
+            mode,
+            &cfg.model,
+            &cfg.pretrain,
+            &cfg.pipeline.valid_recall,
+            &cfg.pipeline.valid_users,
+            &cfg.infer,
+        );
+        ctx.runner.run(name, &inputs, |dir, resume| {
+            let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
+            let r = ops::pretrain(ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume)?;
+            Ok(Trained {
+                dir: dir.to_path_buf(),
+                seconds: tok.result.seconds + r.train_seconds,
+                report: serde_json::to_value(&r)?,
+            })
+        })
+    };
+    let pre = pretrain("pretrain-reg4rec", &mpq, Mode::Reg4rec)?;
+    let pre_no_mpq = pretrain("pretrain-reg4rec-no-mpq", &rqvae, Mode::Reg4rec)?;
+    let pre_tiger = pretrain("pretrain-tiger", &rqvae, Mode::Tiger)?;
+
+    let align = |name: &str, pre: &Done<Trained>, msra_h: usize| -> Result<Done<Trained>> {
+        let mut acfg = cfg.align.clone();
+        acfg.msra_h = msra_h;
+        ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
+            let r = ops::align(ctx.ds, ctx.split, &pre.result.dir, &acfg, dir, resume)?;
+            Ok(Trained {
+                dir: dir.to_path_buf(),
+                seconds: pre.result.seconds + r.train_seconds + r.valid_seconds,
+                report: serde_json::to_value(&r)?,
+            })
+        })
+    };
+    let full = align("align-reg4rec", &pre, cfg.align.msra_h)?;
+    let no_msra = align("align-reg4rec-no-msra", &pre, 1)?;
+    let no_mpq = align("align-reg4rec-no-mpq", &pre_no_mpq, cfg.align.msra_h)?;
+
+    let eval = |name: &str, model: &Done<Trained>, stage: Stage, theta: Option<Option<f32>>| {
+        let mut infer = cfg.infer.clone();
+        if let Some(t) = theta {
+            infer.theta = t;
+        }
+        let stage_name = format!("eval-{name}");
+        ctx.runner
+            .run(&stage_name, &(&model.key, stage, &infer), |_, _| {
+                evaluate_dir(&model.result.dir, ctx, stage, &infer)
+            })
+            .map(|d| d.result)
+    };
+    let row = |name: &str, model: &Done<Trained>, theta: Option<Option<f32>>| -> Result<MethodRow> {
+        let test = eval(name, model, Stage::Test, theta)?;
+        Ok(MethodRow::new(
+            name,
+            &test.report.metrics,
+            model.result.seconds,
+            test.seconds,
+        ))
+    };
+    let rows = vec![
+        row("tiger", &pre_tiger, Some(None))?,
+        row("reg4rec", &full, None)?,
+        row("reg4rec-no-mpq", &no_mpq, None)?,
+        row("reg4rec-no-pars", &pre, None)?,
+        row("reg4rec-no-msra", &no_msra, None)?,
+        row("reg4rec-no-corp", &full, Some(None))?,
+    ];
+
+    let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
+    thetas.push(None);
+    let mut theta_sweep = Vec::new();
+    for theta in thetas {
+        let label = theta.map_or("off".to_string(), |t| format!("{t}"));
+        let e = eval(
+            &format!("sweep-{label}"),
+            &full,
+            Stage::Valid,
+            Some(theta),
+        )?;
+        theta_sweep.push(SweepPoint {
+            theta,
+            recall_10: e.report.metrics.recall_10,
+            ndcg_10: e.report.metrics.ndcg_10,
+            pruned_paths: e.report.pruned_paths,
+        });
+    }
+    Ok(Generative { rows, theta_sweep })
+}
+
+fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {
+    let t = Instant::now();
+    let (model, codes, _) = artifacts::load_model_dir(dir)?;
+    let infer = ops::infer_config(model.config().mode, infer);
+    let report = ops::evaluate_model(&model, &codes, ctx.split, stage, &infer)?;
+    Ok(Evaluated {
+        report,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
