@@ -11,6 +11,7 @@
 //! - [`kfac`]: the traces and sensitivities from what was captured.
 //! - [`policy`]: the ranking-to-precision rule and the [`Ladq`] controller a trainer calls around each step.
 //! - [`quant`]: e4m3 rounding, fake quantisation and the fp8 matmul.
+//! - [`testbed`]: a stand-in transformer of LADQ layers for benches and device throughput checks.
 //!
 //! A trainer's step under LADQ:
 //! ```ignore
@@ -28,6 +29,7 @@ pub mod kfac;
 pub mod linear;
 pub mod policy;
 pub mod quant;
+pub mod testbed;
 
 pub use config::{AssignRule, Fp8Kernel, LadqConfig, Precision, PrecisionMode};
 pub use error::{PrecisionError, Result};
