@@ -51,13 +51,14 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// Sized to pre-train on ml-100k in a few minutes on 2 CPU cores.
+    /// Sized to pre-train on ml-100k (about 97k training examples per epoch) in a few minutes on 2 CPU cores:
+    /// one encoder and one decoder layer, d_model 64, FFN 128, L = 20.
     pub fn cpu_preset() -> Self {
         ModelConfig {
-            n_layers: 4,
+            n_layers: 2,
             d_model: 64,
             n_heads: 4,
-            d_ff: 256,
+            d_ff: 128,
             ..Self::default()
         }
     }
@@ -189,7 +190,7 @@ impl TrainConfig {
     /// ml-100k pre-training in a few minutes on 2 CPU cores (with [`ModelConfig::cpu_preset`]).
     pub fn cpu_preset() -> Self {
         TrainConfig {
-            epochs: 8,
+            epochs: 3,
             batch_size: 256,
             lr: 2e-3,
             warmup_steps: 100,

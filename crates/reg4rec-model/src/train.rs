@@ -328,6 +328,7 @@ pub fn pretrain_with(
         let t_epoch = Instant::now();
         let mut epoch_new_examples = 0u64;
         let mut interrupted = false;
+        let mut checkpoint_secs = 0.0f64;
 
         let loop_result: Result<()> = std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
@@ -374,7 +375,7 @@ pub fn pretrain_with(
                 state.epoch_loss_sum += total * batch.len as f64;
                 state.epoch_examples += batch.len as u64;
                 epoch_new_examples += batch.len as u64;
-                let secs = t_epoch.elapsed().as_secs_f64();
+                let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
                 let ex_s = epoch_new_examples as f64 / secs.max(1e-9);
                 pb.set_position(state.epoch_step);
                 pb.set_message(format!(
@@ -395,7 +396,9 @@ pub fn pretrain_with(
                     || (train_cfg.checkpoint_every > 0
                         && state.step % train_cfg.checkpoint_every == 0)
                 {
+                    let t = Instant::now();
                     run.save_checkpoint(&model, &opt, &state)?;
+                    checkpoint_secs += t.elapsed().as_secs_f64();
                 }
                 if stop {
                     interrupted = true;
@@ -405,7 +408,7 @@ pub fn pretrain_with(
             drop(rx);
             Ok(())
         });
-        let secs = t_epoch.elapsed().as_secs_f64();
+        let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
         pb.finish_and_clear();
         loop_result?;
         train_secs += secs;

@@ -94,6 +94,47 @@ fn encode_and_decode_have_the_documented_shapes() {
 }
 
 #[test]
+fn bf16_compute_stays_close_to_f32_and_trains() {
+    let _serial = serial();
+    let (_, codes) = synthetic(10, 1, 3);
+    let mut model = tiny_model(Mode::Reg4rec, 6);
+    let hist = model.history_tokens(&[&[0, 1, 2], &[5]], &codes).unwrap();
+    let dec_in = Tensor::from_slice(&[BOS, 5, BOS, 9]).view([2, 2]);
+    let f32_logits = model
+        .decode(&model.encode(&hist, false), &dec_in, false)
+        .token_logits;
+    model.set_bf16(true);
+    let out = model.decode(&model.encode(&hist, false), &dec_in, false);
+    assert_eq!(out.token_logits.kind(), Kind::Float);
+    let diff = (&out.token_logits - &f32_logits)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        diff > 0.0 && diff < 0.1,
+        "bf16 vs f32 logits differ by {diff}"
+    );
+    let v = model.vocab();
+    let targets = Tensor::from_slice(
+        &[v.item_tokens(codes.tuple(3)), v.item_tokens(codes.tuple(4))].concat(),
+    )
+    .view([2, 3]);
+    let enc = model.encode(&hist, true);
+    let loss = crss_loss(
+        &model,
+        &enc,
+        &targets,
+        &Tensor::from_slice(&[0i64, 1]),
+        0.5,
+        true,
+    );
+    loss.total.backward();
+    let grad = model.var_store().variables()["token_head.weight"].grad();
+    assert_eq!(grad.kind(), Kind::Float);
+    assert_eq!(grad.isfinite().all().int64_value(&[]), 1);
+}
+
+#[test]
 fn masked_decoding_never_reuses_a_codebook() {
     let _serial = serial();
     let (_, codes) = synthetic(10, 1, 3);
