@@ -43,6 +43,7 @@ pub fn evaluate<S: StepScorer>(
     let n = split.n_users();
     let mut acc = MetricAccumulator::new();
     let mut stats = SearchStats::default();
+    let bar = reg4rec_data::progress::bar(n as u64, "evaluate");
     for start in (0..n).step_by(cfg.batch_users) {
         let users: Vec<usize> = (start..(start + cfg.batch_users).min(n)).collect();
         let histories: Vec<Vec<u32>> = users
@@ -61,7 +62,9 @@ pub fn evaluate<S: StepScorer>(
             acc.add_rank(rank_in_list(&items, split.target(u, stage)));
         }
         stats.merge(&out.stats);
+        bar.inc(users.len() as u64);
     }
+    bar.finish_and_clear();
     Ok(EvalReport {
         stage,
         metrics: acc.finish(),

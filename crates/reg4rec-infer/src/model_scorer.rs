@@ -95,40 +95,79 @@ impl StepScorer for ModelScorer<'_> {
         }
         let vocab = self.model.vocab();
         let (m, d) = (vocab.m as i64, vocab.d as i64);
-        let (n, k) = (input.n() as i64, input.len as i64);
+        let k = input.len as i64;
         let device = self.model.device();
         let tiger = self.model.config().mode == Mode::Tiger;
+        // Group the beams by user: slot `s` of the grouped batch holds up to `g` beams of user `users[s]`;
+        // short groups are padded with a copy of their first beam (scored, then dropped).
+        let mut slot_of = vec![usize::MAX; self.n_users];
+        let mut users: Vec<i64> = Vec::new();
+        let mut counts: Vec<usize> = Vec::new();
+        let mut place = Vec::with_capacity(input.n()); // (slot, position in group) per beam
+        for &r in input.rows {
+            if slot_of[r] == usize::MAX {
+                slot_of[r] = users.len();
+                users.push(r as i64);
+                counts.push(0);
+            }
+            let s = slot_of[r];
+            place.push((s, counts[s]));
+            counts[s] += 1;
+        }
+        let g = counts.iter().copied().max().unwrap_or(1);
+        let mut members = vec![usize::MAX; users.len() * g]; // beam index at each grouped position
+        for (i, &(s, j)) in place.iter().enumerate() {
+            members[s * g + j] = i;
+        }
+        for s in 0..users.len() {
+            let first = members[s * g];
+            for j in counts[s]..g {
+                members[s * g + j] = first;
+            }
+        }
+        let rows_out = members.len();
         let (logp, category) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-            let rows: Vec<i64> = input.rows.iter().map(|&r| r as i64).collect();
-            let idx = Tensor::from_slice(&rows).to_device(device);
-            let mut dec: Vec<i64> = Vec::with_capacity((n * (k + 1)) as usize);
-            let mut used = vec![false; (n * m) as usize];
-            for i in 0..input.n() {
+            let mut dec: Vec<i64> = Vec::with_capacity(rows_out * (k as usize + 1));
+            let mut used = vec![false; rows_out * m as usize];
+            for (row, &i) in members.iter().enumerate() {
                 dec.push(BOS);
+                let u = &mut used[row * m as usize..(row + 1) * m as usize];
                 for &t in input.prefix(i) {
                     dec.push(N_SPECIAL + t as i64);
-                    used[i * m as usize + t as usize / d as usize] = true;
+                    u[t as usize / d as usize] = true;
                 }
                 if tiger {
                     // only codebook k is open at step k
-                    for r in 0..m as usize {
-                        used[i * m as usize + r] = r != k as usize;
+                    for (r, x) in u.iter_mut().enumerate() {
+                        *x = r != k as usize;
                     }
                 }
             }
-            let dec = Tensor::from_slice(&dec).view([n, k + 1]).to_device(device);
-            let used = Tensor::from_slice(&used).view([n, m]).to_device(device);
-            let out = self.model.decode(&enc.repeat_rows(&idx), &dec, false);
-            let logits = out.token_logits.select(1, k).to_kind(Kind::Float); // [n, vocab]
-            let logp = (logits + codebook_mask(&vocab, &used))
-                .log_softmax(-1, Kind::Float)
-                .narrow(1, N_SPECIAL, m * d); // [n, m * d]
+            let dec = Tensor::from_slice(&dec)
+                .view([rows_out as i64, k + 1])
+                .to_device(device);
+            let used = Tensor::from_slice(&used)
+                .view([rows_out as i64, m])
+                .to_device(device);
+            let sub = enc.repeat_rows(&Tensor::from_slice(&users).to_device(device));
+            let out = self
+                .model
+                .decode_last_grouped(&sub, &dec, g as i64, false)
+                .map_err(|e| InferError::Input(format!("decoder: {e}")))?;
+            let logits = out.token_logits.select(1, 0).to_kind(Kind::Float); // [rows_out, vocab]
+            let logp = (logits + codebook_mask(&vocab, &used)).log_softmax(-1, Kind::Float);
             let category = out
                 .category_logits
-                .select(1, k)
+                .select(1, 0)
                 .to_kind(Kind::Float)
-                .softmax(-1, Kind::Float); // [n, C]
-            Ok((logp, category))
+                .softmax(-1, Kind::Float);
+            // back to beam order, dropping the padding
+            let pos: Vec<i64> = place.iter().map(|&(s, j)| (s * g + j) as i64).collect();
+            let pos = Tensor::from_slice(&pos).to_device(device);
+            Ok((
+                logp.index_select(0, &pos).narrow(1, N_SPECIAL, m * d), // [n, m * d]
+                category.index_select(0, &pos),                         // [n, C]
+            ))
         })?;
         let t = std::time::Instant::now();
         let out = StepOutput {

@@ -116,3 +116,51 @@ fn search_over_the_model_returns_valid_items() {
     let (c, m) = (codes(true), model(Mode::Reg4rec));
     assert!(ModelScorer::new(&m, &c).is_err());
 }
+
+#[test]
+fn grouped_decoding_equals_decoding_repeated_memory() {
+    use reg4rec_model::mask::{codebook_mask, used_codebooks};
+    use tch::{Kind, Tensor};
+    let (c, m) = (codes(false), model(Mode::Reg4rec));
+    let hist: [&[u32]; 2] = [&[0, 1, 2], &[5, 7]];
+    let mut s = ModelScorer::new(&m, &c).unwrap();
+    s.begin(&hist).unwrap();
+    // interleaved users, uneven groups (3 beams of user 1, 2 of user 0)
+    let rows = [1usize, 0, 1, 1, 0];
+    let prefixes = [2u32, 5, 2, 6, 7, 1, 4, 0, 3, 6];
+    let got = s
+        .step(StepInput {
+            rows: &rows,
+            len: 2,
+            prefixes: &prefixes,
+        })
+        .unwrap();
+
+    let v = m.vocab();
+    let want = tch::no_grad(|| {
+        let enc = m.encode(&m.history_tokens(&hist, &c).unwrap(), false);
+        let idx = Tensor::from_slice(&rows.map(|r| r as i64));
+        let mut dec = Vec::new();
+        for p in prefixes.chunks(2) {
+            dec.push(1i64);
+            dec.extend(p.iter().map(|&t| 4 + t as i64));
+        }
+        let dec = Tensor::from_slice(&dec).view([5, 3]);
+        let out = m.decode(&enc.repeat_rows(&idx), &dec, false);
+        let used = used_codebooks(&v, &dec.narrow(1, 1, 2));
+        let logp = (out.token_logits.select(1, 2) + codebook_mask(&v, &used))
+            .log_softmax(-1, Kind::Float)
+            .narrow(1, 4, 8);
+        let cat = out.category_logits.select(1, 2).softmax(-1, Kind::Float);
+        (
+            Vec::<f32>::try_from(logp.contiguous().view([-1])).unwrap(),
+            Vec::<f32>::try_from(cat.contiguous().view([-1])).unwrap(),
+        )
+    });
+    for (a, b) in got.logp.iter().zip(&want.0) {
+        assert!(a == b || (a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    for (a, b) in got.category.iter().zip(&want.1) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
