@@ -17,7 +17,7 @@
 use crate::error::{PrecisionError, Result};
 use crate::linear::LayerRegistry;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// K-FAC traces of one layer on one sampled batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +50,9 @@ pub fn traces(layer: &str, pairs: &[(Tensor, Tensor)], loss_scale: f64) -> Resul
                 ),
             ));
         }
-        sa += a.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
-        sg += g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+        // Squared Frobenius norms: one reduction each, no squared copy of the tensor.
+        sa += a.f_norm()?.f_double_value(&[])?.powi(2);
+        sg += g.f_norm()?.f_double_value(&[])?.powi(2);
         rows += ra;
     }
     if rows == 0 {

@@ -313,6 +313,7 @@ fn threshold_rule_gives_the_scaled_layer_fp32() {
 
 /// Final training loss of the MLP regression under `mode` (same seed, data and steps).
 fn train(mode: PrecisionMode, steps: u64) -> (f64, Vec<[usize; 3]>) {
+    tch::set_num_threads(1);
     tch::manual_seed(7);
     let vs = nn::VarStore::new(Device::Cpu);
     let reg = LayerRegistry::new();
@@ -323,7 +324,7 @@ fn train(mode: PrecisionMode, steps: u64) -> (f64, Vec<[usize; 3]>) {
     };
     let mut ladq = Ladq::new(mode, &cfg, &reg, None).unwrap();
     let mut opt = nn::Adam::default().build(&vs, 3e-3).unwrap();
-    let x = Tensor::randn([256, 32], CPU);
+    let x = Tensor::randn([128, 32], CPU);
     let teacher = Tensor::randn([32, 32], CPU) / 32f64.sqrt();
     let y = x.matmul(&teacher).sin();
     let mut last = f64::NAN;
@@ -333,7 +334,7 @@ fn train(mode: PrecisionMode, steps: u64) -> (f64, Vec<[usize; 3]>) {
         let loss = (mlp.forward(&x) - &y).square().mean(Kind::Float);
         opt.zero_grad();
         loss.backward();
-        if let Some(s) = ladq.end_step(step, 256.0).unwrap() {
+        if let Some(s) = ladq.end_step(step, 128.0).unwrap() {
             counts.push(s.counts);
         }
         opt.step();
