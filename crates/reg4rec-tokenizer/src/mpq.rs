@@ -1,0 +1,349 @@
+//! MPQ, MoE-based parallel quantisation codebooks (REG4Rec, arXiv 2508.15308; spec section 2).
+//!
+//! M expert encoders map an item's feature vector v to latents `e_r = E_r(v)` [d_z]; each expert quantises its
+//! latent with its OWN codebook of D codewords (`c_r = argmin_j ||e_r - C_r[j]||^2`), so an item gets M
+//! unordered tokens `<t{r}_{c_r}>`. A router `h(v) = softmax(W v + b)` weighs the experts, and one shared decoder
+//! reconstructs `v_hat = Dec(sum_r h_r(v) z_r)` from the router-weighted sum of the chosen (straight-through)
+//! codewords. Loss = `||v - v_hat||^2` + `orthogonality_weight` * mean squared cosine between the experts'
+//! normalised latents of the same item + `decorrelation_weight` * mean squared cross-correlation between
+//! different experts' latent dimensions over the batch + `codebook_weight` * `||sg(e_r) - c_r||^2` + `commitment_weight` *
+//! `||e_r - sg(c_r)||^2` (summed over experts). Codebooks start from k-means on the experts' latents after
+//! `train.warmup_epochs` epochs without quantisation; dead codes are restarted (see [`crate::train`]).
+
+use crate::codebook::Codebook;
+use crate::error::{Result, TokenizerError};
+use crate::index::Codes;
+use crate::mlp::Mlp;
+use crate::router::Router;
+use crate::store::{self, Manifest};
+use crate::train::{self, StepOut, TrainConfig, VqAutoencoder};
+use crate::{FeatureMatrix, ItemTokenizer, TokenizerKind, TokenizerReport};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// MPQ hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MpqConfig {
+    /// Number of experts = codebooks = tokens per item. Default 4.
+    pub m: usize,
+    /// Codewords per codebook. Default 256.
+    pub d: usize,
+    /// Latent (codeword) size. Default 32 (spec range 32..64).
+    pub d_z: usize,
+    /// Hidden width of each expert encoder MLP. Default 256.
+    pub encoder_hidden: usize,
+    /// Hidden width of the shared decoder MLP. Default 256.
+    pub decoder_hidden: usize,
+    /// Weight of the orthogonality regulariser. Default 0.1.
+    pub orthogonality_weight: f64,
+    /// Weight of the decorrelation regulariser: mean squared cross-correlation, over a batch, between the
+    /// latent dimensions of different experts (the batch-level form of "orthogonal experts"; per-item cosines
+    /// alone leave experts free to partition the items the same way, which makes tuples collide). Default 1.0.
+    pub decorrelation_weight: f64,
+    /// Weight of the codebook term `||sg(e) - c||^2`. Default 1.0.
+    pub codebook_weight: f64,
+    /// Weight (beta) of the commitment term `||e - sg(c)||^2`. Default 0.25.
+    pub commitment_weight: f64,
+    /// Optimisation, initialisation and restarts.
+    pub train: TrainConfig,
+}
+
+impl Default for MpqConfig {
+    fn default() -> Self {
+        MpqConfig {
+            m: 4,
+            d: 256,
+            d_z: 32,
+            encoder_hidden: 256,
+            decoder_hidden: 256,
+            orthogonality_weight: 0.1,
+            decorrelation_weight: 1.0,
+            codebook_weight: 1.0,
+            commitment_weight: 0.25,
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl MpqConfig {
+    pub fn validate(&self) -> Result<()> {
+        crate::validate_shape(self.m, self.d, self.d_z)?;
+        for (field, v) in [
+            ("encoder_hidden", self.encoder_hidden),
+            ("decoder_hidden", self.decoder_hidden),
+        ] {
+            if v == 0 {
+                return Err(TokenizerError::config(field, "must be >= 1"));
+            }
+        }
+        for (field, w) in [
+            ("orthogonality_weight", self.orthogonality_weight),
+            ("decorrelation_weight", self.decorrelation_weight),
+            ("codebook_weight", self.codebook_weight),
+            ("commitment_weight", self.commitment_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(TokenizerError::config(
+                    field,
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        self.train.validate("train")
+    }
+}
+
+/// One expert: `p / "encoder"` MLP(input_dim -> encoder_hidden -> d_z) and `p / "codebook"` [d, d_z].
+struct Expert {
+    encoder: Mlp,
+    codebook: Codebook,
+}
+
+impl Expert {
+    fn new(p: nn::Path, input_dim: i64, cfg: &MpqConfig) -> Self {
+        Expert {
+            encoder: Mlp::new(
+                &p / "encoder",
+                input_dim,
+                cfg.encoder_hidden as i64,
+                cfg.d_z as i64,
+            ),
+            codebook: Codebook::new(p, cfg.d as i64, cfg.d_z as i64),
+        }
+    }
+}
+
+/// The MPQ network: `experts / r`, `router`, `decoder`.
+struct Mpq {
+    experts: Vec<Expert>,
+    /// Kept beside `experts` so the training loop can borrow them as a slice.
+    codebooks: Vec<Codebook>,
+    router: Router,
+    decoder: Mlp,
+    cfg: MpqConfig,
+}
+
+impl Mpq {
+    fn new(p: &nn::Path, input_dim: i64, cfg: &MpqConfig) -> Self {
+        let experts: Vec<Expert> = (0..cfg.m)
+            .map(|r| Expert::new(p / "experts" / r, input_dim, cfg))
+            .collect();
+        let codebooks = experts
+            .iter()
+            .map(|e| Codebook {
+                embed: e.codebook.embed.shallow_clone(),
+            })
+            .collect();
+        Mpq {
+            experts,
+            codebooks,
+            router: Router::new(p / "router", input_dim, cfg.m as i64),
+            decoder: Mlp::new(
+                p / "decoder",
+                cfg.d_z as i64,
+                cfg.decoder_hidden as i64,
+                input_dim,
+            ),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Decoder on the router-weighted sum of `z` (m tensors [batch, d_z]). [batch, input_dim]
+    fn decode(&self, v: &Tensor, z: &[Tensor]) -> Tensor {
+        let h = self.router.forward(v); // [batch, m]
+        let z = Tensor::stack(z, 1); // [batch, m, d_z]
+        let mixed = (z * h.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float); // [batch, d_z]
+        self.decoder.forward(&mixed)
+    }
+}
+
+/// Mean over the batch and over ordered expert pairs of the squared cosine between latents. Scalar.
+fn orthogonality_penalty(latents: &[Tensor]) -> Tensor {
+    let m = latents.len() as i64;
+    let unit: Vec<Tensor> = latents
+        .iter()
+        .map(|e| e / e.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-8))
+        .collect();
+    let u = Tensor::stack(&unit, 1); // [batch, m, d_z]
+    let cos2 = u.matmul(&u.transpose(1, 2)).pow_tensor_scalar(2); // [batch, m, m]
+    let off_diagonal =
+        Tensor::ones([m, m], (Kind::Float, u.device())) - Tensor::eye(m, (Kind::Float, u.device()));
+    (cos2 * off_diagonal)
+        .sum_dim_intlist([1, 2].as_slice(), false, Kind::Float)
+        .mean(Kind::Float)
+        / (m * (m - 1)).max(1) as f64
+}
+
+/// Mean over ordered expert pairs (r != s) and latent dimension pairs of the squared batch correlation between
+/// dimension i of expert r's latent and dimension j of expert s's. Scalar in [0, 1].
+fn decorrelation_penalty(latents: &[Tensor]) -> Tensor {
+    let m = latents.len() as i64;
+    let z = Tensor::cat(latents, 1); // [batch, m * d_z]
+    let (batch, width) = (z.size()[0], z.size()[1]);
+    let d_z = width / m.max(1);
+    let z = (&z - z.mean_dim(0, true, Kind::Float))
+        / z.std_dim(0, false, true).clamp_min(1e-4); // standardised columns
+    let corr = z.tr().matmul(&z) / batch.max(1) as f64; // [m * d_z, m * d_z]
+    let block = Tensor::eye(m, (Kind::Float, z.device()))
+        .repeat_interleave_self_int(d_z, 0, None)
+        .repeat_interleave_self_int(d_z, 1, None); // 1 on the diagonal blocks (same expert)
+    let cross = Tensor::ones_like(&block) - block;
+    (corr.pow_tensor_scalar(2) * cross).sum(Kind::Float) / ((m * (m - 1)).max(1) * d_z * d_z) as f64
+}
+
+impl VqAutoencoder for Mpq {
+    fn codebooks(&self) -> &[Codebook] {
+        &self.codebooks
+    }
+
+    fn codebook_inputs(&self, x: &Tensor) -> Vec<Tensor> {
+        self.experts.iter().map(|e| e.encoder.forward(x)).collect()
+    }
+
+    fn step(&self, x: &Tensor, quantise: bool) -> StepOut {
+        let latents = self.codebook_inputs(x); // m x [batch, d_z]
+        let orth = orthogonality_penalty(&latents) * self.cfg.orthogonality_weight;
+        let decor = if self.cfg.decorrelation_weight > 0.0 && latents.len() > 1 {
+            decorrelation_penalty(&latents) * self.cfg.decorrelation_weight
+        } else {
+            Tensor::zeros([], (Kind::Float, x.device()))
+        };
+        let (z, vq, codes) = if quantise {
+            let q: Vec<_> = self
+                .codebooks
+                .iter()
+                .zip(&latents)
+                .map(|(cb, e)| cb.quantise(e))
+                .collect();
+            let vq = q
+                .iter()
+                .map(|q| {
+                    &q.codebook_loss * self.cfg.codebook_weight
+                        + &q.commitment_loss * self.cfg.commitment_weight
+                })
+                .fold(Tensor::zeros([], (Kind::Float, x.device())), |a, b| a + b);
+            let codes = Tensor::stack(
+                &q.iter()
+                    .map(|q| q.codes.shallow_clone())
+                    .collect::<Vec<_>>(),
+                1,
+            );
+            let z: Vec<Tensor> = q.into_iter().map(|q| q.straight_through).collect();
+            (z, vq, Some(codes))
+        } else {
+            (latents, Tensor::zeros([], (Kind::Float, x.device())), None)
+        };
+        let recon = (self.decode(x, &z) - x)
+            .pow_tensor_scalar(2)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .mean(Kind::Float);
+        let total = &recon + orth + decor + vq;
+        StepOut {
+            total,
+            recon,
+            codes,
+        }
+    }
+
+    fn decode_codes(&self, x: &Tensor, codes: &Tensor) -> Tensor {
+        let z: Vec<Tensor> = self
+            .codebooks
+            .iter()
+            .enumerate()
+            .map(|(r, cb)| cb.embed.index_select(0, &codes.select(1, r as i64)))
+            .collect();
+        self.decode(x, &z)
+    }
+}
+
+/// A trained MPQ tokenizer: the network and every item's distinct, unordered token tuple.
+pub struct MpqTokenizer {
+    cfg: MpqConfig,
+    input_dim: usize,
+    vs: nn::VarStore,
+    model: Mpq,
+    codes: Codes,
+}
+
+impl MpqTokenizer {
+    fn build(cfg: &MpqConfig, input_dim: usize) -> (nn::VarStore, Mpq) {
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = Mpq::new(&vs.root(), input_dim as i64, cfg);
+        (vs, model)
+    }
+
+    /// Trains on every item's features, resolves collisions, and reports the metrics.
+    pub fn train(features: FeatureMatrix<'_>, cfg: &MpqConfig) -> Result<(Self, TokenizerReport)> {
+        let started = std::time::Instant::now();
+        cfg.validate()?;
+        features.check_fits(cfg.m, cfg.d)?;
+        let _threads = train::ThreadsGuard::set(cfg.train.threads);
+        let x = features.to_tensor();
+        let (vs, model) = Self::build(cfg, features.dim);
+        train::fit(&model, &vs, &x, &cfg.train, "mpq")?;
+        let (codes, report) = crate::finish(&model, &x, false, started)?;
+        let tok = MpqTokenizer {
+            cfg: cfg.clone(),
+            input_dim: features.dim,
+            vs,
+            model,
+            codes,
+        };
+        Ok((tok, report))
+    }
+
+    pub fn config(&self) -> &MpqConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<Self> {
+        let cfg: MpqConfig = store::parse_config(dir, manifest)?;
+        cfg.validate()?;
+        let codes = store::read_codes(dir, manifest, false)?;
+        let (mut vs, model) = Self::build(&cfg, manifest.input_dim);
+        store::load_weights(dir, manifest, &mut vs)?;
+        Ok(MpqTokenizer {
+            cfg,
+            input_dim: manifest.input_dim,
+            vs,
+            model,
+            codes,
+        })
+    }
+}
+
+impl ItemTokenizer for MpqTokenizer {
+    fn kind(&self) -> TokenizerKind {
+        TokenizerKind::Mpq
+    }
+
+    fn codes(&self) -> &Codes {
+        &self.codes
+    }
+
+    fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+
+    fn encode(&self, features: &Tensor) -> Result<Tensor> {
+        crate::check_input(features, self.input_dim)?;
+        Ok(train::nearest_codes(
+            &self.model,
+            &features.to_kind(Kind::Float),
+        ))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        store::save(
+            dir,
+            TokenizerKind::Mpq,
+            &self.cfg,
+            self.input_dim,
+            &self.vs,
+            &self.codes,
+        )
+    }
+}

@@ -1,0 +1,277 @@
+//! RQ-VAE (Lee et al., CVPR 2022), the semantic-ID tokenizer of TIGER (Rajput et al., NeurIPS 2023): the
+//! ablation baseline of MPQ (spec section 2).
+//!
+//! One encoder maps v to `e = E(v)` [d_z]; M residual levels each quantise what the previous levels left:
+//! `r_0 = e`, `c_l = argmin_j ||r_l - C_l[j]||^2`, `r_{l+1} = r_l - C_l[c_l]`. The item's tokens are the M codes
+//! in level order (ORDERED: level l is generated l-th). The decoder reconstructs v from the straight-through sum
+//! `e + sg(sum_l C_l[c_l] - e)`. Loss = `||v - v_hat||^2` + sum over levels of `codebook_weight` *
+//! `||sg(r_l) - c_l||^2` + `commitment_weight` * `||r_l - sg(c_l)||^2`. Codebooks start from k-means on each
+//! level's residuals (level by level) after the warm-up; dead codes are restarted; collisions are resolved with
+//! the same rule as MPQ ([`crate::collision`]) instead of TIGER's extra disambiguation token, so both tokenizers
+//! give exactly M tokens per item.
+
+use crate::codebook::Codebook;
+use crate::error::{Result, TokenizerError};
+use crate::index::Codes;
+use crate::mlp::Mlp;
+use crate::store::{self, Manifest};
+use crate::train::{self, StepOut, TrainConfig, VqAutoencoder};
+use crate::{FeatureMatrix, ItemTokenizer, TokenizerKind, TokenizerReport};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// RQ-VAE hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RqVaeConfig {
+    /// Residual levels = tokens per item. Default 4 (same as MPQ's M, for the ablation).
+    pub m: usize,
+    /// Codewords per level. Default 256.
+    pub d: usize,
+    /// Latent (codeword) size. Default 32.
+    pub d_z: usize,
+    /// Hidden width of the encoder MLP. Default 256.
+    pub encoder_hidden: usize,
+    /// Hidden width of the decoder MLP. Default 256.
+    pub decoder_hidden: usize,
+    /// Weight of the codebook term. Default 1.0.
+    pub codebook_weight: f64,
+    /// Weight (beta) of the commitment term. Default 0.25.
+    pub commitment_weight: f64,
+    /// Optimisation, initialisation and restarts.
+    pub train: TrainConfig,
+}
+
+impl Default for RqVaeConfig {
+    fn default() -> Self {
+        RqVaeConfig {
+            m: 4,
+            d: 256,
+            d_z: 32,
+            encoder_hidden: 256,
+            decoder_hidden: 256,
+            codebook_weight: 1.0,
+            commitment_weight: 0.25,
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl RqVaeConfig {
+    pub fn validate(&self) -> Result<()> {
+        crate::validate_shape(self.m, self.d, self.d_z)?;
+        for (field, v) in [
+            ("encoder_hidden", self.encoder_hidden),
+            ("decoder_hidden", self.decoder_hidden),
+        ] {
+            if v == 0 {
+                return Err(TokenizerError::config(field, "must be >= 1"));
+            }
+        }
+        for (field, w) in [
+            ("codebook_weight", self.codebook_weight),
+            ("commitment_weight", self.commitment_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(TokenizerError::config(
+                    field,
+                    "must be a finite number >= 0",
+                ));
+            }
+        }
+        self.train.validate("train")
+    }
+}
+
+/// The RQ-VAE network: `encoder`, `levels / l / codebook`, `decoder`.
+struct RqVae {
+    encoder: Mlp,
+    levels: Vec<Codebook>,
+    decoder: Mlp,
+    cfg: RqVaeConfig,
+}
+
+impl RqVae {
+    fn new(p: &nn::Path, input_dim: i64, cfg: &RqVaeConfig) -> Self {
+        RqVae {
+            encoder: Mlp::new(
+                p / "encoder",
+                input_dim,
+                cfg.encoder_hidden as i64,
+                cfg.d_z as i64,
+            ),
+            levels: (0..cfg.m)
+                .map(|l| Codebook::new(p / "levels" / l, cfg.d as i64, cfg.d_z as i64))
+                .collect(),
+            decoder: Mlp::new(
+                p / "decoder",
+                cfg.d_z as i64,
+                cfg.decoder_hidden as i64,
+                input_dim,
+            ),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+impl VqAutoencoder for RqVae {
+    fn codebooks(&self) -> &[Codebook] {
+        &self.levels
+    }
+
+    fn codebook_inputs(&self, x: &Tensor) -> Vec<Tensor> {
+        let mut r = self.encoder.forward(x); // [batch, d_z]
+        let mut out = Vec::with_capacity(self.levels.len());
+        for cb in &self.levels {
+            let codes = cb.distances(&r).argmin(-1, false);
+            let next = &r - cb.embed.index_select(0, &codes);
+            out.push(r);
+            r = next;
+        }
+        out
+    }
+
+    fn step(&self, x: &Tensor, quantise: bool) -> StepOut {
+        let e = self.encoder.forward(x); // [batch, d_z]
+        let zero = || Tensor::zeros([], (Kind::Float, x.device()));
+        let (z, vq, codes) = if quantise {
+            let mut residual = e.shallow_clone();
+            let mut sum = Tensor::zeros_like(&e);
+            let mut vq = zero();
+            let mut codes = Vec::with_capacity(self.levels.len());
+            for cb in &self.levels {
+                let q = cb.quantise(&residual);
+                vq = vq
+                    + &q.codebook_loss * self.cfg.codebook_weight
+                    + &q.commitment_loss * self.cfg.commitment_weight;
+                sum = &sum + q.codewords.detach();
+                // Not `-=`: that would modify in place a tensor autograd still needs.
+                residual = &residual - q.codewords.detach();
+                codes.push(q.codes);
+            }
+            let z = &e + (sum - &e).detach(); // straight-through
+            (z, vq, Some(Tensor::stack(&codes, 1)))
+        } else {
+            (e, zero(), None)
+        };
+        let recon = (self.decoder.forward(&z) - x)
+            .pow_tensor_scalar(2)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .mean(Kind::Float);
+        let total = &recon + vq;
+        StepOut {
+            total,
+            recon,
+            codes,
+        }
+    }
+
+    fn decode_codes(&self, _x: &Tensor, codes: &Tensor) -> Tensor {
+        let z = self
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(l, cb)| cb.embed.index_select(0, &codes.select(1, l as i64)))
+            .fold(None, |acc: Option<Tensor>, c| {
+                Some(acc.map_or(c.shallow_clone(), |a| a + c))
+            });
+        match z {
+            Some(z) => self.decoder.forward(&z),
+            None => Tensor::zeros([0], (Kind::Float, codes.device())),
+        }
+    }
+}
+
+/// A trained RQ-VAE tokenizer: the network and every item's distinct, ordered token tuple.
+pub struct RqVaeTokenizer {
+    cfg: RqVaeConfig,
+    input_dim: usize,
+    vs: nn::VarStore,
+    model: RqVae,
+    codes: Codes,
+}
+
+impl RqVaeTokenizer {
+    fn build(cfg: &RqVaeConfig, input_dim: usize) -> (nn::VarStore, RqVae) {
+        tch::manual_seed(cfg.train.seed as i64);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = RqVae::new(&vs.root(), input_dim as i64, cfg);
+        (vs, model)
+    }
+
+    /// Trains on every item's features, resolves collisions, and reports the metrics.
+    pub fn train(
+        features: FeatureMatrix<'_>,
+        cfg: &RqVaeConfig,
+    ) -> Result<(Self, TokenizerReport)> {
+        let started = std::time::Instant::now();
+        cfg.validate()?;
+        features.check_fits(cfg.m, cfg.d)?;
+        let _threads = train::ThreadsGuard::set(cfg.train.threads);
+        let x = features.to_tensor();
+        let (vs, model) = Self::build(cfg, features.dim);
+        train::fit(&model, &vs, &x, &cfg.train, "rqvae")?;
+        let (codes, report) = crate::finish(&model, &x, true, started)?;
+        let tok = RqVaeTokenizer {
+            cfg: cfg.clone(),
+            input_dim: features.dim,
+            vs,
+            model,
+            codes,
+        };
+        Ok((tok, report))
+    }
+
+    pub fn config(&self) -> &RqVaeConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<Self> {
+        let cfg: RqVaeConfig = store::parse_config(dir, manifest)?;
+        cfg.validate()?;
+        let codes = store::read_codes(dir, manifest, true)?;
+        let (mut vs, model) = Self::build(&cfg, manifest.input_dim);
+        store::load_weights(dir, manifest, &mut vs)?;
+        Ok(RqVaeTokenizer {
+            cfg,
+            input_dim: manifest.input_dim,
+            vs,
+            model,
+            codes,
+        })
+    }
+}
+
+impl ItemTokenizer for RqVaeTokenizer {
+    fn kind(&self) -> TokenizerKind {
+        TokenizerKind::RqVae
+    }
+
+    fn codes(&self) -> &Codes {
+        &self.codes
+    }
+
+    fn input_dim(&self) -> usize {
+        self.input_dim
+    }
+
+    fn encode(&self, features: &Tensor) -> Result<Tensor> {
+        crate::check_input(features, self.input_dim)?;
+        Ok(train::nearest_codes(
+            &self.model,
+            &features.to_kind(Kind::Float),
+        ))
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        store::save(
+            dir,
+            TokenizerKind::RqVae,
+            &self.cfg,
+            self.input_dim,
+            &self.vs,
+            &self.codes,
+        )
+    }
+}
