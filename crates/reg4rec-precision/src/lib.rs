@@ -13,8 +13,9 @@
 //! - [`quant`]: e4m3 rounding, fake quantisation and the fp8 matmul.
 //! - [`testbed`]: a stand-in transformer of LADQ layers for benches and device throughput checks.
 //!
-//! A trainer's step under LADQ:
+//! A trainer under LADQ (`Ladq::resume(.., step)` instead of `Ladq::new` when continuing a run):
 //! ```ignore
+//! let mut ladq = Ladq::new(PrecisionMode::Ladq, &ladq_cfg, model.ladq_layers(), Some(run_dir))?;
 //! let sampled = ladq.begin_step(step);            // capture on every sample_every steps
 //! let loss = model_loss(&batch);                  // forward through reg4rec_precision::Linear layers
 //! opt.zero_grad();

@@ -115,22 +115,48 @@ pub struct Ladq {
 }
 
 impl Ladq {
-    /// Sets every layer of `registry` to `mode`'s initial precision. With `run_dir`, the history goes to
-    /// `run_dir/<cfg.history_file>` (an existing file is replaced: use [`Ladq::resume`] to continue a run).
+    /// A fresh run: sets every layer of `registry` to `mode`'s initial precision. With `run_dir`, the history
+    /// goes to `run_dir/<cfg.history_file>` (an existing file is emptied). Equal to `resume(.., 0)`.
     pub fn new(
         mode: PrecisionMode,
         cfg: &LadqConfig,
         registry: &LayerRegistry,
         run_dir: Option<&Path>,
     ) -> Result<Self> {
+        Self::resume(mode, cfg, registry, run_dir, 0)
+    }
+
+    /// Continues a run at optimizer step `step` (the next step to run): the history keeps the samplings of
+    /// steps before `step` (later lines are dropped) and, under `ladq`, the last kept assignment is re-applied
+    /// (all fp32 when there is none). A missing history file is an empty history.
+    pub fn resume(
+        mode: PrecisionMode,
+        cfg: &LadqConfig,
+        registry: &LayerRegistry,
+        run_dir: Option<&Path>,
+        step: u64,
+    ) -> Result<Self> {
         cfg.validate()?;
         registry.cancel_capture();
         registry.set_all(mode.initial_precision());
         registry.set_fp8_kernel(cfg.fp8_kernel);
         let history = run_dir.map(|d| d.join(&cfg.history_file));
-        if let Some(h) = &history {
-            if mode == PrecisionMode::Ladq || h.exists() {
-                write_atomic(h, b"")?;
+        if let Some(path) = &history {
+            if let Some(last) = truncate_history(path, step)? {
+                if mode == PrecisionMode::Ladq {
+                    if last.layers.len() != registry.len() {
+                        return Err(PrecisionError::config(
+                            "history_file",
+                            format!(
+                                "{}: the last sampling has {} layers but the model has {}",
+                                path.display(),
+                                last.layers.len(),
+                                registry.len()
+                            ),
+                        ));
+                    }
+                    registry.set_precisions(&last.precisions());
+                }
             }
         }
         Ok(Ladq {
@@ -153,56 +179,6 @@ impl Ladq {
     /// Samplings done by this process (the history file holds them all, resumed ones included).
     pub fn samplings(&self) -> &[Sampling] {
         &self.samplings
-    }
-
-    /// Continue a run at optimizer step `step`: keep the history lines of samplings before `step`, drop the
-    /// rest, and re-apply the last kept assignment (all fp32 when there is none). A missing file is an empty
-    /// history.
-    pub fn resume(&mut self, step: u64) -> Result<()> {
-        if self.mode != PrecisionMode::Ladq {
-            return Ok(());
-        }
-        let Some(path) = &self.history else {
-            return Ok(());
-        };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(reg4rec_data::DataError::io(path, e).into()),
-        };
-        let mut kept = String::new();
-        let mut last: Option<Sampling> = None;
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let s: Sampling = serde_json::from_str(line)
-                .map_err(|e| reg4rec_data::DataError::parse(path, i + 1, e.to_string()))?;
-            if s.step < step {
-                kept.push_str(line);
-                kept.push('\n');
-                last = Some(s);
-            }
-        }
-        write_atomic(path, kept.as_bytes())?;
-        match last {
-            Some(s) => {
-                if s.layers.len() != self.registry.len() {
-                    return Err(PrecisionError::config(
-                        "history_file",
-                        format!(
-                            "{}: the last sampling has {} layers but the model has {}",
-                            path.display(),
-                            s.layers.len(),
-                            self.registry.len()
-                        ),
-                    ));
-                }
-                self.registry.set_precisions(&s.precisions());
-            }
-            None => self.registry.set_all(Precision::Fp32),
-        }
-        Ok(())
     }
 
     /// Call before the forward pass of optimizer step `step`. Returns whether this step is sampled (capture on).
@@ -246,6 +222,41 @@ impl Ladq {
         self.samplings.push(sampling);
         Ok(self.samplings.last())
     }
+}
+
+/// Cuts the history at `path` back to the samplings of steps before `step` (an atomic rewrite; a missing file
+/// stays missing when nothing is kept) and returns the last one kept.
+fn truncate_history(path: &Path, step: u64) -> Result<Option<Sampling>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(reg4rec_data::DataError::io(path, e).into()),
+    };
+    if step == 0 {
+        // A fresh run: nothing to keep, not even to read.
+        if !text.is_empty() {
+            write_atomic(path, b"")?;
+        }
+        return Ok(None);
+    }
+    let mut kept = String::new();
+    let mut last: Option<Sampling> = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let s: Sampling = serde_json::from_str(line)
+            .map_err(|e| reg4rec_data::DataError::parse(path, i + 1, e.to_string()))?;
+        if s.step < step {
+            kept.push_str(line);
+            kept.push('\n');
+            last = Some(s);
+        }
+    }
+    if kept.len() != text.len() {
+        write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(last)
 }
 
 /// Appends one JSON line to `path` through an atomic rewrite (the history is small: one line per sampling).

@@ -238,30 +238,24 @@ fn controller_samples_every_p_steps_assigns_and_writes_history() {
     // Resume at step 4: the samplings of steps 0 and 3 stay, step 3's assignment is re-applied.
     let at3: Vec<Precision> = ladq.samplings()[1].precisions();
     reg.set_all(Precision::Fp32);
-    let mut resumed = Ladq::new(PrecisionMode::Ladq, &cfg, &reg, None).unwrap();
-    assert!(resumed.resume(4).is_ok()); // no history dir: nothing to do
-    let mut ladq2 = ladq_with_dir(&cfg, &reg, dir.path(), &hist);
-    ladq2.resume(4).unwrap();
+    Ladq::resume(PrecisionMode::Ladq, &cfg, &reg, None, 4).unwrap(); // no run dir: nothing to restore
+    assert_eq!(reg.precisions(), vec![Precision::Fp32; 4]);
+    Ladq::resume(PrecisionMode::Ladq, &cfg, &reg, Some(dir.path()), 4).unwrap();
     assert_eq!(reg.precisions(), at3);
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("ladq.jsonl"))
-            .unwrap()
-            .lines()
-            .count(),
-        2
-    );
+    let path = dir.path().join("ladq.jsonl");
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+    // A corrupt line is an error naming the file and line.
+    std::fs::write(&path, format!("{}\n{{oops\n", hist.lines().next().unwrap())).unwrap();
+    let e = Ladq::resume(PrecisionMode::Ladq, &cfg, &reg, Some(dir.path()), 9).unwrap_err();
+    assert!(e.to_string().contains("ladq.jsonl:2"), "{e}");
+    // A fresh run empties the history.
+    Ladq::new(PrecisionMode::Ladq, &cfg, &reg, Some(dir.path())).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
 
     // fp32 / bf16 modes: fixed precision, never sampled.
     let bf = Ladq::new(PrecisionMode::Bf16, &cfg, &reg, None).unwrap();
     assert_eq!(reg.precisions(), vec![Precision::Bf16; 4]);
     assert!(!bf.begin_step(0) && !reg.is_capturing());
-}
-
-/// A controller over `dir` whose history file holds `text` (Ladq::new empties the file, so restore it).
-fn ladq_with_dir(cfg: &LadqConfig, reg: &LayerRegistry, dir: &std::path::Path, text: &str) -> Ladq {
-    let l = Ladq::new(PrecisionMode::Ladq, cfg, reg, Some(dir)).unwrap();
-    std::fs::write(dir.join(&cfg.history_file), text).unwrap();
-    l
 }
 
 #[test]
