@@ -16,6 +16,13 @@ pub struct InferConfig {
     /// category distributions at consecutive steps; a path above it is pruned and rolled back. `None` turns
     /// CORP off. Default `Some(0.06)` (the paper's sweep is 0.04..0.08 with a peak near 0.06).
     pub theta: Option<f32>,
+    /// First step (1-based) whose category distribution CORP compares with the previous step's. Step k's
+    /// distribution is the one the decoder predicts where it emits token k, so step 1's comes from the history
+    /// alone (before any token) and is naturally broad, while step 2's already knows one token of the item.
+    /// Default 3: CORP compares consecutive *generated* steps (2 vs 3, 3 vs 4, ...); 2 also compares the
+    /// history-only prediction with step 2, which on a trained model prunes most paths (ml-100k, 300 users,
+    /// theta 0.06: Recall@20 0.147 without CORP, 0.030 from step 2, 0.140 from step 3).
+    pub corp_from_step: usize,
     /// Rollback rounds per step: after a round of pruning, the pruned slots are refilled from the next-best
     /// candidates of the expansion that produced them, and the refills are checked in turn. Slots still pruned
     /// after this many rounds stay empty for the rest of the search. Default 4.
@@ -35,6 +42,7 @@ impl Default for InferConfig {
             beam: 20,
             top_n: 20,
             theta: Some(0.06),
+            corp_from_step: 3,
             max_rollback_rounds: 4,
             batch_users: 256,
             exclude_history: false,
@@ -60,6 +68,12 @@ impl InferConfig {
                     ),
                 ));
             }
+        }
+        if self.corp_from_step < 2 {
+            return Err(InferError::config(
+                "corp_from_step",
+                "must be at least 2 (step 1 has no previous step)",
+            ));
         }
         if self.batch_users == 0 {
             return Err(InferError::config("batch_users", "must be at least 1"));

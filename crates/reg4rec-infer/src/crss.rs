@@ -7,7 +7,7 @@
 //! its parent's list filtered by one code (or a token's posting list at the first step), so the valid next tokens
 //! of a beam cost one pass over its reachable items.
 //!
-//! CORP ([`crate::corp`]): after the model has scored step k >= 2 for the beams chosen at step k - 1, a beam whose
+//! CORP ([`crate::corp`]): after the model has scored a checked step k (k >= `corp_from_step`) for the beams chosen at step k - 1, a beam whose
 //! category distribution moved more than theta (JS divergence) from the previous step is pruned, and its slot
 //! goes to the next-best not-yet-taken candidate of the step k - 1 expansion of the same user; the refills are
 //! scored and checked in turn (at most `max_rollback_rounds` rounds per step).
@@ -295,13 +295,13 @@ impl<'a> BeamSearch<'a> {
                     row: i as u32,
                 };
             }
-            if depth >= 1 && self.cfg.theta.is_some() {
+            if depth >= 1 && self.cfg.theta.is_some() && depth + 1 >= self.cfg.corp_from_step {
                 if let Some(p) = prev.as_mut() {
                     let pc = &cats[depth - 1];
                     self.corp(scorer, &mut level, p, pc, &mut arena, &mut stats)?;
                 }
             } else if depth >= 1 {
-                // CORP off: still record the divergences for explanations.
+                // Not checked (CORP off, or before `corp_from_step`): record the divergences for explanations.
                 if let Some(p) = prev.as_ref() {
                     for i in 0..level.beams.len() {
                         level.beams[i].js = js_of(&level, p, &cats[depth - 1], i);

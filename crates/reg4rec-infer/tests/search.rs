@@ -104,11 +104,12 @@ proptest! {
     fn search_invariants(
         m in 1usize..4, d in 2usize..5, max_items in 1usize..20, ordered: bool, seed: u64,
         beam in 1usize..12, top_n in 1usize..15, theta in proptest::option::of(0.0f32..0.2),
-        n_cat in 1usize..5, cat_scale in 0.0f32..3.0,
+        n_cat in 1usize..5, cat_scale in 0.0f32..3.0, corp_from_step in 2usize..4,
     ) {
         let codes = random_codes(m, d, max_items, ordered, seed);
         let index = ItemIndex::new(&codes).unwrap();
-        let search = BeamSearch::new(&index, &cfg(beam, top_n, theta)).unwrap();
+        let search =
+            BeamSearch::new(&index, &InferConfig { corp_from_step, ..cfg(beam, top_n, theta) }).unwrap();
         let mut scorer = RandomScorer::new(m * d, n_cat, seed ^ 99);
         scorer.category_scale = cat_scale;
         let out = search.run(&mut scorer, &HISTORIES, true).unwrap();
@@ -142,7 +143,9 @@ proptest! {
                     prop_assert_eq!(step.js.is_none(), s == 0);
                     prop_assert_eq!(step.categories.len(), n_cat.min(3));
                     if let (Some(t), Some(js)) = (theta, step.js) {
-                        prop_assert!(js <= t, "kept a path with js {} > theta {}", js, t);
+                        if s + 1 >= corp_from_step {
+                            prop_assert!(js <= t, "kept a path with js {} > theta {}", js, t);
+                        }
                     }
                 }
             }
@@ -225,7 +228,14 @@ fn corp_prunes_a_category_jump_and_rolls_back_to_the_next_best_candidate() {
 
     // CORP on: the path through token 0 is pruned at step 2; its slot goes to the next-best first step,
     // token 2 = <t1_0>, whose category stays consistent.
-    let on = BeamSearch::new(&index, &cfg(1, 4, Some(0.06))).unwrap();
+    let on = BeamSearch::new(
+        &index,
+        &InferConfig {
+            corp_from_step: 2,
+            ..cfg(1, 4, Some(0.06))
+        },
+    )
+    .unwrap();
     let out = on.run(&mut s, &[&[]], true).unwrap();
     assert_eq!(out.stats.pruned_paths, 1);
     assert_eq!(out.stats.rollback_rounds, 1);
@@ -243,6 +253,7 @@ fn corp_prunes_a_category_jump_and_rolls_back_to_the_next_best_candidate() {
         &index,
         &InferConfig {
             max_rollback_rounds: 0,
+            corp_from_step: 2,
             ..cfg(1, 4, Some(0.06))
         },
     )
@@ -344,7 +355,14 @@ fn corp_prunes_random_paths_and_keeps_only_consistent_ones() {
     let histories: Vec<Vec<u32>> = (0..16).map(|u| vec![u, u + 1]).collect();
     let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
     let off = BeamSearch::new(&index, &cfg(8, 10, None)).unwrap();
-    let on = BeamSearch::new(&index, &cfg(8, 10, Some(0.05))).unwrap();
+    let on = BeamSearch::new(
+        &index,
+        &InferConfig {
+            corp_from_step: 2,
+            ..cfg(8, 10, Some(0.05))
+        },
+    )
+    .unwrap();
     let a = off.run(&mut scorer, &refs, true).unwrap();
     let b = on.run(&mut scorer, &refs, true).unwrap();
     assert!(b.stats.pruned_paths > 0 && b.stats.rollback_rounds > 0);
