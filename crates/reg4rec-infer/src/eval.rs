@@ -46,9 +46,16 @@ pub fn evaluate<S: StepScorer>(
     let bar = reg4rec_data::progress::bar(n as u64, "evaluate");
     for start in (0..n).step_by(cfg.batch_users) {
         let users: Vec<usize> = (start..(start + cfg.batch_users).min(n)).collect();
+        // With `exclude_history` the search gets the whole history so that every item of it is excluded (the
+        // model scorer still encodes only its most recent `history_len` items).
+        let len = if cfg.exclude_history {
+            usize::MAX
+        } else {
+            max_history
+        };
         let histories: Vec<Vec<u32>> = users
             .iter()
-            .map(|&u| split.history(u, stage, max_history))
+            .map(|&u| split.history(u, stage, len))
             .collect();
         if let Some(&bad) = histories.iter().flatten().find(|&&i| i >= n_items) {
             return Err(InferError::Input(format!(
