@@ -28,11 +28,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = std::time::Instant::now();
     let ds = reg4rec_data::load(&dataset, &LoadOptions::default())?;
     let split = LeaveOneOut::new(&ds);
-    // FEATURES_CACHE=path.safetensors reuses a previous run's features (built with the default config).
+    // FEATURE_CONFIG='{...}' overrides the feature defaults (for experiments only);
+    // FEATURES_CACHE=path.safetensors reuses a previous run's features.
+    let feature_cfg: FeatureConfig = match std::env::var("FEATURE_CONFIG") {
+        Ok(json) => serde_json::from_str(&json)?,
+        Err(_) => FeatureConfig::default(),
+    };
     let features = match std::env::var_os("FEATURES_CACHE").map(std::path::PathBuf::from) {
         Some(p) if p.exists() => ItemFeatures::load(&p)?,
         cache => {
-            let f = build_item_features(&ds, &split, &FeatureConfig::default())?;
+            let f = build_item_features(&ds, &split, &feature_cfg)?;
             if let Some(p) = cache {
                 f.save(&p)?;
             }

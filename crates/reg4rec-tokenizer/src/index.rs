@@ -165,11 +165,20 @@ impl Codes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReachSet {
     words: Vec<u64>,
+    /// Words outside `lo..hi` are zero (so intersections scan only the live range).
+    lo: usize,
+    hi: usize,
 }
 
 impl ReachSet {
+    fn from_words(words: Vec<u64>) -> Self {
+        let lo = words.iter().position(|&w| w != 0).unwrap_or(words.len());
+        let hi = words.iter().rposition(|&w| w != 0).map_or(lo, |i| i + 1);
+        ReachSet { words, lo, hi }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.words.iter().all(|&w| w == 0)
+        self.lo >= self.hi
     }
 
     pub fn len(&self) -> usize {
@@ -186,7 +195,7 @@ impl ReachSet {
     /// Items in increasing order.
     pub fn items(&self) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.len());
-        for (wi, &w) in self.words.iter().enumerate() {
+        for (wi, &w) in self.words.iter().enumerate().take(self.hi).skip(self.lo) {
             let mut w = w;
             while w != 0 {
                 out.push((wi * 64) as u32 + w.trailing_zeros());
@@ -208,6 +217,8 @@ pub struct ItemIndex {
     by_tuple: HashMap<Box<[u16]>, u32>,
     /// The bitset of all items.
     all: Vec<u64>,
+    /// Every token some item has, sorted (the answer for an empty partial set).
+    used_tokens: Vec<Token>,
 }
 
 impl ItemIndex {
@@ -236,12 +247,17 @@ impl ItemIndex {
         if n % 64 != 0 {
             all[words - 1] = (1u64 << (n % 64)) - 1;
         }
+        let used_tokens = (0..m * d)
+            .filter(|&k| bits[k * words..(k + 1) * words].iter().any(|&w| w != 0))
+            .map(|k| Token::new((k / d) as u16, (k % d) as u16))
+            .collect();
         Ok(ItemIndex {
             codes: codes.clone(),
             words,
             bits,
             by_tuple,
             all,
+            used_tokens,
         })
     }
 
@@ -287,26 +303,28 @@ impl ItemIndex {
 
     /// All items (the reach of the empty token set).
     pub fn all(&self) -> ReachSet {
-        ReachSet {
-            words: self.all.clone(),
-        }
+        ReachSet::from_words(self.all.clone())
     }
 
     /// Narrows `set` to the items that also have `token`.
     pub fn narrow(&self, set: &ReachSet, token: Token) -> ReachSet {
         let b = self.token_bits(token);
-        let words = if b.is_empty() {
-            vec![0; self.words]
-        } else {
-            set.words.iter().zip(b).map(|(a, b)| a & b).collect()
-        };
-        ReachSet { words }
+        let mut words = vec![0; self.words];
+        if !b.is_empty() {
+            for w in set.lo..set.hi {
+                words[w] = set.words[w] & b[w];
+            }
+        }
+        ReachSet::from_words(words)
     }
 
     /// Whether some item in `set` has `token` (no allocation; stops at the first common word).
     pub fn intersects(&self, set: &ReachSet, token: Token) -> bool {
         let b = self.token_bits(token);
-        set.words.iter().zip(b).any(|(a, b)| a & b != 0)
+        if b.is_empty() {
+            return false;
+        }
+        (set.lo..set.hi).any(|w| set.words[w] & b[w] != 0)
     }
 
     /// The items having every token of `partial`, as a bitset.
@@ -315,15 +333,13 @@ impl ItemIndex {
         for &t in partial {
             let b = self.token_bits(t);
             if b.is_empty() {
-                return ReachSet {
-                    words: vec![0; self.words],
-                };
+                return ReachSet::from_words(vec![0; self.words]);
             }
             for (a, b) in set.words.iter_mut().zip(b) {
                 *a &= b;
             }
         }
-        set
+        ReachSet::from_words(set.words)
     }
 
     /// The items having every token of `partial`, in increasing order.
@@ -352,6 +368,9 @@ impl ItemIndex {
     /// (codebook, code). Cost: one intersection plus one pass over the reachable items.
     pub fn valid_next_tokens(&self, partial: &[Token]) -> Vec<Token> {
         let (m, d) = (self.codes.m, self.codes.d);
+        if partial.is_empty() {
+            return self.used_tokens.clone();
+        }
         let mut used = vec![false; m];
         for t in partial {
             if let Some(u) = used.get_mut(t.codebook as usize) {

@@ -183,8 +183,7 @@ fn decorrelation_penalty(latents: &[Tensor]) -> Tensor {
     let z = Tensor::cat(latents, 1); // [batch, m * d_z]
     let (batch, width) = (z.size()[0], z.size()[1]);
     let d_z = width / m.max(1);
-    let z = (&z - z.mean_dim(0, true, Kind::Float))
-        / z.std_dim(0, false, true).clamp_min(1e-4); // standardised columns
+    let z = (&z - z.mean_dim(0, true, Kind::Float)) / z.std_dim(0, false, true).clamp_min(1e-4); // standardised columns
     let corr = z.tr().matmul(&z) / batch.max(1) as f64; // [m * d_z, m * d_z]
     let block = Tensor::eye(m, (Kind::Float, z.device()))
         .repeat_interleave_self_int(d_z, 0, None)

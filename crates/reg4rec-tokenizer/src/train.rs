@@ -29,6 +29,10 @@ pub struct TrainConfig {
     pub kmeans_iters: usize,
     /// A code chosen by fewer than this many items during an epoch is dead and restarted. Default 1.
     pub dead_code_threshold: usize,
+    /// Restart dead codes on the codebook inputs of items whose token tuple currently collides with another
+    /// item's (drawn with probability proportional to their distance to the nearest code), instead of on any
+    /// item's: a restarted code then splits a crowd of near-identical items. Default true.
+    pub restart_at_collisions: bool,
     /// Dead codes are restarted after every epoch before this fraction of `epochs` (the last epochs let the
     /// codebooks settle). Default 0.8.
     pub restart_until: f64,
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             warmup_epochs: 2,
             kmeans_iters: 20,
             dead_code_threshold: 1,
+            restart_at_collisions: true,
             restart_until: 0.8,
             seed: 42,
             threads: 1,
@@ -192,6 +197,12 @@ pub(crate) fn fit(
         let mut restarted = 0;
         if quantise && ((epoch + 1) as f64) < cfg.restart_until * cfg.epochs as f64 {
             let inputs = tch::no_grad(|| model.codebook_inputs(x));
+            // Restart candidates: the items whose tuple currently collides (when enabled and any do), else all.
+            let pool = if cfg.restart_at_collisions {
+                colliding_items(model, &inputs)?
+            } else {
+                None
+            };
             for (r, cb) in model.codebooks().iter().enumerate() {
                 let counts: Vec<i64> = Vec::try_from(&usage.get(r as i64)).unwrap_or_default();
                 let dead: Vec<i64> = counts
@@ -201,7 +212,10 @@ pub(crate) fn fit(
                     .map(|(j, _)| j as i64)
                     .collect();
                 restarted += dead.len();
-                cb.restart(&dead, &inputs[r], &mut rng);
+                match &pool {
+                    Some(rows) => cb.restart(&dead, &inputs[r].index_select(0, rows), &mut rng),
+                    None => cb.restart(&dead, &inputs[r], &mut rng),
+                }
             }
         }
         log.restarted.push(restarted);
@@ -233,6 +247,32 @@ pub(crate) struct Encoded {
     pub recon_loss: f64,
     /// Mean over items and codebook pairs of |cosine| between the item's codebook inputs.
     pub orthogonality: f64,
+}
+
+/// Rows whose nearest-code tuple (from the codebook `inputs`) is shared with another row, or `None` if none is.
+fn colliding_items(model: &impl VqAutoencoder, inputs: &[Tensor]) -> Result<Option<Tensor>> {
+    let codes = tch::no_grad(|| {
+        let c: Vec<Tensor> = model
+            .codebooks()
+            .iter()
+            .zip(inputs)
+            .map(|(cb, e)| cb.distances(e).argmin(-1, false))
+            .collect();
+        Tensor::stack(&c, 1)
+    });
+    let m = inputs.len();
+    let flat = Vec::<i64>::try_from(&codes.flatten(0, -1))?;
+    let mut count: std::collections::HashMap<&[i64], u32> = std::collections::HashMap::new();
+    for t in flat.chunks(m) {
+        *count.entry(t).or_default() += 1;
+    }
+    let rows: Vec<i64> = flat
+        .chunks(m)
+        .enumerate()
+        .filter(|(_, t)| count[t] > 1)
+        .map(|(i, _)| i as i64)
+        .collect();
+    Ok((!rows.is_empty()).then(|| Tensor::from_slice(&rows)))
 }
 
 /// Nearest codes of `x` [n, dim] without the metrics. [n, m] (i64)
