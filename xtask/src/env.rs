@@ -76,6 +76,11 @@ impl TorchEnv {
             .env("LD_LIBRARY_PATH", self.ld_library_path())
             .env("CARGO_TARGET_DIR", self.target_dir())
             .current_dir(&self.root);
+        // libtorch's OpenMP threads busy-wait by default; on a shared or oversubscribed machine (tests running
+        // in parallel, other jobs) that makes every step several times slower.
+        if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+            c.env("OMP_WAIT_POLICY", "PASSIVE");
+        }
         if self.cuda {
             // Without --no-as-needed the linker drops libtorch_cuda (no symbol is referenced directly) and
             // `Cuda::is_available()` is false.
@@ -103,7 +108,7 @@ impl TorchEnv {
     /// Shell lines that export the environment (`eval "$(cargo xtask env)"`).
     pub fn exports(&self) -> String {
         format!(
-            "export LIBTORCH='{}'\nexport LD_LIBRARY_PATH='{}'\n",
+            "export LIBTORCH='{}'\nexport LD_LIBRARY_PATH='{}'\nexport OMP_WAIT_POLICY=PASSIVE\n",
             self.libtorch.display(),
             self.ld_library_path()
         )
