@@ -9,7 +9,7 @@ mod stage;
 pub use config::PipelineConfig;
 pub use report::{MethodRow, Report};
 
-use crate::args::DataArgs;
+use crate::args::{ConfigArgs, DataArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use reg4rec_data::split::Stage;
@@ -23,15 +23,8 @@ use std::time::Instant;
 pub struct PipelineArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Preset from `configs/`: smoke, cpu (default) or gpu.
-    #[arg(long, default_value = "cpu")]
-    pub preset: String,
-    /// A TOML configuration file used instead of the preset (same layout as `configs/cpu.toml`).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Override any field: `--set sasrec.d_model=128` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Run directory. Default `runs/<dataset>-<preset>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -41,12 +34,13 @@ pub struct PipelineArgs {
 }
 
 pub fn run(args: PipelineArgs) -> Result<()> {
-    let cfg = PipelineConfig::resolve(&args.preset, args.config.as_deref(), &args.set)?;
+    let cfg = args.config.resolve()?;
+    let preset = &args.config.preset;
     let name = args.data.name();
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-{}", args.preset)));
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{name}-{preset}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     reg4rec_data::io::write_atomic(
         &out.join("config.toml"),
@@ -101,7 +95,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let report = Report {
         dataset: name,
-        preset: args.preset.clone(),
+        preset: preset.clone(),
         users: split.n_users(),
         items: ds.n_items(),
         interactions: ds.n_interactions(),

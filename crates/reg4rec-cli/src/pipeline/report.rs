@@ -32,18 +32,9 @@ impl Default for Protocol {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MethodRow {
     pub name: String,
-    #[serde(rename = "recall@5")]
-    pub recall_5: f64,
-    #[serde(rename = "recall@10")]
-    pub recall_10: f64,
-    #[serde(rename = "recall@20")]
-    pub recall_20: f64,
-    #[serde(rename = "ndcg@5")]
-    pub ndcg_5: f64,
-    #[serde(rename = "ndcg@10")]
-    pub ndcg_10: f64,
-    #[serde(rename = "ndcg@20")]
-    pub ndcg_20: f64,
+    /// Test metrics: `recall@5`, `ndcg@10`, ... and `users`, flattened into the row.
+    #[serde(flatten)]
+    pub test: Metrics,
     pub train_seconds: f64,
     pub eval_seconds: f64,
     /// Validation metrics of the same model, when it has any.
@@ -55,12 +46,7 @@ impl MethodRow {
     pub fn new(name: &str, test: &Metrics, train_seconds: f64, eval_seconds: f64) -> Self {
         MethodRow {
             name: name.to_string(),
-            recall_5: test.recall_5,
-            recall_10: test.recall_10,
-            recall_20: test.recall_20,
-            ndcg_5: test.ndcg_5,
-            ndcg_10: test.ndcg_10,
-            ndcg_20: test.ndcg_20,
+            test: *test,
             train_seconds,
             eval_seconds,
             valid: None,
@@ -126,12 +112,12 @@ impl Report {
             s.push_str(&format!(
                 "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} |\n",
                 m.name,
-                m.recall_5,
-                m.ndcg_5,
-                m.recall_10,
-                m.ndcg_10,
-                m.recall_20,
-                m.ndcg_20,
+                m.test.recall_5,
+                m.test.ndcg_5,
+                m.test.recall_10,
+                m.test.ndcg_10,
+                m.test.recall_20,
+                m.test.ndcg_20,
                 m.train_seconds,
                 m.eval_seconds
             ));
