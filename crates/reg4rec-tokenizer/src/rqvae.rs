@@ -258,6 +258,7 @@ impl ItemTokenizer for RqVaeTokenizer {
 
     fn encode(&self, features: &Tensor) -> Result<Tensor> {
         crate::check_input(features, self.input_dim)?;
+        let _threads = train::ThreadsGuard::set(self.cfg.train.threads);
         Ok(train::nearest_codes(
             &self.model,
             &features.to_kind(Kind::Float),

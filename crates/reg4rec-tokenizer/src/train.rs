@@ -38,7 +38,7 @@ pub struct TrainConfig {
     pub restart_until: f64,
     /// Seed of parameter initialisation, shuffling, k-means and restarts. Default 42.
     pub seed: u64,
-    /// libtorch intra-op threads while training and encoding (restored afterwards); 0 keeps the process
+    /// libtorch intra-op threads while training and in `ItemTokenizer::encode` (restored afterwards); 0 keeps the process
     /// setting. Default 1: these matrices are small, and on a shared CPU several threads spin-waiting on each
     /// other were 10x slower than one (measured on 2 busy cores).
     pub threads: usize,
