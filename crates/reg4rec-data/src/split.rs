@@ -96,9 +96,19 @@ impl LeaveOneOut {
 
     /// Every training example: for each user, each position `end >= 1` of the training part.
     pub fn training_examples(&self) -> Vec<Example> {
+        self.recent_training_examples(0)
+    }
+
+    /// The most recent `max_per_user` training examples of every user (all of them when 0): long histories
+    /// (MovieLens users average over 100 items) otherwise dominate an epoch with near-duplicate prefixes.
+    pub fn recent_training_examples(&self, max_per_user: usize) -> Vec<Example> {
         let mut ex = Vec::new();
         for (u, seq) in self.train.iter().enumerate() {
-            for end in 1..seq.len() {
+            let first = match max_per_user {
+                0 => 1,
+                k => seq.len().saturating_sub(k).max(1),
+            };
+            for end in first..seq.len() {
                 ex.push(Example {
                     user: u as u32,
                     end: end as u32,
@@ -154,6 +164,20 @@ mod tests {
         assert_eq!(s.history(0, Stage::Valid, 50), vec![0, 1, 2]);
         assert_eq!(s.history(0, Stage::Test, 2), vec![2, 3]);
         assert_eq!(s.train[1], vec![1]);
+    }
+
+    #[test]
+    fn recent_examples_are_the_last_positions_of_each_user() {
+        let d = ds(vec![vec![0, 1, 2, 3, 4, 5, 6, 7], vec![1, 2, 3, 4]]);
+        let s = LeaveOneOut::new(&d);
+        let ends: Vec<(u32, u32)> = s
+            .recent_training_examples(2)
+            .iter()
+            .map(|e| (e.user, e.end))
+            .collect();
+        assert_eq!(ends, vec![(0, 4), (0, 5), (1, 1)]);
+        assert_eq!(s.recent_training_examples(0), s.training_examples());
+        assert_eq!(s.training_examples().len(), 5 + 1);
     }
 
     #[test]
