@@ -3,6 +3,7 @@
 //! the dataset, never typed in.
 
 use crate::error::{ModelError, Result};
+use reg4rec_precision::{LadqConfig, PrecisionError, PrecisionMode};
 use serde::{Deserialize, Serialize};
 
 /// Which training objective and token semantics the model uses.
@@ -147,6 +148,13 @@ pub struct TrainConfig {
     pub lambda_cat: f64,
     /// Run the linear layers and attention in bf16 (weights, optimizer and loss stay f32). Default false.
     pub bf16: bool,
+    /// Compute precision of the transformer's linear layers (`--precision`): `fp32`, `bf16` (the same as
+    /// `bf16: true`: every linear layer and attention in bf16) or `ladq` (per-layer fp32 / bf16 / fp8 from
+    /// K-FAC traces sampled every `ladq.sample_every` steps; attention and the heads stay f32). Default `fp32`.
+    pub precision: PrecisionMode,
+    /// LADQ settings, used when `precision` is `ladq`. Default: `LadqConfig::default()` (sample every 100
+    /// steps, 25% of layers fp32, 25% fp8, history in `ladq.jsonl` of the run directory).
+    pub ladq: LadqConfig,
     /// Early stopping: epochs without improvement of the validation criterion before stopping (0 = never).
     /// Default 5.
     pub patience: usize,
@@ -177,6 +185,8 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             lambda_cat: 0.5,
             bf16: false,
+            precision: PrecisionMode::Fp32,
+            ladq: LadqConfig::default(),
             patience: 5,
             checkpoint_every: 0,
             log_every: 10,
@@ -259,7 +269,28 @@ impl TrainConfig {
             }
         }
         self.device()?;
+        if self.bf16 && self.precision == PrecisionMode::Ladq {
+            return Err(ModelError::config(
+                "bf16",
+                "bf16: true conflicts with precision = ladq; set only precision",
+            ));
+        }
+        self.ladq.validate().map_err(|e| match e {
+            PrecisionError::Config { field, message } => {
+                ModelError::config(format!("ladq.{field}"), message)
+            }
+            other => ModelError::config("ladq", other.to_string()),
+        })?;
         Ok(())
+    }
+
+    /// The precision mode in effect: `bf16` when `bf16` is set, else `precision`.
+    pub fn precision_mode(&self) -> PrecisionMode {
+        if self.bf16 {
+            PrecisionMode::Bf16
+        } else {
+            self.precision
+        }
     }
 
     /// The libtorch device named by `device`.

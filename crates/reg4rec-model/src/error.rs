@@ -21,6 +21,8 @@ pub enum ModelError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Data(#[from] reg4rec_data::DataError),
+    #[error(transparent)]
+    Precision(#[from] reg4rec_precision::PrecisionError),
     #[error("validation metric callback: {0}")]
     Callback(String),
 }

@@ -23,5 +23,6 @@ pub use checkpoint::{load_model, Which};
 pub use config::{Mode, ModelConfig, Schedule, TrainConfig};
 pub use error::{ModelError, Result};
 pub use model::{Decoded, Encoded, Reg4RecModel};
+pub use reg4rec_precision::{LadqConfig, PrecisionMode};
 pub use train::{pretrain, pretrain_with, PretrainOptions, PretrainReport};
 pub use vocab::Vocab;

@@ -13,11 +13,15 @@
 //!   LayerNorm on each stack), N/2 encoder and N/2 decoder layers, GELU feed-forward.
 //! - Optional bf16 compute: linear layers and attention run in bf16 while weights, norms, softmax and losses
 //!   stay f32 (libtorch's autocast is CUDA-only in tch, so this is done explicitly and works on CPU too).
+//! - The transformer layers' projections (`q`, `k`, `v`, `o`, `up`, `down`) are LADQ layers
+//!   ([`reg4rec_precision::Linear`], same weight names as `nn::linear`) whose precision (fp32, bf16 or fp8) is
+//!   set per layer through [`Reg4RecModel::ladq_layers`]; the heads, embeddings and norms are not.
 
 use crate::batch::history_token_ids;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::vocab::{Vocab, PAD};
+use reg4rec_precision::{LayerRegistry, Linear, Precision};
 use reg4rec_tokenizer::index::Codes;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -55,21 +59,22 @@ fn linear(l: &nn::Linear, x: &Tensor, ctx: Ctx) -> Tensor {
 /// Multi-head attention (self or cross) with `q`, `k`, `v`, `o` projections `[d_model, d_model]`.
 #[derive(Debug)]
 struct Attention {
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    o: nn::Linear,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
     n_heads: i64,
 }
 
 impl Attention {
-    fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+    fn new(p: nn::Path, cfg: &ModelConfig, reg: &LayerRegistry) -> Self {
         let d = cfg.d_model as i64;
+        let lin = |name: &str| reg4rec_precision::linear(&p / name, d, d, Default::default(), reg);
         Attention {
-            q: nn::linear(&p / "q", d, d, Default::default()),
-            k: nn::linear(&p / "k", d, d, Default::default()),
-            v: nn::linear(&p / "v", d, d, Default::default()),
-            o: nn::linear(&p / "o", d, d, Default::default()),
+            q: lin("q"),
+            k: lin("k"),
+            v: lin("v"),
+            o: lin("o"),
             n_heads: cfg.n_heads as i64,
         }
     }
@@ -88,9 +93,9 @@ impl Attention {
         let s = kv.size()[1];
         let h = self.n_heads;
         let split = |y: Tensor, len: i64| y.view([b, len, h, d / h]).transpose(1, 2); // [B, h, len, d/h]
-        let q = split(linear(&self.q, x, ctx), t);
-        let k = split(linear(&self.k, kv, ctx), s);
-        let v = split(linear(&self.v, kv, ctx), s);
+        let q = split(self.q.forward(x), t);
+        let k = split(self.k.forward(kv), s);
+        let v = split(self.v.forward(kv), s);
         let (q, k, v) = if ctx.bf16 {
             (
                 q.to_kind(Kind::BFloat16),
@@ -108,29 +113,29 @@ impl Attention {
             .transpose(1, 2)
             .contiguous()
             .view([b, t, d]);
-        linear(&self.o, &y, ctx)
+        self.o.forward(&y)
     }
 }
 
 /// GELU feed-forward `d_model -> d_ff -> d_model`.
 #[derive(Debug)]
 struct FeedForward {
-    up: nn::Linear,
-    down: nn::Linear,
+    up: Linear,
+    down: Linear,
 }
 
 impl FeedForward {
-    fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+    fn new(p: nn::Path, cfg: &ModelConfig, reg: &LayerRegistry) -> Self {
         let (d, f) = (cfg.d_model as i64, cfg.d_ff as i64);
         FeedForward {
-            up: nn::linear(&p / "up", d, f, Default::default()),
-            down: nn::linear(&p / "down", f, d, Default::default()),
+            up: reg4rec_precision::linear(&p / "up", d, f, Default::default(), reg),
+            down: reg4rec_precision::linear(&p / "down", f, d, Default::default(), reg),
         }
     }
 
     fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
-        let h = ctx.drop(linear(&self.up, x, ctx).gelu("none"));
-        linear(&self.down, &h, ctx)
+        let h = ctx.drop(self.up.forward(x).gelu("none"));
+        self.down.forward(&h)
     }
 }
 
@@ -148,12 +153,12 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+    fn new(p: nn::Path, cfg: &ModelConfig, reg: &LayerRegistry) -> Self {
         EncoderLayer {
             norm1: layer_norm(&p / "norm1", cfg.d_model),
-            attn: Attention::new(&p / "attn", cfg),
+            attn: Attention::new(&p / "attn", cfg, reg),
             norm2: layer_norm(&p / "norm2", cfg.d_model),
-            ffn: FeedForward::new(&p / "ffn", cfg),
+            ffn: FeedForward::new(&p / "ffn", cfg, reg),
         }
     }
 
@@ -177,14 +182,14 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(p: nn::Path, cfg: &ModelConfig) -> Self {
+    fn new(p: nn::Path, cfg: &ModelConfig, reg: &LayerRegistry) -> Self {
         DecoderLayer {
             norm1: layer_norm(&p / "norm1", cfg.d_model),
-            self_attn: Attention::new(&p / "self_attn", cfg),
+            self_attn: Attention::new(&p / "self_attn", cfg, reg),
             norm2: layer_norm(&p / "norm2", cfg.d_model),
-            cross_attn: Attention::new(&p / "cross_attn", cfg),
+            cross_attn: Attention::new(&p / "cross_attn", cfg, reg),
             norm3: layer_norm(&p / "norm3", cfg.d_model),
-            ffn: FeedForward::new(&p / "ffn", cfg),
+            ffn: FeedForward::new(&p / "ffn", cfg, reg),
         }
     }
 
@@ -268,11 +273,12 @@ pub struct Reg4RecModel {
     vocab: Vocab,
     n_categories: usize,
     bf16: bool,
-    token_types: Tensor,    // [vocab] i64: codebook of each token, M for specials
-    tok_emb: nn::Embedding, // [vocab, d]
-    type_emb: nn::Embedding, // [M + 1, d]
-    enc_pos: nn::Embedding, // [L * (M + 1), d]
-    dec_pos: nn::Embedding, // [M + 1, d]
+    ladq: LayerRegistry,        // the LADQ projections of every transformer layer
+    token_types: Tensor,        // [vocab] i64: codebook of each token, M for specials
+    tok_emb: nn::Embedding,     // [vocab, d]
+    type_emb: nn::Embedding,    // [M + 1, d]
+    enc_pos: nn::Embedding,     // [L * (M + 1), d]
+    dec_pos: nn::Embedding,     // [M + 1, d]
     encoder: Vec<EncoderLayer>, // N/2
     enc_norm: nn::LayerNorm,
     decoder: Vec<DecoderLayer>, // N/2
@@ -314,6 +320,7 @@ impl Reg4RecModel {
         let half = cfg.n_layers / 2;
         let enc = &root / "encoder";
         let dec = &root / "decoder";
+        let ladq = LayerRegistry::new();
         let model = Reg4RecModel {
             token_types: vocab.token_types(device),
             tok_emb: emb("tok_emb", vocab.size() as i64),
@@ -321,11 +328,11 @@ impl Reg4RecModel {
             enc_pos: emb("enc_pos", cfg.history_len as i64 * (m + 1)),
             dec_pos: emb("dec_pos", m + 1),
             encoder: (0..half)
-                .map(|i| EncoderLayer::new(&enc / "layers" / i, cfg))
+                .map(|i| EncoderLayer::new(&enc / "layers" / i, cfg, &ladq))
                 .collect(),
             enc_norm: layer_norm(&enc / "norm", cfg.d_model),
             decoder: (0..half)
-                .map(|i| DecoderLayer::new(&dec / "layers" / i, cfg))
+                .map(|i| DecoderLayer::new(&dec / "layers" / i, cfg, &ladq))
                 .collect(),
             dec_norm: layer_norm(&dec / "norm", cfg.d_model),
             token_head: nn::linear(
@@ -345,6 +352,7 @@ impl Reg4RecModel {
             vocab,
             n_categories,
             bf16: false,
+            ladq,
         };
         Ok(model)
     }
@@ -382,9 +390,17 @@ impl Reg4RecModel {
             .sum::<usize>() as i64
     }
 
-    /// Run linear layers and attention in bf16 from now on (see the module doc).
+    /// Run linear layers and attention in bf16 from now on (see the module doc); `false` puts every linear layer
+    /// back to f32 (including LADQ layers that a policy had set to another precision).
     pub fn set_bf16(&mut self, on: bool) {
         self.bf16 = on;
+        self.ladq
+            .set_all(if on { Precision::Bf16 } else { Precision::Fp32 });
+    }
+
+    /// The LADQ layers (every transformer projection), to set their precisions or capture K-FAC statistics.
+    pub fn ladq_layers(&self) -> &LayerRegistry {
+        &self.ladq
     }
 
     /// Encoder positions `S = L * (M + 1)`.

@@ -21,6 +21,7 @@ use rand::SeedableRng;
 use reg4rec_data::io::write_atomic;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
+use reg4rec_precision::{Ladq, PrecisionMode};
 use reg4rec_tokenizer::index::Codes;
 use serde::Serialize;
 use serde_json::json;
@@ -243,7 +244,8 @@ pub fn pretrain_with(
 
     tch::manual_seed(train_cfg.seed as i64);
     let mut model = Reg4RecModel::new(model_cfg, vocab, ds.n_categories(), device)?;
-    model.set_bf16(train_cfg.bf16);
+    let precision = train_cfg.precision_mode();
+    model.set_bf16(precision == PrecisionMode::Bf16);
     let mut opt = AdamW::new(model.var_store(), train_cfg);
     let log = MetricsLog {
         path: run.metrics(),
@@ -271,6 +273,14 @@ pub fn pretrain_with(
             }
         }
     };
+    // Precision per LADQ layer (ladq: restored from `ladq.jsonl` up to the resumed step).
+    let mut ladq = Ladq::resume(
+        precision,
+        &train_cfg.ladq,
+        model.ladq_layers(),
+        Some(run_dir),
+        state.step,
+    )?;
 
     let examples: Vec<Example> = split.training_examples();
     if examples.is_empty() {
@@ -350,6 +360,8 @@ pub fn pretrain_with(
                 let batch = batch?.to_device(device);
                 tch::manual_seed(train_cfg.seed.wrapping_add(state.step) as i64);
                 let lr = learning_rate(train_cfg, state.step, total_steps);
+                // LADQ sampling step: the LADQ layers capture activations and output gradients.
+                ladq.begin_step(state.step);
                 let enc = model.encode(&batch.history, true);
                 let loss = crss_loss(
                     &model,
@@ -361,6 +373,8 @@ pub fn pretrain_with(
                 );
                 opt.zero_grad();
                 loss.total.backward();
+                // Sampled: K-FAC traces -> new precisions -> `ladq.jsonl` (the loss is a mean over the batch).
+                ladq.end_step(state.step, batch.len as f64)?;
                 let grad_norm = opt.clip_grad_norm(train_cfg.grad_clip);
                 opt.step(lr);
                 let total = loss.total.double_value(&[]);

@@ -7,8 +7,8 @@ use reg4rec_model::crss::{crss_loss, greedy_decode, select_order};
 use reg4rec_model::mask::{codebook_mask, used_codebooks};
 use reg4rec_model::vocab::BOS;
 use reg4rec_model::{
-    load_model, pretrain, pretrain_with, Mode, ModelConfig, PretrainOptions, Reg4RecModel,
-    TrainConfig, Vocab,
+    load_model, pretrain, pretrain_with, LadqConfig, Mode, ModelConfig, PrecisionMode,
+    PretrainOptions, Reg4RecModel, TrainConfig, Vocab,
 };
 use reg4rec_tokenizer::index::Codes;
 use tch::{Device, Kind, Tensor};
@@ -482,4 +482,91 @@ fn validation_metric_callback_drives_the_best_checkpoint() {
     assert_eq!(report.best_valid_metric, Some(1.0));
     assert!(report.stopped_early);
     assert_eq!(report.epochs, 4);
+}
+
+#[test]
+fn ladq_pretraining_assigns_precisions_logs_them_and_resumes_exactly() {
+    let _serial = serial();
+    let (ds, codes) = synthetic(10, 6, 9);
+    let split = LeaveOneOut::new(&ds);
+    let m = ModelConfig::smoke_preset(); // 1 encoder + 1 decoder layer: 6 + 10 LADQ projections
+    let base = TrainConfig {
+        epochs: 3,
+        batch_size: 8,
+        ..TrainConfig::smoke_preset()
+    };
+    let t = TrainConfig {
+        precision: PrecisionMode::Ladq,
+        ladq: LadqConfig {
+            sample_every: 3,
+            ..Default::default()
+        },
+        ..base.clone()
+    };
+    let fp32 = tempfile::tempdir().unwrap();
+    let a = pretrain(&ds, &split, &codes, &m, &base, fp32.path(), false).unwrap();
+    let full = tempfile::tempdir().unwrap();
+    let b = pretrain(&ds, &split, &codes, &m, &t, full.path(), false).unwrap();
+    let (la, lb) = (a.last_train_loss.unwrap(), b.last_train_loss.unwrap());
+    assert!(
+        (la - lb).abs() <= 0.1 * la,
+        "fp32 loss {la}, ladq loss {lb}"
+    );
+    assert!(!fp32.path().join("ladq.jsonl").exists());
+
+    // One history line per sampling (steps 0, 3, 6, ...), every projection ranked: 4 fp32, 8 bf16, 4 fp8.
+    let hist = std::fs::read_to_string(full.path().join("ladq.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = hist
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, b.steps.div_ceil(3));
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["step"].as_u64().unwrap(), 3 * i as u64);
+        assert_eq!(l["counts"], serde_json::json!([4, 8, 4]));
+        let layers = l["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 16);
+        assert!(layers
+            .iter()
+            .all(|x| x["rows"].as_i64().unwrap() > 0 && x["sensitivity"].as_f64().unwrap() > 0.0));
+    }
+    assert_eq!(lines[0]["layers"][0]["name"], "encoder.layers.0.attn.q");
+    assert_eq!(lines[0]["layers"][15]["name"], "decoder.layers.0.ffn.down");
+
+    // Killed between samplings and resumed: the same weights and the same history as the uninterrupted run.
+    let killed = tempfile::tempdir().unwrap();
+    let opts = PretrainOptions {
+        stop_after_steps: Some(7),
+        ..Default::default()
+    };
+    pretrain_with(&ds, &split, &codes, &m, &t, killed.path(), false, opts).unwrap();
+    let c = pretrain(&ds, &split, &codes, &m, &t, killed.path(), true).unwrap();
+    assert_eq!(c.steps, b.steps);
+    assert_eq!(
+        std::fs::read_to_string(killed.path().join("ladq.jsonl")).unwrap(),
+        hist
+    );
+    let (mb, _) = load_model(full.path(), Which::Latest, Device::Cpu).unwrap();
+    let (mc, _) = load_model(killed.path(), Which::Latest, Device::Cpu).unwrap();
+    let vb = mb.var_store().variables();
+    for (name, tc) in mc.var_store().variables() {
+        assert!(vb[&name].equal(&tc), "weight {name} differs after resume");
+    }
+
+    // bf16 flag and ladq together are rejected, naming the field.
+    let bad = TrainConfig {
+        bf16: true,
+        ..t.clone()
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("bf16"), "{e}");
+    let bad = TrainConfig {
+        ladq: LadqConfig {
+            sample_every: 0,
+            ..Default::default()
+        },
+        ..t
+    };
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("ladq.sample_every"), "{e}");
 }
