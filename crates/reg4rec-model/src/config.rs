@@ -155,6 +155,10 @@ pub struct TrainConfig {
     /// LADQ settings, used when `precision` is `ladq`. Default: `LadqConfig::default()` (sample every 100
     /// steps, 25% of layers fp32, 25% fp8, history in `ladq.jsonl` of the run directory).
     pub ladq: LadqConfig,
+    /// Train on the most recent this many prefixes of each user's training sequence (0 = every prefix).
+    /// Long histories (MovieLens users average over 100 items) otherwise fill an epoch with near-duplicate
+    /// examples. Default 0.
+    pub max_examples_per_user: usize,
     /// Early stopping: epochs without improvement of the validation criterion before stopping (0 = never).
     /// Default 5.
     pub patience: usize,
@@ -187,6 +191,7 @@ impl Default for TrainConfig {
             bf16: false,
             precision: PrecisionMode::Fp32,
             ladq: LadqConfig::default(),
+            max_examples_per_user: 0,
             patience: 5,
             checkpoint_every: 0,
             log_every: 10,

@@ -282,7 +282,7 @@ pub fn pretrain_with(
         state.step,
     )?;
 
-    let examples: Vec<Example> = split.training_examples();
+    let examples: Vec<Example> = split.recent_training_examples(train_cfg.max_examples_per_user);
     if examples.is_empty() {
         return Err(ModelError::Input(format!(
             "dataset `{}` has no training examples",
