@@ -18,7 +18,9 @@ fn sasrec_training(c: &mut Criterion) {
     // Deterministic pseudo-random sequences (an LCG; no RNG state shared with the model).
     let mut state = 12345u64;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
     let seqs: Vec<Vec<u32>> = (0..cfg.batch_size)

@@ -30,7 +30,8 @@ impl TorchEnv {
         if !p.exists() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         match serde_json::from_str(&text) {
             Ok(env) => Ok(Some(env)),
             // A record from an older xtask or a torn write: set-up runs again.
@@ -121,7 +122,10 @@ pub fn run(c: &mut Command) -> Result<()> {
         .status()
         .with_context(|| format!("cannot start {:?}", c.get_program()))?;
     if !status.success() {
-        let args: Vec<_> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<_> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         bail!(
             "`{} {}` failed with {status}",
             c.get_program().to_string_lossy(),

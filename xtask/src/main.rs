@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use std::process::Command;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "reg4rec set-up, tests, runs and pipelines")]
+#[command(
+    name = "cargo xtask",
+    about = "reg4rec set-up, tests, runs and pipelines"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -94,7 +97,14 @@ fn main() -> Result<()> {
             let env = setup::ensure()?;
             env::run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]))?;
             let mut c = env.cargo();
-            c.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+            c.args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]);
             env::run(&mut c)?;
         }
     }
@@ -104,7 +114,14 @@ fn main() -> Result<()> {
 /// Builds the release `reg4rec` binary and returns its path.
 fn build_cli(env: &env::TorchEnv) -> Result<std::path::PathBuf> {
     let mut c = env.cargo();
-    c.args(["build", "--release", "-p", "reg4rec-cli", "--bin", "reg4rec"]);
+    c.args([
+        "build",
+        "--release",
+        "-p",
+        "reg4rec-cli",
+        "--bin",
+        "reg4rec",
+    ]);
     env::run(&mut c)?;
     Ok(env.target_dir().join("release").join("reg4rec"))
 }

@@ -64,7 +64,9 @@ pub fn setup(cuda: bool, force: bool) -> Result<TorchEnv> {
         eprintln!("xtask: installing the full CUDA build of torch {TORCH_VERSION} (about 4.7 GB)");
         pip.arg(format!("torch=={TORCH_VERSION}"));
     } else {
-        eprintln!("xtask: installing the lean CPU libtorch (torch {TORCH_VERSION} without dependencies)");
+        eprintln!(
+            "xtask: installing the lean CPU libtorch (torch {TORCH_VERSION} without dependencies)"
+        );
         pip.arg("--no-deps").args(LEAN_PACKAGES);
     }
     run(&mut pip).context("pip install failed (PyPI must be reachable)")?;
@@ -108,7 +110,10 @@ pub fn verify(libtorch: &Path, cuda: bool) -> Result<String> {
     }
     let version = version.with_context(|| format!("no torch package in {}", site.display()))?;
     if version.split('+').next() != Some(TORCH_VERSION) {
-        bail!("torch {version} installed in {}, tch 0.24.0 needs {TORCH_VERSION}", site.display());
+        bail!(
+            "torch {version} installed in {}, tch 0.24.0 needs {TORCH_VERSION}",
+            site.display()
+        );
     }
     let mut needed = vec![
         libtorch.join("lib/libtorch_cpu.so"),
@@ -121,7 +126,10 @@ pub fn verify(libtorch: &Path, cuda: bool) -> Result<String> {
     }
     for f in needed {
         if !f.exists() {
-            bail!("incomplete libtorch installation: {} is missing", f.display());
+            bail!(
+                "incomplete libtorch installation: {} is missing",
+                f.display()
+            );
         }
     }
     Ok(version)

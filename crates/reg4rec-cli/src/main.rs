@@ -12,7 +12,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "reg4rec", version, about = "REG4Rec: reasoning-enhanced generative recommendation")]
+#[command(
+    name = "reg4rec",
+    version,
+    about = "REG4Rec: reasoning-enhanced generative recommendation"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Command,

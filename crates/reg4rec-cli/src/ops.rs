@@ -38,7 +38,10 @@ pub fn tokenizer(
         TokenizerKind::Mpq => TokenizerConfig::Mpq(cfg.mpq.clone()),
         TokenizerKind::RqVae => TokenizerConfig::RqVae(cfg.rqvae.clone()),
     };
-    Ok(reg4rec_tokenizer::train(FeatureMatrix::of(features)?, &tcfg)?)
+    Ok(reg4rec_tokenizer::train(
+        FeatureMatrix::of(features)?,
+        &tcfg,
+    )?)
 }
 
 /// The codes a model of `mode` generates: TIGER needs ordered (RQ-VAE) codes; REG4Rec treats any tuple as a

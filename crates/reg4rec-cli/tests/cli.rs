@@ -34,9 +34,8 @@ fn json(o: &Output) -> serde_json::Value {
         "reg4rec failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout))
-    })
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 #[test]
@@ -71,9 +70,7 @@ fn malformed_input_is_an_error_naming_file_and_line() {
 fn amazon_beauty_statistics_match_the_published_ones() {
     let data = std::env::var("REG4REC_DATA_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-        });
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
     if !data.join("amazon-beauty").is_dir() {
         eprintln!("skipped: no amazon-beauty under {}", data.display());
         return;
@@ -87,7 +84,12 @@ fn amazon_beauty_statistics_match_the_published_ones() {
         .unwrap();
     let v = json(&o);
     assert_eq!(
-        (&v["users"], &v["items"], &v["interactions"], &v["categories"]),
+        (
+            &v["users"],
+            &v["items"],
+            &v["interactions"],
+            &v["categories"]
+        ),
         (
             &serde_json::json!(22363),
             &serde_json::json!(12101),
@@ -120,7 +122,10 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert_eq!(report["users"], 60);
     assert_eq!(report["protocol"]["filter_history"], false);
     let methods = report["methods"].as_array().unwrap();
-    let names: Vec<&str> = methods.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = methods
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     for expected in [
         "popularity",
         "sasrec-ce",

@@ -46,7 +46,10 @@ pub fn run(a: RecommendArgs) -> Result<()> {
     for raw in &a.history {
         match ids.get(raw.trim()) {
             Some(&i) => history.push(i),
-            None => bail!("--history: unknown item id `{raw}` in dataset `{}`", ds.name),
+            None => bail!(
+                "--history: unknown item id `{raw}` in dataset `{}`",
+                ds.name
+            ),
         }
     }
     if history.is_empty() {

@@ -117,7 +117,9 @@ impl PipelineConfig {
             .iter()
             .find(|t| !(t.is_finite() && **t >= 0.0))
         {
-            bail!("config field `pipeline.theta_sweep`: {t} is not a finite non-negative threshold");
+            bail!(
+                "config field `pipeline.theta_sweep`: {t} is not a finite non-negative threshold"
+            );
         }
         Ok(())
     }
@@ -129,7 +131,9 @@ fn apply_set(root: &mut toml::Table, set: &str) -> Result<()> {
         .split_once('=')
         .with_context(|| format!("--set `{set}`: expected key=value"))?;
     let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     };
     let parts: Vec<&str> = key.trim().split('.').collect();
@@ -167,8 +171,8 @@ mod tests {
     fn set_overrides_a_field_and_unknown_fields_are_named() {
         let c = PipelineConfig::resolve("smoke", None, &["sasrec.seed=7".into()]).unwrap();
         assert_eq!(c.sasrec.seed, 7);
-        let e = PipelineConfig::resolve("smoke", None, &["sasrec.no_such_field=1".into()])
-            .unwrap_err();
+        let e =
+            PipelineConfig::resolve("smoke", None, &["sasrec.no_such_field=1".into()]).unwrap_err();
         assert!(format!("{e:#}").contains("no_such_field"), "{e:#}");
         let e = PipelineConfig::resolve("nope", None, &[]).unwrap_err();
         assert!(e.to_string().contains("unknown preset"));

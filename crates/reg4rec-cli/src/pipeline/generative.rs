@@ -47,16 +47,15 @@ struct Evaluated {
 
 pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let cfg = ctx.cfg;
-    let features = ctx.runner.run("features", &(data_key, &cfg.features), |dir, _| {
-        let t = Instant::now();
-        let f = ops::features(ctx.ds, ctx.split, cfg, None)?;
-        f.save(&dir.join("features.safetensors"))?;
-        Ok(t.elapsed().as_secs_f64())
-    })?;
-    let feature_file = ctx
+    let features = ctx
         .runner
-        .root
-        .join("stages/features/features.safetensors");
+        .run("features", &(data_key, &cfg.features), |dir, _| {
+            let t = Instant::now();
+            let f = ops::features(ctx.ds, ctx.split, cfg, None)?;
+            f.save(&dir.join("features.safetensors"))?;
+            Ok(t.elapsed().as_secs_f64())
+        })?;
+    let feature_file = ctx.runner.root.join("stages/features/features.safetensors");
     let tok = |kind: TokenizerKind| -> Result<Done<Trained>> {
         let section = match kind {
             TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
@@ -132,15 +131,16 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             })
             .map(|d| d.result)
     };
-    let row = |name: &str, model: &Done<Trained>, theta: Option<Option<f32>>| -> Result<MethodRow> {
-        let test = eval(name, model, Stage::Test, theta)?;
-        Ok(MethodRow::new(
-            name,
-            &test.report.metrics,
-            model.result.seconds,
-            test.seconds,
-        ))
-    };
+    let row =
+        |name: &str, model: &Done<Trained>, theta: Option<Option<f32>>| -> Result<MethodRow> {
+            let test = eval(name, model, Stage::Test, theta)?;
+            Ok(MethodRow::new(
+                name,
+                &test.report.metrics,
+                model.result.seconds,
+                test.seconds,
+            ))
+        };
     let rows = vec![
         row("tiger", &pre_tiger, Some(None))?,
         row("reg4rec", &full, None)?,
@@ -155,12 +155,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let mut theta_sweep = Vec::new();
     for theta in thetas {
         let label = theta.map_or("off".to_string(), |t| format!("{t}"));
-        let e = eval(
-            &format!("sweep-{label}"),
-            &full,
-            Stage::Valid,
-            Some(theta),
-        )?;
+        let e = eval(&format!("sweep-{label}"), &full, Stage::Valid, Some(theta))?;
         theta_sweep.push(SweepPoint {
             theta,
             recall_10: e.report.metrics.recall_10,

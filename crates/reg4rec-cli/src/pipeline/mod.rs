@@ -80,9 +80,12 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let sasrec = ctx
         .runner
         .run("sasrec-ce", &(&data_key, &cfg.sasrec), |dir, resume| {
-            let r = reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
-            Ok(MethodRow::new("sasrec-ce", &r.test, r.train_seconds, r.eval_seconds)
-                .with_valid(r.valid))
+            let r =
+                reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
+            Ok(
+                MethodRow::new("sasrec-ce", &r.test, r.train_seconds, r.eval_seconds)
+                    .with_valid(r.valid),
+            )
         })?;
     methods.push(sasrec.result);
 

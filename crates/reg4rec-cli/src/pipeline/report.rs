@@ -23,7 +23,8 @@ impl Default for Protocol {
             split: "leave-one-out (last item test, second-to-last validation)".into(),
             ranking: "full ranking over all items".into(),
             filter_history: false,
-            tie_breaking: "pessimistic: the target ranks after every item with an equal score".into(),
+            tie_breaking: "pessimistic: the target ranks after every item with an equal score"
+                .into(),
         }
     }
 }
