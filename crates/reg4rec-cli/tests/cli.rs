@@ -146,6 +146,13 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         assert!(m["train_seconds"].as_f64().unwrap() >= 0.0);
         assert!(m["eval_seconds"].as_f64().unwrap() >= 0.0);
     }
+    let precision: Vec<&str> = report["precision"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["precision"].as_str().unwrap())
+        .collect();
+    assert_eq!(precision, ["fp32", "bf16", "ladq"]);
     let sweep = report["theta_sweep"].as_array().unwrap();
     assert_eq!(sweep.len(), 2, "the smoke sweep is 0.06 and off");
     assert!(sweep.iter().any(|p| p["theta"].is_null()));

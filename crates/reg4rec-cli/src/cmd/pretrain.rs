@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use reg4rec_data::LeaveOneOut;
 use reg4rec_model::config::Mode;
+use reg4rec_model::PrecisionMode;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -37,6 +38,10 @@ pub struct PretrainArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "reg4rec")]
     pub mode: ModeArg,
+    /// Compute precision of the transformer's linear layers: fp32, bf16, or ladq (per-layer fp32/bf16/fp8 from
+    /// K-FAC traces). Default: the config's `pretrain.precision`.
+    #[arg(long)]
+    pub precision: Option<PrecisionMode>,
     /// Continue the run in `--out` from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -45,7 +50,11 @@ pub struct PretrainArgs {
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
-    let cfg = a.config.resolve()?;
+    let mut cfg = a.config.resolve()?;
+    if let Some(p) = a.precision {
+        cfg.pretrain.precision = p;
+        cfg.pretrain.validate()?;
+    }
     let ds = a.data.load()?;
     let split = LeaveOneOut::new(&ds);
     let codes = artifacts::tokenizer_codes(&a.tokenizer)?;

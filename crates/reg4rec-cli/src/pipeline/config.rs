@@ -50,6 +50,9 @@ pub struct StagesConfig {
     pub valid_users: usize,
     /// Run the generative stages (tokenizers, pre-training, alignment, their evaluation). Default true.
     pub generative: bool,
+    /// Also pre-train the REG4Rec model under these precisions and report them beside `pretrain.precision`
+    /// in the precision table (`["bf16", "ladq"]` compares all three). Default [] (no table).
+    pub precisions: Vec<reg4rec_model::PrecisionMode>,
 }
 
 impl Default for StagesConfig {
@@ -59,6 +62,7 @@ impl Default for StagesConfig {
             valid_recall: true,
             valid_users: 0,
             generative: true,
+            precisions: Vec::new(),
         }
     }
 }

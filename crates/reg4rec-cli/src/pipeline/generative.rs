@@ -10,7 +10,7 @@
 //! | `reg4rec-no-corp` | MPQ | CRSS + category head | PARS + MSRA | off |
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
 
-use super::report::{MethodRow, SweepPoint};
+use super::report::{MethodRow, PrecisionPoint, SweepPoint};
 use super::stage::Done;
 use super::Ctx;
 use crate::{artifacts, ops};
@@ -19,6 +19,7 @@ use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::split::Stage;
 use reg4rec_infer::{EvalReport, InferConfig};
 use reg4rec_model::config::Mode;
+use reg4rec_model::PrecisionMode;
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ use std::time::Instant;
 pub struct Generative {
     pub rows: Vec<MethodRow>,
     pub theta_sweep: Vec<SweepPoint>,
+    pub precision: Vec<PrecisionPoint>,
 }
 
 /// A trained model stage: where it is and what training cost.
@@ -79,7 +81,14 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let mpq = tok(TokenizerKind::Mpq)?;
     let rqvae = tok(TokenizerKind::RqVae)?;
 
-    let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| -> Result<Done<Trained>> {
+    let pretrain_as = |name: &str,
+                       tok: &Done<Trained>,
+                       mode: Mode,
+                       precision: PrecisionMode|
+     -> Result<Done<Trained>> {
+        let mut cfg = cfg.clone();
+        cfg.pretrain.precision = precision;
+        let cfg = &cfg;
         let inputs = (
             &tok.key,
             mode,
@@ -98,6 +107,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                 report: serde_json::to_value(&r)?,
             })
         })
+    };
+    let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| {
+        pretrain_as(name, tok, mode, cfg.pretrain.precision)
     };
     let pre = pretrain("pretrain-reg4rec", &mpq, Mode::Reg4rec)?;
     let pre_no_mpq = pretrain("pretrain-reg4rec-no-mpq", &rqvae, Mode::Reg4rec)?;
@@ -163,7 +175,47 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             pruned_paths: e.report.pruned_paths,
         });
     }
-    Ok(Generative { rows, theta_sweep })
+    let mut precision = Vec::new();
+    if !cfg.pipeline.precisions.is_empty() {
+        let mut modes = vec![cfg.pretrain.precision];
+        for &p in &cfg.pipeline.precisions {
+            if !modes.contains(&p) {
+                modes.push(p);
+            }
+        }
+        for mode in modes {
+            let model = if mode == cfg.pretrain.precision {
+                pre.clone()
+            } else {
+                pretrain_as(
+                    &format!("pretrain-reg4rec-{}", mode.as_str()),
+                    &mpq,
+                    Mode::Reg4rec,
+                    mode,
+                )?
+            };
+            let test = eval(
+                &format!("precision-{}", mode.as_str()),
+                &model,
+                Stage::Test,
+                None,
+            )?;
+            let r = &model.result.report;
+            precision.push(PrecisionPoint {
+                precision: mode.as_str().to_string(),
+                examples_per_s: r["examples_per_s"].as_f64().unwrap_or(0.0),
+                best_valid_loss: r["best_valid_loss"].as_f64(),
+                recall_10: test.report.metrics.recall_10,
+                ndcg_10: test.report.metrics.ndcg_10,
+                train_seconds: r["train_seconds"].as_f64().unwrap_or(0.0),
+            });
+        }
+    }
+    Ok(Generative {
+        rows,
+        theta_sweep,
+        precision,
+    })
 }
 
 fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {

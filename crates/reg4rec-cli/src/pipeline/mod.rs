@@ -89,11 +89,12 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         })?;
     methods.push(sasrec.result);
 
-    let mut sweep = Vec::new();
+    let (mut sweep, mut precision) = (Vec::new(), Vec::new());
     if cfg.pipeline.generative {
         let g = generative::run(&ctx, &data_key)?;
         methods.extend(g.rows);
         sweep = g.theta_sweep;
+        precision = g.precision;
     }
 
     let report = Report {
@@ -105,6 +106,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         protocol: Default::default(),
         methods,
         theta_sweep: sweep,
+        precision,
     };
     report.write(&out)?;
     print!("{}", report.markdown());

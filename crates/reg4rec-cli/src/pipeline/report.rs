@@ -72,6 +72,23 @@ pub struct Report {
     /// Validation metrics of the full model for each CORP threshold (`null`: CORP off).
     #[serde(default)]
     pub theta_sweep: Vec<SweepPoint>,
+    /// Pre-training of the REG4Rec model under each compute precision (empty unless
+    /// `pipeline.precisions` asks for it).
+    #[serde(default)]
+    pub precision: Vec<PrecisionPoint>,
+}
+
+/// One pre-training precision: its speed and the quality of its model (pre-trained, CORP on, test split).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrecisionPoint {
+    pub precision: String,
+    pub examples_per_s: f64,
+    pub best_valid_loss: Option<f64>,
+    #[serde(rename = "recall@10")]
+    pub recall_10: f64,
+    #[serde(rename = "ndcg@10")]
+    pub ndcg_10: f64,
+    pub train_seconds: f64,
 }
 
 /// One point of the CORP threshold sweep on the validation split.
@@ -132,6 +149,19 @@ impl Report {
                 s.push_str(&format!(
                     "| {name} | {:.4} | {:.4} | {:.4} | {:.4} |\n",
                     m[0], m[1], m[2], m[3]
+                ));
+            }
+        }
+        if !self.precision.is_empty() {
+            s.push_str(
+                "\nPre-training precision (REG4Rec model without alignment, CORP on, test split):\n\n\
+                 | precision | examples/s | best valid loss | R@10 | N@10 | train s |\n|---|---|---|---|---|---|\n",
+            );
+            for p in &self.precision {
+                let loss = p.best_valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
+                s.push_str(&format!(
+                    "| {} | {:.1} | {loss} | {:.4} | {:.4} | {:.1} |\n",
+                    p.precision, p.examples_per_s, p.recall_10, p.ndcg_10, p.train_seconds
                 ));
             }
         }

@@ -28,6 +28,7 @@ pub struct StageRunner {
 }
 
 /// A finished stage: its result and its key (the input of downstream keys).
+#[derive(Clone)]
 pub struct Done<T> {
     pub result: T,
     pub key: String,
