@@ -4,8 +4,8 @@
 # `_scaled_mm` kernel or fell back to emulation).
 #
 # Two halves, because the GPU machine has no Rust:
-#   scripts/gpu-ladq.sh build   # HERE: builds the example with libtorch_cuda linked in, copies it to gpu-bin/
-#   scripts/gpu-ladq.sh run     # THERE (carry gpu-bin/): runs it against that machine's PyTorch 2.11 libraries
+#   crates/reg4rec-precision/scripts/gpu-ladq.sh build   # HERE: builds the example with libtorch_cuda linked in, copies it to gpu-bin/
+#   crates/reg4rec-precision/scripts/gpu-ladq.sh run     # THERE (carry gpu-bin/): runs it against that machine's PyTorch 2.11 libraries
 #
 # `build` links the example against the workspace's libtorch (LIBTORCH, PyTorch 2.11 cu13 wheel in .venv) with
 # `--no-as-needed -ltorch_cuda` passed to the final link only (`cargo rustc`), so no dependency is rebuilt; the
@@ -13,7 +13,7 @@
 # adds the nvidia/*/lib folders of the same site-packages, and if libtorch still reports no CUDA, retries with
 # libtorch_cuda.so preloaded. Extra arguments after `run` go to the binary (e.g. --steps 100 --batch 128).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 BIN=gpu-bin/ladq_throughput
 
 case "${1:-}" in
@@ -27,11 +27,11 @@ build)
     # Without debug info (the release profile keeps line tables): the carried tree must stay under 64 MiB.
     strip --strip-debug -o "$BIN" target/release/examples/ladq_throughput
     grep -qx '/gpu-bin/' .git/info/exclude 2>/dev/null || echo '/gpu-bin/' >>.git/info/exclude
-    echo "built $BIN; carry gpu-bin to the GPU machine and run: scripts/gpu-ladq.sh run"
+    echo "built $BIN; carry gpu-bin to the GPU machine and run: crates/reg4rec-precision/scripts/gpu-ladq.sh run"
     ;;
 run)
     shift
-    [ -x "$BIN" ] || { echo "no $BIN: run 'scripts/gpu-ladq.sh build' first and carry gpu-bin" >&2; exit 1; }
+    [ -x "$BIN" ] || { echo "no $BIN: run 'crates/reg4rec-precision/scripts/gpu-ladq.sh build' first and carry gpu-bin" >&2; exit 1; }
     TORCH_DIR=$(python3 -c 'import os, torch; print(os.path.dirname(torch.__file__))')
     SITE=$(dirname "$TORCH_DIR")
     LIBS="$TORCH_DIR/lib"
@@ -51,7 +51,7 @@ run)
     "$BIN" "${ARGS[@]}" --d-model 64 --d-ff 256 --heads 4 --batch 256 --positions 105
     ;;
 *)
-    echo "usage: scripts/gpu-ladq.sh build | run [ladq_throughput flags]" >&2
+    echo "usage: crates/reg4rec-precision/scripts/gpu-ladq.sh build | run [ladq_throughput flags]" >&2
     exit 2
     ;;
 esac
