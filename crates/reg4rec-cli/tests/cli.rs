@@ -166,3 +166,69 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let second = std::fs::read_to_string(out.join("report.json")).unwrap();
     assert!(first == second, "the cached re-run changed the report");
 }
+
+#[test]
+fn a_pipeline_killed_during_pretraining_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(dir.path(), 200, 60);
+    let out = dir.path().join("run");
+    let args = [
+        "pipeline",
+        "--data",
+        csv.to_str().unwrap(),
+        "--preset",
+        "smoke",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "pretrain.epochs=6",
+        "--set",
+        "pretrain.checkpoint_every=1",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reg4rec"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("REG4REC_NO_PROGRESS", "1")
+        .env("REG4REC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stage = out.join("stages/pretrain-reg4rec");
+    let started = std::time::Instant::now();
+    loop {
+        if stage.join("latest.json").exists() {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pipeline ended before pre-training wrote a checkpoint"
+        );
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no checkpoint after 300 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !stage.join("result.json").exists(),
+        "pre-training finished before the kill; the test needs a longer stage"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_reg4rec"))
+        .args(args)
+        .current_dir(dir.path())
+        .env("REG4REC_NO_PROGRESS", "1")
+        .env("REG4REC_LOG", "info")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pretrain-reg4rec\"") && l.contains("resume=true")),
+        "the re-run did not resume pre-training:\n{log}"
+    );
+    assert!(out.join("report.json").exists());
+}
