@@ -159,6 +159,45 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert!(std::fs::read_to_string(out.join("report.md"))
         .unwrap()
         .contains("| sasrec-ce |"));
+    // The trained model answers recommendation requests with explained paths.
+    let model = out.join("stages/align-reg4rec");
+    let o = reg4rec(
+        &[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            "i1,i4,i7",
+            "--top",
+            "5",
+            "--explain",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let recs = json(&o);
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 5);
+    for r in recs {
+        assert!(r["item_id"].as_str().unwrap().starts_with('i'));
+        assert_eq!(
+            r["steps"].as_array().unwrap().len(),
+            3,
+            "one step per codebook"
+        );
+    }
+    let o = reg4rec(
+        &[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            "nope",
+        ],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown item id `nope`"));
     // A second run reuses every finished stage and reproduces the report exactly.
     let first = std::fs::read_to_string(out.join("report.json")).unwrap();
     let o = reg4rec(&args, dir.path());
