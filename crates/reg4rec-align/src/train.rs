@@ -25,6 +25,7 @@ use crate::rewards::RewardBreakdown;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use reg4rec_data::io::JsonlLog;
 use reg4rec_data::io::{read_json, write_atomic, write_json_atomic};
 use reg4rec_data::metrics::Metrics;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
@@ -40,7 +41,6 @@ use reg4rec_model::{Reg4RecModel, TrainConfig};
 use reg4rec_tokenizer::index::{Codes, ItemIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -93,48 +93,6 @@ pub struct AlignReport {
     /// Wall-clock seconds of GRPO steps and of validation, in this process.
     pub train_seconds: f64,
     pub valid_seconds: f64,
-}
-
-/// Append-only JSON-lines log; on resume cut back (atomically) to the records of the steps a checkpoint covers.
-struct MetricsLog {
-    path: PathBuf,
-}
-
-impl MetricsLog {
-    fn append(&self, record: &serde_json::Value) -> Result<()> {
-        let mut line = record.to_string();
-        line.push('\n');
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(line.as_bytes()))
-            .map_err(|e| reg4rec_data::DataError::io(&self.path, e))?;
-        Ok(())
-    }
-
-    fn records(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    }
-
-    fn truncate_after(&self, step: u64) -> Result<()> {
-        let kept: String = self
-            .records()
-            .into_iter()
-            .filter(|r| {
-                r.get("step")
-                    .and_then(|s| s.as_u64())
-                    .is_some_and(|s| s <= step)
-            })
-            .map(|r| r.to_string() + "\n")
-            .collect();
-        write_atomic(&self.path, kept.as_bytes())?;
-        Ok(())
-    }
 }
 
 /// The optimizer settings of AlignConfig in the model crate's AdamW config.
@@ -323,9 +281,7 @@ pub fn align(
     }
 
     let mut opt = AdamW::new(policy.var_store(), &adamw_config(cfg));
-    let log = MetricsLog {
-        path: run.metrics(),
-    };
+    let log = JsonlLog::new(run.metrics());
     let builder = BatchBuilder {
         vocab: policy.vocab(),
         history_len: policy.config().history_len,

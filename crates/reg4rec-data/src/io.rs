@@ -78,6 +78,63 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
     Ok(())
 }
 
+/// An append-only JSON-lines log of training records (`metrics.jsonl`): one JSON object per line, appended as
+/// it happens; on resume, [`JsonlLog::truncate_after`] cuts it back (atomically) to the records of the steps the
+/// checkpoint covers, so a resumed run's log equals an uninterrupted run's.
+#[derive(Debug, Clone)]
+pub struct JsonlLog {
+    path: std::path::PathBuf,
+}
+
+impl JsonlLog {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        JsonlLog { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record as a line.
+    pub fn append(&self, record: &serde_json::Value) -> Result<()> {
+        let mut line = record.to_string();
+        line.push('\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .map_err(|e| DataError::io(&self.path, e))
+    }
+
+    /// Every parseable record (none when the file does not exist).
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Keeps only the records whose `step` is at most `step`.
+    pub fn truncate_after(&self, step: u64) -> Result<()> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        let kept: String = self
+            .records()
+            .into_iter()
+            .filter(|r| {
+                r.get("step")
+                    .and_then(|s| s.as_u64())
+                    .is_some_and(|s| s <= step)
+            })
+            .map(|r| r.to_string() + "\n")
+            .collect();
+        write_atomic(&self.path, kept.as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +158,23 @@ mod tests {
         let err = write_atomic_with(&p, |_| Err(std::io::Error::other("boom")));
         assert!(err.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
+    }
+
+    #[test]
+    fn jsonl_log_truncates_to_a_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = JsonlLog::new(dir.path().join("metrics.jsonl"));
+        log.truncate_after(0).unwrap();
+        for step in 1..=4u64 {
+            log.append(&serde_json::json!({ "step": step })).unwrap();
+        }
+        log.truncate_after(2).unwrap();
+        let steps: Vec<u64> = log
+            .records()
+            .iter()
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![1, 2]);
     }
 
     #[test]

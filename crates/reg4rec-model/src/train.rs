@@ -19,13 +19,13 @@ use crate::vocab::Vocab;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use reg4rec_data::io::write_atomic;
+use reg4rec_data::io::JsonlLog;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_precision::{Ladq, PrecisionMode};
 use reg4rec_tokenizer::index::Codes;
 use serde::Serialize;
 use serde_json::json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -134,45 +134,6 @@ pub fn validation_loss(
     Ok((sums[0] / n, sums[1] / n, sums[2] / n))
 }
 
-/// Append-only `metrics.jsonl`: one `write` per record on a file opened in append mode. On resume the file is
-/// first cut back (atomically) to the records of the steps the checkpoint covers.
-struct MetricsLog {
-    path: PathBuf,
-}
-
-impl MetricsLog {
-    fn append(&self, record: &serde_json::Value) -> Result<()> {
-        let mut line = record.to_string();
-        line.push('\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| reg4rec_data::DataError::io(&self.path, e))?;
-        f.write_all(line.as_bytes())
-            .map_err(|e| reg4rec_data::DataError::io(&self.path, e))?;
-        Ok(())
-    }
-
-    fn truncate_after(&self, step: u64) -> Result<()> {
-        let Ok(text) = std::fs::read_to_string(&self.path) else {
-            return Ok(());
-        };
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                    .is_some_and(|s| s <= step)
-            })
-            .flat_map(|l| [l, "\n"])
-            .collect();
-        write_atomic(&self.path, kept.as_bytes())?;
-        Ok(())
-    }
-}
-
 /// [`pretrain`] with options (validation-metric callback, step limit).
 #[allow(clippy::too_many_arguments)]
 pub fn pretrain_with(
@@ -247,9 +208,7 @@ pub fn pretrain_with(
     let precision = train_cfg.precision_mode();
     model.set_bf16(precision == PrecisionMode::Bf16);
     let mut opt = AdamW::new(model.var_store(), train_cfg);
-    let log = MetricsLog {
-        path: run.metrics(),
-    };
+    let log = JsonlLog::new(run.metrics());
     let mut state = match run.load_latest(&mut model, &mut opt)? {
         Some(s) => {
             log.truncate_after(s.step)?;
