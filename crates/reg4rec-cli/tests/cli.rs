@@ -3,14 +3,35 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn reg4rec(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reg4rec"))
-        .args(args)
+/// The binary with `args`, run in `cwd`, without progress bars and with warnings-only logs.
+fn command(args: &[String], cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reg4rec"));
+    c.args(args)
         .current_dir(cwd)
         .env("REG4REC_NO_PROGRESS", "1")
-        .env("REG4REC_LOG", "warn")
+        .env("REG4REC_LOG", "warn");
+    c
+}
+
+fn reg4rec(args: &[&str], cwd: &Path) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    command(&args, cwd)
         .output()
         .expect("the reg4rec binary runs")
+}
+
+/// `pipeline --data CSV --preset smoke --out OUT` plus `--set` overrides.
+fn smoke_pipeline(csv: &Path, out: &Path, sets: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["pipeline", "--data", csv.to_str().unwrap()]
+        .iter()
+        .chain(&["--preset", "smoke", "--out", out.to_str().unwrap()])
+        .map(|s| s.to_string())
+        .collect();
+    for s in sets {
+        a.push("--set".into());
+        a.push(s.to_string());
+    }
+    a
 }
 
 /// A CSV log of `users` users with cyclic, partly shared sequences over `items` items with 3 categories.
@@ -104,16 +125,8 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write_csv(dir.path(), 60, 50);
     let out = dir.path().join("run");
-    let args = [
-        "pipeline",
-        "--data",
-        csv.to_str().unwrap(),
-        "--preset",
-        "smoke",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    let o = reg4rec(&args, dir.path());
+    let args = smoke_pipeline(&csv, &out, &[]);
+    let o = command(&args, dir.path()).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -200,7 +213,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown item id `nope`"));
     // A second run reuses every finished stage and reproduces the report exactly.
     let first = std::fs::read_to_string(out.join("report.json")).unwrap();
-    let o = reg4rec(&args, dir.path());
+    let o = command(&args, dir.path()).output().unwrap();
     assert!(o.status.success());
     let second = std::fs::read_to_string(out.join("report.json")).unwrap();
     assert!(first == second, "the cached re-run changed the report");
@@ -211,24 +224,12 @@ fn a_pipeline_killed_during_pretraining_resumes_it() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write_csv(dir.path(), 200, 60);
     let out = dir.path().join("run");
-    let args = [
-        "pipeline",
-        "--data",
-        csv.to_str().unwrap(),
-        "--preset",
-        "smoke",
-        "--out",
-        out.to_str().unwrap(),
-        "--set",
-        "pretrain.epochs=6",
-        "--set",
-        "pretrain.checkpoint_every=1",
-    ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reg4rec"))
-        .args(args)
-        .current_dir(dir.path())
-        .env("REG4REC_NO_PROGRESS", "1")
-        .env("REG4REC_LOG", "warn")
+    let args = smoke_pipeline(
+        &csv,
+        &out,
+        &["pretrain.epochs=6", "pretrain.checkpoint_every=1"],
+    );
+    let mut child = command(&args, dir.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -255,10 +256,7 @@ fn a_pipeline_killed_during_pretraining_resumes_it() {
         !stage.join("result.json").exists(),
         "pre-training finished before the kill; the test needs a longer stage"
     );
-    let o = Command::new(env!("CARGO_BIN_EXE_reg4rec"))
-        .args(args)
-        .current_dir(dir.path())
-        .env("REG4REC_NO_PROGRESS", "1")
+    let o = command(&args, dir.path())
         .env("REG4REC_LOG", "info")
         .output()
         .unwrap();
