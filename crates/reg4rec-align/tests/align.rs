@@ -90,6 +90,8 @@ fn set_probability(
 
 #[test]
 fn grpo_raises_the_probability_of_the_rewarded_path() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
     let (ds, codes) = synthetic(12, 4, 6);
     let index = ItemIndex::new(&codes).unwrap();
     tch::manual_seed(3);
@@ -203,6 +205,8 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
 
 #[test]
 fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
     let (_, codes) = synthetic(12, 1, 3);
     let index = ItemIndex::new(&codes).unwrap();
     tch::manual_seed(1);
@@ -259,6 +263,8 @@ fn pretrained(dir: &std::path::Path, ds: &Dataset, split: &LeaveOneOut, codes: &
 
 #[test]
 fn align_logs_keeps_the_best_and_resumes_exactly() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
     std::env::set_var("REG4REC_NO_PROGRESS", "1");
     let (ds, codes) = synthetic(12, 24, 7);
     let split = LeaveOneOut::new(&ds);

@@ -26,3 +26,10 @@ pub use model::{Decoded, Encoded, Reg4RecModel};
 pub use reg4rec_precision::{LadqConfig, PrecisionMode};
 pub use train::{pretrain, pretrain_with, PretrainOptions, PretrainReport};
 pub use vocab::Vocab;
+
+/// libtorch's random generator is process-global: code that seeds it and needs reproducible draws (tests
+/// running in parallel threads, several trainings in one process) holds this lock meanwhile.
+pub fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -16,8 +16,7 @@ use tch::{Device, Kind, Tensor};
 /// libtorch's RNG is process-global: tests that seed it run one at a time, on one intra-op thread (tiny ops do
 /// not gain from more, and spinning workers crawl on a shared machine).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let guard = reg4rec_model::torch_rng_lock();
     tch::set_num_threads(1);
     guard
 }
