@@ -3,6 +3,7 @@
 
 use crate::error::{AlignError, Result};
 use reg4rec_infer::InferConfig;
+use reg4rec_model::{LadqConfig, PrecisionMode};
 use serde::{Deserialize, Serialize};
 
 /// How the step-consistency reward decides that two adjacent steps agree.
@@ -96,6 +97,16 @@ pub struct AlignConfig {
     pub checkpoint_every: u64,
     /// Device: `cpu`, `cuda`, `cuda:N` or `auto`. Default `cpu`.
     pub device: String,
+    /// Compute precision of the policy's transformer projections during alignment (`reg4rec align
+    /// --precision`), as in pre-training: `fp32`, `bf16` (every linear layer and attention in bf16) or `ladq`
+    /// (per-layer fp32 / bf16 / fp8 from K-FAC traces sampled every `ladq.sample_every` GRPO steps on the
+    /// policy-gradient update, history in the run directory). Sampling, the update and validation all run at the
+    /// policy's current precisions; the frozen KL reference stays f32, and so do master weights, optimizer
+    /// state and losses. Independent of the precision the model was pre-trained with. Default `fp32`.
+    pub precision: PrecisionMode,
+    /// LADQ settings, used when `precision` is `ladq`. Default: `LadqConfig::default()` (sample every 100
+    /// steps, 25% of layers fp32, 25% fp8, history in `ladq.jsonl` of the alignment run directory).
+    pub ladq: LadqConfig,
 }
 
 impl Default for AlignConfig {
@@ -125,6 +136,8 @@ impl Default for AlignConfig {
             valid: InferConfig::default(),
             checkpoint_every: 0,
             device: "cpu".into(),
+            precision: PrecisionMode::Fp32,
+            ladq: LadqConfig::default(),
         }
     }
 }
@@ -234,6 +247,12 @@ impl AlignConfig {
             .validate()
             .map_err(|e| AlignError::config("valid", e.to_string()))?;
         self.device()?;
+        reg4rec_model::config::validate_ladq(&self.ladq).map_err(|e| match e {
+            reg4rec_model::ModelError::Config { field, message } => {
+                AlignError::config(field, message)
+            }
+            other => other.into(),
+        })?;
         Ok(())
     }
 
@@ -281,6 +300,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("rewards.category_hit"));
+        let e = AlignConfig {
+            ladq: LadqConfig {
+                sample_every: 0,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("ladq.sample_every"), "{e}");
+        let c: AlignConfig = serde_json::from_str(r#"{"precision": "ladq"}"#).unwrap();
+        assert_eq!(
+            (c.precision, AlignConfig::default().precision),
+            (PrecisionMode::Ladq, PrecisionMode::Fp32)
+        );
+        let e = serde_json::from_str::<AlignConfig>(r#"{"precision": "fp16"}"#).unwrap_err();
+        assert!(e.to_string().contains("fp16"), "{e}");
         let e = serde_json::from_str::<AlignConfig>(r#"{"group_sise": 3}"#).unwrap_err();
         assert!(e.to_string().contains("group_sise"), "{e}");
         let c: AlignConfig =

@@ -11,6 +11,8 @@
 //!                    Recall@10) and {"kind": "valid", ...} per validation (step 0 = the pre-trained model)
 //!   checkpoints/step-N/, latest.json, best/step-N.safetensors, best.json   (reg4rec_model::checkpoint::RunDir)
 //!   report.json      AlignReport
+//!   ladq.jsonl       with `precision = ladq`: K-FAC sensitivities and per-layer precisions, one line per
+//!                    sampling (reg4rec_precision::Ladq, as in pre-training)
 //! ```
 //!
 //! Determinism: contexts are the split's training examples shuffled per pass with ChaCha8 seeded by
@@ -37,7 +39,7 @@ use reg4rec_model::checkpoint::{
 };
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::train::validation_loss;
-use reg4rec_model::{Reg4RecModel, TrainConfig};
+use reg4rec_model::{precision_controller, Reg4RecModel, TrainConfig};
 use reg4rec_tokenizer::index::{Codes, ItemIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -218,7 +220,7 @@ pub fn align(
 ) -> Result<AlignReport> {
     cfg.validate()?;
     let device = cfg.device()?;
-    let (policy, pre_cfg) = load_model(pretrained, Which::Best, device)?;
+    let (mut policy, pre_cfg) = load_model(pretrained, Which::Best, device)?;
     let (reference, _) = load_model(pretrained, Which::Best, device)?;
     let pre_best: Best = read_json(&RunDir::new(pretrained).best())?;
     let hash = codes_hash(codes);
@@ -291,9 +293,18 @@ pub fn align(
     let valid_split = first_users(split, cfg.valid_users);
     let lambda_cat = pre_cfg.train.lambda_cat;
     let mut valid_secs = 0.0f64;
-    let mut policy = policy;
 
-    let mut state = match run.load_latest(&mut policy, &mut opt)? {
+    let resumed = run.load_latest(&mut policy, &mut opt)?;
+    // The policy's precision (ladq: restored from the history up to the resumed step); the step-0 validation
+    // of a fresh run already runs under it.
+    let mut ladq = precision_controller(
+        &mut policy,
+        cfg.precision,
+        &cfg.ladq,
+        Some(run_dir),
+        resumed.as_ref().map_or(0, |s| s.step),
+    )?;
+    let mut state = match resumed {
         Some(s) => {
             log.truncate_after(s.step)?;
             s
@@ -396,7 +407,14 @@ pub fn align(
         };
         tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(step));
+        // LADQ sampling steps (0-based step index, as in pre-training): the policy's projections capture their
+        // inputs and output gradients in the gradient-tracked passes (path sampling and the reference run
+        // under no_grad and record nothing); with ppo_epochs > 1 the updates of the step are pooled.
+        ladq.begin_step(state.step);
         let stats = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, lr, &mut rng)?;
+        // The GRPO loss is a mean over the step's sampled paths (and their tokens).
+        ladq.end_step(state.step, (batch.len * cfg.group_size) as f64)
+            .map_err(reg4rec_model::ModelError::from)?;
         let secs = t.elapsed().as_secs_f64();
         train_secs += secs;
         state.step = step;

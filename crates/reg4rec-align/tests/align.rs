@@ -1,5 +1,6 @@
 //! PARS on tiny seeded synthetic data (CPU): GRPO raises the probability of a rewarded path, and the alignment
-//! loop logs every component, keeps the best weights (step 0 = pre-trained), and resumes exactly.
+//! loop logs every component, keeps the best weights (step 0 = pre-trained), and resumes exactly; under bf16 and
+//! LADQ it tracks the fp32 run and writes the LADQ history.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,7 +13,9 @@ use reg4rec_model::batch::BatchBuilder;
 use reg4rec_model::checkpoint::{load_model, Which};
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::vocab::N_SPECIAL;
-use reg4rec_model::{pretrain, ModelConfig, Reg4RecModel, TrainConfig, Vocab};
+use reg4rec_model::{
+    pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, TrainConfig, Vocab,
+};
 use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
 use tch::{Device, Kind, Tensor};
 
@@ -363,4 +366,121 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
         assert_eq!(x["reward"], y["reward"]);
         assert_eq!(x["kl"], y["kl"]);
     }
+}
+
+/// The validation CRSS loss of the last validation record in a run's `metrics.jsonl`.
+fn last_valid_loss(run: &std::path::Path) -> f64 {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for r in records.iter().filter(|r| r["kind"] == "step") {
+        for key in ["loss", "kl", "policy_loss"] {
+            let v = r[key].as_f64().unwrap();
+            assert!(
+                v.is_finite(),
+                "{}: step {} {key} = {v}",
+                run.display(),
+                r["step"]
+            );
+        }
+    }
+    records
+        .iter()
+        .rev()
+        .find(|r| r["kind"] == "valid")
+        .and_then(|r| r["valid_loss"].as_f64())
+        .unwrap()
+}
+
+#[test]
+fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
+    let _rng = reg4rec_model::torch_rng_lock();
+    std::env::set_var("REG4REC_NO_PROGRESS", "1");
+    let (ds, codes) = synthetic(12, 24, 7);
+    let split = LeaveOneOut::new(&ds);
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    pretrained(&pre, &ds, &split, &codes);
+    let fp32 = AlignConfig {
+        steps: 4,
+        lr: 1e-3,
+        ..AlignConfig::smoke_preset()
+    };
+    let ladq = AlignConfig {
+        precision: PrecisionMode::Ladq,
+        ladq: LadqConfig {
+            sample_every: 2,
+            ..Default::default()
+        },
+        ..fp32.clone()
+    };
+    let bf16 = AlignConfig {
+        precision: PrecisionMode::Bf16,
+        ..fp32.clone()
+    };
+    let mut valid_loss = Vec::new();
+    for (name, cfg) in [("fp32", &fp32), ("bf16", &bf16), ("ladq", &ladq)] {
+        let run = tmp.path().join(name);
+        let rep = align(&ds, &split, &codes, &pre, cfg, &run, false).unwrap();
+        assert_eq!(rep.steps, 4, "{name}");
+        assert_eq!(run.join("ladq.jsonl").exists(), name == "ladq", "{name}");
+        valid_loss.push(last_valid_loss(&run));
+    }
+    // After the same GRPO steps the policy's validation loss stays close to the fp32 run's.
+    eprintln!("validation loss after 4 steps, fp32 / bf16 / ladq: {valid_loss:?}");
+    assert_ne!(valid_loss[1], valid_loss[0], "bf16 compute is in effect");
+    for (name, l) in ["bf16", "ladq"].iter().zip(&valid_loss[1..]) {
+        let l32 = valid_loss[0];
+        assert!(
+            (l - l32).abs() <= 0.05 * l32,
+            "fp32 valid loss {l32}, {name} {l}"
+        );
+    }
+
+    // One history line per sampling (steps 0 and 2), every projection of the policy ranked from the GRPO update:
+    // 4 fp32, 8 bf16, 4 fp8 of 16.
+    let hist = std::fs::read_to_string(tmp.path().join("ladq/ladq.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = hist
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+    for l in &lines {
+        assert_eq!(l["counts"], serde_json::json!([4, 8, 4]));
+        let layers = l["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 16);
+        assert!(layers
+            .iter()
+            .all(|x| x["rows"].as_i64().unwrap() > 0 && x["sensitivity"].as_f64().unwrap() > 0.0));
+    }
+
+    // Stopped after 2 steps and resumed: the same history and weights as the uninterrupted ladq run.
+    let part = tmp.path().join("ladq-part");
+    let two = AlignConfig {
+        steps: 2,
+        ..ladq.clone()
+    };
+    align(&ds, &split, &codes, &pre, &two, &part, false).unwrap();
+    align(&ds, &split, &codes, &pre, &ladq, &part, true).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(part.join("ladq.jsonl")).unwrap(),
+        hist
+    );
+    let (a, _) = load_model(&tmp.path().join("ladq"), Which::Latest, Device::Cpu).unwrap();
+    let (b, _) = load_model(&part, Which::Latest, Device::Cpu).unwrap();
+    let vb = b.var_store().variables();
+    for (na, ta) in a.var_store().variables() {
+        let diff = (ta - &vb[&na]).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{na}: {diff}");
+    }
+    // Resume refuses another precision.
+    assert!(align(&ds, &split, &codes, &pre, &bf16, &part, true).is_err());
 }

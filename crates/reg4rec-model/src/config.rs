@@ -280,13 +280,7 @@ impl TrainConfig {
                 "bf16: true conflicts with precision = ladq; set only precision",
             ));
         }
-        self.ladq.validate().map_err(|e| match e {
-            PrecisionError::Config { field, message } => {
-                ModelError::config(format!("ladq.{field}"), message)
-            }
-            other => ModelError::config("ladq", other.to_string()),
-        })?;
-        Ok(())
+        validate_ladq(&self.ladq)
     }
 
     /// The precision mode in effect: `bf16` when `bf16` is set, else `precision`.
@@ -302,6 +296,17 @@ impl TrainConfig {
     pub fn device(&self) -> Result<tch::Device> {
         parse_device(&self.device)
     }
+}
+
+/// Checks a [`LadqConfig`] nested under the field `ladq` of a trainer config (pre-training, alignment); the
+/// error names the field as `ladq.<field>`.
+pub fn validate_ladq(ladq: &LadqConfig) -> Result<()> {
+    ladq.validate().map_err(|e| match e {
+        PrecisionError::Config { field, message } => {
+            ModelError::config(format!("ladq.{field}"), message)
+        }
+        other => ModelError::config("ladq", other.to_string()),
+    })
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` or `auto`.

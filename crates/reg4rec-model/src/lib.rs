@@ -24,7 +24,7 @@ pub use config::{Mode, ModelConfig, Schedule, TrainConfig};
 pub use error::{ModelError, Result};
 pub use model::{Decoded, Encoded, Reg4RecModel};
 pub use reg4rec_precision::{LadqConfig, PrecisionMode};
-pub use train::{pretrain, pretrain_with, PretrainOptions, PretrainReport};
+pub use train::{precision_controller, pretrain, pretrain_with, PretrainOptions, PretrainReport};
 pub use vocab::Vocab;
 
 /// libtorch's random generator is process-global: code that seeds it and needs reproducible draws (tests

@@ -22,7 +22,7 @@ use reg4rec_data::io::write_atomic;
 use reg4rec_data::io::JsonlLog;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
-use reg4rec_precision::{Ladq, PrecisionMode};
+use reg4rec_precision::{Ladq, LadqConfig, PrecisionMode};
 use reg4rec_tokenizer::index::Codes;
 use serde::Serialize;
 use serde_json::json;
@@ -89,6 +89,29 @@ pub fn pretrain(
         resume,
         PretrainOptions::default(),
     )
+}
+
+/// Puts `model` under precision `mode` for a training run that is about to run optimizer step `step` (0 for a
+/// fresh run) and returns the [`Ladq`] controller the trainer calls around each step (`begin_step` before the
+/// forward pass, `end_step` after `backward`). `bf16`: every linear layer and attention in bf16; `ladq`: every
+/// LADQ projection fp32 until the first sampling, or the last assignment in `run_dir/<ladq.history_file>` before
+/// `step` when resuming (later history lines are dropped); `fp32`: everything f32. Shared by pre-training and
+/// alignment so that both honour `--precision` the same way.
+pub fn precision_controller(
+    model: &mut Reg4RecModel,
+    mode: PrecisionMode,
+    ladq: &LadqConfig,
+    run_dir: Option<&Path>,
+    step: u64,
+) -> Result<Ladq> {
+    model.set_bf16(mode == PrecisionMode::Bf16);
+    Ok(Ladq::resume(
+        mode,
+        ladq,
+        model.ladq_layers(),
+        run_dir,
+        step,
+    )?)
 }
 
 /// Validation loss over every split user (history = training part, target = validation item), in eval mode.
@@ -205,8 +228,6 @@ pub fn pretrain_with(
 
     tch::manual_seed(train_cfg.seed as i64);
     let mut model = Reg4RecModel::new(model_cfg, vocab, ds.n_categories(), device)?;
-    let precision = train_cfg.precision_mode();
-    model.set_bf16(precision == PrecisionMode::Bf16);
     let mut opt = AdamW::new(model.var_store(), train_cfg);
     let log = JsonlLog::new(run.metrics());
     let mut state = match run.load_latest(&mut model, &mut opt)? {
@@ -232,11 +253,10 @@ pub fn pretrain_with(
             }
         }
     };
-    // Precision per LADQ layer (ladq: restored from `ladq.jsonl` up to the resumed step).
-    let mut ladq = Ladq::resume(
-        precision,
+    let mut ladq = precision_controller(
+        &mut model,
+        train_cfg.precision_mode(),
         &train_cfg.ladq,
-        model.ladq_layers(),
         Some(run_dir),
         state.step,
     )?;

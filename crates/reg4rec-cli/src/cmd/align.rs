@@ -5,6 +5,7 @@ use crate::{artifacts, ops};
 use anyhow::Result;
 use clap::Args;
 use reg4rec_data::LeaveOneOut;
+use reg4rec_model::PrecisionMode;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -15,6 +16,11 @@ pub struct AlignArgs {
     /// Run directory of the aligned model.
     #[arg(long)]
     pub out: PathBuf,
+    /// Compute precision of the policy's linear layers during alignment: fp32, bf16, or ladq (per-layer
+    /// fp32/bf16/fp8 from K-FAC traces, history in `--out`/ladq.jsonl). Default: the config's
+    /// `align.precision`.
+    #[arg(long)]
+    pub precision: Option<PrecisionMode>,
     /// Continue the run in `--out` from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -23,7 +29,11 @@ pub struct AlignArgs {
 }
 
 pub fn run(a: AlignArgs) -> Result<()> {
-    let cfg = a.config.resolve()?;
+    let mut cfg = a.config.resolve()?;
+    if let Some(p) = a.precision {
+        cfg.align.precision = p;
+        cfg.align.validate()?;
+    }
     let (_, data) = artifacts::read_extras(&a.model)?;
     let ds = data.load()?;
     let split = LeaveOneOut::new(&ds);
