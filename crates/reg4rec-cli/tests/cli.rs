@@ -169,9 +169,41 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let sweep = report["theta_sweep"].as_array().unwrap();
     assert_eq!(sweep.len(), 2, "the smoke sweep is 0.06 and off");
     assert!(sweep.iter().any(|p| p["theta"].is_null()));
-    assert!(std::fs::read_to_string(out.join("report.md"))
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| sasrec-ce |"));
+    // Every figure is drawn, is an SVG with data in it, and is linked from report.md.
+    let figures: Vec<&str> = report["figures"]
+        .as_array()
         .unwrap()
-        .contains("| sasrec-ce |"));
+        .iter()
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        figures,
+        [
+            "plots/pretrain-loss.svg",
+            "plots/valid-recall.svg",
+            "plots/align-reward.svg",
+            "plots/align-valid-recall.svg",
+            "plots/theta-sweep.svg",
+            "plots/codebooks.svg"
+        ]
+    );
+    for f in figures {
+        let svg = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
+        assert!(
+            svg.contains("<polyline") || svg.contains("</title></rect>"),
+            "{f} draws nothing"
+        );
+        assert!(
+            md.contains(&format!("]({f})")),
+            "report.md does not link {f}"
+        );
+    }
     // The trained model answers recommendation requests with explained paths.
     let model = out.join("stages/align-reg4rec");
     let o = reg4rec(

@@ -2,7 +2,9 @@
 //! finished stages and an interrupted run resumes.
 
 mod config;
+mod figures;
 mod generative;
+mod plot;
 mod report;
 mod stage;
 
@@ -97,7 +99,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         precision = g.precision;
     }
 
-    let report = Report {
+    let mut report = Report {
         dataset: name,
         preset: preset.clone(),
         users: split.n_users(),
@@ -107,7 +109,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         methods,
         theta_sweep: sweep,
         precision,
+        figures: Vec::new(),
     };
+    report.figures = figures::write(&out, &report, (cfg.mpq.d, cfg.rqvae.d))?;
     report.write(&out)?;
     print!("{}", report.markdown());
     eprintln!("report written to {}", out.join("report.json").display());

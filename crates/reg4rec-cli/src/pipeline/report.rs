@@ -3,6 +3,7 @@
 //! `{"dataset", "preset", "users", "items", "protocol": {"split", "ranking", "filter_history", "tie_breaking"},
 //! "methods": [{"name", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "train_seconds", "eval_seconds", ...}]}`
 
+use super::figures::Figure;
 use anyhow::Result;
 use reg4rec_data::io::{write_atomic, write_json_atomic};
 use reg4rec_data::Metrics;
@@ -76,6 +77,9 @@ pub struct Report {
     /// `pipeline.precisions` asks for it).
     #[serde(default)]
     pub precision: Vec<PrecisionPoint>,
+    /// SVG figures under the run directory (training curves, the CORP sweep, codebook utilisation).
+    #[serde(default)]
+    pub figures: Vec<Figure>,
 }
 
 /// One pre-training precision: its speed and the quality of its model (pre-trained, CORP on, test split).
@@ -174,6 +178,12 @@ impl Report {
                     "| {theta} | {:.4} | {:.4} | {} |\n",
                     p.recall_10, p.ndcg_10, p.pruned_paths
                 ));
+            }
+        }
+        if !self.figures.is_empty() {
+            s.push_str("\nFigures:\n\n");
+            for f in &self.figures {
+                s.push_str(&format!("![{}]({})\n\n", f.caption, f.file));
             }
         }
         s

@@ -1,0 +1,270 @@
+//! The report's figures, drawn from what the stages left in the run directory: training curves (pre-training
+//! loss, validation Recall@10 per epoch, GRPO reward and validation Recall@10 per step), the CORP threshold sweep
+//! and the tokenizers' codebook utilisation. Each figure is an SVG under `<run>/plots/`; a stage that did not run
+//! (e.g. `pipeline.generative = false`) just leaves its curve out.
+
+use super::plot::{BarChart, LineChart, Series};
+use super::report::Report;
+use anyhow::{Context, Result};
+use reg4rec_data::io::write_atomic;
+use serde_json::Value;
+use std::path::Path;
+
+/// Pre-training stages drawn in the curves, with their legend names.
+const PRETRAIN: [(&str, &str); 3] = [
+    ("pretrain-reg4rec", "reg4rec"),
+    ("pretrain-reg4rec-no-mpq", "reg4rec-no-mpq"),
+    ("pretrain-tiger", "tiger"),
+];
+/// Alignment stages drawn in the curves.
+const ALIGN: [(&str, &str); 3] = [
+    ("align-reg4rec", "reg4rec (PARS + MSRA)"),
+    ("align-reg4rec-no-msra", "reg4rec-no-msra"),
+    ("align-reg4rec-no-mpq", "reg4rec-no-mpq"),
+];
+
+/// One figure: its file name under `plots/` and a caption for `report.md`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Figure {
+    pub file: String,
+    pub caption: String,
+}
+
+/// JSON lines of a stage's `metrics.jsonl` with the given `kind` (missing file: none).
+fn records(stage: &Path, kind: &str) -> Result<Vec<Value>> {
+    let path = stage.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a JSON record", path.display(), n + 1))?;
+        if v["kind"] == kind {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn curve(name: &str, recs: &[Value], x: &str, y: impl Fn(&Value) -> Option<f64>) -> Series {
+    Series {
+        name: name.to_string(),
+        points: recs
+            .iter()
+            .filter_map(|r| Some((r[x].as_f64()?, y(r)?)))
+            .collect(),
+    }
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// Draws every figure into `<run>/plots/` (atomically) and returns them in report order.
+pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Result<Vec<Figure>> {
+    let stages = run.join("stages");
+    let mut figures = Vec::new();
+    let mut save = |file: &str, caption: &str, svg: String| -> Result<()> {
+        write_atomic(&run.join("plots").join(file), svg.as_bytes())?;
+        figures.push(Figure {
+            file: format!("plots/{file}"),
+            caption: caption.to_string(),
+        });
+        Ok(())
+    };
+
+    let mut loss = Vec::new();
+    let mut valid = Vec::new();
+    for (stage, name) in PRETRAIN {
+        let dir = stages.join(stage);
+        loss.push(curve(name, &records(&dir, "step")?, "step", |r| {
+            r["loss"].as_f64()
+        }));
+        // Epochs are 0-based in the log; drawn as "after epoch 1, 2, ...".
+        valid.push(curve(name, &records(&dir, "epoch")?, "epoch", |r| {
+            r["valid_metric"].as_f64()
+        }));
+        for p in &mut valid
+            .last_mut()
+            .into_iter()
+            .flat_map(|s| s.points.iter_mut())
+        {
+            p.0 += 1.0;
+        }
+    }
+    if let Ok(state) = std::fs::read(stages.join("sasrec-ce/state.json")) {
+        let state: Value = serde_json::from_slice(&state).context("sasrec-ce/state.json")?;
+        let history = state["history"].as_array().cloned().unwrap_or_default();
+        valid.push(curve("sasrec-ce", &history, "epoch", |r| {
+            r["valid_recall10"].as_f64()
+        }));
+    }
+    if loss.iter().any(|s| !s.points.is_empty()) {
+        save(
+            "pretrain-loss.svg",
+            "Pre-training loss per logged step (token loss + lambda_cat * category loss)",
+            LineChart {
+                title: "Pre-training loss".into(),
+                x_label: "optimizer step".into(),
+                y_label: "training loss".into(),
+                series: loss,
+            }
+            .svg(),
+        )?;
+    }
+    if valid.iter().any(|s| !s.points.is_empty()) {
+        save(
+            "valid-recall.svg",
+            "Validation Recall@10 after each epoch (the pre-training stages search a seeded subset of \
+             `pipeline.valid_users` users; SASRec ranks all users)",
+            LineChart {
+                title: "Validation Recall@10 per epoch".into(),
+                x_label: "epoch".into(),
+                y_label: "Recall@10 (validation)".into(),
+                series: valid,
+            }
+            .svg(),
+        )?;
+    }
+
+    let mut reward = Vec::new();
+    let mut align_valid = Vec::new();
+    for (stage, name) in ALIGN {
+        let dir = stages.join(stage);
+        reward.push(curve(name, &records(&dir, "step")?, "step", |r| {
+            r["reward"].as_f64()
+        }));
+        align_valid.push(curve(name, &records(&dir, "valid")?, "step", |r| {
+            r["recall@10"].as_f64()
+        }));
+    }
+    if reward.iter().any(|s| !s.points.is_empty()) {
+        save(
+            "align-reward.svg",
+            "GRPO: mean total reward of the sampled paths per step (all four rewards, MSRA windows included)",
+            LineChart {
+                title: "Alignment reward".into(),
+                x_label: "GRPO step".into(),
+                y_label: "mean reward".into(),
+                series: reward,
+            }
+            .svg(),
+        )?;
+        save(
+            "align-valid-recall.svg",
+            "GRPO: validation Recall@10 at each validation (step 0 is the pre-trained model; the best is kept)",
+            LineChart {
+                title: "Validation Recall@10 during alignment".into(),
+                x_label: "GRPO step".into(),
+                y_label: "Recall@10 (validation)".into(),
+                series: align_valid,
+            }
+            .svg(),
+        )?;
+    }
+
+    if !report.theta_sweep.is_empty() {
+        let labels = report
+            .theta_sweep
+            .iter()
+            .map(|p| p.theta.map_or("off".to_string(), |t| format!("{t:.2}")))
+            .collect();
+        save(
+            "theta-sweep.svg",
+            "CORP threshold sweep on the validation split (full model)",
+            BarChart {
+                title: "CORP threshold theta".into(),
+                y_label: "validation metric".into(),
+                categories: labels,
+                groups: vec![
+                    (
+                        "Recall@10".into(),
+                        report.theta_sweep.iter().map(|p| p.recall_10).collect(),
+                    ),
+                    (
+                        "NDCG@10".into(),
+                        report.theta_sweep.iter().map(|p| p.ndcg_10).collect(),
+                    ),
+                ],
+            }
+            .svg(),
+        )?;
+    }
+
+    let mut groups = Vec::new();
+    let mut m = 0;
+    for (kind, d) in [("mpq", codebook_sizes.0), ("rqvae", codebook_sizes.1)] {
+        let Ok(bytes) = std::fs::read(stages.join(format!("tokenizer-{kind}/result.json"))) else {
+            continue;
+        };
+        let v: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("tokenizer-{kind}/result.json"))?;
+        let r = &v["result"]["report"];
+        let util = f64s(&r["utilisation"]);
+        let perp: Vec<f64> = f64s(&r["perplexity"])
+            .iter()
+            .map(|p| p / d.max(1) as f64)
+            .collect();
+        m = m.max(util.len());
+        groups.push((format!("{kind} utilisation"), util));
+        groups.push((format!("{kind} perplexity / D"), perp));
+    }
+    if !groups.is_empty() {
+        save(
+            "codebooks.svg",
+            "Codebook utilisation (fraction of the D codes used by some item) and perplexity / D per codebook",
+            BarChart {
+                title: "Codebook utilisation".into(),
+                y_label: "fraction of D".into(),
+                categories: (1..=m).map(|i| format!("codebook {i}")).collect(),
+                groups,
+            }
+            .svg(),
+        )?;
+    }
+    Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_metrics_log_is_named_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metrics.jsonl"),
+            "{\"kind\":\"step\",\"step\":1,\"loss\":2.0}\n{oops\n",
+        )
+        .unwrap();
+        let err = records(dir.path(), "step").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("metrics.jsonl:2"), "{msg}");
+    }
+
+    #[test]
+    fn curves_take_only_records_of_the_kind_with_both_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metrics.jsonl"),
+            "{\"kind\":\"step\",\"step\":1,\"loss\":2.0}\n\
+             {\"kind\":\"epoch\",\"epoch\":0,\"valid_metric\":0.1}\n\
+             {\"kind\":\"step\",\"step\":2}\n\
+             {\"kind\":\"step\",\"step\":3,\"loss\":1.5}\n",
+        )
+        .unwrap();
+        let recs = records(dir.path(), "step").unwrap();
+        let s = curve("x", &recs, "step", |r| r["loss"].as_f64());
+        assert_eq!(s.points, vec![(1.0, 2.0), (3.0, 1.5)]);
+        assert!(records(&dir.path().join("missing"), "step")
+            .unwrap()
+            .is_empty());
+    }
+}
