@@ -46,6 +46,20 @@ impl Codebook {
         (x2 - x.matmul(&self.embed.tr()) * 2.0 + c2).clamp_min(0.0)
     }
 
+    /// Soft assignment of every row of `x` [batch, d_z] to the codewords: softmax over codes of
+    /// `-distance / (temperature * the row's mean distance to all codes)` (scale-free). The codewords are
+    /// detached: the gradient moves only `x`. [batch, d]
+    pub fn soft_assign(&self, x: &Tensor, temperature: f64) -> Tensor {
+        let c = self.embed.detach();
+        let dist = distances_to(x, &c);
+        let scale = dist
+            .mean_dim(-1, true, Kind::Float)
+            .detach()
+            .clamp_min(1e-12)
+            * temperature;
+        (-dist / scale).softmax(-1, Kind::Float)
+    }
+
     /// Nearest codeword of every row of `x` [batch, d_z], with the VQ losses.
     pub fn quantise(&self, x: &Tensor) -> Quantised {
         let codes = tch::no_grad(|| self.distances(x).argmin(-1, false)); // [batch]

@@ -25,16 +25,18 @@ mod router;
 pub mod rqvae;
 pub mod store;
 pub mod train;
+mod trained;
 
 pub use error::{Result, TokenizerError};
 pub use index::{Codes, ItemIndex, ReachSet, Token};
-pub use mpq::{MpqConfig, MpqTokenizer};
-pub use rqvae::{RqVaeConfig, RqVaeTokenizer};
+pub use mpq::MpqConfig;
+pub use rqvae::RqVaeConfig;
 pub use train::TrainConfig;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tch::{Kind, Tensor};
+use tch::Tensor;
+use trained::Network;
 
 /// Which tokenizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,14 +220,8 @@ pub fn train(
     config: &TokenizerConfig,
 ) -> Result<(Box<dyn ItemTokenizer>, TokenizerReport)> {
     Ok(match config {
-        TokenizerConfig::Mpq(c) => {
-            let (t, r) = MpqTokenizer::train(features, c)?;
-            (Box::new(t), r)
-        }
-        TokenizerConfig::RqVae(c) => {
-            let (t, r) = RqVaeTokenizer::train(features, c)?;
-            (Box::new(t), r)
-        }
+        TokenizerConfig::Mpq(c) => boxed(mpq::MpqTokenizer::train(features, c)?),
+        TokenizerConfig::RqVae(c) => boxed(rqvae::RqVaeTokenizer::train(features, c)?),
     })
 }
 
@@ -233,13 +229,24 @@ pub fn train(
 pub fn load(dir: &Path) -> Result<Box<dyn ItemTokenizer>> {
     let manifest = store::read_manifest(dir)?;
     Ok(match manifest.kind {
-        TokenizerKind::Mpq => Box::new(MpqTokenizer::load(dir, &manifest)?),
-        TokenizerKind::RqVae => Box::new(RqVaeTokenizer::load(dir, &manifest)?),
+        TokenizerKind::Mpq => Box::new(mpq::MpqTokenizer::load(dir, &manifest)?),
+        TokenizerKind::RqVae => Box::new(rqvae::RqVaeTokenizer::load(dir, &manifest)?),
     })
 }
 
-/// Shape checks shared by both configs.
-pub(crate) fn validate_shape(m: usize, d: usize, d_z: usize) -> Result<()> {
+fn boxed<N: Network + 'static>(
+    (t, r): (trained::Trained<N>, TokenizerReport),
+) -> (Box<dyn ItemTokenizer>, TokenizerReport) {
+    (Box::new(t), r)
+}
+
+/// The checks both configs share: the shape `(m, d, d_z)`, hidden `widths` (>= 1) and loss `weights` (finite,
+/// >= 0), each named by its field.
+pub(crate) fn validate_fields(
+    (m, d, d_z): (usize, usize, usize),
+    widths: &[(&str, usize)],
+    weights: &[(&str, f64)],
+) -> Result<()> {
     if !(1..=64).contains(&m) {
         return Err(TokenizerError::config("m", "must be in 1..=64"));
     }
@@ -249,38 +256,14 @@ pub(crate) fn validate_shape(m: usize, d: usize, d_z: usize) -> Result<()> {
     if d_z == 0 {
         return Err(TokenizerError::config("d_z", "must be >= 1"));
     }
-    Ok(())
-}
-
-pub(crate) fn check_input(features: &Tensor, input_dim: usize) -> Result<()> {
-    let size = features.size();
-    if size.len() != 2 || size[1] != input_dim as i64 {
-        return Err(TokenizerError::Shape {
-            name: "features".into(),
-            expected: vec![-1, input_dim as i64],
-            found: size,
-        });
+    if let Some((field, _)) = widths.iter().find(|(_, v)| *v == 0) {
+        return Err(TokenizerError::config(*field, "must be >= 1"));
+    }
+    if let Some((field, _)) = weights.iter().find(|(_, w)| !(w.is_finite() && *w >= 0.0)) {
+        return Err(TokenizerError::config(
+            *field,
+            "must be a finite number >= 0",
+        ));
     }
     Ok(())
-}
-
-/// Encodes every item, resolves collisions, and computes the report.
-pub(crate) fn finish(
-    model: &impl train::VqAutoencoder,
-    x: &Tensor,
-    ordered: bool,
-    started: std::time::Instant,
-) -> Result<(Codes, TokenizerReport)> {
-    let enc = train::encode_all(model, &x.to_kind(Kind::Float), ordered, 4096)?;
-    let res = collision::resolve(&enc.codes, &enc.dists)?;
-    let report = TokenizerReport {
-        collision_rate_before: res.rate_before,
-        collision_rate_after: res.rate_after,
-        utilisation: res.codes.utilisation(),
-        perplexity: res.codes.perplexity(),
-        recon_loss: enc.recon_loss,
-        orthogonality: enc.orthogonality,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    Ok((res.codes, report))
 }

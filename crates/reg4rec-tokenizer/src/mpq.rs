@@ -6,21 +6,21 @@
 //! reconstructs `v_hat = Dec(sum_r h_r(v) z_r)` from the router-weighted sum of the chosen (straight-through)
 //! codewords. Loss = `||v - v_hat||^2` + `orthogonality_weight` * mean squared cosine between the experts'
 //! normalised latents of the same item + `decorrelation_weight` * mean squared cross-correlation between
-//! different experts' latent dimensions over the batch + `codebook_weight` * `||sg(e_r) - c_r||^2` + `commitment_weight` *
+//! different experts' latent dimensions over the batch + `collision_weight` * log of the soft probability that
+//! two items of the batch share their code in every codebook (the experts then partition the items in
+//! complementary ways, so few tuples collide) + `codebook_weight` * `||sg(e_r) - c_r||^2` + `commitment_weight` *
 //! `||e_r - sg(c_r)||^2` (summed over experts). Codebooks start from k-means on the experts' latents after
 //! `train.warmup_epochs` epochs without quantisation; dead codes are restarted (see [`crate::train`]).
 
 use crate::codebook::Codebook;
 use crate::error::{Result, TokenizerError};
-use crate::index::Codes;
 use crate::mlp::Mlp;
 use crate::router::Router;
-use crate::store::{self, Manifest};
-use crate::train::{self, StepOut, TrainConfig, VqAutoencoder};
-use crate::{FeatureMatrix, ItemTokenizer, TokenizerKind, TokenizerReport};
+use crate::train::{StepOut, TrainConfig, VqAutoencoder};
+use crate::trained::{Network, Trained};
+use crate::TokenizerKind;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// MPQ hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,15 @@ pub struct MpqConfig {
     /// latent dimensions of different experts (the batch-level form of "orthogonal experts"; per-item cosines
     /// alone leave experts free to partition the items the same way, which makes tuples collide). Default 1.0.
     pub decorrelation_weight: f64,
+    /// Weight of the joint-code collision regulariser: the log of the soft probability that two different items
+    /// of a batch get the same code in EVERY codebook, `log mean_{i != k} prod_r <p_r(i), p_r(k)>` with
+    /// `p_r(i)` the soft assignment of item i's expert-r latent to codebook r (see `collision_temperature`).
+    /// Minimising it maximises the (Renyi-2) entropy of the joint token tuple, so the experts stop
+    /// partitioning the items the same way; the codewords get no gradient from it. 0 disables it. Default 0.0.
+    pub collision_weight: f64,
+    /// Temperature of the soft assignments of the collision regulariser, relative to each latent's mean squared
+    /// distance to the codewords of its codebook (scale-free). Default 0.05.
+    pub collision_temperature: f64,
     /// Weight of the codebook term `||sg(e) - c||^2`. Default 1.0.
     pub codebook_weight: f64,
     /// Weight (beta) of the commitment term `||e - sg(c)||^2`. Default 0.25.
@@ -60,6 +69,8 @@ impl Default for MpqConfig {
             decoder_hidden: 256,
             orthogonality_weight: 0.1,
             decorrelation_weight: 1.0,
+            collision_weight: 0.0,
+            collision_temperature: 0.05,
             codebook_weight: 1.0,
             commitment_weight: 0.25,
             train: TrainConfig::default(),
@@ -68,28 +79,27 @@ impl Default for MpqConfig {
 }
 
 impl MpqConfig {
+    /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
-        crate::validate_shape(self.m, self.d, self.d_z)?;
-        for (field, v) in [
-            ("encoder_hidden", self.encoder_hidden),
-            ("decoder_hidden", self.decoder_hidden),
-        ] {
-            if v == 0 {
-                return Err(TokenizerError::config(field, "must be >= 1"));
-            }
-        }
-        for (field, w) in [
-            ("orthogonality_weight", self.orthogonality_weight),
-            ("decorrelation_weight", self.decorrelation_weight),
-            ("codebook_weight", self.codebook_weight),
-            ("commitment_weight", self.commitment_weight),
-        ] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(TokenizerError::config(
-                    field,
-                    "must be a finite number >= 0",
-                ));
-            }
+        crate::validate_fields(
+            (self.m, self.d, self.d_z),
+            &[
+                ("encoder_hidden", self.encoder_hidden),
+                ("decoder_hidden", self.decoder_hidden),
+            ],
+            &[
+                ("orthogonality_weight", self.orthogonality_weight),
+                ("decorrelation_weight", self.decorrelation_weight),
+                ("collision_weight", self.collision_weight),
+                ("codebook_weight", self.codebook_weight),
+                ("commitment_weight", self.commitment_weight),
+            ],
+        )?;
+        if !(self.collision_temperature.is_finite() && self.collision_temperature > 0.0) {
+            return Err(TokenizerError::config(
+                "collision_temperature",
+                "must be a positive number",
+            ));
         }
         self.train.validate("train")
     }
@@ -116,7 +126,7 @@ impl Expert {
 }
 
 /// The MPQ network: `experts / r`, `router`, `decoder`.
-struct Mpq {
+pub(crate) struct Mpq {
     experts: Vec<Expert>,
     /// Kept beside `experts` so the training loop can borrow them as a slice.
     codebooks: Vec<Codebook>,
@@ -126,30 +136,6 @@ struct Mpq {
 }
 
 impl Mpq {
-    fn new(p: &nn::Path, input_dim: i64, cfg: &MpqConfig) -> Self {
-        let experts: Vec<Expert> = (0..cfg.m)
-            .map(|r| Expert::new(p / "experts" / r, input_dim, cfg))
-            .collect();
-        let codebooks = experts
-            .iter()
-            .map(|e| Codebook {
-                embed: e.codebook.embed.shallow_clone(),
-            })
-            .collect();
-        Mpq {
-            experts,
-            codebooks,
-            router: Router::new(p / "router", input_dim, cfg.m as i64),
-            decoder: Mlp::new(
-                p / "decoder",
-                cfg.d_z as i64,
-                cfg.decoder_hidden as i64,
-                input_dim,
-            ),
-            cfg: cfg.clone(),
-        }
-    }
-
     /// Decoder on the router-weighted sum of `z` (m tensors [batch, d_z]). [batch, input_dim]
     fn decode(&self, v: &Tensor, z: &[Tensor]) -> Tensor {
         let h = self.router.forward(v); // [batch, m]
@@ -192,6 +178,25 @@ fn decorrelation_penalty(latents: &[Tensor]) -> Tensor {
     (corr.pow_tensor_scalar(2) * cross).sum(Kind::Float) / ((m * (m - 1)).max(1) * d_z * d_z) as f64
 }
 
+/// Log of the mean, over ordered pairs of different rows, of the probability that both rows get the same code in
+/// every codebook under the soft assignments `soft` (m tensors [batch, d]). Scalar; 0 for a batch of one row.
+fn collision_penalty(soft: &[Tensor]) -> Tensor {
+    let b = soft[0].size()[0];
+    let device = soft[0].device();
+    if b < 2 {
+        return Tensor::zeros([], (Kind::Float, device));
+    }
+    let same_everywhere = soft
+        .iter()
+        .map(|p| p.matmul(&p.tr())) // [batch, batch]: P(same code in this codebook)
+        .fold(Tensor::ones([b, b], (Kind::Float, device)), |a, g| a * g);
+    let off_diagonal =
+        Tensor::ones([b, b], (Kind::Float, device)) - Tensor::eye(b, (Kind::Float, device));
+    ((same_everywhere * off_diagonal).sum(Kind::Float) / (b * (b - 1)) as f64)
+        .clamp_min(1e-30)
+        .log()
+}
+
 impl VqAutoencoder for Mpq {
     fn codebooks(&self) -> &[Codebook] {
         &self.codebooks
@@ -206,6 +211,17 @@ impl VqAutoencoder for Mpq {
         let orth = orthogonality_penalty(&latents) * self.cfg.orthogonality_weight;
         let decor = if self.cfg.decorrelation_weight > 0.0 && latents.len() > 1 {
             decorrelation_penalty(&latents) * self.cfg.decorrelation_weight
+        } else {
+            Tensor::zeros([], (Kind::Float, x.device()))
+        };
+        let collision = if quantise && self.cfg.collision_weight > 0.0 {
+            let soft: Vec<Tensor> = self
+                .codebooks
+                .iter()
+                .zip(&latents)
+                .map(|(cb, e)| cb.soft_assign(e, self.cfg.collision_temperature))
+                .collect();
+            collision_penalty(&soft) * self.cfg.collision_weight
         } else {
             Tensor::zeros([], (Kind::Float, x.device()))
         };
@@ -238,7 +254,7 @@ impl VqAutoencoder for Mpq {
             .pow_tensor_scalar(2)
             .sum_dim_intlist(-1, false, Kind::Float)
             .mean(Kind::Float);
-        let total = &recon + orth + decor + vq;
+        let total = &recon + orth + decor + collision + vq;
         StepOut {
             total,
             recon,
@@ -257,93 +273,72 @@ impl VqAutoencoder for Mpq {
     }
 }
 
-/// A trained MPQ tokenizer: the network and every item's distinct, unordered token tuple.
-pub struct MpqTokenizer {
-    cfg: MpqConfig,
-    input_dim: usize,
-    vs: nn::VarStore,
-    model: Mpq,
-    codes: Codes,
-}
+impl Network for Mpq {
+    type Config = MpqConfig;
+    const KIND: TokenizerKind = TokenizerKind::Mpq;
+    const ORDERED: bool = false;
 
-impl MpqTokenizer {
-    fn build(cfg: &MpqConfig, input_dim: usize) -> (nn::VarStore, Mpq) {
-        tch::manual_seed(cfg.train.seed as i64);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = Mpq::new(&vs.root(), input_dim as i64, cfg);
-        (vs, model)
-    }
-
-    /// Trains on every item's features, resolves collisions, and reports the metrics.
-    pub fn train(features: FeatureMatrix<'_>, cfg: &MpqConfig) -> Result<(Self, TokenizerReport)> {
-        let started = std::time::Instant::now();
-        cfg.validate()?;
-        features.check_fits(cfg.m, cfg.d)?;
-        let _threads = train::ThreadsGuard::set(cfg.train.threads);
-        let x = features.to_tensor();
-        let (vs, model) = Self::build(cfg, features.dim);
-        train::fit(&model, &vs, &x, &cfg.train, "mpq")?;
-        let (codes, report) = crate::finish(&model, &x, false, started)?;
-        let tok = MpqTokenizer {
+    fn new(p: &nn::Path, input_dim: i64, cfg: &MpqConfig) -> Self {
+        let experts: Vec<Expert> = (0..cfg.m)
+            .map(|r| Expert::new(p / "experts" / r, input_dim, cfg))
+            .collect();
+        let codebooks = experts
+            .iter()
+            .map(|e| Codebook {
+                embed: e.codebook.embed.shallow_clone(),
+            })
+            .collect();
+        Mpq {
+            experts,
+            codebooks,
+            router: Router::new(p / "router", input_dim, cfg.m as i64),
+            decoder: Mlp::new(
+                p / "decoder",
+                cfg.d_z as i64,
+                cfg.decoder_hidden as i64,
+                input_dim,
+            ),
             cfg: cfg.clone(),
-            input_dim: features.dim,
-            vs,
-            model,
-            codes,
-        };
-        Ok((tok, report))
+        }
     }
 
-    pub fn config(&self) -> &MpqConfig {
-        &self.cfg
-    }
-
-    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<Self> {
-        let cfg: MpqConfig = store::parse_config(dir, manifest)?;
-        cfg.validate()?;
-        let codes = store::read_codes(dir, manifest, false)?;
-        let (mut vs, model) = Self::build(&cfg, manifest.input_dim);
-        store::load_weights(dir, manifest, &mut vs)?;
-        Ok(MpqTokenizer {
-            cfg,
-            input_dim: manifest.input_dim,
-            vs,
-            model,
-            codes,
-        })
+    fn check(cfg: &MpqConfig) -> Result<(usize, usize, &TrainConfig)> {
+        cfg.validate().map(|()| (cfg.m, cfg.d, &cfg.train))
     }
 }
 
-impl ItemTokenizer for MpqTokenizer {
-    fn kind(&self) -> TokenizerKind {
-        TokenizerKind::Mpq
+/// A trained MPQ tokenizer: the network and every item's distinct, unordered token tuple.
+pub(crate) type MpqTokenizer = Trained<Mpq>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_hot(codes: &[i64], d: i64) -> Tensor {
+        Tensor::from_slice(codes).one_hot(d).to_kind(Kind::Float)
     }
 
-    fn codes(&self) -> &Codes {
-        &self.codes
-    }
-
-    fn input_dim(&self) -> usize {
-        self.input_dim
-    }
-
-    fn encode(&self, features: &Tensor) -> Result<Tensor> {
-        crate::check_input(features, self.input_dim)?;
-        let _threads = train::ThreadsGuard::set(self.cfg.train.threads);
-        Ok(train::nearest_codes(
-            &self.model,
-            &features.to_kind(Kind::Float),
-        ))
-    }
-
-    fn save(&self, dir: &Path) -> Result<()> {
-        store::save(
-            dir,
-            TokenizerKind::Mpq,
-            &self.cfg,
-            self.input_dim,
-            &self.vs,
-            &self.codes,
-        )
+    #[test]
+    fn collision_penalty_is_the_log_probability_of_sharing_every_code() {
+        // Two codebooks, four items. All share both codes: probability 1, penalty log 1 = 0.
+        let same = [one_hot(&[0, 0, 0, 0], 3), one_hot(&[2, 2, 2, 2], 3)];
+        assert!(collision_penalty(&same).double_value(&[]).abs() < 1e-6);
+        // Codebook 0 splits them in two pairs, codebook 1 agrees everywhere: 4 of the 12 ordered pairs collide.
+        let half = [one_hot(&[0, 0, 1, 1], 3), one_hot(&[2, 2, 2, 2], 3)];
+        let v = collision_penalty(&half).double_value(&[]);
+        assert!((v - (4.0f64 / 12.0).ln()).abs() < 1e-5, "{v}");
+        // Complementary partitions: every item has its own tuple, far lower than either.
+        let apart = [one_hot(&[0, 0, 1, 1], 3), one_hot(&[0, 1, 0, 1], 3)];
+        assert!(collision_penalty(&apart).double_value(&[]) < -20.0);
+        // Soft assignments lie in between, and one row has nothing to collide with.
+        let soft = [
+            Tensor::from_slice(&[0.5f32, 0.5, 0.0, 0.5, 0.5, 0.0]).view([2, 3]),
+            Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.0, 0.0]).view([2, 3]),
+        ];
+        assert!((collision_penalty(&soft).double_value(&[]) - 0.5f64.ln()).abs() < 1e-6);
+        assert_eq!(
+            collision_penalty(&[one_hot(&[1], 3)]).double_value(&[]),
+            0.0
+        );
     }
 }

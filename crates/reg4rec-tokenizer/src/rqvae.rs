@@ -11,15 +11,13 @@
 //! give exactly M tokens per item.
 
 use crate::codebook::Codebook;
-use crate::error::{Result, TokenizerError};
-use crate::index::Codes;
+use crate::error::Result;
 use crate::mlp::Mlp;
-use crate::store::{self, Manifest};
-use crate::train::{self, StepOut, TrainConfig, VqAutoencoder};
-use crate::{FeatureMatrix, ItemTokenizer, TokenizerKind, TokenizerReport};
+use crate::train::{StepOut, TrainConfig, VqAutoencoder};
+use crate::trained::{Network, Trained};
+use crate::TokenizerKind;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// RQ-VAE hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,60 +57,29 @@ impl Default for RqVaeConfig {
 }
 
 impl RqVaeConfig {
+    /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<()> {
-        crate::validate_shape(self.m, self.d, self.d_z)?;
-        for (field, v) in [
-            ("encoder_hidden", self.encoder_hidden),
-            ("decoder_hidden", self.decoder_hidden),
-        ] {
-            if v == 0 {
-                return Err(TokenizerError::config(field, "must be >= 1"));
-            }
-        }
-        for (field, w) in [
-            ("codebook_weight", self.codebook_weight),
-            ("commitment_weight", self.commitment_weight),
-        ] {
-            if !(w.is_finite() && w >= 0.0) {
-                return Err(TokenizerError::config(
-                    field,
-                    "must be a finite number >= 0",
-                ));
-            }
-        }
+        crate::validate_fields(
+            (self.m, self.d, self.d_z),
+            &[
+                ("encoder_hidden", self.encoder_hidden),
+                ("decoder_hidden", self.decoder_hidden),
+            ],
+            &[
+                ("codebook_weight", self.codebook_weight),
+                ("commitment_weight", self.commitment_weight),
+            ],
+        )?;
         self.train.validate("train")
     }
 }
 
 /// The RQ-VAE network: `encoder`, `levels / l / codebook`, `decoder`.
-struct RqVae {
+pub(crate) struct RqVae {
     encoder: Mlp,
     levels: Vec<Codebook>,
     decoder: Mlp,
     cfg: RqVaeConfig,
-}
-
-impl RqVae {
-    fn new(p: &nn::Path, input_dim: i64, cfg: &RqVaeConfig) -> Self {
-        RqVae {
-            encoder: Mlp::new(
-                p / "encoder",
-                input_dim,
-                cfg.encoder_hidden as i64,
-                cfg.d_z as i64,
-            ),
-            levels: (0..cfg.m)
-                .map(|l| Codebook::new(p / "levels" / l, cfg.d as i64, cfg.d_z as i64))
-                .collect(),
-            decoder: Mlp::new(
-                p / "decoder",
-                cfg.d_z as i64,
-                cfg.decoder_hidden as i64,
-                input_dim,
-            ),
-            cfg: cfg.clone(),
-        }
-    }
 }
 
 impl VqAutoencoder for RqVae {
@@ -183,96 +150,36 @@ impl VqAutoencoder for RqVae {
     }
 }
 
-/// A trained RQ-VAE tokenizer: the network and every item's distinct, ordered token tuple.
-pub struct RqVaeTokenizer {
-    cfg: RqVaeConfig,
-    input_dim: usize,
-    vs: nn::VarStore,
-    model: RqVae,
-    codes: Codes,
-}
+impl Network for RqVae {
+    type Config = RqVaeConfig;
+    const KIND: TokenizerKind = TokenizerKind::RqVae;
+    const ORDERED: bool = true;
 
-impl RqVaeTokenizer {
-    fn build(cfg: &RqVaeConfig, input_dim: usize) -> (nn::VarStore, RqVae) {
-        tch::manual_seed(cfg.train.seed as i64);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = RqVae::new(&vs.root(), input_dim as i64, cfg);
-        (vs, model)
-    }
-
-    /// Trains on every item's features, resolves collisions, and reports the metrics.
-    pub fn train(
-        features: FeatureMatrix<'_>,
-        cfg: &RqVaeConfig,
-    ) -> Result<(Self, TokenizerReport)> {
-        let started = std::time::Instant::now();
-        cfg.validate()?;
-        features.check_fits(cfg.m, cfg.d)?;
-        let _threads = train::ThreadsGuard::set(cfg.train.threads);
-        let x = features.to_tensor();
-        let (vs, model) = Self::build(cfg, features.dim);
-        train::fit(&model, &vs, &x, &cfg.train, "rqvae")?;
-        let (codes, report) = crate::finish(&model, &x, true, started)?;
-        let tok = RqVaeTokenizer {
+    fn new(p: &nn::Path, input_dim: i64, cfg: &RqVaeConfig) -> Self {
+        RqVae {
+            encoder: Mlp::new(
+                p / "encoder",
+                input_dim,
+                cfg.encoder_hidden as i64,
+                cfg.d_z as i64,
+            ),
+            levels: (0..cfg.m)
+                .map(|l| Codebook::new(p / "levels" / l, cfg.d as i64, cfg.d_z as i64))
+                .collect(),
+            decoder: Mlp::new(
+                p / "decoder",
+                cfg.d_z as i64,
+                cfg.decoder_hidden as i64,
+                input_dim,
+            ),
             cfg: cfg.clone(),
-            input_dim: features.dim,
-            vs,
-            model,
-            codes,
-        };
-        Ok((tok, report))
+        }
     }
 
-    pub fn config(&self) -> &RqVaeConfig {
-        &self.cfg
-    }
-
-    pub(crate) fn load(dir: &Path, manifest: &Manifest) -> Result<Self> {
-        let cfg: RqVaeConfig = store::parse_config(dir, manifest)?;
-        cfg.validate()?;
-        let codes = store::read_codes(dir, manifest, true)?;
-        let (mut vs, model) = Self::build(&cfg, manifest.input_dim);
-        store::load_weights(dir, manifest, &mut vs)?;
-        Ok(RqVaeTokenizer {
-            cfg,
-            input_dim: manifest.input_dim,
-            vs,
-            model,
-            codes,
-        })
+    fn check(cfg: &RqVaeConfig) -> Result<(usize, usize, &TrainConfig)> {
+        cfg.validate().map(|()| (cfg.m, cfg.d, &cfg.train))
     }
 }
 
-impl ItemTokenizer for RqVaeTokenizer {
-    fn kind(&self) -> TokenizerKind {
-        TokenizerKind::RqVae
-    }
-
-    fn codes(&self) -> &Codes {
-        &self.codes
-    }
-
-    fn input_dim(&self) -> usize {
-        self.input_dim
-    }
-
-    fn encode(&self, features: &Tensor) -> Result<Tensor> {
-        crate::check_input(features, self.input_dim)?;
-        let _threads = train::ThreadsGuard::set(self.cfg.train.threads);
-        Ok(train::nearest_codes(
-            &self.model,
-            &features.to_kind(Kind::Float),
-        ))
-    }
-
-    fn save(&self, dir: &Path) -> Result<()> {
-        store::save(
-            dir,
-            TokenizerKind::RqVae,
-            &self.cfg,
-            self.input_dim,
-            &self.vs,
-            &self.codes,
-        )
-    }
-}
+/// A trained RQ-VAE tokenizer: the network and every item's distinct, ordered token tuple.
+pub(crate) type RqVaeTokenizer = Trained<RqVae>;

@@ -340,6 +340,14 @@ fn bad_configs_name_their_field() {
             ..MpqConfig::default()
         })
     );
+    for bad in [
+        r#"{"collision_weight": -1}"#,
+        r#"{"collision_temperature": 0}"#,
+    ] {
+        let e = TokenizerConfig::from_json(TokenizerKind::Mpq, bad).unwrap_err();
+        let field = bad.split('"').nth(1).unwrap();
+        assert!(e.to_string().contains(field), "{bad}: {e}");
+    }
     assert!("tiger".parse::<TokenizerKind>().is_err());
     // Too many items for the tuple space, and a ragged matrix.
     let values = vec![0.5f32; 10 * 2];
@@ -351,4 +359,30 @@ fn bad_configs_name_their_field() {
     };
     assert!(train(features, &TokenizerConfig::Mpq(cfg)).is_err());
     assert!(FeatureMatrix::new(3, 2, &values).is_err());
+}
+
+/// One undifferentiated crowd (no cluster structure): two experts left alone tend to cut it the same way, so
+/// many items share both codes; the collision regulariser makes the experts' partitions complementary.
+#[test]
+fn collision_regulariser_spreads_a_crowd_over_distinct_tuples() {
+    let n = 300;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let values: Vec<f32> = (0..n * DIM).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let features = FeatureMatrix::new(n, DIM, &values).unwrap();
+    let rate = |collision_weight: f64| {
+        let cfg = MpqConfig {
+            m: 2,
+            d: 32,
+            collision_weight,
+            ..small_mpq()
+        };
+        let (_, report) = train(features, &TokenizerConfig::Mpq(cfg)).unwrap();
+        assert_eq!(report.collision_rate_after, 0.0);
+        report.collision_rate_before
+    };
+    let (without, with) = (rate(0.0), rate(0.3));
+    assert!(
+        with < 0.6 * without,
+        "collision rate before resolution: {without} without the regulariser, {with} with it"
+    );
 }
