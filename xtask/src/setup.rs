@@ -2,7 +2,9 @@
 //!
 //! The lean CPU install is the torch wheel without its dependencies plus the two NVIDIA runtime wheels its
 //! libraries link against (about 1.3 GB); `--cuda` installs the full build with every CUDA library (about
-//! 4.7 GB). Set-up is idempotent: a verified installation of the requested kind is left as it is.
+//! 4.7 GB). Set-up is idempotent: a verified installation of the requested kind is left as it is. It also
+//! makes sure Gloo's headers are present (Debian's `libgloo-dev`, installed with apt-get when missing): the pip
+//! wheel ships c10d's headers but not Gloo's, and `reg4rec-dist` compiles against both.
 
 use crate::env::{output, run, TorchEnv};
 use anyhow::{bail, Context, Result};
@@ -25,6 +27,7 @@ pub fn root() -> PathBuf {
 /// The recorded environment, running set-up first when there is none or it no longer verifies.
 pub fn ensure() -> Result<TorchEnv> {
     let root = root();
+    ensure_gloo_headers()?;
     if let Some(env) = TorchEnv::load(&root)? {
         if verify(&env.libtorch, env.cuda).is_ok() {
             return Ok(env);
@@ -36,6 +39,7 @@ pub fn ensure() -> Result<TorchEnv> {
 
 pub fn setup(cuda: bool, force: bool) -> Result<TorchEnv> {
     let root = root();
+    ensure_gloo_headers()?;
     if !force {
         if let Some(env) = TorchEnv::load(&root)? {
             // A CUDA installation also serves CPU work.
@@ -151,4 +155,52 @@ fn library_path(libtorch: &Path, site: &Path) -> Result<Vec<PathBuf>> {
         dirs.extend(found);
     }
     Ok(dirs)
+}
+
+/// Gloo's headers: `GLOO_INCLUDE` (a folder holding `gloo/config.h`) or `/usr/include/gloo`; when neither has
+/// them, installs Debian's `libgloo-dev` (as root; `apt-get update` only when apt does not know the package).
+pub fn ensure_gloo_headers() -> Result<()> {
+    let include = std::env::var_os("GLOO_INCLUDE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/include"));
+    if include.join("gloo/config.h").exists() {
+        return Ok(());
+    }
+    let hint = "reg4rec-dist needs Gloo's headers: install `libgloo-dev` (Debian/Ubuntu: \
+                `sudo apt-get install -y libgloo-dev`) or set GLOO_INCLUDE to a folder holding gloo/config.h";
+    if Command::new("apt-get").arg("--version").output().is_err() {
+        bail!(
+            "{} has no gloo/config.h and apt-get is missing. {hint}",
+            include.display()
+        );
+    }
+    let uid = output(Command::new("id").arg("-u")).unwrap_or_default();
+    if uid != "0" {
+        bail!("Gloo's headers are missing and installing them needs root. {hint}");
+    }
+    let known = output(Command::new("apt-cache").args(["policy", "libgloo-dev"]))
+        .map(|p| p.contains("Candidate:") && !p.contains("Candidate: (none)"))
+        .unwrap_or(false);
+    if !known {
+        eprintln!("xtask: apt-get update (libgloo-dev is not in the package lists)");
+        run(Command::new("apt-get").args(["update", "-q"])).context(hint)?;
+    }
+    eprintln!("xtask: installing libgloo-dev (Gloo's headers, for reg4rec-dist)");
+    run(Command::new("apt-get")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "libgloo-dev",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context(hint)?;
+    if !include.join("gloo/config.h").exists() {
+        bail!(
+            "libgloo-dev installed but {} has no gloo/config.h. {hint}",
+            include.display()
+        );
+    }
+    Ok(())
 }

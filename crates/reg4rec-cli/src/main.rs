@@ -5,6 +5,7 @@
 mod args;
 mod artifacts;
 mod cmd;
+mod launch;
 mod ops;
 mod pipeline;
 

@@ -10,6 +10,7 @@ use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use reg4rec_infer::{evaluate, BeamSearch, EvalReport, InferConfig, ModelScorer};
 use reg4rec_model::config::Mode;
+use reg4rec_model::dist::DataParallel;
 use reg4rec_model::{PretrainOptions, PretrainReport, Reg4RecModel};
 use reg4rec_tokenizer::{Codes, FeatureMatrix, ItemIndex, ItemTokenizer, TokenizerConfig};
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
@@ -106,7 +107,8 @@ pub fn subset(split: &LeaveOneOut, n: usize, seed: u64) -> LeaveOneOut {
 }
 
 /// Pre-trains a model of `mode` on `codes` into `out`, selecting checkpoints by validation Recall@10 when the
-/// pipeline section says so, and records the codes and the data source beside the run.
+/// pipeline section says so, and records the codes and the data source beside the run. With `dp`, this
+/// process is one rank of a data-parallel run (only rank 0 writes to `out`).
 #[allow(clippy::too_many_arguments)]
 pub fn pretrain(
     data: &DataArgs,
@@ -117,12 +119,15 @@ pub fn pretrain(
     cfg: &PipelineConfig,
     out: &Path,
     resume: bool,
+    dp: Option<DataParallel<'_>>,
 ) -> Result<PretrainReport> {
     let codes = codes_for(mode, codes)?;
     let mut model_cfg = cfg.model.clone();
     model_cfg.mode = mode;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    artifacts::write_extras(out, data, &codes)?;
+    if dp.is_none_or(|d| d.is_main()) {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        artifacts::write_extras(out, data, &codes)?;
+    }
     let infer = infer_config(mode, &cfg.infer);
     let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);
     let mut recall = |m: &Reg4RecModel| -> reg4rec_model::Result<f64> {
@@ -136,6 +141,7 @@ pub fn pretrain(
         } else {
             None
         },
+        data_parallel: dp,
         ..Default::default()
     };
     Ok(reg4rec_model::pretrain_with(

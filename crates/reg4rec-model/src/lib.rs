@@ -6,12 +6,13 @@
 //! - [`mask`]: the used-codebook / EOS decoding mask shared with inference.
 //! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant).
 //! - [`train`]: the trainer ([`pretrain`]) with AdamW ([`optim`]), validation, early stopping and exact resume
-//!   from checkpoints ([`checkpoint`]).
+//!   from checkpoints ([`checkpoint`]), data-parallel over processes through a [`dist::Collective`].
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod crss;
+pub mod dist;
 pub mod error;
 pub mod mask;
 pub mod model;

@@ -7,11 +7,21 @@
 //! so dropout never depends on what ran before (libtorch's generator is process-global: exact reproducibility
 //! needs no other seeded libtorch work running concurrently in the process). Batches are built on a background thread (a bounded channel of
 //! two) while the current step computes.
+//!
+//! Data-parallel ([`PretrainOptions::data_parallel`], world size W): `batch_size` is per rank. Global batch
+//! `b` is the same `W * batch_size` examples of the shuffled order as a single process with that batch size
+//! would take, and rank `r` takes every W-th of them from the `r`-th; gradients are averaged over the global
+//! batch (weighted by each rank's examples) before clipping and the optimizer step, so W ranks with batch B
+//! follow a single process with batch W * B up to float rounding. Rank 0's parameters, optimizer moments and
+//! state are broadcast at the start (fresh or resumed); only rank 0 reads and writes the run directory;
+//! the validation loss is summed over the ranks' shards of the users; a validation metric is computed by
+//! every rank and rank 0's value is used.
 
 use crate::batch::{check_codes, Batch, BatchBuilder};
 use crate::checkpoint::{codes_hash, Best, RunConfig, RunDir, TrainState, FORMAT_VERSION};
 use crate::config::{Mode, ModelConfig, TrainConfig};
 use crate::crss::crss_loss;
+use crate::dist::DataParallel;
 use crate::error::{ModelError, Result};
 use crate::model::Reg4RecModel;
 use crate::optim::{learning_rate, AdamW};
@@ -41,6 +51,8 @@ pub struct PretrainOptions<'a> {
     /// Stop after this many optimizer steps in total, leaving a resumable checkpoint (time-boxed runs; tests
     /// use it to simulate a killed run).
     pub stop_after_steps: Option<u64>,
+    /// Train as one rank of a data-parallel group (see the module docs). `None`: a single process.
+    pub data_parallel: Option<DataParallel<'a>>,
 }
 
 /// What a pre-training run did.
@@ -60,7 +72,8 @@ pub struct PretrainReport {
     pub best_valid_metric: Option<f64>,
     pub last_valid_loss: Option<f64>,
     pub last_train_loss: Option<f64>,
-    /// Training throughput of this process (batch waits included; validation and checkpoint writes excluded).
+    /// Training throughput of this process, or of all ranks when data-parallel (batch waits included;
+    /// validation and checkpoint writes excluded).
     pub examples_per_s: f64,
     /// Encoder positions (`L * (M + 1)`, padded) plus the M decoder positions, per second.
     pub tokens_per_s: f64,
@@ -123,17 +136,34 @@ pub fn validation_loss(
     lambda_cat: f64,
     batch_size: usize,
 ) -> Result<(f64, f64, f64)> {
+    let users: Vec<usize> = (0..split.n_users()).collect();
+    let (sums, n) = validation_sums(model, split, builder, lambda_cat, batch_size, &users)?;
+    let n = n.max(1) as f64;
+    Ok((sums[0] / n, sums[1] / n, sums[2] / n))
+}
+
+/// Sums over `users` of the validation `(total, token, category)` losses, and the number of users.
+fn validation_sums(
+    model: &Reg4RecModel,
+    split: &LeaveOneOut,
+    builder: &BatchBuilder<'_>,
+    lambda_cat: f64,
+    batch_size: usize,
+    users: &[usize],
+) -> Result<([f64; 3], usize)> {
     let device = model.device();
     let l = model.config().history_len;
-    let histories: Vec<Vec<u32>> = (0..split.n_users())
-        .map(|u| split.history(u, Stage::Valid, l))
-        .collect();
     let mut sums = [0.0f64; 3];
     let mut n = 0usize;
-    for chunk in (0..split.n_users()).collect::<Vec<_>>().chunks(batch_size) {
+    for chunk in users.chunks(batch_size) {
+        let histories: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|&u| split.history(u, Stage::Valid, l))
+            .collect();
         let ex: Vec<(&[u32], u32)> = chunk
             .iter()
-            .map(|&u| (histories[u].as_slice(), split.target(u, Stage::Valid)))
+            .zip(&histories)
+            .map(|(&u, h)| (h.as_slice(), split.target(u, Stage::Valid)))
             .collect();
         let batch = builder.build(&ex)?.to_device(device);
         let loss = tch::no_grad(|| {
@@ -153,8 +183,7 @@ pub fn validation_loss(
         sums[2] += loss.category.double_value(&[]) * w;
         n += batch.len;
     }
-    let n = n.max(1) as f64;
-    Ok((sums[0] / n, sums[1] / n, sums[2] / n))
+    Ok((sums, n))
 }
 
 /// [`pretrain`] with options (validation-metric callback, step limit).
@@ -171,6 +200,15 @@ pub fn pretrain_with(
 ) -> Result<PretrainReport> {
     model_cfg.validate()?;
     train_cfg.validate()?;
+    let dp = opts.data_parallel;
+    let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world_size()));
+    let main = rank == 0;
+    if world > 1 && train_cfg.precision_mode() == PrecisionMode::Ladq {
+        return Err(ModelError::config(
+            "precision",
+            "ladq is not supported data-parallel (each rank would choose its own precisions); use fp32 or bf16",
+        ));
+    }
     let vocab = Vocab::new(codes.m, codes.d);
     check_codes(&vocab, codes)?;
     if codes.n_items() != ds.n_items() {
@@ -207,7 +245,8 @@ pub fn pretrain_with(
         n_items: ds.n_items(),
         codes_hash: codes_hash(codes),
     };
-    let has_checkpoint = run.latest().exists();
+    // Only rank 0 reads and writes the run directory; the others receive its state below.
+    let has_checkpoint = main && run.latest().exists();
     if has_checkpoint && !resume {
         return Err(ModelError::checkpoint(
             run.latest(),
@@ -222,7 +261,7 @@ pub fn pretrain_with(
                 "the run was started with another config, dataset or codes; resume needs the same ones",
             ));
         }
-    } else {
+    } else if main {
         reg4rec_data::io::write_json_atomic(&run.config(), &run_cfg)?;
     }
 
@@ -230,13 +269,18 @@ pub fn pretrain_with(
     let mut model = Reg4RecModel::new(model_cfg, vocab, ds.n_categories(), device)?;
     let mut opt = AdamW::new(model.var_store(), train_cfg);
     let log = JsonlLog::new(run.metrics());
-    let mut state = match run.load_latest(&mut model, &mut opt)? {
+    let loaded = if main {
+        run.load_latest(&mut model, &mut opt)?
+    } else {
+        None
+    };
+    let mut state = match loaded {
         Some(s) => {
             log.truncate_after(s.step)?;
             s
         }
         None => {
-            if run.metrics().exists() {
+            if main && run.metrics().exists() {
                 write_atomic(&run.metrics(), b"")?;
             }
             TrainState {
@@ -253,11 +297,30 @@ pub fn pretrain_with(
             }
         }
     };
+    // Trainable parameters in name order (the optimizer's order): what data parallelism synchronises.
+    let params: Vec<tch::Tensor> = {
+        let mut vars: Vec<(String, tch::Tensor)> = model
+            .var_store()
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        vars.into_iter().map(|(_, t)| t).collect()
+    };
+    if let Some(dp) = dp {
+        // Every rank starts from rank 0's weights, moments and state (fresh or resumed).
+        state = dp.broadcast_json(&state)?;
+        opt.t = state.step;
+        dp.broadcast_tensors(&params)?;
+        let moments: Vec<tch::Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
+        dp.broadcast_tensors(&moments)?;
+    }
     let mut ladq = precision_controller(
         &mut model,
         train_cfg.precision_mode(),
         &train_cfg.ladq,
-        Some(run_dir),
+        main.then_some(run_dir),
         state.step,
     )?;
 
@@ -275,7 +338,9 @@ pub fn pretrain_with(
         item_category: &ds.item_category,
     };
     let bs = train_cfg.batch_size;
-    let steps_per_epoch = examples.len().div_ceil(bs) as u64;
+    // The global batch: `bs` examples per rank.
+    let global_bs = bs * world;
+    let steps_per_epoch = examples.len().div_ceil(global_bs) as u64;
     let total_steps = steps_per_epoch * train_cfg.epochs as u64;
     let tokens_per_example = (model_cfg.history_len * (vocab.m + 1) + vocab.m) as f64;
 
@@ -320,23 +385,37 @@ pub fn pretrain_with(
         let mut checkpoint_secs = 0.0f64;
 
         let loop_result: Result<()> = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(2);
+            // Each item: this rank's batch and its weight (its number of examples).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Batch, f64)>>(2);
             let (order, examples, builder) = (&order, &examples, &builder);
             s.spawn(move || {
                 for bi in first_batch..steps_per_epoch {
-                    let lo = bi as usize * bs;
-                    let hi = (lo + bs).min(order.len());
-                    let ex: Vec<(&[u32], u32)> = order[lo..hi]
+                    let lo = bi as usize * global_bs;
+                    let hi = (lo + global_bs).min(order.len());
+                    let mut mine: Vec<usize> = order[lo..hi]
+                        .iter()
+                        .skip(rank)
+                        .step_by(world)
+                        .copied()
+                        .collect();
+                    // A rank left without examples by the last global batch still takes part: one example
+                    // with weight 0.
+                    let weight = mine.len() as f64;
+                    if mine.is_empty() {
+                        mine.push(order[lo]);
+                    }
+                    let ex: Vec<(&[u32], u32)> = mine
                         .iter()
                         .map(|&i| split.example(examples[i], builder.history_len))
                         .collect();
-                    if tx.send(builder.build(&ex)).is_err() {
+                    if tx.send(builder.build(&ex).map(|b| (b, weight))).is_err() {
                         break;
                     }
                 }
             });
-            for batch in rx.iter() {
-                let batch = batch?.to_device(device);
+            for item in rx.iter() {
+                let (batch, weight) = item?;
+                let batch = batch.to_device(device);
                 tch::manual_seed(train_cfg.seed.wrapping_add(state.step) as i64);
                 let lr = learning_rate(train_cfg, state.step, total_steps);
                 // LADQ sampling step: the LADQ layers capture activations and output gradients.
@@ -354,9 +433,25 @@ pub fn pretrain_with(
                 loss.total.backward();
                 // Sampled: K-FAC traces -> new precisions -> `ladq.jsonl` (the loss is a mean over the batch).
                 ladq.end_step(state.step, batch.len as f64)?;
+                // Losses of the (global) batch: weighted means over the ranks.
+                let mut total = loss.total.double_value(&[]);
+                let mut batch_len = batch.len;
+                let (mut token_loss, mut category_loss) = (None, None);
+                if let Some(dp) = dp {
+                    dp.average_gradients(&params, weight)?;
+                    let sums = dp.sum_f64(&[
+                        total * weight,
+                        loss.token.double_value(&[]) * weight,
+                        loss.category.double_value(&[]) * weight,
+                        weight,
+                    ])?;
+                    total = sums[0] / sums[3];
+                    token_loss = Some(sums[1] / sums[3]);
+                    category_loss = Some(sums[2] / sums[3]);
+                    batch_len = sums[3] as usize;
+                }
                 let grad_norm = opt.clip_grad_norm(train_cfg.grad_clip);
                 opt.step(lr);
-                let total = loss.total.double_value(&[]);
                 if !total.is_finite() {
                     return Err(ModelError::Input(format!(
                         "non-finite training loss at step {}",
@@ -365,9 +460,14 @@ pub fn pretrain_with(
                 }
                 state.step += 1;
                 state.epoch_step += 1;
-                state.epoch_loss_sum += total * batch.len as f64;
-                state.epoch_examples += batch.len as u64;
-                epoch_new_examples += batch.len as u64;
+                if let Some(dp) = dp {
+                    if dp.check_replicas_every > 0 && state.step % dp.check_replicas_every == 0 {
+                        dp.check_replicas(&params, state.step)?;
+                    }
+                }
+                state.epoch_loss_sum += total * batch_len as f64;
+                state.epoch_examples += batch_len as u64;
+                epoch_new_examples += batch_len as u64;
                 let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
                 let ex_s = epoch_new_examples as f64 / secs.max(1e-9);
                 pb.set_position(state.epoch_step);
@@ -376,18 +476,19 @@ pub fn pretrain_with(
                     epoch + 1,
                     train_cfg.epochs
                 ));
-                if state.step % train_cfg.log_every == 0 {
+                if main && state.step % train_cfg.log_every == 0 {
                     log.append(&json!({
                         "kind": "step", "step": state.step, "epoch": epoch, "lr": lr, "loss": total,
-                        "token_loss": loss.token.double_value(&[]),
-                        "category_loss": loss.category.double_value(&[]),
+                        "token_loss": token_loss.unwrap_or_else(|| loss.token.double_value(&[])),
+                        "category_loss": category_loss.unwrap_or_else(|| loss.category.double_value(&[])),
                         "grad_norm": grad_norm, "examples_per_s": ex_s,
                     }))?;
                 }
                 let stop = opts.stop_after_steps.is_some_and(|n| state.step >= n);
-                if stop
-                    || (train_cfg.checkpoint_every > 0
-                        && state.step % train_cfg.checkpoint_every == 0)
+                if main
+                    && (stop
+                        || (train_cfg.checkpoint_every > 0
+                            && state.step % train_cfg.checkpoint_every == 0))
                 {
                     let t = Instant::now();
                     run.save_checkpoint(&model, &opt, &state)?;
@@ -414,52 +515,79 @@ pub fn pretrain_with(
 
         // End of epoch: validation, best weights, early stopping, checkpoint.
         let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;
-        let (valid_loss, valid_token, valid_cat) = validation_loss(
-            &model,
-            split,
-            &builder,
-            train_cfg.lambda_cat,
-            train_cfg.valid_batch_size,
-        )?;
-        let valid_metric = match opts.valid_metric.as_mut() {
+        let (valid_loss, valid_token, valid_cat) = match dp {
+            None => validation_loss(
+                &model,
+                split,
+                &builder,
+                train_cfg.lambda_cat,
+                train_cfg.valid_batch_size,
+            )?,
+            Some(dp) => {
+                // Each rank a strided shard of the users; sums over the ranks.
+                let users: Vec<usize> = (rank..split.n_users()).step_by(world).collect();
+                let (sums, n) = validation_sums(
+                    &model,
+                    split,
+                    &builder,
+                    train_cfg.lambda_cat,
+                    train_cfg.valid_batch_size,
+                    &users,
+                )?;
+                let t = dp.sum_f64(&[sums[0], sums[1], sums[2], n as f64])?;
+                let n = t[3].max(1.0);
+                (t[0] / n, t[1] / n, t[2] / n)
+            }
+        };
+        let mut valid_metric = match opts.valid_metric.as_mut() {
             Some(f) => Some(f(&model).map_err(|e| ModelError::Callback(e.to_string()))?),
             None => None,
         };
+        if let Some(dp) = dp {
+            // Every rank decides early stopping on rank 0's value.
+            valid_metric = dp.broadcast_json(&valid_metric)?;
+        }
         let criterion = valid_metric.map_or(valid_loss, |m| -m);
         let improved = state.best_criterion.is_none_or(|b| criterion < b);
         if improved {
             state.best_criterion = Some(criterion);
             state.best_epoch = Some(epoch);
             state.bad_epochs = 0;
-            run.save_best(
-                &model,
-                &Best {
-                    weights: RunDir::best_weights_name(state.step),
-                    step: state.step,
-                    epoch,
-                    valid_loss,
-                    valid_metric,
-                },
-            )?;
+            if main {
+                run.save_best(
+                    &model,
+                    &Best {
+                        weights: RunDir::best_weights_name(state.step),
+                        step: state.step,
+                        epoch,
+                        valid_loss,
+                        valid_metric,
+                    },
+                )?;
+            }
             report.best_valid_loss = Some(valid_loss);
             report.best_valid_metric = valid_metric;
         } else {
             state.bad_epochs += 1;
         }
         let stop_early = train_cfg.patience > 0 && state.bad_epochs >= train_cfg.patience;
-        log.append(&json!({
+        if main {
+            log.append(&json!({
             "kind": "epoch", "step": state.step, "epoch": epoch, "train_loss": train_loss,
             "valid_loss": valid_loss, "valid_token_loss": valid_token, "valid_category_loss": valid_cat,
             "valid_metric": valid_metric, "best": improved,
             "examples_per_s": epoch_new_examples as f64 / secs.max(1e-9),
             "tokens_per_s": epoch_new_examples as f64 * tokens_per_example / secs.max(1e-9),
         }))?;
+        }
         state.epoch += 1;
         state.epoch_step = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_examples = 0;
         state.finished = stop_early || state.epoch >= train_cfg.epochs;
-        run.save_checkpoint(&model, &opt, &state)?;
+        if main {
+            run.save_checkpoint(&model, &opt, &state)?;
+        }
         report.epochs = state.epoch;
         report.best_epoch = state.best_epoch;
         report.last_valid_loss = Some(valid_loss);

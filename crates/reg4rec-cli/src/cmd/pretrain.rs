@@ -1,11 +1,13 @@
 //! `reg4rec pretrain`: pre-trains the generative model on a tokenizer's codes.
 
 use crate::args::{ConfigArgs, DataArgs};
+use crate::launch::{DistArgs, Role};
 use crate::{artifacts, ops};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use reg4rec_data::LeaveOneOut;
 use reg4rec_model::config::Mode;
+use reg4rec_model::dist::DataParallel;
 use reg4rec_model::PrecisionMode;
 use std::path::PathBuf;
 
@@ -47,6 +49,8 @@ pub struct PretrainArgs {
     pub resume: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
@@ -55,6 +59,21 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         cfg.pretrain.precision = p;
         cfg.pretrain.validate()?;
     }
+    let pg = match a.dist.role(cfg.pretrain.device()?)? {
+        Role::Launched => return Ok(()),
+        Role::Single => None,
+        Role::Rank(pg) => Some(pg),
+    };
+    if let Some(pg) = &pg {
+        if pg.device().is_cuda() {
+            // One GPU per local rank.
+            cfg.pretrain.device = format!("cuda:{}", pg.device_index());
+        }
+    }
+    let dp = pg.as_ref().map(|pg| DataParallel {
+        group: pg,
+        check_replicas_every: a.dist.check_replicas_every,
+    });
     let ds = a.data.load()?;
     let split = LeaveOneOut::new(&ds);
     let codes = artifacts::tokenizer_codes(&a.tokenizer)?;
@@ -67,7 +86,10 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         &cfg,
         &a.out,
         a.resume,
+        dp,
     )?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    if dp.is_none_or(|d| d.is_main()) {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(())
 }

@@ -100,7 +100,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         );
         ctx.runner.run(name, &inputs, |dir, resume| {
             let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
-            let r = ops::pretrain(ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume)?;
+            let r = ops::pretrain(
+                ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
+            )?;
             Ok(Trained {
                 dir: dir.to_path_buf(),
                 seconds: tok.result.seconds + r.train_seconds,
