@@ -51,8 +51,9 @@ fn main() {
         for dir in cuda_includes(&root) {
             build.include(dir);
         }
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        // ProcessGroupNCCL lives in libtorch_cuda (CUDA streams in libc10_cuda).
         println!("cargo:rustc-link-lib=torch_cuda");
+        println!("cargo:rustc-link-lib=c10_cuda");
     }
     build.compile("reg4rec_dist_shim");
     println!("cargo:rustc-link-search=native={}", lib.display());
