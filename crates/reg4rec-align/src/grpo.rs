@@ -23,11 +23,12 @@ use rand_chacha::ChaCha8Rng;
 use reg4rec_model::batch::Batch;
 use reg4rec_model::config::Mode;
 use reg4rec_model::crss::crss_loss;
+use reg4rec_model::dist::DataParallel;
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::vocab::{BOS, N_SPECIAL};
 use reg4rec_model::{Encoded, Reg4RecModel};
 use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// G sampled paths for each of a batch of contexts; path `c * G + g` belongs to context `c`.
@@ -243,7 +244,7 @@ pub fn clipped_objective(
 }
 
 /// What one GRPO step did (means over the batch's paths unless said otherwise).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StepStats {
     /// Loss of the last of the `ppo_epochs` updates.
     pub loss: f64,
@@ -276,9 +277,7 @@ pub struct GrpoContext<'a> {
     pub lambda_cat: f64,
 }
 
-/// One GRPO step on a batch of contexts: sample, reward, normalise, `ppo_epochs` updates of `policy` through
-/// `opt` at learning rate `lr`. `batch` holds the contexts' histories and true targets (CPU or device);
-/// `windows[c]` is context c's MSRA window.
+/// [`grpo_step_with`] in a single process.
 pub fn grpo_step(
     ctx: &GrpoContext<'_>,
     policy: &Reg4RecModel,
@@ -287,6 +286,26 @@ pub fn grpo_step(
     windows: &[Vec<WindowItem>],
     lr: f64,
     rng: &mut ChaCha8Rng,
+) -> Result<StepStats> {
+    grpo_step_with(ctx, policy, opt, batch, windows, lr, rng, None)
+}
+
+/// One GRPO step on a batch of contexts: sample, reward, normalise, `ppo_epochs` updates of `policy` through
+/// `opt` at learning rate `lr`. `batch` holds the contexts' histories and true targets (CPU or device);
+/// `windows[c]` is context c's MSRA window.
+///
+/// With `dp`, this is one rank's share of a data-parallel step: each update's gradients are averaged over the
+/// ranks (weighted by their sampled paths) before clipping and the optimizer step.
+#[allow(clippy::too_many_arguments)]
+pub fn grpo_step_with(
+    ctx: &GrpoContext<'_>,
+    policy: &Reg4RecModel,
+    opt: &mut AdamW,
+    batch: &Batch,
+    windows: &[Vec<WindowItem>],
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    dp: Option<DataParallel<'_>>,
 ) -> Result<StepStats> {
     let cfg = ctx.cfg;
     let device = policy.device();
@@ -377,6 +396,9 @@ pub fn grpo_step(
         };
         opt.zero_grad();
         loss.backward();
+        if let Some(dp) = dp {
+            dp.average_gradients(opt.params(), n as f64)?;
+        }
         stats.grad_norm = opt.clip_grad_norm(cfg.grad_clip);
         opt.step(lr);
         stats.loss = loss.double_value(&[]);

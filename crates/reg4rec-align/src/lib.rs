@@ -18,4 +18,4 @@ pub mod train;
 pub use config::{AlignConfig, Consistency, RewardWeights};
 pub use error::{AlignError, Result};
 pub use rewards::RewardBreakdown;
-pub use train::{align, AlignReport, AlignRun, CurvePoint};
+pub use train::{align, align_with, AlignReport, AlignRun, CurvePoint};

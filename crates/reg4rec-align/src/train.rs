@@ -18,10 +18,17 @@
 //! Determinism: contexts are the split's training examples shuffled per pass with ChaCha8 seeded by
 //! `seed + pass`; step s samples its paths with ChaCha8 seeded by `seed + s` and calls `tch::manual_seed(seed + s)`
 //! (dropout of the auxiliary loss), so a resumed run repeats an uninterrupted one.
+//!
+//! Data-parallel ([`align_with`], world size W): `batch_contexts` is per rank; step s takes the
+//! `W * batch_contexts` contexts a single process with that batch would take, rank r every W-th of them from the
+//! r-th, and samples its paths with ChaCha8 seeded by `seed + s` mixed with r (rank 0 as a single process).
+//! Gradients are averaged over the ranks' paths before each update; the logged step statistics are the
+//! path-weighted means over the ranks. Rank 0's weights, moments and state are broadcast when resuming; every
+//! rank validates (the same weights give the same metrics) and rank 0's values decide; only rank 0 writes.
 
 use crate::config::AlignConfig;
 use crate::error::{AlignError, Result};
-use crate::grpo::{grpo_step, GrpoContext, StepStats};
+use crate::grpo::{grpo_step_with, GrpoContext, StepStats};
 use crate::msra::example_window;
 use crate::rewards::RewardBreakdown;
 use rand::seq::SliceRandom;
@@ -37,6 +44,7 @@ use reg4rec_model::batch::BatchBuilder;
 use reg4rec_model::checkpoint::{
     codes_hash, load_model, Best, RunDir, TrainState, Which, FORMAT_VERSION,
 };
+use reg4rec_model::dist::DataParallel;
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::train::validation_loss;
 use reg4rec_model::{precision_controller, Reg4RecModel, TrainConfig};
@@ -218,7 +226,30 @@ pub fn align(
     run_dir: &Path,
     resume: bool,
 ) -> Result<AlignReport> {
+    align_with(ds, split, codes, pretrained, cfg, run_dir, resume, None)
+}
+
+/// [`align`] as one rank of a data-parallel group (see the module docs); `dp = None` is [`align`].
+#[allow(clippy::too_many_arguments)]
+pub fn align_with(
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    codes: &Codes,
+    pretrained: &Path,
+    cfg: &AlignConfig,
+    run_dir: &Path,
+    resume: bool,
+    dp: Option<DataParallel<'_>>,
+) -> Result<AlignReport> {
     cfg.validate()?;
+    let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world_size()));
+    let main = rank == 0;
+    if world > 1 && cfg.precision == reg4rec_model::PrecisionMode::Ladq {
+        return Err(AlignError::Input(
+            "precision ladq is not supported data-parallel (each rank would choose its own precisions); use fp32 or bf16"
+                .into(),
+        ));
+    }
     let device = cfg.device()?;
     let (mut policy, pre_cfg) = load_model(pretrained, Which::Best, device)?;
     let (reference, _) = load_model(pretrained, Which::Best, device)?;
@@ -259,7 +290,8 @@ pub fn align(
         codes_hash: hash,
         config: cfg.clone(),
     };
-    let has_checkpoint = run.latest().exists();
+    // Only rank 0 reads and writes the run directory.
+    let has_checkpoint = main && run.latest().exists();
     if has_checkpoint && !resume {
         return Err(AlignError::run(
             run.latest(),
@@ -277,7 +309,7 @@ pub fn align(
             ));
         }
         write_json_atomic(&align_path, &align_run)?;
-    } else {
+    } else if main {
         write_json_atomic(&run.config(), &pre_cfg)?;
         write_json_atomic(&align_path, &align_run)?;
     }
@@ -294,23 +326,43 @@ pub fn align(
     let lambda_cat = pre_cfg.train.lambda_cat;
     let mut valid_secs = 0.0f64;
 
-    let resumed = run.load_latest(&mut policy, &mut opt)?;
+    let mut resumed = if main {
+        run.load_latest(&mut policy, &mut opt)?
+    } else {
+        None
+    };
+    if let Some(dp) = dp {
+        // Every rank continues from rank 0's state; a resumed run also takes its weights and moments (a fresh
+        // one starts from the same pre-trained file everywhere, broadcast anyway).
+        resumed = dp.broadcast_json(&resumed)?;
+        if let Some(s) = &resumed {
+            opt.t = s.step;
+        }
+        let params: Vec<tch::Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
+        dp.broadcast_tensors(&params)?;
+        let moments: Vec<tch::Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
+        dp.broadcast_tensors(&moments)?;
+    }
     // The policy's precision (ladq: restored from the history up to the resumed step); the step-0 validation
     // of a fresh run already runs under it.
     let mut ladq = precision_controller(
         &mut policy,
         cfg.precision,
         &cfg.ladq,
-        Some(run_dir),
+        main.then_some(run_dir),
         resumed.as_ref().map_or(0, |s| s.step),
     )?;
     let mut state = match resumed {
         Some(s) => {
-            log.truncate_after(s.step)?;
+            if main {
+                log.truncate_after(s.step)?;
+            }
             s
         }
         None => {
-            write_atomic(&run.metrics(), b"")?;
+            if main {
+                write_atomic(&run.metrics(), b"")?;
+            }
             // Step 0: the pre-trained model is the first candidate for the kept weights.
             let t = Instant::now();
             let (metrics, loss) = validate_model(
@@ -323,20 +375,26 @@ pub fn align(
                 lambda_cat,
             )?;
             valid_secs += t.elapsed().as_secs_f64();
-            log.append(&json!({
-                "kind": "valid", "step": 0, "recall@10": metrics.recall_10, "metrics": metrics,
-                "valid_loss": loss, "best": true,
-            }))?;
-            run.save_best(
-                &policy,
-                &Best {
-                    weights: RunDir::best_weights_name(0),
-                    step: 0,
-                    epoch: 0,
-                    valid_loss: loss,
-                    valid_metric: Some(metrics.recall_10),
-                },
-            )?;
+            let (metrics, loss) = match dp {
+                Some(dp) => dp.broadcast_json(&(metrics, loss))?,
+                None => (metrics, loss),
+            };
+            if main {
+                log.append(&json!({
+                    "kind": "valid", "step": 0, "recall@10": metrics.recall_10, "metrics": metrics,
+                    "valid_loss": loss, "best": true,
+                }))?;
+                run.save_best(
+                    &policy,
+                    &Best {
+                        weights: RunDir::best_weights_name(0),
+                        step: 0,
+                        epoch: 0,
+                        valid_loss: loss,
+                        valid_metric: Some(metrics.recall_10),
+                    },
+                )?;
+            }
             let s = TrainState {
                 format_version: FORMAT_VERSION,
                 step: 0,
@@ -349,7 +407,9 @@ pub fn align(
                 epoch_loss_sum: 0.0,
                 epoch_examples: 0,
             };
-            run.save_checkpoint(&policy, &opt, &s)?;
+            if main {
+                run.save_checkpoint(&policy, &opt, &s)?;
+            }
             s
         }
     };
@@ -359,6 +419,9 @@ pub fn align(
         .rev()
         .find_map(|r| r.get("recall@10").and_then(|v| v.as_f64()))
         .unwrap_or(0.0);
+    if let Some(dp) = dp {
+        last_r10 = dp.broadcast_json(&last_r10)?;
+    }
 
     let ctx = GrpoContext {
         reference: &reference,
@@ -369,6 +432,8 @@ pub fn align(
         lambda_cat,
     };
     let b = cfg.batch_contexts;
+    // The global batch of contexts: `b` per rank.
+    let global_b = b * world;
     let n_ex = examples.len();
     let mut order_pass = usize::MAX;
     let mut order: Vec<usize> = Vec::new();
@@ -379,8 +444,8 @@ pub fn align(
         let step = state.step + 1;
         let t = Instant::now();
         let mut chosen = Vec::with_capacity(b);
-        for i in 0..b {
-            let p = (state.step as usize) * b + i;
+        for i in (rank..global_b).step_by(world) {
+            let p = (state.step as usize) * global_b + i;
             let pass = p / n_ex;
             if pass != order_pass {
                 order = (0..n_ex).collect();
@@ -406,19 +471,30 @@ pub fn align(
             cfg.lr
         };
         tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(step));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            cfg.seed
+                .wrapping_add(step)
+                .wrapping_add((rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
         // LADQ sampling steps (0-based step index, as in pre-training): the policy's projections capture their
         // inputs and output gradients in the gradient-tracked passes (path sampling and the reference run
         // under no_grad and record nothing); with ppo_epochs > 1 the updates of the step are pooled.
         ladq.begin_step(state.step);
-        let stats = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, lr, &mut rng)?;
+        let mut stats =
+            grpo_step_with(&ctx, &policy, &mut opt, &batch, &windows, lr, &mut rng, dp)?;
+        if let Some(dp) = dp {
+            stats = mean_over_ranks(dp, &stats, (batch.len * cfg.group_size) as f64)?;
+            if dp.check_replicas_every > 0 && step % dp.check_replicas_every == 0 {
+                dp.check_replicas(opt.params(), step)?;
+            }
+        }
         // The GRPO loss is a mean over the step's sampled paths (and their tokens).
         ladq.end_step(state.step, (batch.len * cfg.group_size) as f64)
             .map_err(reg4rec_model::ModelError::from)?;
         let secs = t.elapsed().as_secs_f64();
         train_secs += secs;
         state.step = step;
-        state.epoch = (step as usize * b) / n_ex;
+        state.epoch = (step as usize * global_b) / n_ex;
 
         let validate_now = step % cfg.valid_every == 0 || step == cfg.steps;
         if validate_now {
@@ -433,33 +509,42 @@ pub fn align(
                 lambda_cat,
             )?;
             valid_secs += t.elapsed().as_secs_f64();
+            let (metrics, loss) = match dp {
+                Some(dp) => dp.broadcast_json(&(metrics, loss))?,
+                None => (metrics, loss),
+            };
             last_r10 = metrics.recall_10;
             let improved = state
                 .best_criterion
                 .is_none_or(|best| -metrics.recall_10 < best);
             if improved {
                 state.best_criterion = Some(-metrics.recall_10);
-                run.save_best(
-                    &policy,
-                    &Best {
-                        weights: RunDir::best_weights_name(step),
-                        step,
-                        epoch: state.epoch,
-                        valid_loss: loss,
-                        valid_metric: Some(metrics.recall_10),
-                    },
-                )?;
+                if main {
+                    run.save_best(
+                        &policy,
+                        &Best {
+                            weights: RunDir::best_weights_name(step),
+                            step,
+                            epoch: state.epoch,
+                            valid_loss: loss,
+                            valid_metric: Some(metrics.recall_10),
+                        },
+                    )?;
+                }
             }
-            log.append(&step_record(step, lr, &stats, last_r10, secs))?;
-            log.append(&json!({
+            if main {
+                log.append(&step_record(step, lr, &stats, last_r10, secs))?;
+                log.append(&json!({
                 "kind": "valid", "step": step, "recall@10": metrics.recall_10, "metrics": metrics,
                 "valid_loss": loss, "best": improved,
             }))?;
-        } else {
+            }
+        } else if main {
             log.append(&step_record(step, lr, &stats, last_r10, secs))?;
         }
         state.finished = step >= cfg.steps;
-        if validate_now || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) {
+        if main && (validate_now || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0))
+        {
             run.save_checkpoint(&policy, &opt, &state)?;
         }
         pb.set_position(step);
@@ -469,6 +554,13 @@ pub fn align(
         ));
     }
     pb.finish_and_clear();
+    if !main {
+        // The report is rank 0's (it reads the run directory).
+        let dp = dp.ok_or_else(|| AlignError::Input("a non-zero rank without a group".into()))?;
+        return dp
+            .broadcast_json(&None::<AlignReport>)?
+            .ok_or_else(|| AlignError::Input("rank 0 sent no alignment report".into()));
+    }
 
     let records = log.records();
     let steps: Vec<&serde_json::Value> = records
@@ -499,5 +591,35 @@ pub fn align(
         valid_seconds: valid_secs,
     };
     write_json_atomic(&run_dir.join("report.json"), &report)?;
+    if let Some(dp) = dp {
+        dp.broadcast_json(&Some(report.clone()))?;
+    }
     Ok(report)
+}
+
+/// The path-weighted mean over the ranks of every statistic of a step (each rank's are means over its
+/// `weight` paths).
+fn mean_over_ranks(dp: DataParallel<'_>, stats: &StepStats, weight: f64) -> Result<StepStats> {
+    fn numbers<'v>(v: &'v mut serde_json::Value, out: &mut Vec<&'v mut serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) => m.values_mut().for_each(|x| numbers(x, out)),
+            serde_json::Value::Number(_) => out.push(v),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(stats)
+        .map_err(|e| AlignError::Input(format!("step statistics: {e}")))?;
+    let mut slots = Vec::new();
+    numbers(&mut v, &mut slots);
+    let mut sums: Vec<f64> = slots
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(0.0) * weight)
+        .collect();
+    sums.push(weight);
+    let totals = dp.sum_f64(&sums)?;
+    let total_weight = totals[slots.len()].max(f64::MIN_POSITIVE);
+    for (slot, t) in slots.into_iter().zip(&totals) {
+        *slot = serde_json::json!(t / total_weight);
+    }
+    serde_json::from_value(v).map_err(|e| AlignError::Input(format!("step statistics: {e}")))
 }

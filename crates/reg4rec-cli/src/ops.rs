@@ -156,7 +156,8 @@ pub fn pretrain(
     )?)
 }
 
-/// Aligns the pre-trained model in `pretrained` with PARS (+ MSRA) into `out`.
+/// Aligns the pre-trained model in `pretrained` with PARS (+ MSRA) into `out`; with `dp`, as one rank of a
+/// data-parallel run (only rank 0 writes to `out`).
 pub fn align(
     ds: &Dataset,
     split: &LeaveOneOut,
@@ -164,11 +165,14 @@ pub fn align(
     align_cfg: &reg4rec_align::AlignConfig,
     out: &Path,
     resume: bool,
+    dp: Option<DataParallel<'_>>,
 ) -> Result<reg4rec_align::AlignReport> {
     let (codes, _) = artifacts::read_extras(pretrained)?;
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    artifacts::copy_extras(pretrained, out)?;
-    Ok(reg4rec_align::align(
-        ds, split, &codes, pretrained, align_cfg, out, resume,
+    if dp.is_none_or(|d| d.is_main()) {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        artifacts::copy_extras(pretrained, out)?;
+    }
+    Ok(reg4rec_align::align_with(
+        ds, split, &codes, pretrained, align_cfg, out, resume, dp,
     )?)
 }

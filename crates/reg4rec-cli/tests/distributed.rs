@@ -222,3 +222,48 @@ fn killing_one_node_makes_the_other_fail_within_the_timeout() {
     assert!(err.contains("rank 0 failed"), "{err}");
     assert!(elapsed < Duration::from_secs(5 + 10), "took {elapsed:?}");
 }
+
+#[test]
+fn two_rank_alignment_keeps_replicas_identical_and_only_rank_0_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, tok) = data_and_tokenizer(dir.path());
+    let pre = dir.path().join("pre");
+    let args = pretrain_args(&csv, &tok, &pre, "16");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(reg4rec(&args).output().unwrap());
+
+    let port = free_port().to_string();
+    let out = dir.path().join("aligned");
+    let o = ok(reg4rec(&[
+        "align",
+        "--model",
+        pre.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--preset",
+        "smoke",
+        "--set",
+        "align.batch_contexts=2",
+        "--nproc",
+        "2",
+        "--master-port",
+        &port,
+        "--check-replicas-every",
+        "1",
+    ])
+    .output()
+    .unwrap());
+    // One report (rank 0's), and the run directory it describes.
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["steps"], 4);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(saved, report);
+    // One step record per step: a second writer would have added more.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let steps = metrics
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"step\""))
+        .count();
+    assert_eq!(steps, 4, "{metrics}");
+}

@@ -48,6 +48,11 @@ impl AdamW {
         }
     }
 
+    /// The optimized variables, in name order.
+    pub fn params(&self) -> &[Tensor] {
+        &self.params
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.zero_grad();

@@ -1,10 +1,12 @@
 //! `reg4rec align`: PARS (GRPO with the four rewards) plus MSRA on a pre-trained model.
 
 use crate::args::ConfigArgs;
+use crate::launch::{DistArgs, Role};
 use crate::{artifacts, ops};
 use anyhow::Result;
 use clap::Args;
 use reg4rec_data::LeaveOneOut;
+use reg4rec_model::dist::DataParallel;
 use reg4rec_model::PrecisionMode;
 use std::path::PathBuf;
 
@@ -26,6 +28,8 @@ pub struct AlignArgs {
     pub resume: bool,
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 pub fn run(a: AlignArgs) -> Result<()> {
@@ -34,10 +38,27 @@ pub fn run(a: AlignArgs) -> Result<()> {
         cfg.align.precision = p;
         cfg.align.validate()?;
     }
+    let pg = match a.dist.role(cfg.align.device()?)? {
+        Role::Launched => return Ok(()),
+        Role::Single => None,
+        Role::Rank(pg) => Some(pg),
+    };
+    if let Some(pg) = &pg {
+        if pg.device().is_cuda() {
+            // One GPU per local rank.
+            cfg.align.device = format!("cuda:{}", pg.device_index());
+        }
+    }
+    let dp = pg.as_ref().map(|pg| DataParallel {
+        group: pg,
+        check_replicas_every: a.dist.check_replicas_every,
+    });
     let (_, data) = artifacts::read_extras(&a.model)?;
     let ds = data.load()?;
     let split = LeaveOneOut::new(&ds);
-    let report = ops::align(&ds, &split, &a.model, &cfg.align, &a.out, a.resume)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let report = ops::align(&ds, &split, &a.model, &cfg.align, &a.out, a.resume, dp)?;
+    if dp.is_none_or(|d| d.is_main()) {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(())
 }

@@ -121,7 +121,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         let mut acfg = cfg.align.clone();
         acfg.msra_h = msra_h;
         ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
-            let r = ops::align(ctx.ds, ctx.split, &pre.result.dir, &acfg, dir, resume)?;
+            let r = ops::align(ctx.ds, ctx.split, &pre.result.dir, &acfg, dir, resume, None)?;
             Ok(Trained {
                 dir: dir.to_path_buf(),
                 seconds: pre.result.seconds + r.train_seconds + r.valid_seconds,
