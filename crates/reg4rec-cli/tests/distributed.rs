@@ -267,3 +267,47 @@ fn two_rank_alignment_keeps_replicas_identical_and_only_rank_0_writes() {
         .count();
     assert_eq!(steps, 4, "{metrics}");
 }
+
+#[test]
+fn the_pipeline_trains_its_stages_with_nproc_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, _) = data_and_tokenizer(dir.path());
+    let out = dir.path().join("run");
+    let port = free_port().to_string();
+    let o = reg4rec(&[
+        "pipeline",
+        "--data",
+        csv.to_str().unwrap(),
+        "--preset",
+        "smoke",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "pipeline.precisions=[]",
+        "--nproc",
+        "2",
+        "--master-port",
+        &port,
+    ])
+    .output()
+    .unwrap();
+    ok(o);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let names: Vec<&str> = report["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"reg4rec") && names.contains(&"tiger"),
+        "{names:?}"
+    );
+    // The training stages ran through the launcher (their config beside the run) and finished.
+    for stage in ["pretrain-reg4rec", "pretrain-tiger", "align-reg4rec"] {
+        let d = out.join("stages").join(stage);
+        assert!(d.join("launch-config.toml").exists(), "{stage}");
+        assert!(d.join("latest.json").exists(), "{stage}");
+    }
+}

@@ -99,14 +99,24 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             &cfg.infer,
         );
         ctx.runner.run(name, &inputs, |dir, resume| {
-            let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
-            let r = ops::pretrain(
-                ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
-            )?;
+            // LADQ trains single-process (each rank would choose its own precisions).
+            let ranks = ctx
+                .ranks
+                .filter(|_| cfg.pretrain.precision != PrecisionMode::Ladq);
+            let report = match ranks {
+                Some(ranks) => ranks.pretrain(ctx.data, &tok.result.dir, mode, cfg, dir, resume)?,
+                None => {
+                    let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
+                    let r = ops::pretrain(
+                        ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
+                    )?;
+                    serde_json::to_value(&r)?
+                }
+            };
             Ok(Trained {
                 dir: dir.to_path_buf(),
-                seconds: tok.result.seconds + r.train_seconds,
-                report: serde_json::to_value(&r)?,
+                seconds: tok.result.seconds + report_seconds(&report, &["train_seconds"]),
+                report,
             })
         })
     };
@@ -121,11 +131,24 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         let mut acfg = cfg.align.clone();
         acfg.msra_h = msra_h;
         ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
-            let r = ops::align(ctx.ds, ctx.split, &pre.result.dir, &acfg, dir, resume, None)?;
+            let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
+            let report = match ranks {
+                Some(ranks) => {
+                    let mut stage_cfg = cfg.clone();
+                    stage_cfg.align = acfg.clone();
+                    ranks.align(&pre.result.dir, &stage_cfg, dir, resume)?
+                }
+                None => {
+                    let r =
+                        ops::align(ctx.ds, ctx.split, &pre.result.dir, &acfg, dir, resume, None)?;
+                    serde_json::to_value(&r)?
+                }
+            };
             Ok(Trained {
                 dir: dir.to_path_buf(),
-                seconds: pre.result.seconds + r.train_seconds + r.valid_seconds,
-                report: serde_json::to_value(&r)?,
+                seconds: pre.result.seconds
+                    + report_seconds(&report, &["train_seconds", "valid_seconds"]),
+                report,
             })
         })
     };
@@ -229,4 +252,12 @@ fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) ->
         report,
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+/// The sum of a training report's seconds fields.
+fn report_seconds(report: &serde_json::Value, fields: &[&str]) -> f64 {
+    fields
+        .iter()
+        .filter_map(|f| report.get(*f).and_then(serde_json::Value::as_f64))
+        .sum()
 }

@@ -5,6 +5,7 @@ mod config;
 mod figures;
 mod generative;
 mod plot;
+mod ranks;
 mod report;
 mod stage;
 
@@ -33,6 +34,13 @@ pub struct PipelineArgs {
     /// Recompute every stage even when a cached result exists.
     #[arg(long)]
     pub force: bool,
+    /// Train the pre-training and alignment stages with this many local data-parallel ranks
+    /// (docs/distributed.md); 1 trains them in the pipeline's process.
+    #[arg(long, default_value_t = 1)]
+    pub nproc: usize,
+    /// Rendezvous port of those ranks on 127.0.0.1.
+    #[arg(long, default_value_t = 29500)]
+    pub master_port: u16,
 }
 
 pub fn run(args: PipelineArgs) -> Result<()> {
@@ -67,6 +75,14 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         ds: &ds,
         split: &split,
         cfg: &cfg,
+        ranks: match args.nproc {
+            0 => anyhow::bail!("--nproc must be >= 1"),
+            1 => None,
+            n => Some(ranks::Ranks {
+                nproc: n,
+                master_port: args.master_port,
+            }),
+        },
     };
     let data_key = fingerprint(&ds);
     let mut methods = Vec::new();
@@ -125,6 +141,8 @@ pub(crate) struct Ctx<'a> {
     pub ds: &'a Dataset,
     pub split: &'a LeaveOneOut,
     pub cfg: &'a PipelineConfig,
+    /// Data-parallel training stages (`--nproc` > 1).
+    pub ranks: Option<ranks::Ranks>,
 }
 
 /// A hash of the dataset's content (sequences, ids, categories): the key every downstream stage builds on.
