@@ -8,6 +8,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use reg4rec_dist::{Backend, DistConfig, ProcessGroup};
+use reg4rec_model::dist::DataParallel;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -87,6 +88,31 @@ impl DistArgs {
         }
         self.launch()?;
         Ok(Role::Launched)
+    }
+
+    /// [`Self::role`] for a trainer whose config names its `device`: `None` when this process was the
+    /// launcher (its ranks did the work); otherwise `Some` of this rank's group (`None` for a single process),
+    /// with `device` set to the rank's own GPU (`cuda:LOCAL_RANK`) under NCCL.
+    pub fn join(&self, device: &mut String) -> Result<Option<Option<ProcessGroup>>> {
+        let parsed = reg4rec_model::config::parse_device(device)?;
+        Ok(match self.role(parsed)? {
+            Role::Launched => None,
+            Role::Single => Some(None),
+            Role::Rank(pg) => {
+                if pg.device().is_cuda() {
+                    *device = format!("cuda:{}", pg.device_index());
+                }
+                Some(Some(pg))
+            }
+        })
+    }
+
+    /// The trainers' view of this rank's group.
+    pub fn data_parallel<'a>(&self, pg: &'a Option<ProcessGroup>) -> Option<DataParallel<'a>> {
+        pg.as_ref().map(|pg| DataParallel {
+            group: pg,
+            check_replicas_every: self.check_replicas_every,
+        })
     }
 
     /// Starts `nproc` copies of this command as ranks and waits for all of them; the first failure kills the

@@ -1,12 +1,11 @@
 //! `reg4rec align`: PARS (GRPO with the four rewards) plus MSRA on a pre-trained model.
 
 use crate::args::ConfigArgs;
-use crate::launch::{DistArgs, Role};
+use crate::launch::DistArgs;
 use crate::{artifacts, ops};
 use anyhow::Result;
 use clap::Args;
 use reg4rec_data::LeaveOneOut;
-use reg4rec_model::dist::DataParallel;
 use reg4rec_model::PrecisionMode;
 use std::path::PathBuf;
 
@@ -38,21 +37,10 @@ pub fn run(a: AlignArgs) -> Result<()> {
         cfg.align.precision = p;
         cfg.align.validate()?;
     }
-    let pg = match a.dist.role(cfg.align.device()?)? {
-        Role::Launched => return Ok(()),
-        Role::Single => None,
-        Role::Rank(pg) => Some(pg),
+    let Some(pg) = a.dist.join(&mut cfg.align.device)? else {
+        return Ok(());
     };
-    if let Some(pg) = &pg {
-        if pg.device().is_cuda() {
-            // One GPU per local rank.
-            cfg.align.device = format!("cuda:{}", pg.device_index());
-        }
-    }
-    let dp = pg.as_ref().map(|pg| DataParallel {
-        group: pg,
-        check_replicas_every: a.dist.check_replicas_every,
-    });
+    let dp = a.dist.data_parallel(&pg);
     let (_, data) = artifacts::read_extras(&a.model)?;
     let ds = data.load()?;
     let split = LeaveOneOut::new(&ds);

@@ -1,13 +1,12 @@
 //! `reg4rec pretrain`: pre-trains the generative model on a tokenizer's codes.
 
 use crate::args::{ConfigArgs, DataArgs};
-use crate::launch::{DistArgs, Role};
+use crate::launch::DistArgs;
 use crate::{artifacts, ops};
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use reg4rec_data::LeaveOneOut;
 use reg4rec_model::config::Mode;
-use reg4rec_model::dist::DataParallel;
 use reg4rec_model::PrecisionMode;
 use std::path::PathBuf;
 
@@ -59,21 +58,10 @@ pub fn run(a: PretrainArgs) -> Result<()> {
         cfg.pretrain.precision = p;
         cfg.pretrain.validate()?;
     }
-    let pg = match a.dist.role(cfg.pretrain.device()?)? {
-        Role::Launched => return Ok(()),
-        Role::Single => None,
-        Role::Rank(pg) => Some(pg),
+    let Some(pg) = a.dist.join(&mut cfg.pretrain.device)? else {
+        return Ok(());
     };
-    if let Some(pg) = &pg {
-        if pg.device().is_cuda() {
-            // One GPU per local rank.
-            cfg.pretrain.device = format!("cuda:{}", pg.device_index());
-        }
-    }
-    let dp = pg.as_ref().map(|pg| DataParallel {
-        group: pg,
-        check_replicas_every: a.dist.check_replicas_every,
-    });
+    let dp = a.dist.data_parallel(&pg);
     let ds = a.data.load()?;
     let split = LeaveOneOut::new(&ds);
     let codes = artifacts::tokenizer_codes(&a.tokenizer)?;
