@@ -183,7 +183,10 @@ pub fn ensure_gloo_headers() -> Result<()> {
         .unwrap_or(false);
     if !known {
         eprintln!("xtask: apt-get update (libgloo-dev is not in the package lists)");
-        run(Command::new("apt-get").args(["update", "-q"])).context(hint)?;
+        run(Command::new("apt-get")
+            .args(["update", "-q"])
+            .stdout(std::io::stderr()))
+        .context(hint)?;
     }
     eprintln!("xtask: installing libgloo-dev (Gloo's headers, for reg4rec-dist)");
     run(Command::new("apt-get")
@@ -194,7 +197,9 @@ pub fn ensure_gloo_headers() -> Result<()> {
             "--no-install-recommends",
             "libgloo-dev",
         ])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        // stdout carries `cargo xtask env`'s export lines.
+        .stdout(std::io::stderr()))
     .context(hint)?;
     if !include.join("gloo/config.h").exists() {
         bail!(
