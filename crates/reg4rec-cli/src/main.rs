@@ -40,6 +40,8 @@ enum Command {
     Recommend(cmd::recommend::RecommendArgs),
     /// Run every stage on a dataset and write `report.json` and `report.md`.
     Pipeline(pipeline::PipelineArgs),
+    /// Rewrite a finished pipeline run's `report.md` and figures from its `report.json` and logs.
+    Report(pipeline::ReportArgs),
 }
 
 fn main() {
@@ -66,5 +68,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Recommend(a) => cmd::recommend::run(a),
         Command::Pipeline(a) => pipeline::run(a),
+        Command::Report(a) => pipeline::rerender(a),
     }
 }

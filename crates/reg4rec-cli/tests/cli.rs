@@ -249,6 +249,20 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert!(o.status.success());
     let second = std::fs::read_to_string(out.join("report.json")).unwrap();
     assert!(first == second, "the cached re-run changed the report");
+    // `reg4rec report` redraws report.md and the figures of a finished run without recomputing anything.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    std::fs::remove_file(out.join("report.md")).unwrap();
+    std::fs::remove_dir_all(out.join("plots")).unwrap();
+    let o = reg4rec(&["report", "--run", out.to_str().unwrap()], dir.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), md);
+    assert!(out.join("plots/codebooks.svg").exists());
+    let o = reg4rec(
+        &["report", "--run", dir.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("report.json"));
 }
 
 #[test]

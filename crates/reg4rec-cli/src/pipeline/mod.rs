@@ -134,6 +134,33 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     Ok(())
 }
 
+/// `reg4rec report --run DIR`: redraws the figures and rewrites `report.md` (and `report.json`) of a finished
+/// pipeline run from its `report.json`, `config.toml` and stage logs, without recomputing anything (e.g. after
+/// upgrading reg4rec, whose newer report layout would otherwise need every stage re-run).
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// Run directory of `reg4rec pipeline` (holds report.json, config.toml and stages/).
+    #[arg(long)]
+    pub run: PathBuf,
+}
+
+pub fn rerender(args: ReportArgs) -> Result<()> {
+    let run = &args.run;
+    let report_path = run.join("report.json");
+    let mut report: Report = reg4rec_data::io::read_json(&report_path)
+        .with_context(|| format!("reading the finished run's {}", report_path.display()))?;
+    let config_path = run.join("config.toml");
+    let text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let cfg: PipelineConfig =
+        toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
+    report.figures = figures::write(run, &report, (cfg.mpq.d, cfg.rqvae.d))?;
+    report.write(run)?;
+    print!("{}", report.markdown());
+    eprintln!("report rewritten in {}", run.display());
+    Ok(())
+}
+
 /// What every stage reads.
 pub(crate) struct Ctx<'a> {
     pub runner: StageRunner,

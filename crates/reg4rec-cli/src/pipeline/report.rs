@@ -117,7 +117,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = format!(
             "# reg4rec report: {} ({} preset)\n\n{} users, {} items, {} interactions. Protocol: {}; {}; \
-             history items {}filtered; ties: {}.\n\nTest split:\n\n",
+             history items {}filtered; ties: {}.\n\nTest split (the two `vs reg4rec` columns: each row's relative change against the full model):\n\n",
             self.dataset,
             self.preset,
             self.users,
@@ -128,11 +128,21 @@ impl Report {
             if self.protocol.filter_history { "" } else { "not " },
             self.protocol.tie_breaking,
         );
-        s.push_str("| method | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 | train s | eval s |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        let full = self.methods.iter().find(|m| m.name == "reg4rec");
+        s.push_str(
+            "| method | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 | R@10 vs reg4rec | N@10 vs reg4rec | train s | eval s |\n",
+        );
+        s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
         for m in &self.methods {
+            let (dr, dn) = match full {
+                Some(f) if m.name != f.name => (
+                    relative_change(m.test.recall_10, f.test.recall_10),
+                    relative_change(m.test.ndcg_10, f.test.ndcg_10),
+                ),
+                _ => ("".to_string(), "".to_string()),
+            };
             s.push_str(&format!(
-                "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} | {:.1} |\n",
+                "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {dr} | {dn} | {:.1} | {:.1} |\n",
                 m.name,
                 m.test.recall_5,
                 m.test.ndcg_5,
@@ -190,6 +200,15 @@ impl Report {
     }
 }
 
+/// `value` relative to `reference` as a signed percentage (`+5.0%`), or `n/a` when the reference is 0.
+fn relative_change(value: f64, reference: f64) -> String {
+    if reference > 0.0 {
+        format!("{:+.1}%", (value / reference - 1.0) * 100.0)
+    } else {
+        "n/a".to_string()
+    }
+}
+
 /// Published numbers on the Amazon 2014 5-core data with leave-one-out and full ranking (the spec's section 7).
 fn published_anchors(dataset: &str) -> Option<&'static [(&'static str, [f64; 4])]> {
     match dataset {
@@ -206,5 +225,18 @@ fn published_anchors(dataset: &str) -> Option<&'static [(&'static str, [f64; 4])
             ),
         ]),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_change;
+
+    #[test]
+    fn relative_change_is_a_signed_percentage_of_the_reference() {
+        assert_eq!(relative_change(0.0475, 0.05), "-5.0%");
+        assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
+        assert_eq!(relative_change(0.05, 0.05), "+0.0%");
+        assert_eq!(relative_change(0.01, 0.0), "n/a");
     }
 }
