@@ -263,6 +263,21 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("report.json"));
+    // A renamed run directory keeps its cache: a new sweep point evaluates the cached aligned model where it
+    // now is, and nothing is trained again.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&out, &moved).unwrap();
+    let o = command(
+        &smoke_pipeline(&csv, &moved, &["pipeline.theta_sweep=[0.05]"]),
+        dir.path(),
+    )
+    .env("REG4REC_LOG", "info")
+    .output()
+    .unwrap();
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("running stage=\"eval-sweep-0.05\""), "{log}");
+    assert!(!log.contains("running stage=\"pretrain") && !log.contains("running stage=\"align"));
 }
 
 #[test]

@@ -63,10 +63,11 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
             TokenizerKind::RqVae => serde_json::to_value(&cfg.rqvae)?,
         };
-        ctx.runner.run(
-            &format!("tokenizer-{kind}"),
-            &(&features.key, section),
-            |dir, _| {
+        let name = format!("tokenizer-{kind}");
+        located(
+            ctx,
+            &name,
+            ctx.runner.run(&name, &(&features.key, section), |dir, _| {
                 let f = ItemFeatures::load(&feature_file)?;
                 let (t, report): (_, TokenizerReport) = ops::tokenizer(&f, kind, cfg)?;
                 t.save(dir)?;
@@ -75,7 +76,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                     seconds: features.result + report.seconds,
                     report: serde_json::to_value(&report)?,
                 })
-            },
+            }),
         )
     };
     let mpq = tok(TokenizerKind::Mpq)?;
@@ -98,27 +99,33 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             &cfg.pipeline.valid_users,
             &cfg.infer,
         );
-        ctx.runner.run(name, &inputs, |dir, resume| {
-            // LADQ trains single-process (each rank would choose its own precisions).
-            let ranks = ctx
-                .ranks
-                .filter(|_| cfg.pretrain.precision != PrecisionMode::Ladq);
-            let report = match ranks {
-                Some(ranks) => ranks.pretrain(ctx.data, &tok.result.dir, mode, cfg, dir, resume)?,
-                None => {
-                    let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
-                    let r = ops::pretrain(
-                        ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
-                    )?;
-                    serde_json::to_value(&r)?
-                }
-            };
-            Ok(Trained {
-                dir: dir.to_path_buf(),
-                seconds: tok.result.seconds + report_seconds(&report, &["train_seconds"]),
-                report,
-            })
-        })
+        located(
+            ctx,
+            name,
+            ctx.runner.run(name, &inputs, |dir, resume| {
+                // LADQ trains single-process (each rank would choose its own precisions).
+                let ranks = ctx
+                    .ranks
+                    .filter(|_| cfg.pretrain.precision != PrecisionMode::Ladq);
+                let report = match ranks {
+                    Some(ranks) => {
+                        ranks.pretrain(ctx.data, &tok.result.dir, mode, cfg, dir, resume)?
+                    }
+                    None => {
+                        let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
+                        let r = ops::pretrain(
+                            ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
+                        )?;
+                        serde_json::to_value(&r)?
+                    }
+                };
+                Ok(Trained {
+                    dir: dir.to_path_buf(),
+                    seconds: tok.result.seconds + report_seconds(&report, &["train_seconds"]),
+                    report,
+                })
+            }),
+        )
     };
     let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| {
         pretrain_as(name, tok, mode, cfg.pretrain.precision)
@@ -130,27 +137,38 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let align = |name: &str, pre: &Done<Trained>, msra_h: usize| -> Result<Done<Trained>> {
         let mut acfg = cfg.align.clone();
         acfg.msra_h = msra_h;
-        ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
-            let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
-            let report = match ranks {
-                Some(ranks) => {
-                    let mut stage_cfg = cfg.clone();
-                    stage_cfg.align = acfg.clone();
-                    ranks.align(&pre.result.dir, &stage_cfg, dir, resume)?
-                }
-                None => {
-                    let r =
-                        ops::align(ctx.ds, ctx.split, &pre.result.dir, &acfg, dir, resume, None)?;
-                    serde_json::to_value(&r)?
-                }
-            };
-            Ok(Trained {
-                dir: dir.to_path_buf(),
-                seconds: pre.result.seconds
-                    + report_seconds(&report, &["train_seconds", "valid_seconds"]),
-                report,
-            })
-        })
+        located(
+            ctx,
+            name,
+            ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
+                let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
+                let report = match ranks {
+                    Some(ranks) => {
+                        let mut stage_cfg = cfg.clone();
+                        stage_cfg.align = acfg.clone();
+                        ranks.align(&pre.result.dir, &stage_cfg, dir, resume)?
+                    }
+                    None => {
+                        let r = ops::align(
+                            ctx.ds,
+                            ctx.split,
+                            &pre.result.dir,
+                            &acfg,
+                            dir,
+                            resume,
+                            None,
+                        )?;
+                        serde_json::to_value(&r)?
+                    }
+                };
+                Ok(Trained {
+                    dir: dir.to_path_buf(),
+                    seconds: pre.result.seconds
+                        + report_seconds(&report, &["train_seconds", "valid_seconds"]),
+                    report,
+                })
+            }),
+        )
     };
     let full = align("align-reg4rec", &pre, cfg.align.msra_h)?;
     let no_msra = align("align-reg4rec-no-msra", &pre, 1)?;
@@ -241,6 +259,14 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         theta_sweep,
         precision,
     })
+}
+
+/// A cached [`Trained`] names its directory as it was when the stage ran; a stage's directory is always
+/// `<run>/stages/<name>`, so it is derived again here and a moved or renamed run directory keeps its cache.
+fn located(ctx: &Ctx<'_>, name: &str, done: Result<Done<Trained>>) -> Result<Done<Trained>> {
+    let mut done = done?;
+    done.result.dir = ctx.runner.root.join("stages").join(name);
+    Ok(done)
 }
 
 fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {
