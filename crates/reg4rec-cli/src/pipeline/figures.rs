@@ -30,8 +30,8 @@ pub struct Figure {
     pub caption: String,
 }
 
-/// JSON lines of a stage's `metrics.jsonl` with the given `kind` (missing file: none).
-fn records(stage: &Path, kind: &str) -> Result<Vec<Value>> {
+/// Every JSON line of a stage's `metrics.jsonl`, read once (missing file: none).
+fn records(stage: &Path) -> Result<Vec<Value>> {
     let path = stage.join("metrics.jsonl");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(Vec::new());
@@ -42,23 +42,37 @@ fn records(stage: &Path, kind: &str) -> Result<Vec<Value>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a JSON record", path.display(), n + 1))?;
-        if v["kind"] == kind {
-            out.push(v);
-        }
+        out.push(
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a JSON record", path.display(), n + 1))?,
+        );
     }
     Ok(out)
 }
 
-fn curve(name: &str, recs: &[Value], x: &str, y: impl Fn(&Value) -> Option<f64>) -> Series {
+/// The records of one `kind` (`{"kind": "step", ...}`).
+fn of_kind<'a>(recs: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> {
+    recs.iter().filter(move |r| r["kind"] == kind)
+}
+
+/// A series of `(x(r), y(r))` over the records where both are numbers.
+fn curve<'a>(
+    name: &str,
+    recs: impl IntoIterator<Item = &'a Value>,
+    x: impl Fn(&Value) -> Option<f64>,
+    y: impl Fn(&Value) -> Option<f64>,
+) -> Series {
     Series {
         name: name.to_string(),
         points: recs
-            .iter()
-            .filter_map(|r| Some((r[x].as_f64()?, y(r)?)))
+            .into_iter()
+            .filter_map(|r| Some((x(r)?, y(r)?)))
             .collect(),
     }
+}
+
+fn field(name: &'static str) -> impl Fn(&Value) -> Option<f64> {
+    move |r| r[name].as_f64()
 }
 
 fn f64s(v: &Value) -> Vec<f64> {
@@ -83,28 +97,30 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
     let mut loss = Vec::new();
     let mut valid = Vec::new();
     for (stage, name) in PRETRAIN {
-        let dir = stages.join(stage);
-        loss.push(curve(name, &records(&dir, "step")?, "step", |r| {
-            r["loss"].as_f64()
-        }));
+        let recs = records(&stages.join(stage))?;
+        loss.push(curve(
+            name,
+            of_kind(&recs, "step"),
+            field("step"),
+            field("loss"),
+        ));
         // Epochs are 0-based in the log; drawn as "after epoch 1, 2, ...".
-        valid.push(curve(name, &records(&dir, "epoch")?, "epoch", |r| {
-            r["valid_metric"].as_f64()
-        }));
-        for p in &mut valid
-            .last_mut()
-            .into_iter()
-            .flat_map(|s| s.points.iter_mut())
-        {
-            p.0 += 1.0;
-        }
+        valid.push(curve(
+            name,
+            of_kind(&recs, "epoch"),
+            |r| Some(r["epoch"].as_f64()? + 1.0),
+            field("valid_metric"),
+        ));
     }
     if let Ok(state) = std::fs::read(stages.join("sasrec-ce/state.json")) {
         let state: Value = serde_json::from_slice(&state).context("sasrec-ce/state.json")?;
         let history = state["history"].as_array().cloned().unwrap_or_default();
-        valid.push(curve("sasrec-ce", &history, "epoch", |r| {
-            r["valid_recall10"].as_f64()
-        }));
+        valid.push(curve(
+            "sasrec-ce",
+            &history,
+            field("epoch"),
+            field("valid_recall10"),
+        ));
     }
     if loss.iter().any(|s| !s.points.is_empty()) {
         save(
@@ -137,13 +153,19 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
     let mut reward = Vec::new();
     let mut align_valid = Vec::new();
     for (stage, name) in ALIGN {
-        let dir = stages.join(stage);
-        reward.push(curve(name, &records(&dir, "step")?, "step", |r| {
-            r["reward"].as_f64()
-        }));
-        align_valid.push(curve(name, &records(&dir, "valid")?, "step", |r| {
-            r["recall@10"].as_f64()
-        }));
+        let recs = records(&stages.join(stage))?;
+        reward.push(curve(
+            name,
+            of_kind(&recs, "step"),
+            field("step"),
+            field("reward"),
+        ));
+        align_valid.push(curve(
+            name,
+            of_kind(&recs, "valid"),
+            field("step"),
+            field("recall@10"),
+        ));
     }
     if reward.iter().any(|s| !s.points.is_empty()) {
         save(
@@ -244,7 +266,7 @@ mod tests {
             "{\"kind\":\"step\",\"step\":1,\"loss\":2.0}\n{oops\n",
         )
         .unwrap();
-        let err = records(dir.path(), "step").unwrap_err();
+        let err = records(dir.path()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("metrics.jsonl:2"), "{msg}");
     }
@@ -260,11 +282,9 @@ mod tests {
              {\"kind\":\"step\",\"step\":3,\"loss\":1.5}\n",
         )
         .unwrap();
-        let recs = records(dir.path(), "step").unwrap();
-        let s = curve("x", &recs, "step", |r| r["loss"].as_f64());
+        let recs = records(dir.path()).unwrap();
+        let s = curve("x", of_kind(&recs, "step"), field("step"), field("loss"));
         assert_eq!(s.points, vec![(1.0, 2.0), (3.0, 1.5)]);
-        assert!(records(&dir.path().join("missing"), "step")
-            .unwrap()
-            .is_empty());
+        assert!(records(&dir.path().join("missing")).unwrap().is_empty());
     }
 }

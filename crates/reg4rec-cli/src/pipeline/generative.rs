@@ -22,7 +22,7 @@ use reg4rec_model::config::Mode;
 use reg4rec_model::PrecisionMode;
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 pub struct Generative {
@@ -31,10 +31,9 @@ pub struct Generative {
     pub precision: Vec<PrecisionPoint>,
 }
 
-/// A trained model stage: where it is and what training cost.
+/// A trained model stage: what training cost (where it is: the stage's [`Done::dir`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Trained {
-    dir: PathBuf,
     /// Seconds of this stage and every stage it builds on (features, tokenizer, pre-training, ...).
     seconds: f64,
     /// The library's own report of this stage.
@@ -63,20 +62,18 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
             TokenizerKind::RqVae => serde_json::to_value(&cfg.rqvae)?,
         };
-        let name = format!("tokenizer-{kind}");
-        located(
-            ctx,
-            &name,
-            ctx.runner.run(&name, &(&features.key, section), |dir, _| {
+        ctx.runner.run(
+            &format!("tokenizer-{kind}"),
+            &(&features.key, section),
+            |dir, _| {
                 let f = ItemFeatures::load(&feature_file)?;
                 let (t, report): (_, TokenizerReport) = ops::tokenizer(&f, kind, cfg)?;
                 t.save(dir)?;
                 Ok(Trained {
-                    dir: dir.to_path_buf(),
                     seconds: features.result + report.seconds,
                     report: serde_json::to_value(&report)?,
                 })
-            }),
+            },
         )
     };
     let mpq = tok(TokenizerKind::Mpq)?;
@@ -99,33 +96,26 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             &cfg.pipeline.valid_users,
             &cfg.infer,
         );
-        located(
-            ctx,
-            name,
-            ctx.runner.run(name, &inputs, |dir, resume| {
-                // LADQ trains single-process (each rank would choose its own precisions).
-                let ranks = ctx
-                    .ranks
-                    .filter(|_| cfg.pretrain.precision != PrecisionMode::Ladq);
-                let report = match ranks {
-                    Some(ranks) => {
-                        ranks.pretrain(ctx.data, &tok.result.dir, mode, cfg, dir, resume)?
-                    }
-                    None => {
-                        let codes = artifacts::tokenizer_codes(&tok.result.dir)?;
-                        let r = ops::pretrain(
-                            ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
-                        )?;
-                        serde_json::to_value(&r)?
-                    }
-                };
-                Ok(Trained {
-                    dir: dir.to_path_buf(),
-                    seconds: tok.result.seconds + report_seconds(&report, &["train_seconds"]),
-                    report,
-                })
-            }),
-        )
+        ctx.runner.run(name, &inputs, |dir, resume| {
+            // LADQ trains single-process (each rank would choose its own precisions).
+            let ranks = ctx
+                .ranks
+                .filter(|_| cfg.pretrain.precision != PrecisionMode::Ladq);
+            let report = match ranks {
+                Some(ranks) => ranks.pretrain(ctx.data, &tok.dir, mode, cfg, dir, resume)?,
+                None => {
+                    let codes = artifacts::tokenizer_codes(&tok.dir)?;
+                    let r = ops::pretrain(
+                        ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
+                    )?;
+                    serde_json::to_value(&r)?
+                }
+            };
+            Ok(Trained {
+                seconds: tok.result.seconds + report_seconds(&report, &["train_seconds"]),
+                report,
+            })
+        })
     };
     let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| {
         pretrain_as(name, tok, mode, cfg.pretrain.precision)
@@ -137,38 +127,25 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let align = |name: &str, pre: &Done<Trained>, msra_h: usize| -> Result<Done<Trained>> {
         let mut acfg = cfg.align.clone();
         acfg.msra_h = msra_h;
-        located(
-            ctx,
-            name,
-            ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
-                let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
-                let report = match ranks {
-                    Some(ranks) => {
-                        let mut stage_cfg = cfg.clone();
-                        stage_cfg.align = acfg.clone();
-                        ranks.align(&pre.result.dir, &stage_cfg, dir, resume)?
-                    }
-                    None => {
-                        let r = ops::align(
-                            ctx.ds,
-                            ctx.split,
-                            &pre.result.dir,
-                            &acfg,
-                            dir,
-                            resume,
-                            None,
-                        )?;
-                        serde_json::to_value(&r)?
-                    }
-                };
-                Ok(Trained {
-                    dir: dir.to_path_buf(),
-                    seconds: pre.result.seconds
-                        + report_seconds(&report, &["train_seconds", "valid_seconds"]),
-                    report,
-                })
-            }),
-        )
+        ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
+            let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
+            let report = match ranks {
+                Some(ranks) => {
+                    let mut stage_cfg = cfg.clone();
+                    stage_cfg.align = acfg.clone();
+                    ranks.align(&pre.dir, &stage_cfg, dir, resume)?
+                }
+                None => {
+                    let r = ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?;
+                    serde_json::to_value(&r)?
+                }
+            };
+            Ok(Trained {
+                seconds: pre.result.seconds
+                    + report_seconds(&report, &["train_seconds", "valid_seconds"]),
+                report,
+            })
+        })
     };
     let full = align("align-reg4rec", &pre, cfg.align.msra_h)?;
     let no_msra = align("align-reg4rec-no-msra", &pre, 1)?;
@@ -182,7 +159,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         let stage_name = format!("eval-{name}");
         ctx.runner
             .run(&stage_name, &(&model.key, stage, &infer), |_, _| {
-                evaluate_dir(&model.result.dir, ctx, stage, &infer)
+                evaluate_dir(&model.dir, ctx, stage, &infer)
             })
             .map(|d| d.result)
     };
@@ -259,14 +236,6 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         theta_sweep,
         precision,
     })
-}
-
-/// A cached [`Trained`] names its directory as it was when the stage ran; a stage's directory is always
-/// `<run>/stages/<name>`, so it is derived again here and a moved or renamed run directory keeps its cache.
-fn located(ctx: &Ctx<'_>, name: &str, done: Result<Done<Trained>>) -> Result<Done<Trained>> {
-    let mut done = done?;
-    done.result.dir = ctx.runner.root.join("stages").join(name);
-    Ok(done)
 }
 
 fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {

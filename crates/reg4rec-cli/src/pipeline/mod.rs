@@ -19,7 +19,7 @@ use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use sha2::{Digest, Sha256};
 use stage::StageRunner;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -115,7 +115,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         precision = g.precision;
     }
 
-    let mut report = Report {
+    let report = Report {
         dataset: name,
         preset: preset.clone(),
         users: split.n_users(),
@@ -127,10 +127,15 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         precision,
         figures: Vec::new(),
     };
-    report.figures = figures::write(&out, &report, (cfg.mpq.d, cfg.rqvae.d))?;
-    report.write(&out)?;
+    publish(&out, report, &cfg)
+}
+
+/// Draws the figures into `run/plots/`, writes `report.json` and `report.md`, and prints the table.
+fn publish(run: &Path, mut report: Report, cfg: &PipelineConfig) -> Result<()> {
+    report.figures = figures::write(run, &report, (cfg.mpq.d, cfg.rqvae.d))?;
+    report.write(run)?;
     print!("{}", report.markdown());
-    eprintln!("report written to {}", out.join("report.json").display());
+    eprintln!("report written to {}", run.join("report.json").display());
     Ok(())
 }
 
@@ -147,18 +152,14 @@ pub struct ReportArgs {
 pub fn rerender(args: ReportArgs) -> Result<()> {
     let run = &args.run;
     let report_path = run.join("report.json");
-    let mut report: Report = reg4rec_data::io::read_json(&report_path)
+    let report: Report = reg4rec_data::io::read_json(&report_path)
         .with_context(|| format!("reading the finished run's {}", report_path.display()))?;
     let config_path = run.join("config.toml");
     let text = std::fs::read_to_string(&config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
     let cfg: PipelineConfig =
         toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
-    report.figures = figures::write(run, &report, (cfg.mpq.d, cfg.rqvae.d))?;
-    report.write(run)?;
-    print!("{}", report.markdown());
-    eprintln!("report rewritten in {}", run.display());
-    Ok(())
+    publish(run, report, &cfg)
 }
 
 /// What every stage reads.

@@ -27,11 +27,13 @@ pub struct StageRunner {
     pub force: bool,
 }
 
-/// A finished stage: its result and its key (the input of downstream keys).
+/// A finished stage: its result, its key (the input of downstream keys) and its directory, always
+/// `<run>/stages/<name>` under the current run root (never stored, so a moved run directory keeps its cache).
 #[derive(Clone)]
 pub struct Done<T> {
     pub result: T,
     pub key: String,
+    pub dir: PathBuf,
 }
 
 impl StageRunner {
@@ -58,6 +60,7 @@ impl StageRunner {
                     return Ok(Done {
                         result: stamped.result,
                         key,
+                        dir,
                     });
                 }
             }
@@ -81,6 +84,7 @@ impl StageRunner {
         Ok(Done {
             result: stamped.result,
             key,
+            dir,
         })
     }
 }
