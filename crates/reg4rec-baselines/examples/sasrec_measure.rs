@@ -116,7 +116,7 @@ fn main() -> BoxResult<()> {
         tch::get_num_threads()
     );
     let t = Instant::now();
-    let pop = evaluate_popularity(&split, n_items, Stage::Test);
+    let pop = evaluate_popularity(&split, n_items, Stage::Test, cfg.exclude_history);
     println!(
         "{}  [{:.2}s]",
         line("popularity", &pop),

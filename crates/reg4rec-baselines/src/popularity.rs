@@ -3,7 +3,7 @@
 //!
 //! The counts come from the training parts only, for both stages: the validation targets are *not* added as history
 //! for the test stage (the model is fit once, exactly like SASRec's weights), and the test targets never count.
-//! Ranking is full (all items, nothing filtered) with the pessimistic ties of `reg4rec_data::metrics`, so all items
+//! Ranking is full (all items; the user's own history items only leave it when asked) with the pessimistic ties of `reg4rec_data::metrics`, so all items
 //! sharing the target's count rank above it.
 
 use reg4rec_data::metrics::MetricAccumulator;
@@ -29,10 +29,17 @@ pub fn popularity_scores(split: &LeaveOneOut, n_items: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Full-ranking Recall/NDCG@{5,10,20} of the popularity ranking on `stage`'s targets.
+/// Full-ranking Recall/NDCG@{5,10,20} of the popularity ranking on `stage`'s targets. With `exclude_history`
+/// each user's own history items (training part, plus the validation item for the test stage) leave the ranking
+/// first (a target that is itself a history item is then not ranked, as in `reg4rec-infer`).
 ///
 /// A target outside `0..n_items` counts as not ranked (it cannot be recommended).
-pub fn evaluate_popularity(split: &LeaveOneOut, n_items: usize, stage: Stage) -> Metrics {
+pub fn evaluate_popularity(
+    split: &LeaveOneOut,
+    n_items: usize,
+    stage: Stage,
+    exclude_history: bool,
+) -> Metrics {
     let counts = popularity_counts(split, n_items);
     // rank(target) = #items with count >= count(target), minus the target itself (pessimistic ties):
     // one sort, then a binary search per user instead of a pass over all items.
@@ -44,7 +51,23 @@ pub fn evaluate_popularity(split: &LeaveOneOut, n_items: usize, stage: Stage) ->
         match counts.get(target) {
             Some(&c) => {
                 let below = sorted.partition_point(|&x| x < c);
-                acc.add_rank(Some(n_items - below - 1));
+                let mut rank = Some(n_items - below - 1);
+                if exclude_history {
+                    let mut history = split.history(u, stage, usize::MAX);
+                    history.sort_unstable();
+                    history.dedup();
+                    if history.binary_search(&(target as u32)).is_ok() {
+                        rank = None; // a repeated item left the ranking with the rest of the history
+                    } else {
+                        // History items that ranked above the target leave the ranking.
+                        let above = history
+                            .iter()
+                            .filter(|&&i| counts.get(i as usize).is_some_and(|&h| h >= c))
+                            .count();
+                        rank = rank.map(|r| r - above);
+                    }
+                }
+                acc.add_rank(rank);
             }
             None => acc.add_rank(None),
         }
@@ -78,7 +101,7 @@ mod tests {
         assert_eq!(popularity_counts(&s, 8), vec![3, 2, 1, 0, 0, 0, 0, 0]);
         // Validation targets 0, 2, 3 rank 0, 2 and 7 (item 3 ties with the 4 other zero-count items plus
         // items 0..3 above it: 7 items score >= 0 besides itself).
-        let v = evaluate_popularity(&s, 8, Stage::Valid);
+        let v = evaluate_popularity(&s, 8, Stage::Valid, false);
         assert_eq!(v.users, 3);
         assert!((v.recall_5 - 2.0 / 3.0).abs() < 1e-12);
         let ndcg5 = (1.0 + 1.0 / 4f64.log2()) / 3.0; // ranks 0 and 2
@@ -87,7 +110,7 @@ mod tests {
         let ndcg10 = (1.0 + 1.0 / 4f64.log2() + 1.0 / 9f64.log2()) / 3.0;
         assert!((v.ndcg_10 - ndcg10).abs() < 1e-12);
         // Test targets 1, 4, 2 rank 1, 7, 2; the validation targets do not change the counts.
-        let t = evaluate_popularity(&s, 8, Stage::Test);
+        let t = evaluate_popularity(&s, 8, Stage::Test, false);
         let ndcg5 = (1.0 / 3f64.log2() + 1.0 / 4f64.log2()) / 3.0;
         assert!((t.ndcg_5 - ndcg5).abs() < 1e-12);
         assert!((t.recall_5 - 2.0 / 3.0).abs() < 1e-12);
@@ -106,16 +129,50 @@ mod tests {
             for u in 0..s.n_users() {
                 acc.add_scores(&scores, s.target(u, stage) as usize);
             }
-            assert_eq!(evaluate_popularity(&s, 10, stage), acc.finish());
+            assert_eq!(evaluate_popularity(&s, 10, stage, false), acc.finish());
         }
         assert_eq!(rank_of(&scores, 3), 9);
-        assert_eq!(evaluate_popularity(&s, 10, Stage::Test).recall_5, 0.0);
+        assert_eq!(
+            evaluate_popularity(&s, 10, Stage::Test, false).recall_5,
+            0.0
+        );
     }
 
     #[test]
     fn out_of_range_target_is_not_ranked() {
         let s = split(vec![vec![0, 1]], vec![1], vec![42]);
-        let m = evaluate_popularity(&s, 3, Stage::Test);
+        let m = evaluate_popularity(&s, 3, Stage::Test, false);
         assert_eq!((m.users, m.recall_20), (1, 0.0));
+    }
+
+    #[test]
+    fn excluding_history_lifts_the_target_past_the_users_own_items() {
+        // Counts: item 0 -> 3, item 1 -> 2, item 2 -> 1. User 0's test target 2 ranks 2 behind items 0 and 1;
+        // its history (training part [0, 1] plus validation item 3) holds both, so excluded it ranks 0.
+        let s = split(
+            vec![vec![0, 1], vec![0, 1, 2], vec![0]],
+            vec![3, 4, 5],
+            vec![2, 2, 1],
+        );
+        let scores = popularity_scores(&s, 8);
+        for stage in [Stage::Valid, Stage::Test] {
+            let mut acc = MetricAccumulator::new();
+            for u in 0..s.n_users() {
+                let (history, target) = (s.history(u, stage, usize::MAX), s.target(u, stage));
+                if history.contains(&target) {
+                    acc.add_rank(None); // user 1's test target 2 repeats a training item
+                    continue;
+                }
+                let mut masked = scores.clone();
+                for i in history {
+                    masked[i as usize] = f32::NEG_INFINITY;
+                }
+                acc.add_scores(&masked, target as usize);
+            }
+            assert_eq!(evaluate_popularity(&s, 8, stage, true), acc.finish());
+        }
+        let plain = evaluate_popularity(&s, 8, Stage::Test, false);
+        let excluded = evaluate_popularity(&s, 8, Stage::Test, true);
+        assert!(excluded.ndcg_5 > plain.ndcg_5);
     }
 }

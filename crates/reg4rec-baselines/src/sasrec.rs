@@ -33,12 +33,15 @@ pub struct SasRecConfig {
     pub d_ff: usize,
     /// Dropout on embeddings, attention weights and residual branches. Default 0.3.
     pub dropout: f64,
-    /// AdamW learning rate (initial, see `lr_decay_factor`). Default 3e-3.
+    /// AdamW learning rate (the peak: see `lr_schedule`). Default 3e-3.
     pub lr: f64,
-    /// Learning-rate decay on plateau: after every `lr_decay_patience` validations without a better NDCG@10 the
+    /// How the learning rate changes over training. Default `plateau`.
+    pub lr_schedule: LrSchedule,
+    /// With `lr_schedule = "plateau"`: after every `lr_decay_patience` validations without a better NDCG@10 the
     /// learning rate is multiplied by `lr_decay_factor` (1.0 = constant learning rate). Default 0.5.
     pub lr_decay_factor: f64,
-    /// Validations without improvement before each learning-rate decay (see `lr_decay_factor`). Default 2.
+    /// With `lr_schedule = "plateau"`: validations without improvement before each learning-rate decay (see
+    /// `lr_decay_factor`). Default 2.
     pub lr_decay_patience: usize,
     /// AdamW decoupled weight decay, applied to matrices and embedding tables (not to biases or LayerNorm).
     /// Default 0.0.
@@ -66,6 +69,9 @@ pub struct SasRecConfig {
     pub threads: usize,
     /// Seed of the initialisation, the dropout masks and the batch order. Default 42.
     pub seed: u64,
+    /// Evaluation protocol: remove each user's own history items from the ranking (validation for early stopping
+    /// and the final metrics alike). Default false: nothing is filtered, as REG4REC.md's protocol states.
+    pub exclude_history: bool,
 }
 
 impl Default for SasRecConfig {
@@ -78,6 +84,7 @@ impl Default for SasRecConfig {
             d_ff: 256,
             dropout: 0.3,
             lr: 3e-3,
+            lr_schedule: LrSchedule::Plateau,
             lr_decay_factor: 0.5,
             lr_decay_patience: 2,
             weight_decay: 0.0,
@@ -91,6 +98,7 @@ impl Default for SasRecConfig {
             time_budget_s: 0,
             threads: 0,
             seed: 42,
+            exclude_history: false,
         }
     }
 }
@@ -186,6 +194,33 @@ impl SasRecConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Learning-rate schedule of SASRec training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `lr` until validation NDCG@10 stops improving, then multiplied by `lr_decay_factor` after every
+    /// `lr_decay_patience` validations without a better one.
+    Plateau,
+    /// Half a cosine from `lr` at epoch 1 down to zero after epoch `max_epochs`:
+    /// `lr * (1 + cos(pi * (epoch - 1) / max_epochs)) / 2`. `max_epochs` is then part of the schedule (a resumed
+    /// run cannot change it); early stopping and the time budget still apply.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate of 1-based `epoch` under the cosine schedule (`None` for schedules that depend on
+    /// validation results).
+    pub fn planned(self, lr: f64, epoch: usize, max_epochs: usize) -> Option<f64> {
+        match self {
+            LrSchedule::Plateau => None,
+            LrSchedule::Cosine => {
+                let progress = (epoch.saturating_sub(1)) as f64 / max_epochs.max(1) as f64;
+                Some(lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos()))
+            }
+        }
     }
 }
 

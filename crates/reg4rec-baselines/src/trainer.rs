@@ -18,7 +18,7 @@
 
 use crate::checkpoint::{self, FORMAT_VERSION};
 use crate::error::{BaselineError, Result};
-use crate::sasrec::{SasRec, SasRecConfig};
+use crate::sasrec::{LrSchedule, SasRec, SasRecConfig};
 use indicatif::ProgressBar;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -195,23 +195,35 @@ impl SasRecModel {
 
     /// Full-ranking metrics on `stage`: users in batches of `eval_batch_size`, one matmul against the item table
     /// per batch, the target's rank counted on the tensor (pessimistic ties, as `reg4rec_data::metrics::rank_of`).
+    /// With `config.exclude_history` every item of the user's whole history (not only the `max_len` the model
+    /// reads) is removed from the ranking first, and a target that repeats a history item is not ranked.
     pub fn evaluate(&self, split: &LeaveOneOut, stage: Stage) -> Result<Metrics> {
         check_split(split, self.n_items)?;
-        let l = self.config.max_len;
         // Similar lengths together: less padding, same results (padding is masked out).
         let mut users: Vec<usize> = (0..split.n_users()).collect();
         users.sort_by_key(|&u| split.train[u].len());
         let mut acc = MetricAccumulator::new();
         for chunk in users.chunks(self.config.eval_batch_size) {
-            let histories: Vec<Vec<u32>> =
-                chunk.iter().map(|&u| split.history(u, stage, l)).collect();
+            let histories: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&u| split.history(u, stage, usize::MAX))
+                .collect();
             let targets: Vec<i64> = chunk
                 .iter()
                 .map(|&u| split.target(u, stage) as i64)
                 .collect();
-            let scores = self.score(&histories)?; // [users, n_items]
-            for r in ranks_on_tensor(&scores, &targets) {
-                acc.add_rank(Some(r));
+            let mut scores = self.score(&histories)?; // [users, n_items]
+            if self.config.exclude_history {
+                exclude_items(&mut scores, &histories);
+            }
+            for ((r, h), &t) in ranks_on_tensor(&scores, &targets)
+                .into_iter()
+                .zip(&histories)
+                .zip(&targets)
+            {
+                // A repeated target left the ranking with the rest of the history.
+                let repeated = self.config.exclude_history && h.contains(&(t as u32));
+                acc.add_rank((!repeated).then_some(r));
             }
         }
         Ok(acc.finish())
@@ -231,6 +243,20 @@ pub fn ranks_on_tensor(scores: &Tensor, targets: &[i64]) -> Vec<usize> {
     Vec::<i64>::try_from(&(not_below - 1))
         .map(|v| v.into_iter().map(|r| r.max(0) as usize).collect())
         .unwrap_or_default()
+}
+
+/// Sets the score of every listed item of each row to -inf, so it ranks after every other item (a target among
+/// them can still be ranked: pessimistic ties put it last). `scores`: [rows, n_items]; `items`: one list per row,
+/// ids below `n_items`.
+pub fn exclude_items(scores: &mut Tensor, items: &[Vec<u32>]) {
+    let n_items = scores.size()[1];
+    let flat: Vec<i64> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(r, row)| row.iter().map(move |&i| r as i64 * n_items + i as i64))
+        .collect();
+    let mut view = scores.view([-1]);
+    let _ = view.index_fill_(0, &Tensor::from_slice(&flat), f64::NEG_INFINITY);
 }
 
 /// Left-pads histories to the longest one: [rows, steps] int64 with `pad` in front.
@@ -468,6 +494,12 @@ pub fn train_sasrec(
         let started = Instant::now();
         let epoch = state.epoch + 1;
         tch::manual_seed(config.seed.wrapping_add(epoch as u64) as i64);
+        if let Some(lr) = config
+            .lr_schedule
+            .planned(config.lr, epoch, config.max_epochs)
+        {
+            trainer.opt.lr = lr;
+        }
         let loss = train_epoch(&mut trainer, &rows, config, epoch, &bar)?;
         let budget_spent = config.time_budget_s > 0
             && state.train_seconds + started.elapsed().as_secs_f64() >= config.time_budget_s as f64;
@@ -495,7 +527,9 @@ pub fn train_sasrec(
                 new_best = Some(name);
             } else {
                 state.bad_evals += 1;
-                if state.bad_evals.is_multiple_of(config.lr_decay_patience) {
+                if config.lr_schedule == LrSchedule::Plateau
+                    && state.bad_evals.is_multiple_of(config.lr_decay_patience)
+                {
                     trainer.opt.lr *= config.lr_decay_factor;
                 }
             }
@@ -598,8 +632,9 @@ fn stop_reason(state: &TrainState, cfg: &SasRecConfig) -> Option<String> {
     }
 }
 
-/// A run can be resumed with another budget (`max_epochs`, `patience`, `time_budget_s`, `eval_batch_size`, `threads`),
-/// never with another model, optimiser, data or seed.
+/// A run can be resumed with another budget (`max_epochs` (not under the cosine schedule), `patience`,
+/// `time_budget_s`, `eval_batch_size`, `threads`), never with another model, optimiser, data, seed or evaluation
+/// protocol.
 fn check_resumable(st: &TrainState, cfg: &SasRecConfig, n_items: usize, path: &Path) -> Result<()> {
     if st.n_items != n_items {
         return Err(BaselineError::checkpoint(
@@ -609,13 +644,17 @@ fn check_resumable(st: &TrainState, cfg: &SasRecConfig, n_items: usize, path: &P
     }
     let old = serde_json::to_value(&st.config).unwrap_or_default();
     let new = serde_json::to_value(cfg).unwrap_or_default();
-    let budget = [
-        "max_epochs",
-        "patience",
-        "time_budget_s",
-        "eval_batch_size",
-        "threads",
-    ];
+    // Under the cosine schedule `max_epochs` sets the learning rate of every epoch, so it cannot change.
+    let budget: &[&str] = match cfg.lr_schedule {
+        LrSchedule::Plateau => &[
+            "max_epochs",
+            "patience",
+            "time_budget_s",
+            "eval_batch_size",
+            "threads",
+        ],
+        LrSchedule::Cosine => &["patience", "time_budget_s", "eval_batch_size", "threads"],
+    };
     if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
         for (field, v) in new {
             if !budget.contains(&field.as_str()) && old.get(field) != Some(v) {

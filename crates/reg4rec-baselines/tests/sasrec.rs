@@ -1,8 +1,8 @@
 //! Behaviour of SASRec-CE a user relies on: causality, padding invariance, learning, checkpoints and resume.
 
 use reg4rec_baselines::trainer::ranks_on_tensor;
-use reg4rec_baselines::{train_sasrec, SasRecConfig, SasRecModel};
-use reg4rec_data::metrics::rank_of;
+use reg4rec_baselines::{train_sasrec, LrSchedule, SasRecConfig, SasRecModel};
+use reg4rec_data::metrics::{rank_of, MetricAccumulator};
 use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use tch::{Kind, Tensor};
@@ -276,5 +276,72 @@ fn config_errors_name_the_field() {
     assert!(SasRecConfig::preset("gpu").is_err());
     for name in ["cpu", "smoke", "default"] {
         SasRecConfig::preset(name).unwrap().validate().unwrap();
+    }
+}
+
+#[test]
+fn cosine_schedule_sets_each_epochs_rate_and_fixes_max_epochs() {
+    let _rng = rng_lock();
+    let ds = cyclic(40, 15, 9);
+    let split = LeaveOneOut::new(&ds);
+    let cfg = SasRecConfig {
+        lr_schedule: LrSchedule::Cosine,
+        ..tiny_config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let report = train_sasrec(&split, 15, &cfg, dir.path(), false).unwrap();
+    // Epochs 1..=4 of 4: lr * (1 + cos(pi * (e - 1) / 4)) / 2, whatever the validation results were.
+    let expected = [1.0, 0.853_553_390_593_273_8, 0.5, 0.146_446_609_406_726_24];
+    for (e, want) in report.history.iter().zip(expected) {
+        assert!((e.lr - cfg.lr * want).abs() < 1e-12, "{e:?}");
+    }
+    // Under the cosine schedule max_epochs shapes every rate: a resume may not change it.
+    let e = train_sasrec(
+        &split,
+        15,
+        &SasRecConfig {
+            max_epochs: 8,
+            ..cfg.clone()
+        },
+        dir.path(),
+        true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`max_epochs`"), "{e}");
+    let e = serde_json::from_str::<SasRecConfig>(r#"{"lr_schedule": "linear"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("linear"), "{e}");
+}
+
+#[test]
+fn excluding_history_removes_the_users_items_from_the_ranking() {
+    let _rng = rng_lock();
+    let ds = cyclic(40, 15, 9);
+    let split = LeaveOneOut::new(&ds);
+    let mut filtered = SasRecModel::new(&tiny_config(), 15).unwrap();
+    let plain = filtered.evaluate(&split, Stage::Test).unwrap();
+    filtered.config.exclude_history = true;
+    assert_ne!(filtered.evaluate(&split, Stage::Test).unwrap(), plain);
+    for stage in [Stage::Valid, Stage::Test] {
+        // By hand: each user's full score row with every history item (not only the last max_len) at -inf.
+        let mut acc = MetricAccumulator::new();
+        for u in 0..split.n_users() {
+            let history = split.history(u, stage, usize::MAX);
+            assert!(!history.contains(&split.target(u, stage))); // no repeats in these cycles
+            let mut row = Vec::<f32>::try_from(
+                &filtered
+                    .score(std::slice::from_ref(&history))
+                    .unwrap()
+                    .get(0),
+            )
+            .unwrap();
+            for &i in &history {
+                row[i as usize] = f32::NEG_INFINITY;
+            }
+            acc.add_scores(&row, split.target(u, stage) as usize);
+        }
+        assert_eq!(filtered.evaluate(&split, stage).unwrap(), acc.finish());
     }
 }

@@ -30,7 +30,8 @@ pub struct InferConfig {
     /// Users searched together in one batch by [`crate::evaluate`]. Default 256.
     pub batch_users: usize,
     /// Drop the user's own history items from the generated list before ranking. Default false (the spec's
-    /// protocol: history items are not filtered; every report says which).
+    /// protocol: history items are not filtered; every report says which). The pipeline evaluates every row
+    /// under one protocol: it requires `sasrec.exclude_history` to agree.
     pub exclude_history: bool,
     /// Categories listed per step in explanations. Default 3.
     pub explain_categories: usize,

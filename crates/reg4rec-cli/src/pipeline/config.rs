@@ -115,6 +115,14 @@ impl PipelineConfig {
         self.align.validate().context("config section `align`")?;
         self.infer.validate().context("config section `infer`")?;
         self.sasrec.validate().context("config section `sasrec`")?;
+        if self.infer.exclude_history != self.sasrec.exclude_history {
+            bail!(
+                "config fields `infer.exclude_history` ({}) and `sasrec.exclude_history` ({}) differ: every row \
+                 of a report is evaluated under one protocol, so set both",
+                self.infer.exclude_history,
+                self.sasrec.exclude_history
+            );
+        }
         if let Some(t) = self
             .pipeline
             .theta_sweep
@@ -180,5 +188,19 @@ mod tests {
         assert!(format!("{e:#}").contains("no_such_field"), "{e:#}");
         let e = PipelineConfig::resolve("nope", None, &[]).unwrap_err();
         assert!(e.to_string().contains("unknown preset"));
+    }
+
+    #[test]
+    fn every_row_of_a_report_uses_one_history_filter() {
+        let one = ["infer.exclude_history=true".to_string()];
+        let e = PipelineConfig::resolve("smoke", None, &one).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("infer.exclude_history") && msg.contains("sasrec.exclude_history"),
+            "{msg}"
+        );
+        let both = [one[0].clone(), "sasrec.exclude_history=true".into()];
+        let c = PipelineConfig::resolve("smoke", None, &both).unwrap();
+        assert!(c.infer.exclude_history && c.sasrec.exclude_history);
     }
 }

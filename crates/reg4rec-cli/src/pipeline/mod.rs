@@ -10,6 +10,7 @@ mod report;
 mod stage;
 
 pub use config::PipelineConfig;
+use report::Protocol;
 pub use report::{MethodRow, Report};
 
 use crate::args::{ConfigArgs, DataArgs};
@@ -87,10 +88,13 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let data_key = fingerprint(&ds);
     let mut methods = Vec::new();
 
-    let pop = ctx.runner.run("popularity", &data_key, |_, _| {
+    let filter = cfg.infer.exclude_history;
+    let pop = ctx.runner.run("popularity", &(&data_key, filter), |_, _| {
         let t = Instant::now();
-        let test = reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Test);
-        let valid = reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid);
+        let test =
+            reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Test, filter);
+        let valid =
+            reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid, filter);
         Ok(MethodRow::new("popularity", &test, 0.0, t.elapsed().as_secs_f64()).with_valid(valid))
     })?;
     methods.push(pop.result);
@@ -121,7 +125,10 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         users: split.n_users(),
         items: ds.n_items(),
         interactions: ds.n_interactions(),
-        protocol: Default::default(),
+        protocol: Protocol {
+            filter_history: filter,
+            ..Default::default()
+        },
         methods,
         theta_sweep: sweep,
         precision,
