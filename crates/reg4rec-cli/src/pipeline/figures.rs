@@ -5,6 +5,7 @@
 
 use super::plot::{BarChart, LineChart, Series};
 use super::report::Report;
+use super::stage;
 use anyhow::{Context, Result};
 use reg4rec_data::io::write_atomic;
 use serde_json::Value;
@@ -12,15 +13,15 @@ use std::path::Path;
 
 /// Pre-training stages drawn in the curves, with their legend names.
 const PRETRAIN: [(&str, &str); 3] = [
-    ("pretrain-reg4rec", "reg4rec"),
-    ("pretrain-reg4rec-no-mpq", "reg4rec-no-mpq"),
-    ("pretrain-tiger", "tiger"),
+    (stage::PRETRAIN_REG4REC, "reg4rec"),
+    (stage::PRETRAIN_NO_MPQ, "reg4rec-no-mpq"),
+    (stage::PRETRAIN_TIGER, "tiger"),
 ];
 /// Alignment stages drawn in the curves.
 const ALIGN: [(&str, &str); 3] = [
-    ("align-reg4rec", "reg4rec (PARS + MSRA)"),
-    ("align-reg4rec-no-msra", "reg4rec-no-msra"),
-    ("align-reg4rec-no-mpq", "reg4rec-no-mpq"),
+    (stage::ALIGN_REG4REC, "reg4rec (PARS + MSRA)"),
+    (stage::ALIGN_NO_MSRA, "reg4rec-no-msra"),
+    (stage::ALIGN_NO_MPQ, "reg4rec-no-mpq"),
 ];
 
 /// One figure: its file name under `plots/` and a caption for `report.md`.
@@ -112,8 +113,10 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
             field("valid_metric"),
         ));
     }
-    if let Ok(state) = std::fs::read(stages.join("sasrec-ce/state.json")) {
-        let state: Value = serde_json::from_slice(&state).context("sasrec-ce/state.json")?;
+    let sasrec_state = Path::new(stage::SASREC).join("state.json");
+    if let Ok(state) = std::fs::read(stages.join(&sasrec_state)) {
+        let state: Value =
+            serde_json::from_slice(&state).with_context(|| sasrec_state.display().to_string())?;
         let history = state["history"].as_array().cloned().unwrap_or_default();
         valid.push(curve(
             "sasrec-ce",

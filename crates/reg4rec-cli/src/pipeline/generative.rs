@@ -11,7 +11,7 @@
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
 
 use super::report::{MethodRow, PrecisionPoint, SweepPoint};
-use super::stage::Done;
+use super::stage::{self, Done};
 use super::Ctx;
 use crate::{artifacts, ops};
 use anyhow::Result;
@@ -120,9 +120,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| {
         pretrain_as(name, tok, mode, cfg.pretrain.precision)
     };
-    let pre = pretrain("pretrain-reg4rec", &mpq, Mode::Reg4rec)?;
-    let pre_no_mpq = pretrain("pretrain-reg4rec-no-mpq", &rqvae, Mode::Reg4rec)?;
-    let pre_tiger = pretrain("pretrain-tiger", &rqvae, Mode::Tiger)?;
+    let pre = pretrain(stage::PRETRAIN_REG4REC, &mpq, Mode::Reg4rec)?;
+    let pre_no_mpq = pretrain(stage::PRETRAIN_NO_MPQ, &rqvae, Mode::Reg4rec)?;
+    let pre_tiger = pretrain(stage::PRETRAIN_TIGER, &rqvae, Mode::Tiger)?;
 
     let align = |name: &str, pre: &Done<Trained>, msra_h: usize| -> Result<Done<Trained>> {
         let mut acfg = cfg.align.clone();
@@ -147,9 +147,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             })
         })
     };
-    let full = align("align-reg4rec", &pre, cfg.align.msra_h)?;
-    let no_msra = align("align-reg4rec-no-msra", &pre, 1)?;
-    let no_mpq = align("align-reg4rec-no-mpq", &pre_no_mpq, cfg.align.msra_h)?;
+    let full = align(stage::ALIGN_REG4REC, &pre, cfg.align.msra_h)?;
+    let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1)?;
+    let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h)?;
 
     let eval = |name: &str, model: &Done<Trained>, stage: Stage, theta: Option<Option<f32>>| {
         let mut infer = cfg.infer.clone();

@@ -101,7 +101,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let sasrec = ctx
         .runner
-        .run("sasrec-ce", &(&data_key, &cfg.sasrec), |dir, resume| {
+        .run(stage::SASREC, &(&data_key, &cfg.sasrec), |dir, resume| {
             let r =
                 reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
             Ok(

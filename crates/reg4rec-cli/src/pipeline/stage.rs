@@ -10,6 +10,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// Names of the stages other modules refer to (the figures read their logs).
+pub const SASREC: &str = "sasrec-ce";
+pub const PRETRAIN_REG4REC: &str = "pretrain-reg4rec";
+pub const PRETRAIN_NO_MPQ: &str = "pretrain-reg4rec-no-mpq";
+pub const PRETRAIN_TIGER: &str = "pretrain-tiger";
+pub const ALIGN_REG4REC: &str = "align-reg4rec";
+pub const ALIGN_NO_MSRA: &str = "align-reg4rec-no-msra";
+pub const ALIGN_NO_MPQ: &str = "align-reg4rec-no-mpq";
+
 #[derive(Serialize, Deserialize)]
 struct Stamped<T> {
     key: String,
