@@ -345,3 +345,57 @@ fn excluding_history_removes_the_users_items_from_the_ranking() {
         assert_eq!(filtered.evaluate(&split, stage).unwrap(), acc.finish());
     }
 }
+
+#[test]
+fn an_untied_output_table_scores_items_and_checkpoints_say_when_it_is_missing() {
+    let _rng = rng_lock();
+    let untied_cfg = SasRecConfig {
+        tie_output: false,
+        ..tiny_config()
+    };
+    let tied = SasRecModel::new(&tiny_config(), 15).unwrap();
+    let untied = SasRecModel::new(&untied_cfg, 15).unwrap();
+    let names = |m: &SasRecModel| {
+        m.named_weights()
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect::<Vec<_>>()
+    };
+    let extra: Vec<_> = names(&untied)
+        .into_iter()
+        .filter(|w| !names(&tied).contains(w))
+        .collect();
+    assert_eq!(extra, vec![("out_emb.weight".to_string(), vec![15, 16])]);
+    // Same seed: the shared weights start equal (the output table is created last) ...
+    for (n, t) in tied.named_weights() {
+        let other = untied
+            .named_weights()
+            .into_iter()
+            .find(|(m, _)| *m == n)
+            .unwrap()
+            .1;
+        assert!(t.equal(&other), "{n}");
+    }
+    // ... and the scores are the hidden state against the output table, not the input one.
+    let h = vec![vec![1, 2, 3]];
+    let scores = untied.score(&h).unwrap();
+    let hidden = untied.net().forward(&ids(&[1, 2, 3]), false).select(1, -1);
+    let out = untied
+        .named_weights()
+        .into_iter()
+        .find(|(n, _)| n == "out_emb.weight")
+        .unwrap()
+        .1;
+    assert!(scores.allclose(&hidden.matmul(&out.tr()), 1e-6, 1e-6, false));
+    assert!(!scores.allclose(&tied.score(&h).unwrap(), 1e-6, 1e-6, false));
+    // A tied checkpoint does not load into an untied model: the error names the file and the count.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tied.safetensors");
+    tied.save_weights(&path, 1).unwrap();
+    let mut untied = untied;
+    let e = untied.load_weights(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("tied.safetensors") && e.contains("tensors"),
+        "{e}"
+    );
+}

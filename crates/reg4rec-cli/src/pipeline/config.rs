@@ -191,6 +191,12 @@ mod tests {
     }
 
     #[test]
+    fn cpu_toml_trains_sasrec_as_the_crates_cpu_preset() {
+        let c = PipelineConfig::resolve("cpu", None, &[]).unwrap();
+        assert_eq!(c.sasrec, SasRecConfig::cpu_preset());
+    }
+
+    #[test]
     fn every_row_of_a_report_uses_one_history_filter() {
         let one = ["infer.exclude_history=true".to_string()];
         let e = PipelineConfig::resolve("smoke", None, &one).unwrap_err();
