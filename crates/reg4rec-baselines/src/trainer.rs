@@ -246,8 +246,8 @@ pub fn ranks_on_tensor(scores: &Tensor, targets: &[i64]) -> Vec<usize> {
 }
 
 /// Sets the score of every listed item of each row to -inf, so it ranks after every other item (a target among
-/// them can still be ranked: pessimistic ties put it last). `scores`: [rows, n_items]; `items`: one list per row,
-/// ids below `n_items`.
+/// them can still be ranked: pessimistic ties put it last). `scores`: [rows, n_items], contiguous (as
+/// [`SasRecModel::score`] returns them); `items`: one list per row, ids below `n_items`.
 pub fn exclude_items(scores: &mut Tensor, items: &[Vec<u32>]) {
     let n_items = scores.size()[1];
     let flat: Vec<i64> = items
