@@ -248,7 +248,7 @@ pub fn ranks_on_tensor(scores: &Tensor, targets: &[i64]) -> Vec<usize> {
 /// Sets the score of every listed item of each row to -inf, so it ranks after every other item (a target among
 /// them can still be ranked: pessimistic ties put it last). `scores`: [rows, n_items], contiguous (as
 /// [`SasRecModel::score`] returns them); `items`: one list per row, ids below `n_items`.
-pub fn exclude_items(scores: &mut Tensor, items: &[Vec<u32>]) {
+fn exclude_items(scores: &mut Tensor, items: &[Vec<u32>]) {
     let n_items = scores.size()[1];
     let flat: Vec<i64> = items
         .iter()
@@ -644,17 +644,11 @@ fn check_resumable(st: &TrainState, cfg: &SasRecConfig, n_items: usize, path: &P
     }
     let old = serde_json::to_value(&st.config).unwrap_or_default();
     let new = serde_json::to_value(cfg).unwrap_or_default();
+    let mut budget = vec!["patience", "time_budget_s", "eval_batch_size", "threads"];
     // Under the cosine schedule `max_epochs` sets the learning rate of every epoch, so it cannot change.
-    let budget: &[&str] = match cfg.lr_schedule {
-        LrSchedule::Plateau => &[
-            "max_epochs",
-            "patience",
-            "time_budget_s",
-            "eval_batch_size",
-            "threads",
-        ],
-        LrSchedule::Cosine => &["patience", "time_budget_s", "eval_batch_size", "threads"],
-    };
+    if cfg.lr_schedule == LrSchedule::Plateau {
+        budget.push("max_epochs");
+    }
     if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
         for (field, v) in new {
             if !budget.contains(&field.as_str()) && old.get(field) != Some(v) {

@@ -8,6 +8,7 @@ use super::report::Report;
 use super::stage;
 use anyhow::{Context, Result};
 use reg4rec_data::io::write_atomic;
+use reg4rec_tokenizer::TokenizerKind;
 use serde_json::Value;
 use std::path::Path;
 
@@ -76,6 +77,26 @@ fn field(name: &'static str) -> impl Fn(&Value) -> Option<f64> {
     move |r| r[name].as_f64()
 }
 
+/// One axis of a curve: a number read from a record.
+type Axis<'a> = &'a dyn Fn(&Value) -> Option<f64>;
+
+/// For each `(kind, x, y)` of `specs`, one series per stage of `list` (`(stage, legend)`), each stage's log
+/// read once.
+fn stage_curves<const N: usize>(
+    stages: &Path,
+    list: &[(&str, &str)],
+    specs: [(&str, Axis<'_>, Axis<'_>); N],
+) -> Result<[Vec<Series>; N]> {
+    let mut out: [Vec<Series>; N] = std::array::from_fn(|_| Vec::new());
+    for (stage, name) in list {
+        let recs = records(&stages.join(stage))?;
+        for ((kind, x, y), series) in specs.iter().zip(out.iter_mut()) {
+            series.push(curve(name, of_kind(&recs, kind), x, y));
+        }
+    }
+    Ok(out)
+}
+
 fn f64s(v: &Value) -> Vec<f64> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
@@ -95,24 +116,19 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         Ok(())
     };
 
-    let mut loss = Vec::new();
-    let mut valid = Vec::new();
-    for (stage, name) in PRETRAIN {
-        let recs = records(&stages.join(stage))?;
-        loss.push(curve(
-            name,
-            of_kind(&recs, "step"),
-            field("step"),
-            field("loss"),
-        ));
-        // Epochs are 0-based in the log; drawn as "after epoch 1, 2, ...".
-        valid.push(curve(
-            name,
-            of_kind(&recs, "epoch"),
-            |r| Some(r["epoch"].as_f64()? + 1.0),
-            field("valid_metric"),
-        ));
-    }
+    let [loss, mut valid] = stage_curves(
+        &stages,
+        &PRETRAIN,
+        [
+            ("step", &field("step"), &field("loss")),
+            // Epochs are 0-based in the log; drawn as "after epoch 1, 2, ...".
+            (
+                "epoch",
+                &|r| Some(r["epoch"].as_f64()? + 1.0),
+                &field("valid_metric"),
+            ),
+        ],
+    )?;
     let sasrec_state = Path::new(stage::SASREC).join("state.json");
     if let Ok(state) = std::fs::read(stages.join(&sasrec_state)) {
         let state: Value =
@@ -153,23 +169,14 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         )?;
     }
 
-    let mut reward = Vec::new();
-    let mut align_valid = Vec::new();
-    for (stage, name) in ALIGN {
-        let recs = records(&stages.join(stage))?;
-        reward.push(curve(
-            name,
-            of_kind(&recs, "step"),
-            field("step"),
-            field("reward"),
-        ));
-        align_valid.push(curve(
-            name,
-            of_kind(&recs, "valid"),
-            field("step"),
-            field("recall@10"),
-        ));
-    }
+    let [reward, align_valid] = stage_curves(
+        &stages,
+        &ALIGN,
+        [
+            ("step", &field("step"), &field("reward")),
+            ("valid", &field("step"), &field("recall@10")),
+        ],
+    )?;
     if reward.iter().any(|s| !s.points.is_empty()) {
         save(
             "align-reward.svg",
@@ -225,12 +232,16 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
 
     let mut groups = Vec::new();
     let mut m = 0;
-    for (kind, d) in [("mpq", codebook_sizes.0), ("rqvae", codebook_sizes.1)] {
-        let Ok(bytes) = std::fs::read(stages.join(format!("tokenizer-{kind}/result.json"))) else {
+    for (kind, d) in [
+        (TokenizerKind::Mpq, codebook_sizes.0),
+        (TokenizerKind::RqVae, codebook_sizes.1),
+    ] {
+        let result = Path::new(&stage::tokenizer(kind)).join("result.json");
+        let Ok(bytes) = std::fs::read(stages.join(&result)) else {
             continue;
         };
-        let v: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("tokenizer-{kind}/result.json"))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).with_context(|| result.display().to_string())?;
         let r = &v["result"]["report"];
         let util = f64s(&r["utilisation"]);
         let perp: Vec<f64> = f64s(&r["perplexity"])

@@ -56,14 +56,14 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             f.save(&dir.join("features.safetensors"))?;
             Ok(t.elapsed().as_secs_f64())
         })?;
-    let feature_file = ctx.runner.root.join("stages/features/features.safetensors");
+    let feature_file = features.dir.join("features.safetensors");
     let tok = |kind: TokenizerKind| -> Result<Done<Trained>> {
         let section = match kind {
             TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
             TokenizerKind::RqVae => serde_json::to_value(&cfg.rqvae)?,
         };
         ctx.runner.run(
-            &format!("tokenizer-{kind}"),
+            &stage::tokenizer(kind),
             &(&features.key, section),
             |dir, _| {
                 let f = ItemFeatures::load(&feature_file)?;

@@ -19,6 +19,11 @@ pub const ALIGN_REG4REC: &str = "align-reg4rec";
 pub const ALIGN_NO_MSRA: &str = "align-reg4rec-no-msra";
 pub const ALIGN_NO_MPQ: &str = "align-reg4rec-no-mpq";
 
+/// The tokenizer stage of `kind` (`tokenizer-mpq`, `tokenizer-rqvae`).
+pub fn tokenizer(kind: reg4rec_tokenizer::TokenizerKind) -> String {
+    format!("tokenizer-{kind}")
+}
+
 #[derive(Serialize, Deserialize)]
 struct Stamped<T> {
     key: String,
