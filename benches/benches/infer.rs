@@ -13,7 +13,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, SearchStats};
-use reg4rec_model::{ModelConfig, Reg4RecModel, Vocab};
+use reg4rec_model::{ModelConfig, Reg4RecModel};
 use reg4rec_tokenizer::{Codes, ItemIndex};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -86,7 +86,7 @@ fn inference(c: &mut Criterion) {
         _ => ("cpu_preset", ModelConfig::cpu_preset()),
     };
     tch::manual_seed(0);
-    let model = match Reg4RecModel::new(&cfg, Vocab::new(M, D), N_CATEGORIES, tch::Device::Cpu) {
+    let model = match Reg4RecModel::new(&cfg, &codes, N_CATEGORIES, tch::Device::Cpu) {
         Ok(m) => m,
         Err(e) => panic!("model: {e}"),
     };

@@ -20,13 +20,12 @@ use crate::msra::{window_rewards, WindowItem};
 use crate::rewards::{RewardBreakdown, RewardRule, ScoredPath};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use reg4rec_model::batch::Batch;
 use reg4rec_model::config::Mode;
-use reg4rec_model::crss::crss_loss;
+use reg4rec_model::crss::{sequence_loss, target_contexts};
 use reg4rec_model::dist::DataParallel;
 use reg4rec_model::optim::AdamW;
-use reg4rec_model::vocab::{BOS, N_SPECIAL};
-use reg4rec_model::{Encoded, Reg4RecModel};
+use reg4rec_model::vocab::N_SPECIAL;
+use reg4rec_model::{Objective, Reg4RecModel, SeqBatch};
 use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -59,11 +58,12 @@ pub fn allowed_next(index: &ItemIndex, partial: &[Token], ordered: bool) -> Vec<
         .collect()
 }
 
-/// Samples `group_size` paths per row of `enc` (one row per context) with the model in inference mode.
+/// Samples `group_size` paths per row of `context` (`[B, d]`, one row per context) with the model in inference
+/// mode.
 pub fn sample_paths(
     model: &Reg4RecModel,
     index: &ItemIndex,
-    enc: &Encoded,
+    context: &Tensor,
     group_size: usize,
     temperature: f64,
     rng: &mut ChaCha8Rng,
@@ -78,11 +78,11 @@ pub fn sample_paths(
         )));
     }
     let ordered = model.config().mode == Mode::Tiger;
-    let b = enc.batch_size() as usize;
+    let b = context.size()[0] as usize;
     let n = b * group_size;
     let device = model.device();
     let rows: Vec<i64> = (0..n).map(|i| (i / group_size) as i64).collect();
-    let enc_rep = enc.repeat_rows(&Tensor::from_slice(&rows).to_device(device));
+    let ctx_rep = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
     let mut paths: Vec<Vec<Token>> = vec![Vec::with_capacity(m); n];
     let mut ids: Vec<i64> = Vec::with_capacity(n * m);
     let mut allowed_all = vec![false; n * m * v];
@@ -90,13 +90,12 @@ pub fn sample_paths(
     let mut categories: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(m); n];
     let first = allowed_next(index, &[], ordered);
     for k in 0..m {
-        let mut dec = Vec::with_capacity(n * (k + 1));
+        let mut dec = Vec::with_capacity(n * k);
         for p in &paths {
-            dec.push(BOS);
             dec.extend(p.iter().map(|t| N_SPECIAL + t.id(d) as i64));
         }
         let dec = Tensor::from_slice(&dec)
-            .view([n as i64, k as i64 + 1])
+            .view([n as i64, k as i64])
             .to_device(device);
         let mut allowed = vec![false; n * v];
         for (i, p) in paths.iter().enumerate() {
@@ -118,14 +117,14 @@ pub fn sample_paths(
             .view([n as i64, v as i64])
             .to_device(device);
         let (logp, cat) = tch::no_grad(|| {
-            let out = model.decode(&enc_rep, &dec, false);
-            let logits = out.token_logits.select(1, k as i64).to_kind(Kind::Float) / temperature;
+            let out = model.decode_last(&ctx_rep, &dec, false);
+            let logits = out.token_logits.select(1, 0).to_kind(Kind::Float) / temperature;
             let logp = logits
                 .masked_fill(&allowed_t.logical_not(), f64::NEG_INFINITY)
                 .log_softmax(-1, Kind::Float);
             let cat = out
                 .category_logits
-                .select(1, k as i64)
+                .select(1, 0)
                 .to_kind(Kind::Float)
                 .softmax(-1, Kind::Float);
             (logp, cat)
@@ -180,18 +179,17 @@ pub fn sample_paths(
 }
 
 /// Log-probabilities `[N, M]` of `tokens` `[N, M]` under `model` with the recorded `allowed` sets
-/// `[N, M, vocab]` and `temperature`, in one teacher-forced decoder pass over `enc` (N rows). Differentiable.
+/// `[N, M, vocab]` and `temperature`, in one teacher-forced decoder pass after `context` (`[N, d]`).
+/// Differentiable.
 pub fn path_log_probs(
     model: &Reg4RecModel,
-    enc: &Encoded,
+    context: &Tensor,
     tokens: &Tensor,
     allowed: &Tensor,
     temperature: f64,
 ) -> Tensor {
-    let (n, m) = (tokens.size()[0], tokens.size()[1]);
-    let bos = Tensor::full([n, 1], BOS, (Kind::Int64, tokens.device()));
-    let dec_in = Tensor::cat(&[bos, tokens.narrow(1, 0, m - 1)], 1); // [N, M]
-    let out = model.decode(enc, &dec_in, false);
+    let m = tokens.size()[1];
+    let out = model.decode(context, &tokens.narrow(1, 0, m - 1), false);
     let logits = out.token_logits.to_kind(Kind::Float) / temperature; // [N, M, vocab]
     logits
         .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
@@ -273,8 +271,8 @@ pub struct GrpoContext<'a> {
     pub codes: &'a Codes,
     pub item_category: &'a [u32],
     pub cfg: &'a AlignConfig,
-    /// Category-loss weight of the auxiliary CRSS loss (the pre-training run's `lambda_cat`).
-    pub lambda_cat: f64,
+    /// Loss weights of the auxiliary CRSS loss (the pre-training run's).
+    pub weights: Objective,
 }
 
 /// [`grpo_step_with`] in a single process.
@@ -282,7 +280,7 @@ pub fn grpo_step(
     ctx: &GrpoContext<'_>,
     policy: &Reg4RecModel,
     opt: &mut AdamW,
-    batch: &Batch,
+    batch: &SeqBatch,
     windows: &[Vec<WindowItem>],
     lr: f64,
     rng: &mut ChaCha8Rng,
@@ -291,8 +289,8 @@ pub fn grpo_step(
 }
 
 /// One GRPO step on a batch of contexts: sample, reward, normalise, `ppo_epochs` updates of `policy` through
-/// `opt` at learning rate `lr`. `batch` holds the contexts' histories and true targets (CPU or device);
-/// `windows[c]` is context c's MSRA window.
+/// `opt` at learning rate `lr`. `batch` holds the contexts' histories and true targets, one per row
+/// ([`reg4rec_model::SeqBatchBuilder::last`], CPU or device); `windows[c]` is context c's MSRA window.
 ///
 /// With `dp`, this is one rank's share of a data-parallel step: each update's gradients are averaged over the
 /// ranks (weighted by their sampled paths) before clipping and the optimizer step.
@@ -301,7 +299,7 @@ pub fn grpo_step_with(
     ctx: &GrpoContext<'_>,
     policy: &Reg4RecModel,
     opt: &mut AdamW,
-    batch: &Batch,
+    batch: &SeqBatch,
     windows: &[Vec<WindowItem>],
     lr: f64,
     rng: &mut ChaCha8Rng,
@@ -310,16 +308,18 @@ pub fn grpo_step_with(
     let cfg = ctx.cfg;
     let device = policy.device();
     let g = cfg.group_size;
-    if windows.len() != batch.len {
+    let n_contexts = batch.n_targets;
+    if windows.len() != n_contexts || batch.rows != n_contexts {
         return Err(AlignError::Input(format!(
-            "{} MSRA windows for {} contexts",
+            "{} MSRA windows for {} contexts in {} rows",
             windows.len(),
-            batch.len
+            n_contexts,
+            batch.rows
         )));
     }
-    let history = batch.history.to_device(device);
-    let enc = tch::no_grad(|| policy.encode(&history, false));
-    let sampled = sample_paths(policy, ctx.index, &enc, g, cfg.temperature, rng)?;
+    let batch = batch.to_device(device);
+    let context = tch::no_grad(|| target_contexts(policy, &batch, false).0);
+    let sampled = sample_paths(policy, ctx.index, &context, g, cfg.temperature, rng)?;
     let n = sampled.paths.len();
 
     let rule = RewardRule {
@@ -344,10 +344,10 @@ pub fn grpo_step_with(
     for grp in rewards.chunks(g) {
         let mean = grp.iter().sum::<f64>() / g as f64;
         let std = (grp.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / g as f64).sqrt();
-        stats.reward_std += std / batch.len as f64;
+        stats.reward_std += std / n_contexts as f64;
         flat += usize::from(std == 0.0);
     }
-    stats.flat_groups = flat as f64 / batch.len as f64;
+    stats.flat_groups = flat as f64 / n_contexts as f64;
     let adv: Vec<f32> = group_advantages(&rewards, g, cfg.adv_eps)
         .iter()
         .map(|&a| a as f32)
@@ -357,36 +357,30 @@ pub fn grpo_step_with(
     let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
     let rows = Tensor::from_slice(&rows).to_device(device);
     let ref_logp = tch::no_grad(|| {
-        let enc_ref = ctx.reference.encode(&history, false).repeat_rows(&rows);
+        let ctx_ref = target_contexts(ctx.reference, &batch, false)
+            .0
+            .index_select(0, &rows);
         path_log_probs(
             ctx.reference,
-            &enc_ref,
+            &ctx_ref,
             &sampled.tokens,
             &sampled.allowed,
             cfg.temperature,
         )
     });
-    let aux_batch = (cfg.aux_weight > 0.0).then(|| {
-        (
-            batch.targets.to_device(device),
-            batch.categories.to_device(device),
-        )
-    });
     for epoch in 0..cfg.ppo_epochs {
-        let enc = policy.encode(&history, false);
+        let context = target_contexts(policy, &batch, false).0;
         let new_logp = path_log_probs(
             policy,
-            &enc.repeat_rows(&rows),
+            &context.index_select(0, &rows),
             &sampled.tokens,
             &sampled.allowed,
             cfg.temperature,
         );
         let (pl, kl, clip) =
             clipped_objective(&new_logp, &sampled.logp, &ref_logp, &adv, cfg.epsilon);
-        let aux = aux_batch.as_ref().map(|(targets, cats)| {
-            let enc_aux = policy.encode(&history, true);
-            crss_loss(policy, &enc_aux, targets, cats, ctx.lambda_cat, true).total
-        });
+        let aux =
+            (cfg.aux_weight > 0.0).then(|| sequence_loss(policy, &batch, ctx.weights, true).total);
         let loss = match &aux {
             Some(a) => {
                 stats.aux_loss = a.double_value(&[]);

@@ -5,7 +5,8 @@
 //! ```text
 //! run_dir/
 //!   config.json      the pre-trained run's RunConfig (model, vocab, categories, codes hash): the aligned run
-//!                    loads with reg4rec_model::load_model(run_dir, Which::Best) like any pre-trained run
+//!                    loads with reg4rec_model::load_model(run_dir, Which::Best, codes, ..) like any
+//!                    pre-trained run
 //!   align.json       AlignRun: the AlignConfig, the pre-trained run it started from, the codes hash
 //!   metrics.jsonl    {"kind": "step", ...} per step (every reward component, KL, losses, the latest validation
 //!                    Recall@10) and {"kind": "valid", ...} per validation (step 0 = the pre-trained model)
@@ -40,14 +41,13 @@ use reg4rec_data::metrics::Metrics;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_infer::{evaluate, BeamSearch, ModelScorer};
-use reg4rec_model::batch::BatchBuilder;
 use reg4rec_model::checkpoint::{
     codes_hash, load_model, Best, RunDir, TrainState, Which, FORMAT_VERSION,
 };
 use reg4rec_model::dist::DataParallel;
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::train::validation_loss;
-use reg4rec_model::{precision_controller, Reg4RecModel, TrainConfig};
+use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatchBuilder, TrainConfig};
 use reg4rec_tokenizer::index::{Codes, ItemIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -103,6 +103,9 @@ pub struct AlignReport {
     /// Wall-clock seconds of GRPO steps and of validation, in this process.
     pub train_seconds: f64,
     pub valid_seconds: f64,
+    /// Training contexts (one target item each, `group_size` sampled paths) per second of GRPO steps, over
+    /// every rank.
+    pub contexts_per_s: f64,
 }
 
 /// The optimizer settings of AlignConfig in the model crate's AdamW config.
@@ -137,9 +140,9 @@ fn validate_model(
     codes: &Codes,
     index: &ItemIndex,
     valid_split: &LeaveOneOut,
-    builder: &BatchBuilder<'_>,
+    builder: &SeqBatchBuilder<'_>,
     cfg: &AlignConfig,
-    lambda_cat: f64,
+    weights: Objective,
 ) -> Result<(Metrics, f64)> {
     let mut scorer = ModelScorer::new(model, codes)?;
     let search = BeamSearch::new(index, &cfg.valid)?;
@@ -150,7 +153,7 @@ fn validate_model(
         Stage::Valid,
         model.config().history_len,
     )?;
-    let (loss, _, _) = validation_loss(model, valid_split, builder, lambda_cat, 512)?;
+    let (loss, _, _) = validation_loss(model, valid_split, builder, weights, 512)?;
     Ok((report.metrics, loss))
 }
 
@@ -251,16 +254,10 @@ pub fn align_with(
         ));
     }
     let device = cfg.device()?;
-    let (mut policy, pre_cfg) = load_model(pretrained, Which::Best, device)?;
-    let (reference, _) = load_model(pretrained, Which::Best, device)?;
+    let (mut policy, pre_cfg) = load_model(pretrained, Which::Best, codes, device)?;
+    let (reference, _) = load_model(pretrained, Which::Best, codes, device)?;
     let pre_best: Best = read_json(&RunDir::new(pretrained).best())?;
     let hash = codes_hash(codes);
-    if pre_cfg.codes_hash != hash {
-        return Err(AlignError::run(
-            pretrained.join("config.json"),
-            "the pre-trained model was trained on other item codes than the ones given",
-        ));
-    }
     if pre_cfg.n_items != ds.n_items() || pre_cfg.n_categories != ds.n_categories() {
         return Err(AlignError::Input(format!(
             "the pre-trained model has {} items and {} categories, dataset `{}` has {} and {}",
@@ -316,14 +313,14 @@ pub fn align_with(
 
     let mut opt = AdamW::new(policy.var_store(), &adamw_config(cfg));
     let log = JsonlLog::new(run.metrics());
-    let builder = BatchBuilder {
+    let builder = SeqBatchBuilder {
         vocab: policy.vocab(),
         history_len: policy.config().history_len,
         codes,
         item_category: &ds.item_category,
     };
     let valid_split = first_users(split, cfg.valid_users);
-    let lambda_cat = pre_cfg.train.lambda_cat;
+    let weights = pre_cfg.train.objective();
     let mut valid_secs = 0.0f64;
 
     let mut resumed = if main {
@@ -365,15 +362,8 @@ pub fn align_with(
             }
             // Step 0: the pre-trained model is the first candidate for the kept weights.
             let t = Instant::now();
-            let (metrics, loss) = validate_model(
-                &policy,
-                codes,
-                &index,
-                &valid_split,
-                &builder,
-                cfg,
-                lambda_cat,
-            )?;
+            let (metrics, loss) =
+                validate_model(&policy, codes, &index, &valid_split, &builder, cfg, weights)?;
             valid_secs += t.elapsed().as_secs_f64();
             let (metrics, loss) = match dp {
                 Some(dp) => dp.broadcast_json(&(metrics, loss))?,
@@ -429,7 +419,7 @@ pub fn align_with(
         codes,
         item_category: &ds.item_category,
         cfg,
-        lambda_cat,
+        weights,
     };
     let b = cfg.batch_contexts;
     // The global batch of contexts: `b` per rank.
@@ -440,6 +430,7 @@ pub fn align_with(
     let pb = reg4rec_data::progress::bar(cfg.steps, "align");
     pb.set_position(state.step);
     let mut train_secs = 0.0f64;
+    let mut steps_run = 0u64;
     while state.step < cfg.steps {
         let step = state.step + 1;
         let t = Instant::now();
@@ -460,7 +451,7 @@ pub fn align_with(
             .iter()
             .map(|&e| split.example(e, builder.history_len))
             .collect();
-        let batch = builder.build(&pairs)?;
+        let batch = builder.last(&pairs)?;
         let windows: Vec<_> = chosen
             .iter()
             .map(|&e| example_window(split, e, cfg.msra_h, cfg.msra_w))
@@ -483,31 +474,25 @@ pub fn align_with(
         let mut stats =
             grpo_step_with(&ctx, &policy, &mut opt, &batch, &windows, lr, &mut rng, dp)?;
         if let Some(dp) = dp {
-            stats = mean_over_ranks(dp, &stats, (batch.len * cfg.group_size) as f64)?;
+            stats = mean_over_ranks(dp, &stats, (batch.rows * cfg.group_size) as f64)?;
             if dp.check_replicas_every > 0 && step % dp.check_replicas_every == 0 {
                 dp.check_replicas(opt.params(), step)?;
             }
         }
         // The GRPO loss is a mean over the step's sampled paths (and their tokens).
-        ladq.end_step(state.step, (batch.len * cfg.group_size) as f64)
+        ladq.end_step(state.step, (batch.rows * cfg.group_size) as f64)
             .map_err(reg4rec_model::ModelError::from)?;
         let secs = t.elapsed().as_secs_f64();
         train_secs += secs;
+        steps_run += 1;
         state.step = step;
         state.epoch = (step as usize * global_b) / n_ex;
 
         let validate_now = step % cfg.valid_every == 0 || step == cfg.steps;
         if validate_now {
             let t = Instant::now();
-            let (metrics, loss) = validate_model(
-                &policy,
-                codes,
-                &index,
-                &valid_split,
-                &builder,
-                cfg,
-                lambda_cat,
-            )?;
+            let (metrics, loss) =
+                validate_model(&policy, codes, &index, &valid_split, &builder, cfg, weights)?;
             valid_secs += t.elapsed().as_secs_f64();
             let (metrics, loss) = match dp {
                 Some(dp) => dp.broadcast_json(&(metrics, loss))?,
@@ -589,6 +574,7 @@ pub fn align_with(
         curve_end: curve_point(&steps[steps.len() - k..]),
         train_seconds: train_secs,
         valid_seconds: valid_secs,
+        contexts_per_s: (steps_run * global_b as u64) as f64 / train_secs.max(1e-9),
     };
     write_json_atomic(&run_dir.join("report.json"), &report)?;
     if let Some(dp) = dp {

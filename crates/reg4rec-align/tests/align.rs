@@ -9,12 +9,12 @@ use reg4rec_align::msra::window;
 use reg4rec_align::{align, AlignConfig, RewardWeights};
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
-use reg4rec_model::batch::BatchBuilder;
 use reg4rec_model::checkpoint::{load_model, Which};
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::{
-    pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, TrainConfig, Vocab,
+    pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, SeqBatchBuilder, TrainConfig,
+    Vocab,
 };
 use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
 use tch::{Device, Kind, Tensor};
@@ -48,7 +48,7 @@ fn synthetic(n_items: usize, n_users: usize, len: usize) -> (Dataset, Codes) {
 fn set_probability(
     model: &Reg4RecModel,
     index: &ItemIndex,
-    history: &Tensor,
+    history: &[u32],
     target: &[Token],
 ) -> f64 {
     let v = model.vocab();
@@ -80,10 +80,12 @@ fn set_probability(
     let tokens = Tensor::from_slice(&ids).view([n, 3]);
     let allowed = Tensor::from_slice(&allowed).view([n, 3, v.size() as i64]);
     tch::no_grad(|| {
-        let enc = model
-            .encode(history, false)
-            .repeat_rows(&Tensor::zeros([n], (Kind::Int64, Device::Cpu)));
-        path_log_probs(model, &enc, &tokens, &allowed, 1.0)
+        let ctx = model
+            .contexts(&[history])
+            .unwrap()
+            .hidden
+            .index_select(0, &Tensor::zeros([n], (Kind::Int64, Device::Cpu)));
+        path_log_probs(model, &ctx, &tokens, &allowed, 1.0)
             .sum_dim_intlist(1, false, Kind::Float)
             .exp()
             .sum(Kind::Float)
@@ -102,9 +104,9 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
         dropout: 0.0,
         ..ModelConfig::smoke_preset()
     };
-    let policy = Reg4RecModel::new(&mcfg, Vocab::new(3, 4), 3, Device::Cpu).unwrap();
+    let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     tch::manual_seed(3);
-    let reference = Reg4RecModel::new(&mcfg, Vocab::new(3, 4), 3, Device::Cpu).unwrap();
+    let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     let cfg = AlignConfig {
         group_size: 16,
         lr: 3e-3,
@@ -124,19 +126,20 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
         codes: &codes,
         item_category: &ds.item_category,
         cfg: &cfg,
-        lambda_cat: 0.5,
+        weights: TrainConfig::default().objective(),
     };
     let target_item = 5u32;
-    let builder = BatchBuilder {
+    let builder = SeqBatchBuilder {
         vocab: policy.vocab(),
         history_len: 5,
         codes: &codes,
         item_category: &ds.item_category,
     };
-    let batch = builder.build(&[(&[1, 2, 3, 4], target_item)]).unwrap();
+    let history: &[u32] = &[1, 2, 3, 4];
+    let batch = builder.last(&[(history, target_item)]).unwrap();
     let windows = vec![window(&[1, 2, 3, 4, target_item], 4, 1, 0.8)];
     let target = codes.tokens(target_item as usize);
-    let before = set_probability(&policy, &index, &batch.history, &target);
+    let before = set_probability(&policy, &index, history, &target);
     let mut opt = AdamW::new(
         policy.var_store(),
         &TrainConfig {
@@ -151,7 +154,7 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
         assert!(s.kl >= 0.0 && s.loss.is_finite());
         hits.push(s.target.global_path);
     }
-    let after = set_probability(&policy, &index, &batch.history, &target);
+    let after = set_probability(&policy, &index, history, &target);
     // 12 items: an untrained model gives the target about 1/12.
     assert!(before < 0.3, "before {before}");
     assert!(
@@ -171,7 +174,7 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     };
     let flat_ctx = GrpoContext { cfg: &flat, ..ctx };
     tch::manual_seed(3);
-    let fresh = Reg4RecModel::new(&mcfg, Vocab::new(3, 4), 3, Device::Cpu).unwrap();
+    let fresh = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     let mut opt = AdamW::new(
         fresh.var_store(),
         &TrainConfig {
@@ -213,17 +216,10 @@ fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
     let (_, codes) = synthetic(12, 1, 3);
     let index = ItemIndex::new(&codes).unwrap();
     tch::manual_seed(1);
-    let model = Reg4RecModel::new(
-        &ModelConfig::smoke_preset(),
-        Vocab::new(3, 4),
-        3,
-        Device::Cpu,
-    )
-    .unwrap();
-    let hist = model.history_tokens(&[&[0, 1], &[4]], &codes).unwrap();
-    let enc = model.encode(&hist, false);
+    let model = Reg4RecModel::new(&ModelConfig::smoke_preset(), &codes, 3, Device::Cpu).unwrap();
+    let ctx = model.contexts(&[&[0, 1], &[4]]).unwrap().hidden;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let s = reg4rec_align::grpo::sample_paths(&model, &index, &enc, 50, 2.0, &mut rng).unwrap();
+    let s = reg4rec_align::grpo::sample_paths(&model, &index, &ctx, 50, 2.0, &mut rng).unwrap();
     assert_eq!(s.paths.len(), 100);
     assert_eq!(s.tokens.size(), vec![100, 3]);
     let mut orders = std::collections::HashSet::new();
@@ -242,7 +238,13 @@ fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
     );
     // Recorded log-probs equal a teacher-forced recomputation.
     let rows = Tensor::from_slice(&(0..100).map(|i| i / 50).collect::<Vec<i64>>());
-    let re = path_log_probs(&model, &enc.repeat_rows(&rows), &s.tokens, &s.allowed, 2.0);
+    let re = path_log_probs(
+        &model,
+        &ctx.index_select(0, &rows),
+        &s.tokens,
+        &s.allowed,
+        2.0,
+    );
     let diff = (re - &s.logp).abs().max().double_value(&[]);
     assert!(diff < 1e-4, "{diff}");
 }
@@ -316,7 +318,7 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
         .fold(f64::MIN, f64::max);
     assert_eq!(rep.best_valid_recall_10, best_r10);
     assert!(rep.best_valid_recall_10 >= rep.initial_valid.recall_10);
-    let (model, _) = load_model(&full, Which::Best, Device::Cpu).unwrap();
+    let (model, _) = load_model(&full, Which::Best, &codes, Device::Cpu).unwrap();
     assert_eq!(model.vocab(), Vocab::new(3, 4));
     assert!(full.join("report.json").exists());
 
@@ -347,8 +349,8 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
         "resume refuses another config"
     );
     align(&ds, &split, &codes, &pre, &cfg, &part, true).unwrap();
-    let (a, _) = load_model(&full, Which::Latest, Device::Cpu).unwrap();
-    let (b, _) = load_model(&part, Which::Latest, Device::Cpu).unwrap();
+    let (a, _) = load_model(&full, Which::Latest, &codes, Device::Cpu).unwrap();
+    let (b, _) = load_model(&part, Which::Latest, &codes, Device::Cpu).unwrap();
     let vb = b.var_store().variables();
     for (na, ta) in a.var_store().variables() {
         let tb = &vb[&na];
@@ -440,7 +442,7 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
     }
 
     // One history line per sampling (steps 0 and 2), every projection of the policy ranked from the GRPO update:
-    // 4 fp32, 8 bf16, 4 fp8 of 16.
+    // 2 fp32, 4 bf16, 2 fp8 of 8.
     let hist = std::fs::read_to_string(tmp.path().join("ladq/ladq.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = hist
         .lines()
@@ -454,9 +456,9 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
         vec![0, 2]
     );
     for l in &lines {
-        assert_eq!(l["counts"], serde_json::json!([4, 8, 4]));
+        assert_eq!(l["counts"], serde_json::json!([2, 4, 2]));
         let layers = l["layers"].as_array().unwrap();
-        assert_eq!(layers.len(), 16);
+        assert_eq!(layers.len(), 8);
         assert!(layers
             .iter()
             .all(|x| x["rows"].as_i64().unwrap() > 0 && x["sensitivity"].as_f64().unwrap() > 0.0));
@@ -474,8 +476,8 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
         std::fs::read_to_string(part.join("ladq.jsonl")).unwrap(),
         hist
     );
-    let (a, _) = load_model(&tmp.path().join("ladq"), Which::Latest, Device::Cpu).unwrap();
-    let (b, _) = load_model(&part, Which::Latest, Device::Cpu).unwrap();
+    let (a, _) = load_model(&tmp.path().join("ladq"), Which::Latest, &codes, Device::Cpu).unwrap();
+    let (b, _) = load_model(&part, Which::Latest, &codes, Device::Cpu).unwrap();
     let vb = b.var_store().variables();
     for (na, ta) in a.var_store().variables() {
         let diff = (ta - &vb[&na]).abs().max().double_value(&[]);

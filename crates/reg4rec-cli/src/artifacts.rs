@@ -39,7 +39,7 @@ pub fn read_extras(dir: &Path) -> Result<(Codes, DataArgs)> {
 /// A model directory's best weights, its codes and its data source.
 pub fn load_model_dir(dir: &Path) -> Result<(Reg4RecModel, Codes, DataArgs)> {
     let (codes, data) = read_extras(dir)?;
-    let (model, _) = load_model(dir, Which::Best, tch::Device::Cpu)
+    let (model, _) = load_model(dir, Which::Best, &codes, tch::Device::Cpu)
         .with_context(|| format!("loading the model in {}", dir.display()))?;
     Ok((model, codes, data))
 }

@@ -38,7 +38,7 @@ fn toy() -> (Dataset, Codes) {
 fn configs() -> (ModelConfig, TrainConfig) {
     let t = TrainConfig {
         epochs: 3,
-        batch_size: 4,
+        batch_size: 1,
         log_every: 1,
         ..TrainConfig::smoke_preset()
     };
@@ -66,10 +66,8 @@ fn rank_main(dir: &Path) {
         pretrain_with(&ds, &split, &codes, &m, &t, &dir.join(out), resume, opts).unwrap()
     };
     let full = run("full", false, None);
-    let spe = split
-        .recent_training_examples(t.max_examples_per_user)
-        .len()
-        .div_ceil(8) as u64;
+    // Global batch: 1 user per rank.
+    let spe = split.n_users().div_ceil(2) as u64;
     assert_eq!(full.steps, 3 * spe);
     assert!(run("killed", false, Some(spe + 1)).interrupted);
     let resumed = run("killed", true, None);
@@ -121,8 +119,14 @@ fn an_interrupted_two_rank_run_resumes_to_the_same_weights() {
         );
     }
     let weights = |run: &str| -> PathBuf { dir.path().join(run) };
-    let (a, _) = load_model(&weights("full"), Which::Latest, tch::Device::Cpu).unwrap();
-    let (b, _) = load_model(&weights("killed"), Which::Latest, tch::Device::Cpu).unwrap();
+    let (a, _) = load_model(&weights("full"), Which::Latest, &toy().1, tch::Device::Cpu).unwrap();
+    let (b, _) = load_model(
+        &weights("killed"),
+        Which::Latest,
+        &toy().1,
+        tch::Device::Cpu,
+    )
+    .unwrap();
     let va = a.var_store().variables();
     for (name, tb) in b.var_store().variables() {
         assert!(va[&name].equal(&tb), "weight {name} differs after resume");

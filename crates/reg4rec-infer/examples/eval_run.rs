@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p reg4rec-infer --example eval_run -- MODEL_DIR TOKENIZER_DIR DATASET valid|test \
-//!     [--beam 20] [--users N] [--theta 0.04,0.06,off] [--from-step 3]
+//!     [--beam 20] [--users N] [--theta 0.04,0.06,off] [--from-step 3] [--dense-weight 1]
 //! ```
 //! Prints one JSON `EvalReport` per theta (with the theta, metrics, pruned paths and the model/bookkeeping
 //! time split). `--users N` evaluates the first N users only (quick checks).
@@ -25,11 +25,13 @@ fn main() -> Result<()> {
     let stage: Stage = args[3].parse().map_err(anyhow::Error::msg)?;
     let (mut beam, mut users, mut thetas) = (20usize, None, vec![Some(0.06f32), None]);
     let mut corp_from_step = InferConfig::default().corp_from_step;
+    let mut dense_weight = InferConfig::default().dense_weight;
     let mut i = 4;
     while i + 1 < args.len() {
         match args[i].as_str() {
             "--beam" => beam = args[i + 1].parse()?,
             "--from-step" => corp_from_step = args[i + 1].parse()?,
+            "--dense-weight" => dense_weight = args[i + 1].parse()?,
             "--users" => users = Some(args[i + 1].parse::<usize>()?),
             "--theta" => {
                 thetas = args[i + 1]
@@ -52,7 +54,7 @@ fn main() -> Result<()> {
     }
     let codes: Codes = reg4rec_data::io::read_json(&tok_dir.join("codes.json"))?;
     let index = ItemIndex::new(&codes)?;
-    let (model, run) = load_model(&model_dir, Which::Best, tch::Device::Cpu)
+    let (model, run) = load_model(&model_dir, Which::Best, &codes, tch::Device::Cpu)
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let mut scorer = ModelScorer::new(&model, &codes)?;
     for theta in thetas {
@@ -60,6 +62,7 @@ fn main() -> Result<()> {
             beam,
             theta,
             corp_from_step,
+            dense_weight,
             ..Default::default()
         };
         let search = BeamSearch::new(&index, &cfg)?;

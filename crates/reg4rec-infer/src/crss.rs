@@ -12,8 +12,14 @@
 //! goes to the next-best not-yet-taken candidate of the step k - 1 expansion of the same user; the refills are
 //! scored and checked in turn (at most `max_rollback_rounds` rounds per step).
 //!
+//! Merged permutations: two candidates of one user that hold the same partial token SET in different orders
+//! reach the same items, so only the better-scoring one enters the beam (the other would waste beam width);
+//! candidates are taken best first, so the set keeps its best order. Ordered codes have no permutations.
+//!
 //! The last step keeps every completion of the final beam; an item reached in several orders keeps its best
-//! score; the top `top_n` items are returned, best first (ties: lower item index first).
+//! path score. Items are ranked by `path score + dense_weight * item log-probability` when the scorer has a
+//! dense item score ([`StepScorer::item_log_probs`]), else by path score; the top `top_n` are returned, best
+//! first (ties: lower item index first). Only generated items are ranked.
 
 use crate::config::InferConfig;
 use crate::corp;
@@ -26,11 +32,16 @@ use std::time::Instant;
 
 const NONE: u32 = u32::MAX;
 
-/// One recommended item with its score (sum of the path's log-probabilities) and its reasoning path.
+/// One recommended item with its ranking score and its reasoning path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     pub item: u32,
+    /// What the list is ranked by: `path_score + dense_weight * item_logp` (`path_score` without a dense score).
     pub score: f32,
+    /// Sum of the path's log-probabilities.
+    pub path_score: f32,
+    /// The item's log-probability under the model's dense item score, when the scorer has one.
+    pub item_logp: Option<f32>,
     /// The best-scoring path to the item, in generation order.
     pub path: Vec<PathStep>,
 }
@@ -173,6 +184,11 @@ struct Level {
     pool: Vec<Cand>,
     /// Per user: `(start, end, next)` of its pool range; `next` is the first candidate not taken yet.
     ranges: Vec<(u32, u32, u32)>,
+    /// Per user: the token sets (sorted, `depth + 1` tokens each, flattened) of the candidates taken so far,
+    /// when permutations are merged.
+    taken: Vec<Vec<u32>>,
+    /// Merge candidates holding the same token set (unordered codes, at least two tokens).
+    merge: bool,
 }
 
 /// Beam search over one item index; build once, run on many batches.
@@ -336,7 +352,33 @@ impl<'a> BeamSearch<'a> {
                 prev = Some(level);
                 level = next;
             } else {
-                let mut seen = vec![NONE; self.index.n_items()];
+                let n_items = self.index.n_items();
+                let mut seen = vec![NONE; n_items];
+                let w = self.cfg.dense_weight;
+                // Dense item log-probabilities of every completion, in pool order (one scorer call).
+                let dense = if w > 0.0 {
+                    let rows: Vec<usize> = level
+                        .pool
+                        .iter()
+                        .map(|c| level.beams[c.parent as usize].user as usize)
+                        .collect();
+                    let items: Vec<u32> = level.pool.iter().map(|c| c.item).collect();
+                    let t = Instant::now();
+                    let d = scorer.item_log_probs(&rows, &items)?;
+                    stats.model_secs += t.elapsed().as_secs_f64();
+                    if let Some(d) = &d {
+                        if d.len() != items.len() {
+                            return Err(InferError::Shape {
+                                name: "item_log_probs".into(),
+                                expected: vec![items.len()],
+                                found: d.len(),
+                            });
+                        }
+                    }
+                    d
+                } else {
+                    None
+                };
                 for (u, list) in lists.iter_mut().enumerate() {
                     if self.cfg.exclude_history {
                         for &i in histories[u] {
@@ -346,11 +388,26 @@ impl<'a> BeamSearch<'a> {
                         }
                     }
                     let (start, end, _) = level.ranges[u];
-                    let finals = &mut level.pool[start as usize..end as usize];
-                    finals.sort_unstable_by(|a, b| {
-                        b.score.total_cmp(&a.score).then(a.item.cmp(&b.item))
+                    let (start, end) = (start as usize, end as usize);
+                    // (ranking score, candidate, item log-probability); an item's paths differ only in path
+                    // score, so its best path comes first.
+                    let mut ranked: Vec<(f32, &Cand, Option<f32>)> = level.pool[start..end]
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| match &dense {
+                            Some(lp) => {
+                                let l = lp[start + j];
+                                (c.score + w * l, c, Some(l))
+                            }
+                            None => (c.score, c, None),
+                        })
+                        .collect();
+                    ranked.sort_unstable_by(|a, b| {
+                        b.0.total_cmp(&a.0)
+                            .then(a.1.item.cmp(&b.1.item))
+                            .then(b.1.score.total_cmp(&a.1.score))
                     });
-                    for c in finals.iter() {
+                    for &(score, c, item_logp) in &ranked {
                         if list.len() == self.cfg.top_n {
                             break;
                         }
@@ -370,7 +427,9 @@ impl<'a> BeamSearch<'a> {
                         let path = self.path(&arena, last, &cats, n_cat, explain);
                         list.push(Recommendation {
                             item: c.item,
-                            score: c.score,
+                            score,
+                            path_score: c.score,
+                            item_logp,
                             path,
                         });
                     }
@@ -573,6 +632,12 @@ impl<'a> BeamSearch<'a> {
         }
         level.pool = pool;
         level.ranges = ranges;
+        level.merge = !self.ordered && level.depth >= 1;
+        level.taken = if level.merge {
+            vec![Vec::new(); n_users]
+        } else {
+            Vec::new()
+        };
     }
 
     /// Materialises candidate `c` of `parent_level` as a beam of `level` (one token longer).
@@ -678,15 +743,39 @@ fn js_of(level: &Level, prev: &Level, prev_cats: &[Vec<f32>], i: usize) -> f32 {
     corp::js_divergence(cur, pc)
 }
 
-/// Takes the `count` best not-yet-taken candidates of user `u` from `level`'s pool, best first.
+/// Takes the `count` best not-yet-taken candidates of user `u` from `level`'s pool, best first. With
+/// `level.merge`, a candidate whose token set was already taken (in another order) is skipped.
 fn take_best(level: &mut Level, u: usize, count: usize) -> Vec<Cand> {
-    let Level { pool, ranges, .. } = level;
-    let (_, end, next) = ranges[u];
-    let slice = &mut pool[next as usize..end as usize];
-    let k = count.min(slice.len());
-    select_sorted(slice, k);
-    ranges[u].2 = next + k as u32;
-    slice[..k].to_vec()
+    let mut out = Vec::with_capacity(count);
+    let k = level.depth;
+    let mut key = Vec::with_capacity(k + 1);
+    while out.len() < count {
+        let (_, end, next) = level.ranges[u];
+        let slice = &mut level.pool[next as usize..end as usize];
+        let want = (count - out.len()).min(slice.len());
+        if want == 0 {
+            break;
+        }
+        select_sorted(slice, want);
+        level.ranges[u].2 = next + want as u32;
+        for c in &slice[..want] {
+            if level.merge {
+                key.clear();
+                key.extend_from_slice(
+                    &level.tokens[c.parent as usize * k..(c.parent as usize + 1) * k],
+                );
+                key.push(c.token);
+                key.sort_unstable();
+                let taken = &mut level.taken[u];
+                if taken.chunks_exact(k + 1).any(|t| t == key.as_slice()) {
+                    continue;
+                }
+                taken.extend_from_slice(&key);
+            }
+            out.push(*c);
+        }
+    }
+    out
 }
 
 /// Moves the `k` best of `slice` to its front, sorted best first.

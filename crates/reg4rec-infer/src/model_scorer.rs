@@ -1,17 +1,19 @@
-//! The [`StepScorer`] over the trained [`Reg4RecModel`]: encodes a batch of histories once, then at every step
-//! decodes `<BOS>` + each beam's prefix against its user's encoder memory and returns the masked next-token
-//! log-probabilities (over the `M * D` codebook tokens) and the category distribution at that step.
+//! The [`StepScorer`] over the trained [`Reg4RecModel`]: encodes a batch of histories once (the context at the
+//! last position of each history's window), then at every step decodes `[context, prefix...]` for each beam and
+//! returns the masked next-token log-probabilities (over the `M * D` codebook tokens) and the category
+//! distribution at that step. With the model's item head, `begin` also computes every item's dense
+//! log-probability for each user, which the search adds (weighted) to the generated items' path scores.
 //!
-//! The token distribution is normalised exactly as in training: `log_softmax(logits + codebook_mask)` with the
-//! used codebooks (and the special tokens) forbidden. In TIGER mode (ordered codes) only codebook k is open at
+//! The token distribution is normalised exactly as in training: the softmax over the codebook tokens of the
+//! codebooks not used yet (used codebooks and the special tokens have probability zero, as
+//! `reg4rec_model::mask::codebook_mask` makes them). In TIGER mode (ordered codes) only codebook k is open at
 //! step k, as in the model's greedy decoding.
 
 use crate::error::{InferError, Result};
 use crate::scorer::{StepInput, StepOutput, StepScorer};
 use reg4rec_model::config::Mode;
-use reg4rec_model::mask::codebook_mask;
-use reg4rec_model::vocab::{BOS, N_SPECIAL};
-use reg4rec_model::{Encoded, Reg4RecModel};
+use reg4rec_model::vocab::N_SPECIAL;
+use reg4rec_model::Reg4RecModel;
 use reg4rec_tokenizer::Codes;
 use tch::{Kind, Tensor};
 
@@ -19,20 +21,29 @@ use tch::{Kind, Tensor};
 pub struct ModelScorer<'a> {
     model: &'a Reg4RecModel,
     codes: &'a Codes,
-    enc: Option<Encoded>,
+    /// `[n_users, d]` contexts of the current batch.
+    context: Option<Tensor>,
+    /// `[n_users, n_items]` dense item log-probabilities (models with an item head).
+    item_logp: Option<Tensor>,
     n_users: usize,
     /// Seconds spent copying outputs off the device into the search's buffers.
     pub copy_secs: f64,
 }
 
 impl<'a> ModelScorer<'a> {
-    /// Checks that the model's vocabulary fits the codes.
+    /// Checks that the model was built for these codes.
     pub fn new(model: &'a Reg4RecModel, codes: &'a Codes) -> Result<Self> {
         let v = model.vocab();
-        if v.m != codes.m || v.d != codes.d {
+        if v.m != codes.m || v.d != codes.d || model.n_items() != codes.n_items() {
             return Err(InferError::Input(format!(
-                "model vocabulary m = {}, d = {} does not match the codes' m = {}, d = {}",
-                v.m, v.d, codes.m, codes.d
+                "model vocabulary m = {}, d = {} over {} items does not match the codes' m = {}, d = {} over {} \
+                 items",
+                v.m,
+                v.d,
+                model.n_items(),
+                codes.m,
+                codes.d,
+                codes.n_items()
             )));
         }
         let tiger = model.config().mode == Mode::Tiger;
@@ -46,7 +57,8 @@ impl<'a> ModelScorer<'a> {
         Ok(ModelScorer {
             model,
             codes,
-            enc: None,
+            context: None,
+            item_logp: None,
             n_users: 0,
             copy_secs: 0.0,
         })
@@ -73,18 +85,24 @@ impl StepScorer for ModelScorer<'_> {
                 "history item {bad} is outside the {n_items} tokenized items"
             )));
         }
-        let hist = self
-            .model
-            .history_tokens(histories, self.codes)
-            .map_err(|e| InferError::Input(format!("history tokens: {e}")))?;
-        self.enc = Some(tch::no_grad(|| self.model.encode(&hist, false)));
+        let model = self.model;
+        let enc = tch::no_grad(|| model.contexts(histories))
+            .map_err(|e| InferError::Input(format!("encoding the histories: {e}")))?;
+        self.item_logp = model.config().item_head.then(|| {
+            tch::no_grad(|| {
+                model
+                    .item_logits(&enc.hidden, &enc.items, false)
+                    .log_softmax(-1, Kind::Float)
+            })
+        });
+        self.context = Some(enc.hidden);
         self.n_users = histories.len();
         Ok(())
     }
 
     fn step(&mut self, input: StepInput<'_>) -> Result<StepOutput> {
-        let enc = self
-            .enc
+        let context = self
+            .context
             .as_ref()
             .ok_or_else(|| InferError::Input("ModelScorer::step before begin".into()))?;
         if let Some(&bad) = input.rows.iter().find(|&&r| r >= self.n_users) {
@@ -94,81 +112,56 @@ impl StepScorer for ModelScorer<'_> {
             )));
         }
         let vocab = self.model.vocab();
-        let (m, d) = (vocab.m as i64, vocab.d as i64);
-        let k = input.len as i64;
+        let (m, d) = (vocab.m, vocab.d);
+        let (n, k) = (input.n(), input.len);
         let device = self.model.device();
         let tiger = self.model.config().mode == Mode::Tiger;
-        // Group the beams by user: slot `s` of the grouped batch holds up to `g` beams of user `users[s]`;
-        // short groups are padded with a copy of their first beam (scored, then dropped).
-        let mut slot_of = vec![usize::MAX; self.n_users];
-        let mut users: Vec<i64> = Vec::new();
-        let mut counts: Vec<usize> = Vec::new();
-        let mut place = Vec::with_capacity(input.n()); // (slot, position in group) per beam
-        for &r in input.rows {
-            if slot_of[r] == usize::MAX {
-                slot_of[r] = users.len();
-                users.push(r as i64);
-                counts.push(0);
+        let mut tokens: Vec<i64> = Vec::with_capacity(n * k);
+        let mut used = vec![false; n * m];
+        for i in 0..n {
+            let u = &mut used[i * m..(i + 1) * m];
+            for &t in input.prefix(i) {
+                tokens.push(N_SPECIAL + t as i64);
+                u[t as usize / d] = true;
             }
-            let s = slot_of[r];
-            place.push((s, counts[s]));
-            counts[s] += 1;
-        }
-        let g = counts.iter().copied().max().unwrap_or(1);
-        let mut members = vec![usize::MAX; users.len() * g]; // beam index at each grouped position
-        for (i, &(s, j)) in place.iter().enumerate() {
-            members[s * g + j] = i;
-        }
-        for s in 0..users.len() {
-            let first = members[s * g];
-            for j in counts[s]..g {
-                members[s * g + j] = first;
-            }
-        }
-        let rows_out = members.len();
-        let (logp, category) = tch::no_grad(|| -> Result<(Tensor, Tensor)> {
-            let mut dec: Vec<i64> = Vec::with_capacity(rows_out * (k as usize + 1));
-            let mut used = vec![false; rows_out * m as usize];
-            for (row, &i) in members.iter().enumerate() {
-                dec.push(BOS);
-                let u = &mut used[row * m as usize..(row + 1) * m as usize];
-                for &t in input.prefix(i) {
-                    dec.push(N_SPECIAL + t as i64);
-                    u[t as usize / d as usize] = true;
-                }
-                if tiger {
-                    // only codebook k is open at step k
-                    for (r, x) in u.iter_mut().enumerate() {
-                        *x = r != k as usize;
-                    }
+            if tiger {
+                // only codebook k is open at step k
+                for (r, x) in u.iter_mut().enumerate() {
+                    *x = r != k;
                 }
             }
-            let dec = Tensor::from_slice(&dec)
-                .view([rows_out as i64, k + 1])
+        }
+        let rows: Vec<i64> = input.rows.iter().map(|&r| r as i64).collect();
+        let (logp, category) = tch::no_grad(|| {
+            let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
+            let tokens = Tensor::from_slice(&tokens)
+                .view([n as i64, k as i64])
                 .to_device(device);
             let used = Tensor::from_slice(&used)
-                .view([rows_out as i64, m])
+                .view([n as i64, m as i64])
                 .to_device(device);
-            let sub = enc.repeat_rows(&Tensor::from_slice(&users).to_device(device));
-            let out = self
-                .model
-                .decode_last_grouped(&sub, &dec, g as i64, false)
-                .map_err(|e| InferError::Input(format!("decoder: {e}")))?;
-            let logits = out.token_logits.select(1, 0).to_kind(Kind::Float); // [rows_out, vocab]
-            let logp = (logits + codebook_mask(&vocab, &used)).log_softmax(-1, Kind::Float);
+            let out = self.model.decode_last(&ctx, &tokens, false);
+            // The masked log-softmax over the codebook tokens, blockwise: used codebooks get -inf, the rest are
+            // normalised together (the special tokens are never emitted).
+            let logits = out
+                .token_logits
+                .select(1, 0)
+                .narrow(1, N_SPECIAL, (m * d) as i64)
+                .to_kind(Kind::Float)
+                .view([n as i64, m as i64, d as i64])
+                .masked_fill(&used.unsqueeze(2), f64::NEG_INFINITY);
+            let norm = logits
+                .logsumexp([2], false)
+                .logsumexp([1], false)
+                .view([n as i64, 1, 1]);
+            let logp = (logits - norm).view([n as i64, (m * d) as i64]); // [n, m * d]
             let category = out
                 .category_logits
                 .select(1, 0)
                 .to_kind(Kind::Float)
-                .softmax(-1, Kind::Float);
-            // back to beam order, dropping the padding
-            let pos: Vec<i64> = place.iter().map(|&(s, j)| (s * g + j) as i64).collect();
-            let pos = Tensor::from_slice(&pos).to_device(device);
-            Ok((
-                logp.index_select(0, &pos).narrow(1, N_SPECIAL, m * d), // [n, m * d]
-                category.index_select(0, &pos),                         // [n, C]
-            ))
-        })?;
+                .softmax(-1, Kind::Float); // [n, C]
+            (logp, category)
+        });
         let t = std::time::Instant::now();
         let out = StepOutput {
             logp: to_vec(&logp)?,
@@ -176,6 +169,35 @@ impl StepScorer for ModelScorer<'_> {
         };
         self.copy_secs += t.elapsed().as_secs_f64();
         Ok(out)
+    }
+
+    fn item_log_probs(&mut self, rows: &[usize], items: &[u32]) -> Result<Option<Vec<f32>>> {
+        let Some(lp) = &self.item_logp else {
+            return Ok(None);
+        };
+        let n_items = self.codes.n_items();
+        if rows.len() != items.len() {
+            return Err(InferError::Input(format!(
+                "item_log_probs: {} rows for {} items",
+                rows.len(),
+                items.len()
+            )));
+        }
+        let mut flat = Vec::with_capacity(rows.len());
+        for (&r, &i) in rows.iter().zip(items) {
+            if r >= self.n_users || i as usize >= n_items {
+                return Err(InferError::Input(format!(
+                    "item_log_probs: row {r} of {} users, item {i} of {n_items}",
+                    self.n_users
+                )));
+            }
+            flat.push((r * n_items + i as usize) as i64);
+        }
+        let idx = Tensor::from_slice(&flat).to_device(lp.device());
+        let t = std::time::Instant::now();
+        let v = to_vec(&lp.view([-1]).index_select(0, &idx))?;
+        self.copy_secs += t.elapsed().as_secs_f64();
+        Ok(Some(v))
     }
 }
 

@@ -1,7 +1,7 @@
 //! The model adapter: masked, normalised step distributions from a tiny random model, and a search over it.
 
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, StepInput, StepScorer};
-use reg4rec_model::{Mode, ModelConfig, Reg4RecModel, Vocab};
+use reg4rec_model::{Mode, ModelConfig, Reg4RecModel};
 use reg4rec_tokenizer::{Codes, ItemIndex};
 use tch::Device;
 
@@ -22,7 +22,7 @@ fn model(mode: Mode) -> Reg4RecModel {
         mode,
         ..ModelConfig::smoke_preset()
     };
-    Reg4RecModel::new(&cfg, Vocab::new(2, 4), 3, Device::Cpu).unwrap()
+    Reg4RecModel::new(&cfg, &codes(mode == Mode::Tiger), 3, Device::Cpu).unwrap()
 }
 
 #[test]
@@ -59,7 +59,7 @@ fn step_distributions_are_masked_and_normalised() {
         let z: f32 = row[4..].iter().map(|x| x.exp()).sum();
         assert!((z - 1.0).abs() < 1e-4);
     }
-    assert_ne!(out.logp[..8], out.logp[8..], "users have their own memory");
+    assert_ne!(out.logp[..8], out.logp[8..], "users have their own context");
     for row in out.category.chunks(3) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
@@ -108,7 +108,15 @@ fn search_over_the_model_returns_valid_items() {
                     .map(|(k, &j)| (k as u16, j))
                     .collect();
                 assert_eq!(toks, want);
-                assert!(r.score.is_finite());
+                // Ranked by path score plus the weighted dense item log-probability.
+                let path: f32 = r.path.iter().map(|p| p.logp).sum();
+                assert_eq!(r.path_score, path);
+                let lp = r.item_logp.expect("the model has an item head");
+                assert!(lp < 0.0);
+                assert_eq!(r.score, r.path_score + 100.0 * lp);
+            }
+            for w in list.windows(2) {
+                assert!(w[0].score >= w[1].score);
             }
         }
     }
@@ -118,40 +126,37 @@ fn search_over_the_model_returns_valid_items() {
 }
 
 #[test]
-fn grouped_decoding_equals_decoding_repeated_memory() {
+fn beams_decode_after_their_users_context_and_dense_scores_are_the_item_head() {
     use reg4rec_model::mask::{codebook_mask, used_codebooks};
     use tch::{Kind, Tensor};
     let (c, m) = (codes(false), model(Mode::Reg4rec));
     let hist: [&[u32]; 2] = [&[0, 1, 2], &[5, 7]];
     let mut s = ModelScorer::new(&m, &c).unwrap();
     s.begin(&hist).unwrap();
-    // interleaved users, uneven groups (3 beams of user 1, 2 of user 0)
+    // interleaved users, uneven counts (3 beams of user 1, 2 of user 0)
     let rows = [1usize, 0, 1, 1, 0];
-    let prefixes = [2u32, 5, 2, 6, 7, 1, 4, 0, 3, 6];
+    let prefixes = [2u32, 5, 6, 1, 4];
     let got = s
         .step(StepInput {
             rows: &rows,
-            len: 2,
+            len: 1,
             prefixes: &prefixes,
         })
         .unwrap();
 
     let v = m.vocab();
+    let enc = tch::no_grad(|| m.contexts(&hist)).unwrap();
     let want = tch::no_grad(|| {
-        let enc = m.encode(&m.history_tokens(&hist, &c).unwrap(), false);
-        let idx = Tensor::from_slice(&rows.map(|r| r as i64));
-        let mut dec = Vec::new();
-        for p in prefixes.chunks(2) {
-            dec.push(1i64);
-            dec.extend(p.iter().map(|&t| 4 + t as i64));
-        }
-        let dec = Tensor::from_slice(&dec).view([5, 3]);
-        let out = m.decode(&enc.repeat_rows(&idx), &dec, false);
-        let used = used_codebooks(&v, &dec.narrow(1, 1, 2));
-        let logp = (out.token_logits.select(1, 2) + codebook_mask(&v, &used))
+        let ctx = enc
+            .hidden
+            .index_select(0, &Tensor::from_slice(&rows.map(|r| r as i64)));
+        let dec = Tensor::from_slice(&prefixes.map(|t| 4 + t as i64)).view([5, 1]);
+        let out = m.decode_last(&ctx, &dec, false);
+        let used = used_codebooks(&v, &dec);
+        let logp = (out.token_logits.select(1, 0) + codebook_mask(&v, &used))
             .log_softmax(-1, Kind::Float)
             .narrow(1, 4, 8);
-        let cat = out.category_logits.select(1, 2).softmax(-1, Kind::Float);
+        let cat = out.category_logits.select(1, 0).softmax(-1, Kind::Float);
         (
             Vec::<f32>::try_from(logp.contiguous().view([-1])).unwrap(),
             Vec::<f32>::try_from(cat.contiguous().view([-1])).unwrap(),
@@ -163,4 +168,21 @@ fn grouped_decoding_equals_decoding_repeated_memory() {
     for (a, b) in got.category.iter().zip(&want.1) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
+    // Dense scores: the item head's log-softmax over every item, for the asked (user, item) pairs.
+    let dense = tch::no_grad(|| {
+        m.item_logits(&enc.hidden, &enc.items, false)
+            .log_softmax(-1, Kind::Float)
+    });
+    let lp = s.item_log_probs(&[1, 0, 1], &[7, 3, 0]).unwrap().unwrap();
+    for (k, (r, i)) in [(1i64, 7i64), (0, 3), (1, 0)].into_iter().enumerate() {
+        assert!((lp[k] as f64 - dense.double_value(&[r, i])).abs() < 1e-6);
+    }
+    assert!(
+        s.item_log_probs(&[2], &[0]).is_err(),
+        "row outside the batch"
+    );
+    assert!(
+        s.item_log_probs(&[0], &[8]).is_err(),
+        "item outside the codes"
+    );
 }

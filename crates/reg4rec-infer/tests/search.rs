@@ -24,58 +24,70 @@ fn random_codes(m: usize, d: usize, max_items: usize, ordered: bool, seed: u64) 
     Codes::new(m, d, ordered, tuples).unwrap()
 }
 
-fn permutations(m: usize) -> Vec<Vec<usize>> {
-    if m == 0 {
-        return vec![vec![]];
-    }
-    let mut out = Vec::new();
-    for p in permutations(m - 1) {
-        for pos in 0..=p.len() {
-            let mut q = p.clone();
-            q.insert(pos, m - 1);
-            out.push(q);
-        }
-    }
-    out
-}
-
-/// Every item scored by its best generation order (codebook order only when `ordered`), top `n`, ties by item.
+/// Every item scored as the exhaustive search with merged permutations scores it: a dynamic programme over the
+/// partial token sets that can still be completed to an item, each kept with its best-scoring order (codebook
+/// order only when `ordered`), extended by every valid token; top `n`, ties by item.
 fn exhaustive(
     scorer: &mut impl StepScorer,
     codes: &Codes,
     row: usize,
     n: usize,
 ) -> Vec<(u32, f32)> {
+    use std::collections::BTreeMap;
     let (m, d) = (codes.m, codes.d);
-    let orders = if codes.ordered {
-        vec![(0..m).collect()]
-    } else {
-        permutations(m)
+    let tokens_of = |item: usize| -> Vec<u32> {
+        (0..m)
+            .map(|r| (r * d) as u32 + codes.tuple(item)[r] as u32)
+            .collect()
     };
+    // sorted token set -> (best order, score)
+    let mut level: BTreeMap<Vec<u32>, (Vec<u32>, f32)> = BTreeMap::new();
+    level.insert(vec![], (vec![], 0.0));
+    for depth in 0..m {
+        let mut next: BTreeMap<Vec<u32>, (Vec<u32>, f32)> = BTreeMap::new();
+        for (set, (order, score)) in &level {
+            let out = scorer
+                .step(StepInput {
+                    rows: &[row],
+                    len: order.len(),
+                    prefixes: order,
+                })
+                .unwrap();
+            let mut seen = std::collections::BTreeSet::new();
+            for item in 0..codes.n_items() {
+                let toks = tokens_of(item);
+                if !set.iter().all(|t| toks.contains(t)) {
+                    continue;
+                }
+                for (r, &t) in toks.iter().enumerate() {
+                    let open = if codes.ordered {
+                        r == depth
+                    } else {
+                        !set.contains(&t)
+                    };
+                    if !open || !seen.insert(t) {
+                        continue;
+                    }
+                    let mut key = set.clone();
+                    key.push(t);
+                    key.sort();
+                    let s = score + out.logp[t as usize];
+                    let better = next.get(&key).is_none_or(|(_, b)| s > *b);
+                    if better {
+                        let mut o = order.clone();
+                        o.push(t);
+                        next.insert(key, (o, s));
+                    }
+                }
+            }
+        }
+        level = next;
+    }
     let mut scored: Vec<(u32, f32)> = (0..codes.n_items())
         .map(|item| {
-            let tuple = codes.tuple(item);
-            let best = orders
-                .iter()
-                .map(|order| {
-                    let mut prefix: Vec<u32> = Vec::new();
-                    let mut s = 0.0f32;
-                    for &r in order {
-                        let out = scorer
-                            .step(StepInput {
-                                rows: &[row],
-                                len: prefix.len(),
-                                prefixes: &prefix,
-                            })
-                            .unwrap();
-                        let t = (r * d) as u32 + tuple[r] as u32;
-                        s += out.logp[t as usize];
-                        prefix.push(t);
-                    }
-                    s
-                })
-                .fold(f32::NEG_INFINITY, f32::max);
-            (item as u32, best)
+            let mut key = tokens_of(item);
+            key.sort();
+            (item as u32, level[&key].1)
         })
         .collect();
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -128,7 +140,8 @@ proptest! {
                     prop_assert!(list[k - 1].score >= rec.score);
                 }
                 let sum = rec.path.iter().fold(0.0f32, |s, p| s + p.logp);
-                prop_assert_eq!(sum, rec.score);
+                prop_assert_eq!(sum, rec.path_score);
+                prop_assert_eq!(rec.score, rec.path_score, "the random scorer has no dense score");
                 let ex = Explanation::new(rec, &names, None, theta);
                 let mut toks = ex.tokens();
                 if ordered {
@@ -155,17 +168,17 @@ proptest! {
         }
     }
 
-    /// With CORP off and a beam wider than the number of partial paths, the search is exhaustive: it returns
-    /// exactly the top-N items of a brute-force constrained search with their best-order scores, and N results
-    /// whenever N items exist.
+    /// With CORP off and a beam wider than the number of partial token sets, the search is exhaustive: it
+    /// returns exactly the top-N items of a brute-force constrained search that merges permutations (each partial
+    /// set continues from its best order) with their scores, and N results whenever N items exist.
     #[test]
     fn wide_beam_equals_exhaustive_search(
         m in 1usize..4, d in 2usize..4, max_items in 1usize..14, ordered: bool, seed: u64, top_n in 1usize..16,
     ) {
         let codes = random_codes(m, d, max_items, ordered, seed);
         let index = ItemIndex::new(&codes).unwrap();
-        // at most n_items * m! partial paths at any depth
-        let search = BeamSearch::new(&index, &cfg(codes.n_items() * 6, top_n, None)).unwrap();
+        // at most n_items * 2^m partial token sets at any depth
+        let search = BeamSearch::new(&index, &cfg(codes.n_items() * 8, top_n, None)).unwrap();
         let mut scorer = RandomScorer::new(m * d, 2, seed);
         let out = search.run(&mut scorer, &HISTORIES, false).unwrap();
         for (row, list) in out.lists.iter().enumerate() {
@@ -277,6 +290,37 @@ fn an_item_reached_in_two_orders_is_listed_once_with_its_best_score() {
     let mut items: Vec<u32> = list.iter().map(|r| r.item).collect();
     items.sort();
     assert_eq!(items, vec![0, 1, 2, 3]);
+}
+
+/// Two orders of the same partial token set do not both take a beam slot: with a beam of 2, where the model
+/// rates tokens A then B and B then A far above anything else, the second slot goes to another set.
+#[test]
+fn permutations_of_one_token_set_share_one_beam_slot() {
+    // m = 3, d = 2, all 8 tuples; A = <t0_0> (id 0), B = <t1_0> (id 2).
+    let tuples: Vec<u16> = (0..8u16)
+        .flat_map(|i| [i & 1, (i >> 1) & 1, i >> 2])
+        .collect();
+    let index = ItemIndex::new(&Codes::new(3, 2, false, tuples).unwrap()).unwrap();
+    let model = |_: usize, prefix: &[u32]| {
+        let mut logits = vec![0.0f32; 6];
+        match prefix {
+            [] => {
+                logits[0] = 8.0;
+                logits[2] = 8.0;
+            }
+            [0] => logits[2] = 8.0,
+            [2] => logits[0] = 8.0,
+            _ => {}
+        }
+        (logits, vec![0.0])
+    };
+    let search = BeamSearch::new(&index, &cfg(2, 8, None)).unwrap();
+    let mut s = FnScorer::new(6, 1, model);
+    let list = &search.run(&mut s, &[&[]], false).unwrap().lists[0];
+    // {A, B} gives items 0 and 4 (codebook 2 open); the other slot's set gives two more.
+    let items: std::collections::BTreeSet<u32> = list.iter().map(|r| r.item).collect();
+    assert_eq!(items.len(), 4, "{list:?}");
+    assert!(items.contains(&0) && items.contains(&4));
 }
 
 #[test]

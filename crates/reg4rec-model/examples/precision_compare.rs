@@ -1,21 +1,20 @@
 //! Measurement run for LADQ (spec section 6): pre-train the CPU-preset model on a registry dataset under each
 //! `--precision` (fp32, bf16, ladq) for the same number of steps from the same seed, then print one table row
-//! per precision: training examples/s and the validation CRSS loss (evaluated in f32 on every user's validation
+//! per precision: training target items/s and the validation CRSS loss (evaluated in f32 on every user's validation
 //! target), plus the last LADQ assignment.
 //!
 //! ```text
 //! cargo run --release -p reg4rec-model --example precision_compare -- DATASET TOKENIZER_DIR OUT_DIR [STEPS] [SAMPLE_EVERY] [THREADS]
 //! ```
-//! STEPS defaults to 150 optimizer steps (batch 256), SAMPLE_EVERY (LADQ's P) to 50, THREADS (libtorch intra-op
+//! STEPS defaults to 150 optimizer steps (the cpu preset's batch of users), SAMPLE_EVERY (LADQ's P) to 50, THREADS (libtorch intra-op
 //! threads) to 1.
 
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::LoadOptions;
-use reg4rec_model::batch::BatchBuilder;
 use reg4rec_model::train::validation_loss;
 use reg4rec_model::{
     load_model, pretrain_with, LadqConfig, ModelConfig, PrecisionMode, PretrainOptions,
-    TrainConfig, Which,
+    SeqBatchBuilder, TrainConfig, Which,
 };
 use std::error::Error;
 use std::path::PathBuf;
@@ -38,10 +37,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let codes = tokenizer.codes();
     let model_cfg = ModelConfig::cpu_preset();
     println!(
-        "{name}: {} training examples; cpu preset, {steps} steps of batch 256, LADQ sample every {sample_every}, {threads} thread(s)",
-        split.training_examples().len()
+        "{name}: {} users; cpu preset, {steps} steps, LADQ sample every {sample_every}, {threads} thread(s)",
+        split.n_users()
     );
-    println!("| precision | examples/s | train loss (last epoch part) | valid CRSS loss (f32) | last LADQ fp32/bf16/fp8 |");
+    println!("| precision | targets/s | train loss (last epoch part) | valid CRSS loss (f32) | last LADQ fp32/bf16/fp8 |");
     println!("|---|---|---|---|---|");
     for mode in [
         PrecisionMode::Fp32,
@@ -68,14 +67,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         let report = pretrain_with(
             &ds, &split, codes, &model_cfg, &train_cfg, &dir, false, opts,
         )?;
-        let (model, _) = load_model(&dir, Which::Latest, tch::Device::Cpu)?;
-        let builder = BatchBuilder {
+        let (model, _) = load_model(&dir, Which::Latest, codes, tch::Device::Cpu)?;
+        let builder = SeqBatchBuilder {
             vocab: model.vocab(),
             history_len: model_cfg.history_len,
             codes,
             item_category: &ds.item_category,
         };
-        let (valid, _, _) = validation_loss(&model, &split, &builder, train_cfg.lambda_cat, 512)?;
+        let weights = train_cfg.objective();
+        let (valid, _, _) = validation_loss(&model, &split, &builder, weights, 512)?;
         let last = std::fs::read_to_string(dir.join("ladq.jsonl"))
             .ok()
             .and_then(|t| t.lines().next_back().map(String::from))
@@ -90,7 +90,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             .unwrap_or(f64::NAN);
         println!(
             "| {mode} | {:.0} | {train_loss:.4} | {valid:.4} | {last} |",
-            report.examples_per_s
+            report.targets_per_s
         );
     }
     Ok(())

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// Version of the run-directory layout and checkpoint files.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the run-directory layout and checkpoint files (2: the per-user layout's model).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `config.json` of a run: everything needed to rebuild the model from the directory alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ pub struct TrainState {
     pub bad_epochs: usize,
     /// Set when early stopping fired or the last epoch finished.
     pub finished: bool,
-    /// Sum of the training loss over the current epoch's steps so far, and their example count (to resume
+    /// Sum of the training loss over the current epoch's steps so far, and their count of targets (to resume
     /// the epoch mean exactly).
     pub epoch_loss_sum: f64,
     pub epoch_examples: u64,
@@ -332,15 +332,23 @@ pub enum Which {
     Latest,
 }
 
-/// Rebuilds the model of a run directory from its `config.json` and the chosen weights.
+/// Rebuilds the model of a run directory from its `config.json`, the item `codes` it was trained on (checked
+/// against the run's codes hash) and the chosen weights.
 pub fn load_model(
     run_dir: &Path,
     which: Which,
+    codes: &Codes,
     device: Device,
 ) -> Result<(Reg4RecModel, RunConfig)> {
     let run = RunDir::new(run_dir);
     let cfg = run.read_config()?;
-    let mut model = Reg4RecModel::new(&cfg.model, cfg.vocab, cfg.n_categories, device)?;
+    if codes_hash(codes) != cfg.codes_hash {
+        return Err(ModelError::checkpoint(
+            run.config(),
+            "the run was trained on other item codes than the ones given",
+        ));
+    }
+    let mut model = Reg4RecModel::new(&cfg.model, codes, cfg.n_categories, device)?;
     let weights = match which {
         Which::Best => {
             let best: Best = read_json(&run.best())?;

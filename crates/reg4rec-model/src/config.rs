@@ -23,7 +23,7 @@ pub enum Mode {
 pub struct ModelConfig {
     /// Objective and token semantics. Default `reg4rec`.
     pub mode: Mode,
-    /// Total number of transformer layers N: N/2 encoder and N/2 decoder layers. Must be even. Default 4.
+    /// Total number of layers N: N/2 encoder layers and N/2 decoder blocks. Must be even. Default 4.
     pub n_layers: usize,
     /// Hidden size. Default 128.
     pub d_model: usize,
@@ -33,8 +33,17 @@ pub struct ModelConfig {
     pub d_ff: usize,
     /// Dropout on embeddings, attention weights and residual branches. Default 0.1.
     pub dropout: f64,
-    /// History length L: the most recent L items form the encoder input. Default 20 (spec).
+    /// History length L: the encoder reads the most recent L items of a history (preceded by a start entry
+    /// when the history is shorter), and pre-training keeps the last L positions of each training sequence.
+    /// Default 20 (spec).
     pub history_len: usize,
+    /// Add a learned item-id embedding to each item's input embedding (the sum of its token embeddings).
+    /// Default true.
+    pub item_id_embedding: bool,
+    /// The item head: a dense score of every item after a context (tied to the items' input embeddings),
+    /// trained with full-softmax cross-entropy (`pretrain.lambda_item`) and used by inference to re-rank the
+    /// items the beam search generated (`infer.dense_weight`). Default true.
+    pub item_head: bool,
 }
 
 impl Default for ModelConfig {
@@ -47,13 +56,14 @@ impl Default for ModelConfig {
             d_ff: 512,
             dropout: 0.1,
             history_len: 20,
+            item_id_embedding: true,
+            item_head: true,
         }
     }
 }
 
 impl ModelConfig {
-    /// Sized to pre-train on ml-100k (about 97k training examples per epoch) in a few minutes on 2 CPU cores:
-    /// one encoder and one decoder layer, d_model 64, FFN 128, L = 20.
+    /// Sized for 2 CPU cores: one encoder and one decoder layer, d_model 64, FFN 128.
     pub fn cpu_preset() -> Self {
         ModelConfig {
             n_layers: 2,
@@ -108,6 +118,16 @@ impl ModelConfig {
     }
 }
 
+/// What a CRSS step's token loss rewards (spec section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepTarget {
+    /// Probability mass on any remaining target token: `-log sum_{t in remaining} p(t)` (the spec's default).
+    Set,
+    /// The remaining target token the model rates highest (the one fed next): `-log p(fed)`.
+    Chosen,
+}
+
 /// Learning-rate decay after warmup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,7 +144,7 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Maximum number of epochs. Default 30.
     pub epochs: usize,
-    /// Training examples per step. Default 256.
+    /// Users (training sequences) per step; every position of each is trained. Default 128.
     pub batch_size: usize,
     /// Peak learning rate. Default 1e-3.
     pub lr: f64,
@@ -144,8 +164,13 @@ pub struct TrainConfig {
     pub eps: f64,
     /// Clip the global gradient norm to this value (0 = off). Default 1.0.
     pub grad_clip: f64,
+    /// What each CRSS step's token loss rewards: `set` (any remaining target token) or `chosen` (the token fed
+    /// next). Default `set`.
+    pub step_target: StepTarget,
     /// Weight of the category loss (REG4Rec mode; TIGER mode uses 0). Default 0.5.
     pub lambda_cat: f64,
+    /// Weight of the item head's full-softmax cross-entropy (models with `item_head`). Default 1.0.
+    pub lambda_item: f64,
     /// Run the linear layers and attention in bf16 (weights, optimizer and loss stay f32). Default false.
     pub bf16: bool,
     /// Compute precision of the transformer's linear layers (`--precision`): `fp32`, `bf16` (the same as
@@ -155,10 +180,6 @@ pub struct TrainConfig {
     /// LADQ settings, used when `precision` is `ladq`. Default: `LadqConfig::default()` (sample every 100
     /// steps, 25% of layers fp32, 25% fp8, history in `ladq.jsonl` of the run directory).
     pub ladq: LadqConfig,
-    /// Train on the most recent this many prefixes of each user's training sequence (0 = every prefix).
-    /// Long histories (MovieLens users average over 100 items) otherwise fill an epoch with near-duplicate
-    /// examples. Default 0.
-    pub max_examples_per_user: usize,
     /// Early stopping: epochs without improvement of the validation criterion before stopping (0 = never).
     /// Default 5.
     pub patience: usize,
@@ -166,7 +187,7 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Append a step record to `metrics.jsonl` every this many steps (>= 1). Default 10.
     pub log_every: u64,
-    /// Batch size of the validation loss. Default 512.
+    /// Users per batch of the validation loss. Default 512.
     pub valid_batch_size: usize,
     /// Device: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available). Default `cpu`.
     pub device: String,
@@ -177,7 +198,7 @@ impl Default for TrainConfig {
         TrainConfig {
             seed: 42,
             epochs: 30,
-            batch_size: 256,
+            batch_size: 128,
             lr: 1e-3,
             warmup_steps: 200,
             schedule: Schedule::Cosine,
@@ -187,11 +208,12 @@ impl Default for TrainConfig {
             beta2: 0.98,
             eps: 1e-8,
             grad_clip: 1.0,
+            step_target: StepTarget::Set,
             lambda_cat: 0.5,
+            lambda_item: 1.0,
             bf16: false,
             precision: PrecisionMode::Fp32,
             ladq: LadqConfig::default(),
-            max_examples_per_user: 0,
             patience: 5,
             checkpoint_every: 0,
             log_every: 10,
@@ -268,6 +290,7 @@ impl TrainConfig {
             ("weight_decay", self.weight_decay),
             ("grad_clip", self.grad_clip),
             ("lambda_cat", self.lambda_cat),
+            ("lambda_item", self.lambda_item),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(ModelError::config(field, format!("must be >= 0, got {v}")));
@@ -281,6 +304,15 @@ impl TrainConfig {
             ));
         }
         validate_ladq(&self.ladq)
+    }
+
+    /// The loss terms and weights of pre-training.
+    pub fn objective(&self) -> crate::crss::Objective {
+        crate::crss::Objective {
+            step_target: self.step_target,
+            lambda_cat: self.lambda_cat,
+            lambda_item: self.lambda_item,
+        }
     }
 
     /// The precision mode in effect: `bf16` when `bf16` is set, else `precision`.

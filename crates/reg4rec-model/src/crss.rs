@@ -1,96 +1,151 @@
-//! CRSS, confidence-based reasoning step selection, as a training objective (spec section 3).
+//! CRSS, confidence-based reasoning step selection, as a training objective (spec section 3), on the contexts
+//! of the per-user layout.
 //!
 //! The target item's M tokens form a SET. At decoder step k the model has emitted k tokens from k distinct
 //! codebooks; the step's token loss is `-log sum_{t in remaining targets} p(t)` with `p` the softmax of the
-//! masked logits (used codebooks and EOS forbidden, [`crate::mask::codebook_mask`]), and the token fed to step
-//! k + 1 is the remaining target token the model currently rates highest (a choice without gradient). The
-//! category head is trained with cross-entropy to the target item's category at each of the M steps.
+//! masked logits (used codebooks and the special tokens forbidden, [`crate::mask::codebook_mask`]), and the
+//! token fed to step k + 1 is the remaining target token the model currently rates highest (a choice without
+//! gradient). The category head is trained with cross-entropy to the target item's category at each of the M
+//! steps. With the item head on, the context's full-softmax cross-entropy over every item is added
+//! (`lambda_item`).
 //!
-//! Implementation: the order is chosen first by M cheap incremental decoder calls under `no_grad` with dropout
-//! off (on the batch's encoder memory), then one teacher-forced decoder pass with gradient on
-//! `<BOS>, fed_0 .. fed_{M-2}` scores every step at once (the causal decoder sees exactly the prefix it would
-//! see step by step). The `<EOS>` step is not scored: after M tokens the mask leaves EOS as the only choice.
+//! Implementation: the order is chosen first by M - 1 cheap incremental decoder calls under `no_grad` with
+//! dropout off, then one teacher-forced decoder pass with gradient on `[context, fed_0 .. fed_{M-2}]` scores
+//! every step at once (the causal decoder sees exactly the prefix it would see step by step).
+//!
+//! With [`StepTarget::Chosen`] a step's target is the single token fed next (the remaining target the model
+//! rates highest): cross-entropy on the model's own order, which concentrates a path's probability on one
+//! order instead of spreading it over the remaining tokens.
 //!
 //! TIGER mode ([`Mode::Tiger`]): the order is the fixed codebook order 0..M and each step's target set is the
 //! single next token (plain teacher forcing with cross-entropy); the category loss gets weight 0.
+//!
+//! Every loss is a mean over the batch's targets (non-padding positions): [`sequence_loss`] trains all
+//! positions of a batch of users in one encoder pass.
 
-use crate::config::Mode;
+use crate::batch::SeqBatch;
+use crate::config::{Mode, StepTarget};
 use crate::mask::codebook_mask;
-use crate::model::{Encoded, Reg4RecModel};
-use crate::vocab::{BOS, N_SPECIAL};
+use crate::model::{Decoded, Encoded, Reg4RecModel};
+use crate::vocab::{Vocab, N_SPECIAL};
 use tch::{Kind, Tensor};
 
-/// Losses of one batch (scalars).
+/// The pre-training objective: the token loss's step target and the weights of the other terms
+/// ([`crate::TrainConfig::objective`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objective {
+    /// What each step's token loss rewards (REG4Rec mode; TIGER mode always uses the next token in order).
+    pub step_target: StepTarget,
+    /// Category loss (REG4Rec mode only; TIGER mode uses 0).
+    pub lambda_cat: f64,
+    /// Item-head cross-entropy (only when the model has an item head).
+    pub lambda_item: f64,
+}
+
+/// Losses of one batch (scalars, means over its targets).
 #[derive(Debug)]
 pub struct CrssLoss {
-    /// `token + lambda * category`.
+    /// `token + lambda_cat * category + lambda_item * item`.
     pub total: Tensor,
-    /// Mean over examples and steps of the set-valued token loss.
+    /// The set-valued token loss, per step.
     pub token: Tensor,
-    /// Mean over examples and steps of the category cross-entropy.
+    /// The category cross-entropy, per step.
     pub category: Tensor,
+    /// The item head's cross-entropy (zero without an item head).
+    pub item: Tensor,
 }
 
-fn bos(b: i64, device: tch::Device) -> Tensor {
-    Tensor::full([b, 1], BOS, (Kind::Int64, device))
-}
-
-/// The order in which `targets` (`[B, M]` tokens in codebook order) are fed to the decoder: at each step the
-/// remaining target token with the highest logit. Returns `[B, M]` fed tokens, a permutation of each row.
-pub fn select_order(model: &Reg4RecModel, enc: &Encoded, targets: &Tensor) -> Tensor {
-    tch::no_grad(|| {
-        let (b, m) = (targets.size()[0], targets.size()[1]);
-        let mut dec = bos(b, targets.device());
-        let mut remaining = Tensor::ones([b, m], (Kind::Bool, targets.device()));
-        for _ in 0..m {
-            let logits = model.decode(enc, &dec, false).token_logits.select(1, -1); // [B, vocab]
-                                                                                    // Target r is codebook r's token, so "remaining" is exactly "codebook not used": the used-codebook mask
-                                                                                    // and the softmax normaliser do not change the ranking among remaining targets.
-            let score = logits
-                .gather(1, targets, false)
-                .masked_fill(&remaining.logical_not(), f64::NEG_INFINITY); // [B, M]
-            let pick = score.argmax(1, true); // [B, 1]
-            let token = targets.gather(1, &pick, false);
-            remaining = remaining.scatter_value(1, &pick, 0);
-            dec = Tensor::cat(&[dec, token], 1);
-        }
-        dec.narrow(1, 1, m)
+/// The order in which `targets` (`[N, M]` tokens in codebook order) are fed to the decoder after `context`
+/// (`[N, d]`): at each step the remaining target token with the highest logit. Returns `[N, M]` fed tokens, a
+/// permutation of each row.
+pub fn select_order(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) -> Tensor {
+    select_order_with(targets, |fed| {
+        model
+            .decode_last(context, fed, false)
+            .token_logits
+            .select(1, 0)
     })
 }
 
-/// Used-codebook flags before each step of a fed order: `[B, M steps, M codebooks]` bool.
+/// [`select_order`] for any decoder: `next_logits(fed)` gives the `[N, vocab]` logits of the token following
+/// the fed prefix `[N, k]` (`k < M`). Runs without gradient.
+pub fn select_order_with(
+    targets: &Tensor,
+    mut next_logits: impl FnMut(&Tensor) -> Tensor,
+) -> Tensor {
+    tch::no_grad(|| {
+        let (n, m) = (targets.size()[0], targets.size()[1]);
+        let device = targets.device();
+        let mut fed = Tensor::zeros([n, 0], (Kind::Int64, device));
+        let mut remaining = Tensor::ones([n, m], (Kind::Bool, device));
+        for k in 0..m {
+            // Target r is codebook r's token, so "remaining" is exactly "codebook not used": the mask and the
+            // softmax normaliser do not change the ranking among the remaining targets.
+            let pick = if k + 1 == m {
+                remaining.to_kind(Kind::Int64).argmax(1, true) // the last remaining token
+            } else {
+                next_logits(&fed)
+                    .gather(1, targets, false)
+                    .masked_fill(&remaining.logical_not(), f64::NEG_INFINITY)
+                    .argmax(1, true) // [N, 1] column index
+            };
+            fed = Tensor::cat(&[fed, targets.gather(1, &pick, false)], 1);
+            remaining = remaining.scatter_value(1, &pick, 0);
+        }
+        fed
+    })
+}
+
+/// Used-codebook flags before each step of a fed order: `[N, M steps, M codebooks]` bool.
 fn used_before_each_step(fed: &Tensor, d: i64, m: i64) -> Tensor {
-    let codebook = (fed - N_SPECIAL).divide_scalar_mode(d, "floor"); // [B, M]
-    let onehot = codebook.one_hot(m); // [B, M, M] i64
+    let codebook = (fed - N_SPECIAL).divide_scalar_mode(d, "floor"); // [N, M]
+    let onehot = codebook.one_hot(m); // [N, M, M] i64
     (onehot.cumsum(1, Kind::Int64) - &onehot).gt(0)
 }
 
-/// The pre-training loss of a batch; `lambda_cat` is ignored (0) in TIGER mode.
-pub fn crss_loss(
-    model: &Reg4RecModel,
-    enc: &Encoded,
+/// The token and category losses (means over targets and steps) of teacher-forced decoder outputs `out`
+/// (`[N, M, ...]`, position k after the first k tokens of `fed`) for `targets` `[N, M]` in codebook order and
+/// their `categories` `[N]`: the set-valued CRSS loss (REG4Rec) or the next-token cross-entropy (TIGER).
+///
+/// The step distribution is the softmax over the codebook tokens of the codebooks not used yet (the special
+/// tokens and used codebooks have probability zero, as [`crate::mask::codebook_mask`] makes them at inference),
+/// computed blockwise: a log-sum-exp per codebook, then over the open codebooks.
+pub fn step_losses(
+    mode: Mode,
+    step_target: StepTarget,
+    vocab: &Vocab,
+    out: &Decoded,
+    fed: &Tensor,
     targets: &Tensor,
     categories: &Tensor,
-    lambda_cat: f64,
-    train: bool,
-) -> CrssLoss {
-    let vocab = model.vocab();
-    let (b, m) = (targets.size()[0], vocab.m as i64);
-    let mode = model.config().mode;
-    let fed = match mode {
-        Mode::Reg4rec => select_order(model, &enc.detach(), targets),
-        Mode::Tiger => targets.shallow_clone(),
-    };
-    let dec_in = Tensor::cat(&[bos(b, targets.device()), fed.narrow(1, 0, m - 1)], 1); // [B, M]
-    let out = model.decode(enc, &dec_in, train);
-    let used = used_before_each_step(&fed, vocab.d as i64, m); // [B, M, M]
-    let logp = (out.token_logits + codebook_mask(&vocab, &used)).log_softmax(-1, Kind::Float); // [B, M, vocab]
-    let target_logp = logp.gather(2, &targets.unsqueeze(1).expand([b, m, m], false), false); // [B, M, M]
-    let in_set = match mode {
-        Mode::Reg4rec => used.logical_not(),
-        Mode::Tiger => Tensor::eye(m, (Kind::Bool, targets.device()))
-            .unsqueeze(0)
-            .expand([b, m, m], false),
+) -> (Tensor, Tensor) {
+    let (n, m, d) = (targets.size()[0], vocab.m as i64, vocab.d as i64);
+    let used = used_before_each_step(fed, d, m); // [N, M steps, M codebooks]
+    let logits = out
+        .token_logits
+        .narrow(2, N_SPECIAL, m * d)
+        .reshape([n, m, m, d]); // [N, step, codebook, code]
+    let log_norm = logits
+        .logsumexp([3], false)
+        .masked_fill(&used, f64::NEG_INFINITY)
+        .logsumexp([2], false); // [N, step]
+                                // Target r is codebook r's token: its code indexes that codebook's block.
+    let codes = targets - N_SPECIAL - Tensor::arange(m, (Kind::Int64, targets.device())) * d; // [N, M]
+    let target_logp = logits
+        .gather(
+            3,
+            &codes.view([n, 1, m, 1]).expand([n, m, m, 1], false),
+            false,
+        )
+        .squeeze_dim(3)
+        - log_norm.unsqueeze(2); // [N, step, codebook]
+    let in_set = match (mode, step_target) {
+        (Mode::Reg4rec, StepTarget::Set) => used.logical_not(),
+        // The fed token's codebook at each step (TIGER: codebook k at step k).
+        _ => (fed - N_SPECIAL)
+            .divide_scalar_mode(d, "floor")
+            .one_hot(m)
+            .gt(0),
     };
     let token = -target_logp
         .masked_fill(&in_set.logical_not(), f64::NEG_INFINITY)
@@ -99,46 +154,116 @@ pub fn crss_loss(
     let n_cat = out.category_logits.size()[2];
     let category = out
         .category_logits
-        .reshape([b * m, n_cat])
+        .reshape([n * m, n_cat])
         .cross_entropy_for_logits(&categories.repeat_interleave_self_int(m, 0, None));
-    let lambda = match mode {
-        Mode::Reg4rec => lambda_cat,
+    (token, category)
+}
+
+/// The losses of targets `[N, M]` (tokens in codebook order), their `categories` `[N]` and `items` `[N]` after
+/// `context` `[N, d]` (a row of [`Encoded::hidden`] each); `enc` supplies the item table of the item head.
+#[allow(clippy::too_many_arguments)]
+pub fn crss_loss(
+    model: &Reg4RecModel,
+    context: &Tensor,
+    enc: &Encoded,
+    targets: &Tensor,
+    categories: &Tensor,
+    items: &Tensor,
+    weights: Objective,
+    train: bool,
+) -> CrssLoss {
+    let vocab = model.vocab();
+    let m = vocab.m as i64;
+    let mode = model.config().mode;
+    let fed = match mode {
+        Mode::Reg4rec => select_order(model, &context.detach(), targets),
+        Mode::Tiger => targets.shallow_clone(),
+    };
+    let out = model.decode(context, &fed.narrow(1, 0, m - 1), train); // [N, M, ...]
+    let (token, category) = step_losses(
+        mode,
+        weights.step_target,
+        &vocab,
+        &out,
+        &fed,
+        targets,
+        categories,
+    );
+    let lambda_cat = match mode {
+        Mode::Reg4rec => weights.lambda_cat,
         Mode::Tiger => 0.0,
     };
+    let item = if model.config().item_head {
+        model
+            .item_logits(context, &enc.items, train)
+            .cross_entropy_for_logits(items)
+    } else {
+        Tensor::zeros([], (Kind::Float, targets.device()))
+    };
     CrssLoss {
-        total: &token + &category * lambda,
+        total: &token + &category * lambda_cat + &item * weights.lambda_item,
         token,
         category,
+        item,
     }
 }
 
-/// Greedy masked decoding without item constraints (tests, diagnostics): at each step the most likely allowed
-/// token (REG4Rec: any unused codebook; TIGER: codebook k at step k). Returns `([B, M] tokens, [B, M] argmax
-/// categories)`.
-pub fn greedy_decode(model: &Reg4RecModel, enc: &Encoded) -> (Tensor, Tensor) {
+/// The contexts `[N, d]` of a [`SeqBatch`]'s targets (on the model's device), one encoder pass, and the
+/// encoder output they come from (its item table feeds the item head).
+pub fn target_contexts(model: &Reg4RecModel, batch: &SeqBatch, train: bool) -> (Tensor, Encoded) {
+    let enc = model.encode(&batch.stream, train);
+    let d = model.config().d_model as i64;
+    let context = enc.hidden.view([-1, d]).index_select(0, &batch.positions);
+    (context, enc)
+}
+
+/// The losses of every target of a [`SeqBatch`] (on the model's device) in one encoder pass.
+pub fn sequence_loss(
+    model: &Reg4RecModel,
+    batch: &SeqBatch,
+    weights: Objective,
+    train: bool,
+) -> CrssLoss {
+    let (context, enc) = target_contexts(model, batch, train);
+    crss_loss(
+        model,
+        &context,
+        &enc,
+        &batch.targets,
+        &batch.categories,
+        &batch.items,
+        weights,
+        train,
+    )
+}
+
+/// Greedy masked decoding without item constraints (tests, diagnostics) after `context` `[N, d]`: at each step
+/// the most likely allowed token (REG4Rec: any unused codebook; TIGER: codebook k at step k). Returns
+/// `([N, M] tokens, [N, M] argmax categories)`.
+pub fn greedy_decode(model: &Reg4RecModel, context: &Tensor) -> (Tensor, Tensor) {
     tch::no_grad(|| {
         let vocab = model.vocab();
-        let (b, m) = (enc.batch_size(), vocab.m as i64);
-        let device = enc.memory.device();
-        let mut dec = bos(b, device);
-        let mut used = Tensor::zeros([b, m], (Kind::Bool, device));
+        let (n, m) = (context.size()[0], vocab.m as i64);
+        let device = context.device();
+        let mut dec = Tensor::zeros([n, 0], (Kind::Int64, device));
+        let mut used = Tensor::zeros([n, m], (Kind::Bool, device));
         let mut cats = Vec::new();
         for k in 0..m {
-            let out = model.decode(enc, &dec, false);
+            let out = model.decode_last(context, &dec, false);
             let forbid = match model.config().mode {
                 Mode::Reg4rec => used.shallow_clone(),
                 Mode::Tiger => Tensor::arange(m, (Kind::Int64, device))
                     .ne(k)
                     .unsqueeze(0)
-                    .expand([b, m], false),
+                    .expand([n, m], false),
             };
-            let logits = out.token_logits.select(1, -1) + codebook_mask(&vocab, &forbid);
-            let token = logits.argmax(1, true); // [B, 1]
-            cats.push(out.category_logits.select(1, -1).argmax(1, true));
+            let logits = out.token_logits.select(1, 0) + codebook_mask(&vocab, &forbid);
+            let token = logits.argmax(1, true); // [N, 1]
+            cats.push(out.category_logits.select(1, 0).argmax(1, true));
             let cb = (&token - N_SPECIAL).divide_scalar_mode(vocab.d as i64, "floor");
             used = used.scatter_value(1, &cb, 1);
             dec = Tensor::cat(&[dec, token], 1);
         }
-        (dec.narrow(1, 1, m), Tensor::cat(&cats, 1))
+        (dec, Tensor::cat(&cats, 1))
     })
 }

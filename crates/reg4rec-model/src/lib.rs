@@ -1,10 +1,12 @@
-//! The REG4Rec generative model: an encoder-decoder transformer over MPQ semantic tokens with a per-step
-//! category head, trained with CRSS (confidence-based reasoning step selection). Spec section 3.
+//! The REG4Rec generative model: a causal item-level encoder over the user's sequence and a small decoder over
+//! MPQ semantic tokens with a per-step category head, trained with CRSS (confidence-based reasoning step
+//! selection) on every position of a user's sequence at once. Spec section 3.
 //!
 //! - [`vocab`]: token ids (`PAD`, `BOS`, `EOS`, `SEP`, then `4 + r * D + j`).
-//! - [`model`]: [`Reg4RecModel`] with `encode` / `decode` (pre-norm transformer, one file).
+//! - [`batch`]: streams (the encoder's item windows) and per-user batches ([`SeqBatch`]).
+//! - [`model`]: [`Reg4RecModel`] with `encode` / `decode` / `item_logits` (pre-norm transformer, one file).
 //! - [`mask`]: the used-codebook / EOS decoding mask shared with inference.
-//! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant).
+//! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant) over every target of a batch.
 //! - [`train`]: the trainer ([`pretrain`]) with AdamW ([`optim`]), validation, early stopping and exact resume
 //!   from checkpoints ([`checkpoint`]), data-parallel over processes through a [`dist::Collective`].
 
@@ -20,8 +22,10 @@ pub mod optim;
 pub mod train;
 pub mod vocab;
 
+pub use batch::{SeqBatch, SeqBatchBuilder, StreamIds};
 pub use checkpoint::{load_model, Which};
-pub use config::{Mode, ModelConfig, Schedule, TrainConfig};
+pub use config::{Mode, ModelConfig, Schedule, StepTarget, TrainConfig};
+pub use crss::Objective;
 pub use error::{ModelError, Result};
 pub use model::{Decoded, Encoded, Reg4RecModel};
 pub use reg4rec_precision::{LadqConfig, PrecisionMode};

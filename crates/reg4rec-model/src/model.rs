@@ -1,26 +1,41 @@
-//! The REG4Rec generative model (spec section 3, figure 2 bottom right): an encoder-decoder transformer over
-//! semantic item tokens.
+//! The REG4Rec generative model (spec section 3, figure 2 bottom right) in the per-user layout: a causal encoder
+//! over the user's sequence at item granularity and a small decoder that generates the next item's M semantic
+//! tokens, one codebook per step, with a category head at every step.
 //!
-//! - Encoder input: for each of the last `L` history items `<SEP>` followed by its M tokens in codebook order,
-//!   left-padded with `<PAD>` to `S = L * (M + 1)` positions (the most recent item always ends at position
-//!   `S - 1`). Embedding = token + position + codebook type (the type of a codebook token is its codebook, the
-//!   specials share type M).
-//! - Decoder input: `<BOS>` then the tokens generated so far (at most M); causal self-attention and
-//!   cross-attention to the encoder memory. Same three embeddings (decoder positions are their own table).
-//! - Heads on every decoder position: next-token logits over the whole vocabulary and category logits. The
-//!   used-codebook / EOS mask is applied by the caller ([`crate::mask::codebook_mask`]).
-//! - Layers are **pre-norm** (LayerNorm before each attention / feed-forward block, residual around it, a final
-//!   LayerNorm on each stack), N/2 encoder and N/2 decoder layers, GELU feed-forward.
-//! - Optional bf16 compute: linear layers and attention run in bf16 while weights, norms, softmax and losses
-//!   stay f32 (libtorch's autocast is CUDA-only in tch, so this is done explicitly and works on CPU too).
-//! - The transformer layers' projections (`q`, `k`, `v`, `o`, `up`, `down`) are LADQ layers
-//!   ([`reg4rec_precision::Linear`], same weight names as `nn::linear`) whose precision (fp32, bf16 or fp8) is
-//!   set per layer through [`Reg4RecModel::ladq_layers`]; the heads, embeddings and norms are not.
+//! - **Encoder input** (a *stream*): the most recent `L = history_len` items of the history, preceded by a
+//!   `START` entry when the history is shorter than `L` (so an empty history still has a context). Each item is
+//!   one position whose embedding is the sum of its M token embeddings (plus its item-id embedding when
+//!   `item_id_embedding` is on) plus a position embedding counted from the start of the window. Streams are
+//!   right-padded with `PAD` (a zero embedding). Ids: items `0..n_items`, `START = n_items`, `PAD = n_items + 1`
+//!   ([`crate::batch`]).
+//! - **Encoder**: pre-norm transformer layers with causal self-attention, so the hidden state at position t (the
+//!   *context* of the prefix ending there) reads positions `<= t` only, and one pass gives the context of every
+//!   prefix of the stream: training scores every position of a user at once, inference reads the last position.
+//!   Padding sits after the real positions, so no real position ever attends to it.
+//! - **Decoder** (the *set decoder*): the state before step k is the context (through a linear projection) plus
+//!   the sum of the embeddings of the k tokens emitted so far (the shared token table) plus a step embedding,
+//!   refined by pre-norm feed-forward blocks; it predicts the next token (`token_head`, masked by the caller:
+//!   [`crate::mask::codebook_mask`]) and the item's category (`category_head`). The state depends on the SET
+//!   of emitted tokens, not their order: CRSS generates a set, two orders of the same tokens continue
+//!   identically (so the beam search merges them exactly), and a step costs one position. Measured against a
+//!   causal self-attention decoder of the same width on Amazon Beauty (10 epochs): the same validation
+//!   Recall@10 / NDCG@10 after the beam search (0.0732 / 0.0389 vs 0.0721 / 0.0371), 15% faster training,
+//!   25% faster search (docs/RESULTS.md).
+//! - **Item head** (`item_head`, the dense second channel): the logit of item i after a context h is
+//!   `<h, E_i>` with `E_i` the item's input embedding (tied, as in SASRec). Pre-training adds its full-softmax
+//!   cross-entropy; inference uses it to re-rank the items the beam search produced.
+//! - N/2 encoder layers and N/2 decoder blocks, pre-norm (LayerNorm before each attention / feed-forward block,
+//!   residual around it, a final LayerNorm on each stack), GELU feed-forward.
+//! - Optional bf16 compute: linear layers, attention and the item head run in bf16 while weights, norms,
+//!   softmax and losses stay f32 (libtorch's autocast is CUDA-only in tch, so this is done explicitly).
+//! - The projections (`q`, `k`, `v`, `o`, `up`, `down`) of the encoder layers and decoder blocks are LADQ
+//!   layers ([`reg4rec_precision::Linear`], same weight names as `nn::linear`) whose precision (fp32, bf16 or
+//!   fp8) is set per layer through [`Reg4RecModel::ladq_layers`]; the heads, embeddings and norms are not.
 
-use crate::batch::history_token_ids;
+use crate::batch::{stream_window, StreamIds};
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
-use crate::vocab::{Vocab, PAD};
+use crate::vocab::{Vocab, BOS};
 use reg4rec_precision::{LayerRegistry, Linear, Precision};
 use reg4rec_tokenizer::index::Codes;
 use tch::{nn, Device, Kind, Tensor};
@@ -41,6 +56,17 @@ impl Ctx {
             x
         }
     }
+
+    /// `a @ b^T` in bf16 when asked (result in f32).
+    fn matmul_t(&self, a: &Tensor, b: &Tensor) -> Tensor {
+        if self.bf16 {
+            a.to_kind(Kind::BFloat16)
+                .matmul(&b.to_kind(Kind::BFloat16).tr())
+                .to_kind(Kind::Float)
+        } else {
+            a.matmul(&b.tr())
+        }
+    }
 }
 
 /// `x W^T + b`, in bf16 when asked (result back in f32).
@@ -56,7 +82,7 @@ fn linear(l: &nn::Linear, x: &Tensor, ctx: Ctx) -> Tensor {
     }
 }
 
-/// Multi-head attention (self or cross) with `q`, `k`, `v`, `o` projections `[d_model, d_model]`.
+/// Causal multi-head self-attention with `q`, `k`, `v`, `o` projections `[d_model, d_model]`.
 #[derive(Debug)]
 struct Attention {
     q: Linear,
@@ -79,35 +105,34 @@ impl Attention {
         }
     }
 
-    /// `x`: queries `[B, T, d]`; `kv`: keys/values `[B, S, d]`; `attend`: `[B, 1, 1, S]` bool, true where a key
-    /// may be attended; `causal`: mask future positions (self-attention only). Returns `[B, T, d]`.
-    fn forward(
-        &self,
-        x: &Tensor,
-        kv: &Tensor,
-        attend: Option<&Tensor>,
-        causal: bool,
-        ctx: Ctx,
-    ) -> Tensor {
+    /// `x`: `[B, T, d]`; position t attends to positions `<= t`. Returns `[B, T, d]`.
+    fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
         let (b, t, d) = (x.size()[0], x.size()[1], x.size()[2]);
-        let s = kv.size()[1];
         let h = self.n_heads;
-        let split = |y: Tensor, len: i64| y.view([b, len, h, d / h]).transpose(1, 2); // [B, h, len, d/h]
-        let q = split(self.q.forward(x), t);
-        let k = split(self.k.forward(kv), s);
-        let v = split(self.v.forward(kv), s);
-        let (q, k, v) = if ctx.bf16 {
-            (
-                q.to_kind(Kind::BFloat16),
-                k.to_kind(Kind::BFloat16),
-                v.to_kind(Kind::BFloat16),
-            )
-        } else {
-            (q, k, v)
+        let split = |y: Tensor| {
+            let y = y.view([b, t, h, d / h]).transpose(1, 2); // [B, h, T, d/h]
+            if ctx.bf16 {
+                y.to_kind(Kind::BFloat16)
+            } else {
+                y
+            }
         };
+        let (q, k, v) = (
+            split(self.q.forward(x)),
+            split(self.k.forward(x)),
+            split(self.v.forward(x)),
+        );
         let p = if ctx.train { ctx.dropout } else { 0.0 };
-        let y =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, attend, p, causal, None::<f64>, false);
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<&Tensor>,
+            p,
+            true,
+            None::<f64>,
+            false,
+        );
         let y = y
             .to_kind(Kind::Float)
             .transpose(1, 2)
@@ -143,18 +168,18 @@ fn layer_norm(p: nn::Path, d: usize) -> nn::LayerNorm {
     nn::layer_norm(p, vec![d as i64], Default::default())
 }
 
-/// Pre-norm encoder layer: self-attention then feed-forward.
+/// Pre-norm causal transformer layer of the encoder: self-attention then feed-forward.
 #[derive(Debug)]
-struct EncoderLayer {
+struct Layer {
     norm1: nn::LayerNorm,
     attn: Attention,
     norm2: nn::LayerNorm,
     ffn: FeedForward,
 }
 
-impl EncoderLayer {
+impl Layer {
     fn new(p: nn::Path, cfg: &ModelConfig, reg: &LayerRegistry) -> Self {
-        EncoderLayer {
+        Layer {
             norm1: layer_norm(&p / "norm1", cfg.d_model),
             attn: Attention::new(&p / "attn", cfg, reg),
             norm2: layer_norm(&p / "norm2", cfg.d_model),
@@ -162,149 +187,105 @@ impl EncoderLayer {
         }
     }
 
-    fn forward(&self, x: &Tensor, attend: &Tensor, ctx: Ctx) -> Tensor {
-        let h = x.apply(&self.norm1);
-        let x = x + ctx.drop(self.attn.forward(&h, &h, Some(attend), false, ctx));
+    fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        let x = x + ctx.drop(self.attn.forward(&x.apply(&self.norm1), ctx));
         let h = x.apply(&self.norm2);
         &x + ctx.drop(self.ffn.forward(&h, ctx))
     }
 }
 
-/// Pre-norm decoder layer: causal self-attention, cross-attention to the encoder memory, feed-forward.
+/// Pre-norm feed-forward block of the set decoder: `x + ffn(norm(x))`.
 #[derive(Debug)]
-struct DecoderLayer {
-    norm1: nn::LayerNorm,
-    self_attn: Attention,
-    norm2: nn::LayerNorm,
-    cross_attn: Attention,
-    norm3: nn::LayerNorm,
+struct DecoderBlock {
+    norm: nn::LayerNorm,
     ffn: FeedForward,
 }
 
-impl DecoderLayer {
+impl DecoderBlock {
     fn new(p: nn::Path, cfg: &ModelConfig, reg: &LayerRegistry) -> Self {
-        DecoderLayer {
-            norm1: layer_norm(&p / "norm1", cfg.d_model),
-            self_attn: Attention::new(&p / "self_attn", cfg, reg),
-            norm2: layer_norm(&p / "norm2", cfg.d_model),
-            cross_attn: Attention::new(&p / "cross_attn", cfg, reg),
-            norm3: layer_norm(&p / "norm3", cfg.d_model),
+        DecoderBlock {
+            norm: layer_norm(&p / "norm", cfg.d_model),
             ffn: FeedForward::new(&p / "ffn", cfg, reg),
         }
     }
 
-    /// `x`: `[B * g, T, d]` where rows `i * g .. (i + 1) * g` attend to memory row `i` (`[B, S, d]`): the
-    /// cross-attention stacks a memory row's `g` decoder rows along the query axis (queries do not interact
-    /// there), so the memory's keys and values are computed once per row, not once per decoder row.
-    fn forward(&self, x: &Tensor, memory: &Tensor, attend: &Tensor, g: i64, ctx: Ctx) -> Tensor {
-        let h = x.apply(&self.norm1);
-        let x = x + ctx.drop(self.self_attn.forward(&h, &h, None, true, ctx));
-        let h = x.apply(&self.norm2);
-        let (n, t, d) = (h.size()[0], h.size()[1], h.size()[2]);
-        let x = &x
-            + ctx.drop(
-                self.cross_attn
-                    .forward(&h.view([n / g, g * t, d]), memory, Some(attend), false, ctx)
-                    .view([n, t, d]),
-            );
-        let h = x.apply(&self.norm3);
-        &x + ctx.drop(self.ffn.forward(&h, ctx))
+    fn forward(&self, x: &Tensor, ctx: Ctx) -> Tensor {
+        x + ctx.drop(self.ffn.forward(&x.apply(&self.norm), ctx))
     }
 }
 
-/// Encoder output for a batch of histories.
+/// Encoder output for a batch of streams.
 #[derive(Debug)]
 pub struct Encoded {
-    /// `[B, S, d_model]`.
-    pub memory: Tensor,
-    /// `[B, S]` bool, true at `<PAD>` positions.
-    pub pad_mask: Tensor,
-}
-
-/// Keys that may be attended, from a `[B, S]` padding mask: `[B, 1, 1, S]` bool. The last position is always
-/// allowed so that an empty history (all padding) still gives finite attention.
-fn attend_mask(pad_mask: &Tensor) -> Tensor {
-    let s = pad_mask.size()[1];
-    let last = Tensor::arange(s, (Kind::Int64, pad_mask.device())).eq(s - 1);
-    pad_mask
-        .logical_not()
-        .logical_or(&last)
-        .unsqueeze(1)
-        .unsqueeze(1)
-}
-
-impl Encoded {
-    /// Rows `idx` (`[B']` i64) of the batch, e.g. one row per beam.
-    pub fn repeat_rows(&self, idx: &Tensor) -> Encoded {
-        Encoded {
-            memory: self.memory.index_select(0, idx),
-            pad_mask: self.pad_mask.index_select(0, idx),
-        }
-    }
-
-    pub fn batch_size(&self) -> i64 {
-        self.memory.size()[0]
-    }
-
-    /// A copy detached from the autograd graph.
-    pub fn detach(&self) -> Encoded {
-        Encoded {
-            memory: self.memory.detach(),
-            pad_mask: self.pad_mask.shallow_clone(),
-        }
-    }
+    /// `[B, T, d_model]`: the context after each stream position.
+    pub hidden: Tensor,
+    /// `[n_items, d_model]`: every item's input embedding (the item head's output table).
+    pub items: Tensor,
 }
 
 /// Decoder output.
 #[derive(Debug)]
 pub struct Decoded {
-    /// `[B, T, vocab]`: logits of the token following each decoder position (unmasked).
+    /// `[N, T, vocab]`: logits of the token following each decoder position (unmasked).
     pub token_logits: Tensor,
-    /// `[B, T, n_categories]`: category logits at each decoder position.
+    /// `[N, T, n_categories]`: category logits at each decoder position.
     pub category_logits: Tensor,
 }
 
-/// The encoder-decoder model. Owns its variables (`var_store()`), whose names follow the module tree:
-/// `tok_emb.weight`, `encoder.layers.0.attn.q.weight`, `decoder.layers.1.cross_attn.o.bias`, `token_head.weight`, ...
+/// The generative model. Owns its variables (`var_store()`), whose names follow the module tree:
+/// `tok_emb.weight`, `encoder.layers.0.attn.q.weight`, `decoder.blocks.0.ffn.up.bias`, `token_head.weight`, ...
+/// and the item token table of the codes it was built for.
 #[derive(Debug)]
 pub struct Reg4RecModel {
     vs: nn::VarStore,
     cfg: ModelConfig,
     vocab: Vocab,
+    n_items: usize,
     n_categories: usize,
     bf16: bool,
-    ladq: LayerRegistry,        // the LADQ projections of every transformer layer
-    token_types: Tensor,        // [vocab] i64: codebook of each token, M for specials
-    tok_emb: nn::Embedding,     // [vocab, d]
-    type_emb: nn::Embedding,    // [M + 1, d]
-    enc_pos: nn::Embedding,     // [L * (M + 1), d]
-    dec_pos: nn::Embedding,     // [M + 1, d]
-    encoder: Vec<EncoderLayer>, // N/2
+    ladq: LayerRegistry,    // the LADQ projections of every transformer layer
+    item_tokens: Tensor,    // [n_items * M] i64: vocabulary ids of each item's tokens
+    tok_emb: nn::Embedding, // [vocab, d]
+    item_emb: Option<nn::Embedding>, // [n_items, d]
+    enc_pos: nn::Embedding, // [L, d]
+    encoder: Vec<Layer>,    // N/2
     enc_norm: nn::LayerNorm,
-    decoder: Vec<DecoderLayer>, // N/2
+    ctx_proj: nn::Linear, // [d] -> [d]: the context as the decoder's first position
+    dec_pos: nn::Embedding, // [M, d]
+    decoder: Vec<DecoderBlock>, // N/2
     dec_norm: nn::LayerNorm,
     token_head: nn::Linear,    // [d] -> [vocab]
     category_head: nn::Linear, // [d] -> [n_categories]
 }
 
 impl Reg4RecModel {
-    /// A freshly initialised model (seed with `tch::manual_seed` first for reproducible weights).
+    /// A freshly initialised model for the items of `codes` (seed with `tch::manual_seed` first for
+    /// reproducible weights). The vocabulary and the number of items come from `codes`.
     pub fn new(
         cfg: &ModelConfig,
-        vocab: Vocab,
+        codes: &Codes,
         n_categories: usize,
         device: Device,
     ) -> Result<Self> {
         cfg.validate()?;
+        let vocab = Vocab::new(codes.m, codes.d);
         if vocab.m == 0 || vocab.d == 0 {
             return Err(ModelError::Input(format!(
                 "empty vocabulary: m = {}, d = {}",
                 vocab.m, vocab.d
             )));
         }
+        crate::batch::check_codes(&vocab, codes)?;
+        if codes.n_items() == 0 {
+            return Err(ModelError::Input("the codes hold no items".into()));
+        }
         if n_categories == 0 {
             return Err(ModelError::Input("the dataset has no categories".into()));
         }
+        let n_items = codes.n_items();
+        let item_tokens: Vec<i64> = (0..n_items)
+            .flat_map(|i| vocab.item_tokens(codes.tuple(i)))
+            .collect();
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let d = cfg.d_model as i64;
@@ -321,18 +302,21 @@ impl Reg4RecModel {
         let enc = &root / "encoder";
         let dec = &root / "decoder";
         let ladq = LayerRegistry::new();
-        let model = Reg4RecModel {
-            token_types: vocab.token_types(device),
+        Ok(Reg4RecModel {
+            item_tokens: Tensor::from_slice(&item_tokens).to_device(device),
             tok_emb: emb("tok_emb", vocab.size() as i64),
-            type_emb: emb("type_emb", m + 1),
-            enc_pos: emb("enc_pos", cfg.history_len as i64 * (m + 1)),
-            dec_pos: emb("dec_pos", m + 1),
+            item_emb: cfg
+                .item_id_embedding
+                .then(|| emb("item_emb", n_items as i64)),
+            enc_pos: emb("enc_pos", cfg.history_len as i64),
             encoder: (0..half)
-                .map(|i| EncoderLayer::new(&enc / "layers" / i, cfg, &ladq))
+                .map(|i| Layer::new(&enc / "layers" / i, cfg, &ladq))
                 .collect(),
             enc_norm: layer_norm(&enc / "norm", cfg.d_model),
+            ctx_proj: nn::linear(&dec / "ctx_proj", d, d, Default::default()),
+            dec_pos: emb("dec_pos", m),
             decoder: (0..half)
-                .map(|i| DecoderLayer::new(&dec / "layers" / i, cfg, &ladq))
+                .map(|i| DecoderBlock::new(&dec / "blocks" / i, cfg, &ladq))
                 .collect(),
             dec_norm: layer_norm(&dec / "norm", cfg.d_model),
             token_head: nn::linear(
@@ -350,11 +334,11 @@ impl Reg4RecModel {
             vs,
             cfg: cfg.clone(),
             vocab,
+            n_items,
             n_categories,
             bf16: false,
             ladq,
-        };
-        Ok(model)
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -363,6 +347,10 @@ impl Reg4RecModel {
 
     pub fn vocab(&self) -> Vocab {
         self.vocab
+    }
+
+    pub fn n_items(&self) -> usize {
+        self.n_items
     }
 
     pub fn n_categories(&self) -> usize {
@@ -381,6 +369,11 @@ impl Reg4RecModel {
         &mut self.vs
     }
 
+    /// Stream ids of this model's items (`START`, `PAD`).
+    pub fn stream_ids(&self) -> StreamIds {
+        StreamIds::new(self.n_items)
+    }
+
     /// Number of scalar parameters.
     pub fn n_parameters(&self) -> i64 {
         self.vs
@@ -390,8 +383,8 @@ impl Reg4RecModel {
             .sum::<usize>() as i64
     }
 
-    /// Run linear layers and attention in bf16 from now on (see the module doc); `false` puts every linear layer
-    /// back to f32 (including LADQ layers that a policy had set to another precision).
+    /// Run linear layers, attention and the item head in bf16 from now on (see the module doc); `false` puts
+    /// every linear layer back to f32 (including LADQ layers that a policy had set to another precision).
     pub fn set_bf16(&mut self, on: bool) {
         self.bf16 = on;
         self.ladq
@@ -403,11 +396,6 @@ impl Reg4RecModel {
         &self.ladq
     }
 
-    /// Encoder positions `S = L * (M + 1)`.
-    pub fn max_history_positions(&self) -> i64 {
-        (self.cfg.history_len * (self.vocab.m + 1)) as i64
-    }
-
     fn ctx(&self, train: bool) -> Ctx {
         Ctx {
             train,
@@ -416,98 +404,151 @@ impl Reg4RecModel {
         }
     }
 
-    /// Token + codebook-type + position embeddings of `tokens` `[B, T]`, positions `offset..offset + T`.
-    fn embed(&self, tokens: &Tensor, pos: &nn::Embedding, offset: i64, ctx: Ctx) -> Tensor {
-        let t = tokens.size()[1];
-        let types = self
-            .token_types
-            .index_select(0, &tokens.flatten(0, -1))
-            .view_as(tokens);
-        let positions = Tensor::arange_start(offset, offset + t, (Kind::Int64, tokens.device()));
-        let x = tokens.apply(&self.tok_emb)
-            + types.apply(&self.type_emb)
-            + positions.apply(pos).unsqueeze(0);
-        ctx.drop(x)
+    /// Every item's input embedding `[n_items, d]`: the sum of its M token embeddings, plus its item-id
+    /// embedding when configured.
+    pub fn item_embeddings(&self) -> Tensor {
+        let (n, m, d) = (
+            self.n_items as i64,
+            self.vocab.m as i64,
+            self.cfg.d_model as i64,
+        );
+        let tokens = self
+            .tok_emb
+            .ws
+            .index_select(0, &self.item_tokens)
+            .view([n, m, d])
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        match &self.item_emb {
+            Some(e) => tokens + &e.ws,
+            None => tokens,
+        }
     }
 
-    /// Encodes histories `[B, S]` i64 (S <= L * (M + 1); see [`Self::history_tokens`]).
-    pub fn encode(&self, history: &Tensor, train: bool) -> Encoded {
+    /// Encodes right-padded streams `[B, T]` i64 (T <= L; see [`crate::batch`]): the context after every
+    /// position. Position t depends on positions `<= t` only.
+    pub fn encode(&self, stream: &Tensor, train: bool) -> Encoded {
         let ctx = self.ctx(train);
-        let s = history.size()[1];
-        let p = self.max_history_positions();
-        assert!(s <= p, "history of {s} positions exceeds L * (M + 1) = {p}");
-        let pad_mask = history.eq(PAD); // [B, S]
-        let attend = attend_mask(&pad_mask);
-        let mut x = self.embed(history, &self.enc_pos, p - s, ctx); // [B, S, d]
+        let (b, t) = (stream.size()[0], stream.size()[1]);
+        assert!(
+            t as usize <= self.cfg.history_len,
+            "stream of {t} positions exceeds history_len = {}",
+            self.cfg.history_len
+        );
+        let d = self.cfg.d_model as i64;
+        let items = self.item_embeddings();
+        let device = stream.device();
+        // Rows n_items (START) and n_items + 1 (PAD, zeros) follow the items.
+        let table = Tensor::cat(
+            &[
+                items.shallow_clone(),
+                self.tok_emb.ws.narrow(0, BOS, 1),
+                Tensor::zeros([1, d], (Kind::Float, device)),
+            ],
+            0,
+        );
+        let positions = Tensor::arange(t, (Kind::Int64, device));
+        let x = table.index_select(0, &stream.reshape([-1])).view([b, t, d])
+            + positions.apply(&self.enc_pos).unsqueeze(0);
+        let mut x = ctx.drop(x);
         for layer in &self.encoder {
-            x = layer.forward(&x, &attend, ctx);
+            x = layer.forward(&x, ctx);
         }
         Encoded {
-            memory: x.apply(&self.enc_norm),
-            pad_mask,
+            hidden: x.apply(&self.enc_norm),
+            items,
         }
     }
 
-    /// Decodes `dec_input` `[B, T]` i64 (`<BOS>` then the tokens so far, T <= M + 1) against `enc` (same B).
-    pub fn decode(&self, enc: &Encoded, dec_input: &Tensor, train: bool) -> Decoded {
-        let ctx = self.ctx(train);
-        let t = dec_input.size()[1];
-        assert!(
-            t as usize <= self.vocab.m + 1,
-            "decoder input of {t} positions exceeds M + 1"
-        );
-        let attend = attend_mask(&enc.pad_mask);
-        let mut x = self.embed(dec_input, &self.dec_pos, 0, ctx); // [B, T, d]
-        for layer in &self.decoder {
-            x = layer.forward(&x, &enc.memory, &attend, 1, ctx);
+    /// The context after each history (oldest first; the last `L` items are read) `[B, d]`, and the item
+    /// embeddings, in inference mode.
+    pub fn contexts(&self, histories: &[&[u32]]) -> Result<Encoded> {
+        let ids = self.stream_ids();
+        let l = self.cfg.history_len;
+        let mut rows = Vec::with_capacity(histories.len());
+        for h in histories {
+            rows.push(stream_window(h, l, ids)?);
         }
-        let h = x.apply(&self.dec_norm);
+        let t = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut flat = Vec::with_capacity(rows.len() * t);
+        let mut last = Vec::with_capacity(rows.len());
+        for (r, row) in rows.iter().enumerate() {
+            last.push((r * t + row.len() - 1) as i64);
+            flat.extend_from_slice(row);
+            flat.resize((r + 1) * t, ids.pad);
+        }
+        let device = self.device();
+        let stream = Tensor::from_slice(&flat)
+            .view([rows.len() as i64, t as i64])
+            .to_device(device);
+        let enc = self.encode(&stream, false);
+        let d = self.cfg.d_model as i64;
+        let last = Tensor::from_slice(&last).to_device(device);
+        Ok(Encoded {
+            hidden: enc.hidden.view([-1, d]).index_select(0, &last),
+            items: enc.items,
+        })
+    }
+
+    /// Logits of every item after contexts `[..., d]` -> `[..., n_items]` against `items` (the
+    /// [`Encoded::items`] table of the same weights).
+    pub fn item_logits(&self, context: &Tensor, items: &Tensor, train: bool) -> Tensor {
+        self.ctx(train).matmul_t(context, items)
+    }
+
+    /// Decoder states `[N, k + 1, d]` before each step (`last_only`: `[N, 1, d]`, before step k only).
+    fn decoder_hidden(
+        &self,
+        context: &Tensor,
+        tokens: &Tensor,
+        ctx: Ctx,
+        last_only: bool,
+    ) -> Tensor {
+        let k = tokens.size()[1];
+        assert!(
+            (k as usize) < self.vocab.m,
+            "decoder input of {k} tokens: at most M - 1 = {} are fed",
+            self.vocab.m - 1
+        );
+        let first = linear(&self.ctx_proj, context, ctx).unsqueeze(1); // [N, 1, d]
+        let emb = tokens.apply(&self.tok_emb); // [N, k, d]
+        let steps = Tensor::arange(k + 1, (Kind::Int64, tokens.device()));
+        // State before step j: the context plus the sum of the first j tokens' embeddings.
+        let (x, steps) = if last_only {
+            let sum = emb.sum_dim_intlist([1i64].as_slice(), true, Kind::Float);
+            (first + sum, steps.narrow(0, k, 1))
+        } else {
+            let zero = Tensor::zeros_like(&first);
+            (
+                first + Tensor::cat(&[zero, emb.cumsum(1, Kind::Float)], 1),
+                steps,
+            )
+        };
+        let mut x = ctx.drop(x + steps.apply(&self.dec_pos).unsqueeze(0));
+        for block in &self.decoder {
+            x = block.forward(&x, ctx);
+        }
+        x.apply(&self.dec_norm)
+    }
+
+    /// Decodes `[context, tokens...]`: `context` `[N, d]`, `tokens` `[N, k]` i64 vocabulary ids in generation
+    /// order (`k < M`). Outputs at every one of the `k + 1` positions.
+    pub fn decode(&self, context: &Tensor, tokens: &Tensor, train: bool) -> Decoded {
+        let ctx = self.ctx(train);
+        let h = self.decoder_hidden(context, tokens, ctx, false);
         Decoded {
             token_logits: linear(&self.token_head, &h, ctx),
             category_logits: linear(&self.category_head, &h, ctx),
         }
     }
 
-    /// Beam-search decoding: `g` decoder rows per encoded row, without repeating the memory. `dec_input` is
-    /// `[B * g, T]` (B = `enc`'s batch), rows `i * g .. (i + 1) * g` belonging to `enc` row `i`. Equals
-    /// `decode(&enc.repeat_rows(&(0..B).repeat_interleave(g)), dec_input)` restricted to the last position
-    /// (outputs `[B * g, 1, vocab]` and `[B * g, 1, n_categories]`), at a fraction of the cost: the memory's
-    /// cross-attention keys/values are computed once per encoded row and the heads run on one position.
-    pub fn decode_last_grouped(
-        &self,
-        enc: &Encoded,
-        dec_input: &Tensor,
-        g: i64,
-        train: bool,
-    ) -> Result<Decoded> {
-        let (n, t) = (dec_input.size()[0], dec_input.size()[1]);
-        if g < 1 || n != enc.batch_size() * g || t < 1 || t as usize > self.vocab.m + 1 {
-            return Err(ModelError::Shape {
-                what: format!("decoder input for {g} rows per encoded row"),
-                expected: vec![enc.batch_size() * g, (self.vocab.m + 1) as i64],
-                found: dec_input.size(),
-            });
-        }
+    /// [`Self::decode`] at the last position only (one decoder position): outputs `[N, 1, vocab]` and
+    /// `[N, 1, n_categories]` (beam search, sampling, order selection).
+    pub fn decode_last(&self, context: &Tensor, tokens: &Tensor, train: bool) -> Decoded {
         let ctx = self.ctx(train);
-        let attend = attend_mask(&enc.pad_mask);
-        let mut x = self.embed(dec_input, &self.dec_pos, 0, ctx); // [B * g, T, d]
-        for layer in &self.decoder {
-            x = layer.forward(&x, &enc.memory, &attend, g, ctx);
-        }
-        let h = x.narrow(1, t - 1, 1).apply(&self.dec_norm); // [B * g, 1, d]
-        Ok(Decoded {
+        let h = self.decoder_hidden(context, tokens, ctx, true);
+        Decoded {
             token_logits: linear(&self.token_head, &h, ctx),
             category_logits: linear(&self.category_head, &h, ctx),
-        })
-    }
-
-    /// Encoder input `[B, L * (M + 1)]` i64 on the model's device from item histories (oldest first; only the
-    /// last L items are used).
-    pub fn history_tokens(&self, items: &[&[u32]], codes: &Codes) -> Result<Tensor> {
-        let ids = history_token_ids(&self.vocab, self.cfg.history_len, items, codes)?;
-        let s = self.max_history_positions();
-        Ok(Tensor::from_slice(&ids)
-            .view([items.len() as i64, s])
-            .to_device(self.device()))
+        }
     }
 }

@@ -2,25 +2,31 @@
 //! (and an optional validation-metric callback) every epoch, early stopping, the best weights kept, and
 //! checkpoints from which a killed run resumes to exactly the weights an uninterrupted run reaches.
 //!
-//! Determinism: the model is initialised after `tch::manual_seed(seed)`; epoch `e` shuffles the training
-//! examples with ChaCha8 seeded by `seed + e`; every optimizer step `s` first calls `tch::manual_seed(seed + s)`,
-//! so dropout never depends on what ran before (libtorch's generator is process-global: exact reproducibility
-//! needs no other seeded libtorch work running concurrently in the process). Batches are built on a background thread (a bounded channel of
-//! two) while the current step computes.
+//! Layout: a step trains `batch_size` users, every position of each (the last `history_len` of its training
+//! sequence, [`crate::batch::SeqBatchBuilder::sequences`]) in one encoder pass; the loss is the mean over the
+//! step's targets. Throughput is counted in *target items* per second (non-padding positions trained).
+//!
+//! Determinism: the model is initialised after `tch::manual_seed(seed)`; epoch `e`'s batches come from a
+//! ChaCha8 generator seeded by `seed + e`: users shuffled, sorted by length within windows of 64 batches (so a
+//! batch is mostly real positions, not padding), batches shuffled; every optimizer step `s` first calls
+//! `tch::manual_seed(seed + s)`, so dropout never depends on what ran before (libtorch's generator is
+//! process-global: exact reproducibility needs no other seeded libtorch work running concurrently in the
+//! process). Batches are built on a background thread (a bounded channel of two) while the current step
+//! computes.
 //!
 //! Data-parallel ([`PretrainOptions::data_parallel`], world size W): `batch_size` is per rank. Global batch
-//! `b` is the same `W * batch_size` examples of the shuffled order as a single process with that batch size
-//! would take, and rank `r` takes every W-th of them from the `r`-th; gradients are averaged over the global
-//! batch (weighted by each rank's examples) before clipping and the optimizer step, so W ranks with batch B
-//! follow a single process with batch W * B up to float rounding. Rank 0's parameters, optimizer moments and
+//! `b` is the `W * batch_size` users a single process with that batch size would take, and rank `r` takes
+//! every W-th of them from the `r`-th; gradients are averaged over the global batch (weighted by each rank's
+//! targets) before clipping and the optimizer step, so W ranks with batch B follow a single process with batch
+//! W * B up to float rounding. Rank 0's parameters, optimizer moments and
 //! state are broadcast at the start (fresh or resumed); only rank 0 reads and writes the run directory;
 //! the validation loss is summed over the ranks' shards of the users; a validation metric is computed by
 //! every rank and rank 0's value is used.
 
-use crate::batch::{check_codes, Batch, BatchBuilder};
+use crate::batch::{check_codes, SeqBatch, SeqBatchBuilder};
 use crate::checkpoint::{codes_hash, Best, RunConfig, RunDir, TrainState, FORMAT_VERSION};
 use crate::config::{Mode, ModelConfig, TrainConfig};
-use crate::crss::crss_loss;
+use crate::crss::{sequence_loss, Objective};
 use crate::dist::DataParallel;
 use crate::error::{ModelError, Result};
 use crate::model::Reg4RecModel;
@@ -30,7 +36,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use reg4rec_data::io::write_atomic;
 use reg4rec_data::io::JsonlLog;
-use reg4rec_data::split::{Example, LeaveOneOut, Stage};
+use reg4rec_data::split::{LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_precision::{Ladq, LadqConfig, PrecisionMode};
 use reg4rec_tokenizer::index::Codes;
@@ -45,7 +51,7 @@ pub type ValidMetric<'a> = &'a mut dyn FnMut(&Reg4RecModel) -> Result<f64>;
 /// Optional behaviour of [`pretrain_with`].
 #[derive(Default)]
 pub struct PretrainOptions<'a> {
-    /// A validation metric (e.g. Recall@10 on the validation split through reg4rec-infer). When given, it
+    /// A validation metric (e.g. NDCG@10 on the validation split through reg4rec-infer). When given, it
     /// decides early stopping and the best checkpoint instead of the validation loss.
     pub valid_metric: Option<ValidMetric<'a>>,
     /// Stop after this many optimizer steps in total, leaving a resumable checkpoint (time-boxed runs; tests
@@ -72,12 +78,14 @@ pub struct PretrainReport {
     pub best_valid_metric: Option<f64>,
     pub last_valid_loss: Option<f64>,
     pub last_train_loss: Option<f64>,
-    /// Training throughput of this process, or of all ranks when data-parallel (batch waits included;
-    /// validation and checkpoint writes excluded).
-    pub examples_per_s: f64,
-    /// Encoder positions (`L * (M + 1)`, padded) plus the M decoder positions, per second.
-    pub tokens_per_s: f64,
+    /// Target items (non-padding positions) trained per second by this process, or by all ranks when
+    /// data-parallel (batch waits included; validation and checkpoint writes excluded).
+    pub targets_per_s: f64,
+    /// Target items trained per epoch.
+    pub targets_per_epoch: u64,
     pub train_seconds: f64,
+    /// Seconds of the per-epoch validation (loss and metric).
+    pub valid_seconds: f64,
     pub n_parameters: i64,
 }
 
@@ -132,12 +140,12 @@ pub fn precision_controller(
 pub fn validation_loss(
     model: &Reg4RecModel,
     split: &LeaveOneOut,
-    builder: &BatchBuilder<'_>,
-    lambda_cat: f64,
+    builder: &SeqBatchBuilder<'_>,
+    weights: Objective,
     batch_size: usize,
 ) -> Result<(f64, f64, f64)> {
     let users: Vec<usize> = (0..split.n_users()).collect();
-    let (sums, n) = validation_sums(model, split, builder, lambda_cat, batch_size, &users)?;
+    let (sums, n) = validation_sums(model, split, builder, weights, batch_size, &users)?;
     let n = n.max(1) as f64;
     Ok((sums[0] / n, sums[1] / n, sums[2] / n))
 }
@@ -146,8 +154,8 @@ pub fn validation_loss(
 fn validation_sums(
     model: &Reg4RecModel,
     split: &LeaveOneOut,
-    builder: &BatchBuilder<'_>,
-    lambda_cat: f64,
+    builder: &SeqBatchBuilder<'_>,
+    weights: Objective,
     batch_size: usize,
     users: &[usize],
 ) -> Result<([f64; 3], usize)> {
@@ -160,33 +168,53 @@ fn validation_sums(
             .iter()
             .map(|&u| split.history(u, Stage::Valid, l))
             .collect();
-        let ex: Vec<(&[u32], u32)> = chunk
+        let pairs: Vec<(&[u32], u32)> = chunk
             .iter()
             .zip(&histories)
             .map(|(&u, h)| (h.as_slice(), split.target(u, Stage::Valid)))
             .collect();
-        let batch = builder.build(&ex)?.to_device(device);
-        let loss = tch::no_grad(|| {
-            let enc = model.encode(&batch.history, false);
-            crss_loss(
-                model,
-                &enc,
-                &batch.targets,
-                &batch.categories,
-                lambda_cat,
-                false,
-            )
-        });
-        let w = batch.len as f64;
+        let batch = builder.last(&pairs)?.to_device(device);
+        let loss = tch::no_grad(|| sequence_loss(model, &batch, weights, false));
+        let w = batch.n_targets as f64;
         sums[0] += loss.total.double_value(&[]) * w;
         sums[1] += loss.token.double_value(&[]) * w;
         sums[2] += loss.category.double_value(&[]) * w;
-        n += batch.len;
+        n += batch.n_targets;
     }
     Ok((sums, n))
 }
 
-/// [`pretrain`] with options (validation-metric callback, step limit).
+/// The training sequences of `split` (users with at least one training item), oldest item first.
+fn training_rows(split: &LeaveOneOut) -> Vec<&[u32]> {
+    split
+        .train
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(Vec::as_slice)
+        .collect()
+}
+
+/// Targets a row contributes under window `l`.
+fn row_targets(row: &[u32], l: usize) -> usize {
+    row.len().min(l)
+}
+
+/// Batches of epoch `epoch` (indices into `rows`): users shuffled, sorted by length within windows of 64
+/// batches, batches shuffled; a function of `(seed, epoch)` only.
+fn epoch_batches(rows: &[&[u32]], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64));
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.shuffle(&mut rng);
+    let mut batches = Vec::new();
+    for window in order.chunks_mut(batch_size * 64) {
+        window.sort_by_key(|&i| rows[i].len());
+        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    batches
+}
+
+/// [`pretrain`] with options (validation-metric callback, step limit, data parallelism).
 #[allow(clippy::too_many_arguments)]
 pub fn pretrain_with(
     ds: &Dataset,
@@ -266,7 +294,7 @@ pub fn pretrain_with(
     }
 
     tch::manual_seed(train_cfg.seed as i64);
-    let mut model = Reg4RecModel::new(model_cfg, vocab, ds.n_categories(), device)?;
+    let mut model = Reg4RecModel::new(model_cfg, codes, ds.n_categories(), device)?;
     let mut opt = AdamW::new(model.var_store(), train_cfg);
     let log = JsonlLog::new(run.metrics());
     let loaded = if main {
@@ -298,16 +326,7 @@ pub fn pretrain_with(
         }
     };
     // Trainable parameters in name order (the optimizer's order): what data parallelism synchronises.
-    let params: Vec<tch::Tensor> = {
-        let mut vars: Vec<(String, tch::Tensor)> = model
-            .var_store()
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        vars.into_iter().map(|(_, t)| t).collect()
-    };
+    let params: Vec<tch::Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
     if let Some(dp) = dp {
         // Every rank starts from rank 0's weights, moments and state (fresh or resumed).
         state = dp.broadcast_json(&state)?;
@@ -324,25 +343,29 @@ pub fn pretrain_with(
         state.step,
     )?;
 
-    let examples: Vec<Example> = split.recent_training_examples(train_cfg.max_examples_per_user);
-    if examples.is_empty() {
+    let rows = training_rows(split);
+    if rows.is_empty() {
         return Err(ModelError::Input(format!(
-            "dataset `{}` has no training examples",
+            "dataset `{}` has no training interactions",
             ds.name
         )));
     }
-    let builder = BatchBuilder {
+    let builder = SeqBatchBuilder {
         vocab,
         history_len: model_cfg.history_len,
         codes,
         item_category: &ds.item_category,
     };
+    let weights = train_cfg.objective();
     let bs = train_cfg.batch_size;
-    // The global batch: `bs` examples per rank.
+    // The global batch: `bs` users per rank.
     let global_bs = bs * world;
-    let steps_per_epoch = examples.len().div_ceil(global_bs) as u64;
+    let steps_per_epoch = rows.len().div_ceil(global_bs) as u64;
     let total_steps = steps_per_epoch * train_cfg.epochs as u64;
-    let tokens_per_example = (model_cfg.history_len * (vocab.m + 1) + vocab.m) as f64;
+    let targets_per_epoch: u64 = rows
+        .iter()
+        .map(|r| row_targets(r, model_cfg.history_len) as u64)
+        .sum();
 
     let mut report = PretrainReport {
         run_dir: run_dir.to_path_buf(),
@@ -355,9 +378,10 @@ pub fn pretrain_with(
         best_valid_metric: None,
         last_valid_loss: None,
         last_train_loss: None,
-        examples_per_s: 0.0,
-        tokens_per_s: 0.0,
+        targets_per_s: 0.0,
+        targets_per_epoch,
         train_seconds: 0.0,
+        valid_seconds: 0.0,
         n_parameters: model.n_parameters(),
     };
     if let Ok(best) = reg4rec_data::io::read_json::<Best>(&run.best()) {
@@ -365,14 +389,12 @@ pub fn pretrain_with(
         report.best_valid_metric = best.valid_metric;
     }
     let mut train_secs = 0.0f64;
-    let mut train_examples = 0u64;
+    let mut valid_secs = 0.0f64;
+    let mut train_targets = 0u64;
 
     while !state.finished && state.epoch < train_cfg.epochs {
         let epoch = state.epoch;
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            train_cfg.seed.wrapping_add(epoch as u64),
-        ));
+        let batches = epoch_batches(&rows, global_bs, train_cfg.seed, epoch);
         let first_batch = state.epoch_step;
         let pb = reg4rec_data::progress::bar(
             steps_per_epoch,
@@ -380,35 +402,33 @@ pub fn pretrain_with(
         );
         pb.set_position(first_batch);
         let t_epoch = Instant::now();
-        let mut epoch_new_examples = 0u64;
+        let mut epoch_new_targets = 0u64;
         let mut interrupted = false;
         let mut checkpoint_secs = 0.0f64;
 
         let loop_result: Result<()> = std::thread::scope(|s| {
-            // Each item: this rank's batch and its weight (its number of examples).
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Batch, f64)>>(2);
-            let (order, examples, builder) = (&order, &examples, &builder);
+            // Each item: this rank's batch and its weight (its number of targets).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(SeqBatch, f64)>>(2);
+            let (batches, rows, builder) = (&batches, &rows, &builder);
             s.spawn(move || {
-                for bi in first_batch..steps_per_epoch {
-                    let lo = bi as usize * global_bs;
-                    let hi = (lo + global_bs).min(order.len());
-                    let mut mine: Vec<usize> = order[lo..hi]
+                for global in &batches[first_batch as usize..] {
+                    let mut mine: Vec<&[u32]> = global
                         .iter()
                         .skip(rank)
                         .step_by(world)
-                        .copied()
+                        .map(|&i| rows[i])
                         .collect();
-                    // A rank left without examples by the last global batch still takes part: one example
-                    // with weight 0.
-                    let weight = mine.len() as f64;
-                    if mine.is_empty() {
-                        mine.push(order[lo]);
+                    // A rank left without users by the last global batch still takes part: one user with
+                    // weight 0.
+                    let empty = mine.is_empty();
+                    if empty {
+                        mine.push(rows[global[0]]);
                     }
-                    let ex: Vec<(&[u32], u32)> = mine
-                        .iter()
-                        .map(|&i| split.example(examples[i], builder.history_len))
-                        .collect();
-                    if tx.send(builder.build(&ex).map(|b| (b, weight))).is_err() {
+                    let batch = builder.sequences(&mine).map(|b| {
+                        let w = if empty { 0.0 } else { b.n_targets as f64 };
+                        (b, w)
+                    });
+                    if tx.send(batch).is_err() {
                         break;
                     }
                 }
@@ -420,36 +440,30 @@ pub fn pretrain_with(
                 let lr = learning_rate(train_cfg, state.step, total_steps);
                 // LADQ sampling step: the LADQ layers capture activations and output gradients.
                 ladq.begin_step(state.step);
-                let enc = model.encode(&batch.history, true);
-                let loss = crss_loss(
-                    &model,
-                    &enc,
-                    &batch.targets,
-                    &batch.categories,
-                    train_cfg.lambda_cat,
-                    true,
-                );
+                let loss = sequence_loss(&model, &batch, weights, true);
                 opt.zero_grad();
                 loss.total.backward();
-                // Sampled: K-FAC traces -> new precisions -> `ladq.jsonl` (the loss is a mean over the batch).
-                ladq.end_step(state.step, batch.len as f64)?;
-                // Losses of the (global) batch: weighted means over the ranks.
-                let mut total = loss.total.double_value(&[]);
-                let mut batch_len = batch.len;
-                let (mut token_loss, mut category_loss) = (None, None);
+                // Sampled: K-FAC traces -> new precisions -> `ladq.jsonl` (the loss is a mean over the targets).
+                ladq.end_step(state.step, batch.n_targets as f64)?;
+                // Losses of the (global) batch: target-weighted means over the ranks.
+                let mut parts = [
+                    loss.total.double_value(&[]),
+                    loss.token.double_value(&[]),
+                    loss.category.double_value(&[]),
+                    loss.item.double_value(&[]),
+                ];
+                let mut batch_targets = batch.n_targets as f64;
                 if let Some(dp) = dp {
                     dp.average_gradients(&params, weight)?;
-                    let sums = dp.sum_f64(&[
-                        total * weight,
-                        loss.token.double_value(&[]) * weight,
-                        loss.category.double_value(&[]) * weight,
-                        weight,
-                    ])?;
-                    total = sums[0] / sums[3];
-                    token_loss = Some(sums[1] / sums[3]);
-                    category_loss = Some(sums[2] / sums[3]);
-                    batch_len = sums[3] as usize;
+                    let mut v: Vec<f64> = parts.iter().map(|x| x * weight).collect();
+                    v.push(weight);
+                    let sums = dp.sum_f64(&v)?;
+                    batch_targets = sums[4];
+                    for (p, s) in parts.iter_mut().zip(&sums) {
+                        *p = s / batch_targets.max(1.0);
+                    }
                 }
+                let total = parts[0];
                 let grad_norm = opt.clip_grad_norm(train_cfg.grad_clip);
                 opt.step(lr);
                 if !total.is_finite() {
@@ -465,23 +479,22 @@ pub fn pretrain_with(
                         dp.check_replicas(&params, state.step)?;
                     }
                 }
-                state.epoch_loss_sum += total * batch_len as f64;
-                state.epoch_examples += batch_len as u64;
-                epoch_new_examples += batch_len as u64;
+                state.epoch_loss_sum += total * batch_targets;
+                state.epoch_examples += batch_targets as u64;
+                epoch_new_targets += batch_targets as u64;
                 let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
-                let ex_s = epoch_new_examples as f64 / secs.max(1e-9);
+                let per_s = epoch_new_targets as f64 / secs.max(1e-9);
                 pb.set_position(state.epoch_step);
                 pb.set_message(format!(
-                    "epoch {}/{} loss {total:.4} {ex_s:.0} ex/s",
+                    "epoch {}/{} loss {total:.4} {per_s:.0} targets/s",
                     epoch + 1,
                     train_cfg.epochs
                 ));
                 if main && state.step % train_cfg.log_every == 0 {
                     log.append(&json!({
                         "kind": "step", "step": state.step, "epoch": epoch, "lr": lr, "loss": total,
-                        "token_loss": token_loss.unwrap_or_else(|| loss.token.double_value(&[])),
-                        "category_loss": category_loss.unwrap_or_else(|| loss.category.double_value(&[])),
-                        "grad_norm": grad_norm, "examples_per_s": ex_s,
+                        "token_loss": parts[1], "category_loss": parts[2], "item_loss": parts[3],
+                        "grad_norm": grad_norm, "targets_per_s": per_s,
                     }))?;
                 }
                 let stop = opts.stop_after_steps.is_some_and(|n| state.step >= n);
@@ -506,7 +519,7 @@ pub fn pretrain_with(
         pb.finish_and_clear();
         loop_result?;
         train_secs += secs;
-        train_examples += epoch_new_examples;
+        train_targets += epoch_new_targets;
         report.steps = state.step;
         if interrupted {
             report.interrupted = true;
@@ -514,15 +527,10 @@ pub fn pretrain_with(
         }
 
         // End of epoch: validation, best weights, early stopping, checkpoint.
+        let t_valid = Instant::now();
         let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;
         let (valid_loss, valid_token, valid_cat) = match dp {
-            None => validation_loss(
-                &model,
-                split,
-                &builder,
-                train_cfg.lambda_cat,
-                train_cfg.valid_batch_size,
-            )?,
+            None => validation_loss(&model, split, &builder, weights, train_cfg.valid_batch_size)?,
             Some(dp) => {
                 // Each rank a strided shard of the users; sums over the ranks.
                 let users: Vec<usize> = (rank..split.n_users()).step_by(world).collect();
@@ -530,7 +538,7 @@ pub fn pretrain_with(
                     &model,
                     split,
                     &builder,
-                    train_cfg.lambda_cat,
+                    weights,
                     train_cfg.valid_batch_size,
                     &users,
                 )?;
@@ -547,6 +555,7 @@ pub fn pretrain_with(
             // Every rank decides early stopping on rank 0's value.
             valid_metric = dp.broadcast_json(&valid_metric)?;
         }
+        valid_secs += t_valid.elapsed().as_secs_f64();
         let criterion = valid_metric.map_or(valid_loss, |m| -m);
         let improved = state.best_criterion.is_none_or(|b| criterion < b);
         if improved {
@@ -573,12 +582,12 @@ pub fn pretrain_with(
         let stop_early = train_cfg.patience > 0 && state.bad_epochs >= train_cfg.patience;
         if main {
             log.append(&json!({
-            "kind": "epoch", "step": state.step, "epoch": epoch, "train_loss": train_loss,
-            "valid_loss": valid_loss, "valid_token_loss": valid_token, "valid_category_loss": valid_cat,
-            "valid_metric": valid_metric, "best": improved,
-            "examples_per_s": epoch_new_examples as f64 / secs.max(1e-9),
-            "tokens_per_s": epoch_new_examples as f64 * tokens_per_example / secs.max(1e-9),
-        }))?;
+                "kind": "epoch", "step": state.step, "epoch": epoch, "train_loss": train_loss,
+                "valid_loss": valid_loss, "valid_token_loss": valid_token, "valid_category_loss": valid_cat,
+                "valid_metric": valid_metric, "best": improved,
+                "targets_per_s": epoch_new_targets as f64 / secs.max(1e-9),
+                "train_seconds": secs, "valid_seconds": t_valid.elapsed().as_secs_f64(),
+            }))?;
         }
         state.epoch += 1;
         state.epoch_step = 0;
@@ -595,7 +604,7 @@ pub fn pretrain_with(
         report.stopped_early = stop_early;
     }
     report.train_seconds = train_secs;
-    report.examples_per_s = train_examples as f64 / train_secs.max(1e-9);
-    report.tokens_per_s = report.examples_per_s * tokens_per_example;
+    report.valid_seconds = valid_secs;
+    report.targets_per_s = train_targets as f64 / train_secs.max(1e-9);
     Ok(report)
 }

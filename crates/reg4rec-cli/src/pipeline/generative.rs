@@ -10,7 +10,7 @@
 //! | `reg4rec-no-corp` | MPQ | CRSS + category head | PARS + MSRA | off |
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
 
-use super::report::{MethodRow, PrecisionPoint, SweepPoint};
+use super::report::{MethodRow, PrecisionPoint, SweepPoint, TrainingPoint};
 use super::stage::{self, Done};
 use super::Ctx;
 use crate::{artifacts, ops};
@@ -27,6 +27,7 @@ use std::time::Instant;
 
 pub struct Generative {
     pub rows: Vec<MethodRow>,
+    pub training: Vec<TrainingPoint>,
     pub theta_sweep: Vec<SweepPoint>,
     pub precision: Vec<PrecisionPoint>,
 }
@@ -173,6 +174,44 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                 test.seconds,
             ))
         };
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+    let mut training: Vec<TrainingPoint> = [
+        (stage::PRETRAIN_REG4REC, &pre),
+        (stage::PRETRAIN_NO_MPQ, &pre_no_mpq),
+        (stage::PRETRAIN_TIGER, &pre_tiger),
+    ]
+    .into_iter()
+    .map(|(name, d)| {
+        let r = &d.result.report;
+        TrainingPoint {
+            stage: name.to_string(),
+            per_second: f(r, "targets_per_s"),
+            unit: "targets".into(),
+            iterations: r["epochs"].as_u64().unwrap_or(0),
+            train_seconds: f(r, "train_seconds"),
+            valid_seconds: f(r, "valid_seconds"),
+        }
+    })
+    .collect();
+    training.extend(
+        [
+            (stage::ALIGN_REG4REC, &full),
+            (stage::ALIGN_NO_MSRA, &no_msra),
+            (stage::ALIGN_NO_MPQ, &no_mpq),
+        ]
+        .into_iter()
+        .map(|(name, d)| {
+            let r = &d.result.report;
+            TrainingPoint {
+                stage: name.to_string(),
+                per_second: f(r, "contexts_per_s"),
+                unit: "contexts".into(),
+                iterations: r["steps"].as_u64().unwrap_or(0),
+                train_seconds: f(r, "train_seconds"),
+                valid_seconds: f(r, "valid_seconds"),
+            }
+        }),
+    );
     let rows = vec![
         row("tiger", &pre_tiger, Some(None))?,
         row("reg4rec", &full, None)?,
@@ -223,7 +262,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             let r = &model.result.report;
             precision.push(PrecisionPoint {
                 precision: mode.as_str().to_string(),
-                examples_per_s: r["examples_per_s"].as_f64().unwrap_or(0.0),
+                targets_per_s: r["targets_per_s"].as_f64().unwrap_or(0.0),
                 best_valid_loss: r["best_valid_loss"].as_f64(),
                 recall_10: test.report.metrics.recall_10,
                 ndcg_10: test.report.metrics.ndcg_10,
@@ -233,6 +272,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     }
     Ok(Generative {
         rows,
+        training,
         theta_sweep,
         precision,
     })

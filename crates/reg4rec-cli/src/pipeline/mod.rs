@@ -68,10 +68,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         "data loaded"
     );
     let ctx = Ctx {
-        runner: StageRunner {
-            root: out.clone(),
-            force: args.force,
-        },
+        runner: StageRunner::new(out.clone(), args.force),
         data: &args.data,
         ds: &ds,
         split: &split,
@@ -111,12 +108,13 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         })?;
     methods.push(sasrec.result);
 
-    let (mut sweep, mut precision) = (Vec::new(), Vec::new());
+    let (mut sweep, mut precision, mut training) = (Vec::new(), Vec::new(), Vec::new());
     if cfg.pipeline.generative {
         let g = generative::run(&ctx, &data_key)?;
         methods.extend(g.rows);
         sweep = g.theta_sweep;
         precision = g.precision;
+        training = g.training;
     }
 
     let report = Report {
@@ -132,6 +130,8 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         methods,
         theta_sweep: sweep,
         precision,
+        training,
+        stages: ctx.runner.times.take(),
         figures: Vec::new(),
     };
     publish(&out, report, &cfg)

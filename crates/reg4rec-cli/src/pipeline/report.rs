@@ -4,6 +4,7 @@
 //! "methods": [{"name", "recall@5", "recall@10", "ndcg@5", "ndcg@10", "train_seconds", "eval_seconds", ...}]}`
 
 use super::figures::Figure;
+use super::stage::StageTime;
 use anyhow::Result;
 use reg4rec_data::io::{write_atomic, write_json_atomic};
 use reg4rec_data::Metrics;
@@ -77,6 +78,12 @@ pub struct Report {
     /// `pipeline.precisions` asks for it).
     #[serde(default)]
     pub precision: Vec<PrecisionPoint>,
+    /// Throughput of every generative training stage.
+    #[serde(default)]
+    pub training: Vec<TrainingPoint>,
+    /// Every stage's wall time (cached stages: the time they took when they ran).
+    #[serde(default)]
+    pub stages: Vec<StageTime>,
     /// SVG figures under the run directory (training curves, the CORP sweep, codebook utilisation).
     #[serde(default)]
     pub figures: Vec<Figure>,
@@ -86,13 +93,28 @@ pub struct Report {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrecisionPoint {
     pub precision: String,
-    pub examples_per_s: f64,
+    pub targets_per_s: f64,
     pub best_valid_loss: Option<f64>,
     #[serde(rename = "recall@10")]
     pub recall_10: f64,
     #[serde(rename = "ndcg@10")]
     pub ndcg_10: f64,
     pub train_seconds: f64,
+}
+
+/// How fast one generative training stage trained.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainingPoint {
+    pub stage: String,
+    /// Pre-training: target items (non-padding positions) per second; alignment: training contexts (one
+    /// target item, `group_size` sampled paths each) per second.
+    pub per_second: f64,
+    /// `targets` or `contexts`.
+    pub unit: String,
+    /// Epochs (pre-training) or GRPO steps (alignment).
+    pub iterations: u64,
+    pub train_seconds: f64,
+    pub valid_seconds: f64,
 }
 
 /// One point of the CORP threshold sweep on the validation split.
@@ -169,13 +191,13 @@ impl Report {
         if !self.precision.is_empty() {
             s.push_str(
                 "\nPre-training precision (REG4Rec model without alignment, CORP on, test split):\n\n\
-                 | precision | examples/s | best valid loss | R@10 | N@10 | train s |\n|---|---|---|---|---|---|\n",
+                 | precision | targets/s | best valid loss | R@10 | N@10 | train s |\n|---|---|---|---|---|---|\n",
             );
             for p in &self.precision {
                 let loss = p.best_valid_loss.map_or("-".into(), |l| format!("{l:.4}"));
                 s.push_str(&format!(
                     "| {} | {:.1} | {loss} | {:.4} | {:.4} | {:.1} |\n",
-                    p.precision, p.examples_per_s, p.recall_10, p.ndcg_10, p.train_seconds
+                    p.precision, p.targets_per_s, p.recall_10, p.ndcg_10, p.train_seconds
                 ));
             }
         }
@@ -188,6 +210,29 @@ impl Report {
                     "| {theta} | {:.4} | {:.4} | {} |\n",
                     p.recall_10, p.ndcg_10, p.pruned_paths
                 ));
+            }
+        }
+        if !self.training.is_empty() {
+            s.push_str(
+                "\nTraining throughput (per-user layout; alignment in contexts):\n\n\
+                 | stage | per second | unit | epochs / steps | train s | valid s |\n|---|---|---|---|---|---|\n",
+            );
+            for t in &self.training {
+                s.push_str(&format!(
+                    "| {} | {:.0} | {} | {} | {:.1} | {:.1} |\n",
+                    t.stage, t.per_second, t.unit, t.iterations, t.train_seconds, t.valid_seconds
+                ));
+            }
+        }
+        if !self.stages.is_empty() {
+            let total: f64 = self.stages.iter().map(|t| t.seconds).sum();
+            s.push_str(&format!(
+                "\nStage wall times (seconds when each stage ran; {total:.0} s in all, {:.1} min):\n\n\
+                 | stage | seconds |\n|---|---|\n",
+                total / 60.0
+            ));
+            for t in &self.stages {
+                s.push_str(&format!("| {} | {:.1} |\n", t.name, t.seconds));
             }
         }
         if !self.figures.is_empty() {

@@ -27,7 +27,18 @@ pub fn tokenizer(kind: reg4rec_tokenizer::TokenizerKind) -> String {
 #[derive(Serialize, Deserialize)]
 struct Stamped<T> {
     key: String,
+    /// Wall-clock seconds the stage's work took when it ran (0 in results written before this was recorded).
+    #[serde(default)]
+    seconds: f64,
     result: T,
+}
+
+/// The wall time of one stage of a run, for the report: the seconds its work took when it ran (a cached stage
+/// reports its original time, so a cached re-run writes the same report; a resumed stage, its last part).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageTime {
+    pub name: String,
+    pub seconds: f64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,10 +46,28 @@ struct KeyFile {
     key: String,
 }
 
-/// Where stages live and whether cached results may be reused.
+/// Where stages live and whether cached results may be reused; records every stage's wall time.
 pub struct StageRunner {
     pub root: PathBuf,
     pub force: bool,
+    pub times: std::cell::RefCell<Vec<StageTime>>,
+}
+
+impl StageRunner {
+    pub fn new(root: PathBuf, force: bool) -> Self {
+        StageRunner {
+            root,
+            force,
+            times: Default::default(),
+        }
+    }
+
+    fn record(&self, name: &str, seconds: f64) {
+        self.times.borrow_mut().push(StageTime {
+            name: name.to_string(),
+            seconds,
+        });
+    }
 }
 
 /// A finished stage: its result, its key (the input of downstream keys) and its directory, always
@@ -71,6 +100,7 @@ impl StageRunner {
             if let Ok(stamped) = read_json::<Stamped<T>>(&result_path) {
                 if stamped.key == key {
                     tracing::info!(stage = name, "cached; skipping");
+                    self.record(name, stamped.seconds);
                     return Ok(Done {
                         result: stamped.result,
                         key,
@@ -89,9 +119,13 @@ impl StageRunner {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_json_atomic(&key_path, &KeyFile { key: key.clone() })?;
         tracing::info!(stage = name, resume, "running");
+        let t = std::time::Instant::now();
         let result = work(&dir, resume).with_context(|| format!("stage `{name}`"))?;
+        let seconds = t.elapsed().as_secs_f64();
+        self.record(name, seconds);
         let stamped = Stamped {
             key: key.clone(),
+            seconds,
             result,
         };
         write_json_atomic(&result_path, &stamped)?;
@@ -121,10 +155,7 @@ mod tests {
     #[test]
     fn finished_stage_is_reused_and_changed_inputs_rerun() {
         let dir = tempfile::tempdir().unwrap();
-        let r = StageRunner {
-            root: dir.path().to_path_buf(),
-            force: false,
-        };
+        let r = StageRunner::new(dir.path().to_path_buf(), false);
         let calls = Cell::new(0);
         let f = |_: &Path, _| {
             calls.set(calls.get() + 1);
@@ -139,10 +170,7 @@ mod tests {
     #[test]
     fn interrupted_stage_resumes() {
         let dir = tempfile::tempdir().unwrap();
-        let r = StageRunner {
-            root: dir.path().to_path_buf(),
-            force: false,
-        };
+        let r = StageRunner::new(dir.path().to_path_buf(), false);
         let failed: Result<Done<u32>> = r.run("s", &1, |_, _| anyhow::bail!("killed"));
         assert!(failed.is_err());
         let done = r.run("s", &1, |_, resume| Ok(resume)).unwrap();
