@@ -82,7 +82,15 @@ pub fn run(a: RecommendArgs) -> Result<()> {
     for (rank, e) in explained.iter().enumerate() {
         let id = e.item_id.as_deref().unwrap_or("?");
         let cat = &ds.category_names[ds.item_category[e.item as usize] as usize];
-        println!("{:>2}. item {id} ({cat})  score {:.4}", rank + 1, e.score);
+        let item = e
+            .item_logp
+            .map_or(String::new(), |l| format!(", item head {l:.4}"));
+        println!(
+            "{:>2}. item {id} ({cat})  score {:.4} (path {:.4}{item})",
+            rank + 1,
+            e.score,
+            e.path_score
+        );
         if a.explain {
             println!("    {}", e.render().replace('\n', "\n    "));
         }
