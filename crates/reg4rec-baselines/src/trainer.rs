@@ -20,9 +20,9 @@ use crate::checkpoint::{self, FORMAT_VERSION};
 use crate::error::{BaselineError, Result};
 use crate::sasrec::{LrSchedule, SasRec, SasRecConfig};
 use indicatif::ProgressBar;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use reg4rec_data::batch::length_bucketed_batches;
 use reg4rec_data::io::{read_json, write_json_atomic};
 use reg4rec_data::metrics::MetricAccumulator;
 use reg4rec_data::split::Stage;
@@ -397,22 +397,6 @@ fn training_rows(split: &LeaveOneOut, max_len: usize) -> Vec<&[u32]> {
         .collect()
 }
 
-/// Batch order of an epoch: shuffled, then within windows of 64 batches sorted by length (less padding), then the
-/// batches shuffled again.
-fn epoch_batches(rows: &[&[u32]], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.shuffle(&mut rng);
-    let mut batches = Vec::new();
-    for window in order.chunks_mut(batch_size * 64) {
-        window.sort_by_key(|&i| rows[i].len());
-        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
-    }
-    batches.shuffle(&mut rng);
-    batches
-}
-
 /// Trains SASRec-CE on `split.train` (validation NDCG@10 for early stopping), restores the best checkpoint and
 /// reports validation and test metrics. `resume`: continue from `run_dir`'s last checkpoint if there is one (the
 /// architecture and optimisation fields must match; `max_epochs`, `patience`, `time_budget_s`, `eval_batch_size`
@@ -678,7 +662,10 @@ fn train_epoch(
     epoch: usize,
     bar: &ProgressBar,
 ) -> Result<f64> {
-    let batches = epoch_batches(rows, cfg.batch_size, cfg.seed, epoch);
+    let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let batches = length_bucketed_batches(&lengths, cfg.batch_size, &mut rng)?;
     let (mut loss_sum, mut positions) = (0.0f64, 0usize);
     for (b, batch) in batches.iter().enumerate() {
         let seqs: Vec<&[u32]> = batch.iter().map(|&i| rows[i]).collect();

@@ -1,12 +1,9 @@
-//! Batching for training and evaluation: padded history matrices and deterministic, seeded shuffling of
-//! training examples into batches. With the `tch` feature, [`PaddedBatch::to_tensor`] turns a padded matrix
+//! Batching for training and evaluation: padded history matrices and deterministic, seeded, length-bucketed
+//! batches of training rows. With the `tch` feature, [`PaddedBatch::to_tensor`] turns a padded matrix
 //! into an `i64` libtorch tensor.
 
 use crate::error::{DataError, Result};
-use crate::split::Example;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Which side of a row the padding goes on.
@@ -89,71 +86,37 @@ pub fn pad_histories<H: AsRef<[u32]>>(
     }
 }
 
-/// Deterministic shuffling of training examples into batches: the order depends only on `(seed, epoch)`.
-#[derive(Debug, Clone)]
-pub struct Batcher<'a> {
-    examples: &'a [Example],
+/// Windows of this many batches are sorted by length in [`length_bucketed_batches`].
+pub const BUCKET_WINDOW: usize = 64;
+
+/// The batches of one epoch over rows of the given `lengths` (indices into `lengths`): the rows shuffled, sorted
+/// by length within windows of [`BUCKET_WINDOW`] batches (so a batch's rows have similar lengths and little of
+/// it is padding), cut into batches of `batch_size` (the last of a window may be smaller), and the batches
+/// shuffled again. Deterministic given `rng`'s state: seed it from the run's seed and the epoch.
+pub fn length_bucketed_batches(
+    lengths: &[usize],
     batch_size: usize,
-    seed: u64,
-    drop_last: bool,
-}
-
-impl<'a> Batcher<'a> {
-    /// Batches of `batch_size` examples; the last, smaller batch is kept unless [`Self::drop_last`] is set.
-    pub fn new(examples: &'a [Example], batch_size: usize, seed: u64) -> Result<Self> {
-        if batch_size == 0 {
-            return Err(DataError::config("batch_size", "must be at least 1"));
-        }
-        Ok(Self {
-            examples,
-            batch_size,
-            seed,
-            drop_last: false,
-        })
+    rng: &mut impl rand::Rng,
+) -> Result<Vec<Vec<usize>>> {
+    if batch_size == 0 {
+        return Err(DataError::config("batch_size", "must be at least 1"));
     }
-
-    /// Drops the last batch when it is smaller than `batch_size`.
-    pub fn drop_last(mut self, drop: bool) -> Self {
-        self.drop_last = drop;
-        self
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    let mut batches = Vec::new();
+    for window in order.chunks_mut(batch_size * BUCKET_WINDOW) {
+        window.sort_by_key(|&i| lengths[i]);
+        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
     }
-
-    /// Number of batches per epoch.
-    pub fn n_batches(&self) -> usize {
-        if self.drop_last {
-            self.examples.len() / self.batch_size
-        } else {
-            self.examples.len().div_ceil(self.batch_size)
-        }
-    }
-
-    /// The example order of `epoch` (a seeded permutation; a different one each epoch).
-    pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.examples.len()).collect();
-        // Mix seed and epoch so nearby seeds and epochs give unrelated streams.
-        let mixed = self.seed ^ epoch.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut rng = ChaCha8Rng::seed_from_u64(mixed);
-        idx.shuffle(&mut rng);
-        idx
-    }
-
-    /// The batches of `epoch`, each a list of examples.
-    pub fn epoch(&self, epoch: u64) -> Vec<Vec<Example>> {
-        let order = self.order(epoch);
-        let mut out: Vec<Vec<Example>> = order
-            .chunks(self.batch_size)
-            .map(|c| c.iter().map(|&i| self.examples[i]).collect())
-            .collect();
-        if self.drop_last && out.last().is_some_and(|b| b.len() < self.batch_size) {
-            out.pop();
-        }
-        out
-    }
+    batches.shuffle(rng);
+    Ok(batches)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     #[test]
     fn left_and_right_padding_truncate_to_the_most_recent_items() {
@@ -172,29 +135,32 @@ mod tests {
         assert_eq!((b.cols, b.row(0)), (2, &[1i64, 2][..]));
     }
 
-    fn examples(n: u32) -> Vec<Example> {
-        (0..n).map(|u| Example { user: u, end: 1 }).collect()
-    }
-
     #[test]
-    fn shuffling_is_seeded_per_epoch_and_covers_every_example_once() {
-        let ex = examples(103);
-        let b = Batcher::new(&ex, 10, 7).unwrap();
-        assert_eq!(b.n_batches(), 11);
-        let e0 = b.epoch(0);
-        assert_eq!(e0, Batcher::new(&ex, 10, 7).unwrap().epoch(0));
-        assert_ne!(e0, b.epoch(1));
-        assert_ne!(e0, Batcher::new(&ex, 10, 8).unwrap().epoch(0));
-        assert_eq!(e0.len(), 11);
-        assert_eq!(e0.last().unwrap().len(), 3);
-        let mut users: Vec<u32> = e0.iter().flatten().map(|e| e.user).collect();
-        users.sort_unstable();
-        assert_eq!(users, (0..103).collect::<Vec<_>>());
-        let d = Batcher::new(&ex, 10, 7).unwrap().drop_last(true);
-        assert_eq!((d.n_batches(), d.epoch(0).len()), (10, 10));
-        assert!(d.epoch(3).iter().all(|b| b.len() == 10));
-        let e = Batcher::new(&ex, 0, 7).unwrap_err().to_string();
-        assert!(e.contains("batch_size"), "{e}");
+    fn length_buckets_cover_every_row_once_and_follow_the_seed() {
+        let lengths: Vec<usize> = (0..1000).map(|i| (i * 7919) % 53 + 1).collect();
+        let batches = |seed| {
+            length_bucketed_batches(&lengths, 10, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap()
+        };
+        let b = batches(7);
+        assert_eq!(b, batches(7));
+        assert_ne!(b, batches(8));
+        let mut rows: Vec<usize> = b.iter().flatten().copied().collect();
+        rows.sort_unstable();
+        assert_eq!(rows, (0..1000).collect::<Vec<_>>());
+        // 1000 rows fit in two windows of 640: 64 full batches, then 36, each sorted by length.
+        assert_eq!(b.len(), 100);
+        assert!(b.iter().all(|r| r.len() == 10));
+        for r in &b {
+            assert!(r.windows(2).all(|w| lengths[w[0]] <= lengths[w[1]]));
+        }
+        // Sorting within windows leaves little spread inside a batch (lengths run 1..=53).
+        let spread: usize = b
+            .iter()
+            .map(|r| lengths[r[r.len() - 1]] - lengths[r[0]])
+            .sum();
+        assert!(spread < 100 * 5, "mean spread {}", spread as f64 / 100.0);
+        let e = length_bucketed_batches(&lengths, 0, &mut ChaCha8Rng::seed_from_u64(1));
+        assert!(e.unwrap_err().to_string().contains("batch_size"));
     }
 
     #[cfg(feature = "tch")]

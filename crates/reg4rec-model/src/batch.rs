@@ -112,6 +112,9 @@ impl SeqBatch {
     }
 }
 
+/// One row before padding: its stream, and its targets as (position in the stream, target item).
+type Row = (Vec<i64>, Vec<(usize, u32)>);
+
 /// Builds [`SeqBatch`]es from sequences or (history, target) pairs.
 #[derive(Debug, Clone, Copy)]
 pub struct SeqBatchBuilder<'a> {
@@ -132,7 +135,7 @@ impl SeqBatchBuilder<'_> {
     pub fn sequences(&self, seqs: &[&[u32]]) -> Result<SeqBatch> {
         let ids = self.ids();
         let l = self.history_len;
-        let mut rows: Vec<(Vec<i64>, Vec<(usize, u32)>)> = Vec::with_capacity(seqs.len());
+        let mut rows: Vec<Row> = Vec::with_capacity(seqs.len());
         for s in seqs {
             if s.is_empty() {
                 return Err(ModelError::Input(
@@ -168,7 +171,7 @@ impl SeqBatchBuilder<'_> {
     }
 
     /// Pads the rows' streams and gathers their targets' tokens and categories.
-    fn assemble(&self, rows: Vec<(Vec<i64>, Vec<(usize, u32)>)>) -> Result<SeqBatch> {
+    fn assemble(&self, rows: Vec<Row>) -> Result<SeqBatch> {
         let ids = self.ids();
         let m = self.vocab.m;
         let t = rows.iter().map(|r| r.0.len()).max().unwrap_or(1).max(1);

@@ -32,8 +32,8 @@ use crate::error::{ModelError, Result};
 use crate::model::Reg4RecModel;
 use crate::optim::{learning_rate, AdamW};
 use crate::vocab::Vocab;
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use reg4rec_data::batch::length_bucketed_batches;
 use reg4rec_data::io::write_atomic;
 use reg4rec_data::io::JsonlLog;
 use reg4rec_data::split::{LeaveOneOut, Stage};
@@ -197,21 +197,6 @@ fn training_rows(split: &LeaveOneOut) -> Vec<&[u32]> {
 /// Targets a row contributes under window `l`.
 fn row_targets(row: &[u32], l: usize) -> usize {
     row.len().min(l)
-}
-
-/// Batches of epoch `epoch` (indices into `rows`): users shuffled, sorted by length within windows of 64
-/// batches, batches shuffled; a function of `(seed, epoch)` only.
-fn epoch_batches(rows: &[&[u32]], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64));
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.shuffle(&mut rng);
-    let mut batches = Vec::new();
-    for window in order.chunks_mut(batch_size * 64) {
-        window.sort_by_key(|&i| rows[i].len());
-        batches.extend(window.chunks(batch_size).map(<[usize]>::to_vec));
-    }
-    batches.shuffle(&mut rng);
-    batches
 }
 
 /// [`pretrain`] with options (validation-metric callback, step limit, data parallelism).
@@ -392,9 +377,12 @@ pub fn pretrain_with(
     let mut valid_secs = 0.0f64;
     let mut train_targets = 0u64;
 
+    let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
     while !state.finished && state.epoch < train_cfg.epochs {
         let epoch = state.epoch;
-        let batches = epoch_batches(&rows, global_bs, train_cfg.seed, epoch);
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(train_cfg.seed.wrapping_add(epoch as u64));
+        let batches = length_bucketed_batches(&lengths, global_bs, &mut rng)?;
         let first_batch = state.epoch_step;
         let pb = reg4rec_data::progress::bar(
             steps_per_epoch,
