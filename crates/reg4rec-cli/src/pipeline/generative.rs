@@ -174,44 +174,36 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                 test.seconds,
             ))
         };
-    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
-    let mut training: Vec<TrainingPoint> = [
+    // Pre-training in target items per epoch, alignment in contexts per step.
+    let point = |name: &str, d: &Done<Trained>, rate: &str, unit: &str, iterations: &str| {
+        let r = &d.result.report;
+        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+        TrainingPoint {
+            stage: name.to_string(),
+            per_second: f(rate),
+            unit: unit.into(),
+            iterations: r[iterations].as_u64().unwrap_or(0),
+            train_seconds: f("train_seconds"),
+            valid_seconds: f("valid_seconds"),
+        }
+    };
+    let training: Vec<TrainingPoint> = [
         (stage::PRETRAIN_REG4REC, &pre),
         (stage::PRETRAIN_NO_MPQ, &pre_no_mpq),
         (stage::PRETRAIN_TIGER, &pre_tiger),
     ]
     .into_iter()
-    .map(|(name, d)| {
-        let r = &d.result.report;
-        TrainingPoint {
-            stage: name.to_string(),
-            per_second: f(r, "targets_per_s"),
-            unit: "targets".into(),
-            iterations: r["epochs"].as_u64().unwrap_or(0),
-            train_seconds: f(r, "train_seconds"),
-            valid_seconds: f(r, "valid_seconds"),
-        }
-    })
-    .collect();
-    training.extend(
+    .map(|(name, d)| point(name, d, "targets_per_s", "targets", "epochs"))
+    .chain(
         [
             (stage::ALIGN_REG4REC, &full),
             (stage::ALIGN_NO_MSRA, &no_msra),
             (stage::ALIGN_NO_MPQ, &no_mpq),
         ]
         .into_iter()
-        .map(|(name, d)| {
-            let r = &d.result.report;
-            TrainingPoint {
-                stage: name.to_string(),
-                per_second: f(r, "contexts_per_s"),
-                unit: "contexts".into(),
-                iterations: r["steps"].as_u64().unwrap_or(0),
-                train_seconds: f(r, "train_seconds"),
-                valid_seconds: f(r, "valid_seconds"),
-            }
-        }),
-    );
+        .map(|(name, d)| point(name, d, "contexts_per_s", "contexts", "steps")),
+    )
+    .collect();
     let rows = vec![
         row("tiger", &pre_tiger, Some(None))?,
         row("reg4rec", &full, None)?,
