@@ -1,0 +1,145 @@
+//! How much the beam search loses against ranking every item exactly: for a sample of users, each item's path
+//! log-probability is computed teacher-forced (in the CRSS order the model picks for that item, or codebook
+//! order in TIGER mode, with the used-codebook mask, as the beam scores a path) and all items are ranked by it
+//! (`exact-path`) and by it plus `dense_weight` times the item head's log-probability (`exact-combined`); the
+//! beam search ranks only the items it reaches (`beam-path`: `dense_weight` 0, `beam-combined`). CORP is off.
+//!
+//! ```text
+//! cargo run --release -p reg4rec-infer --example search_gap -- MODEL_DIR TOKENIZER_DIR DATASET valid|test \
+//!     [--users 1000] [--beam 40] [--dense-weight 100]
+//! ```
+//! Users are every `n_users / N`-th user (a fixed, spread sample). Prints one JSON line per ranking.
+
+use anyhow::{bail, Context, Result};
+use reg4rec_data::metrics::MetricAccumulator;
+use reg4rec_data::registry::{load, LoadOptions};
+use reg4rec_data::split::{LeaveOneOut, Stage};
+use reg4rec_infer::{evaluate, BeamSearch, InferConfig, ModelScorer};
+use reg4rec_model::crss::select_order;
+use reg4rec_model::{load_model, Mode, Reg4RecModel, Which};
+use reg4rec_tokenizer::{Codes, ItemIndex};
+use std::path::PathBuf;
+use tch::{Kind, Tensor};
+
+const CHUNK: i64 = 4096;
+
+/// Path log-probability of every item `[n_items]` after one context `[1, d]`; `tuples` `[n_items, M]` are
+/// the items' vocabulary ids in codebook order.
+fn path_logp(model: &Reg4RecModel, context: &Tensor, tuples: &Tensor) -> Tensor {
+    let vocab = model.vocab();
+    let (m, d) = (vocab.m as i64, vocab.d as i64);
+    let special = reg4rec_model::vocab::N_SPECIAL;
+    let n = tuples.size()[0];
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let len = CHUNK.min(n - start);
+        let targets = tuples.narrow(0, start, len);
+        let ctx = context.expand([len, -1], false);
+        let fed = match model.config().mode {
+            Mode::Reg4rec => select_order(model, &ctx, &targets),
+            Mode::Tiger => targets.shallow_clone(),
+        };
+        let out = model.decode(&ctx, &fed.narrow(1, 0, m - 1), false);
+        let logits = out
+            .token_logits
+            .narrow(2, special, m * d)
+            .reshape([len, m, m, d]); // [N, step, codebook, code]
+        let codebook = (&fed - special).divide_scalar_mode(d, "floor"); // [N, step]
+        let onehot = codebook.one_hot(m);
+        let used = (onehot.cumsum(1, Kind::Int64) - &onehot).gt(0); // [N, step, codebook]
+        let log_norm = logits
+            .logsumexp([3], false)
+            .masked_fill(&used, f64::NEG_INFINITY)
+            .logsumexp([2], false); // [N, step]
+        let flat = logits.reshape([len, m, m * d]);
+        let fed_logit = flat
+            .gather(2, &(&fed - special).unsqueeze(2), false)
+            .squeeze_dim(2); // [N, step]
+        parts.push((fed_logit - log_norm).sum_dim_intlist([1i64].as_slice(), false, Kind::Float));
+        start += len;
+    }
+    Tensor::cat(&parts, 0)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 4 {
+        bail!("usage: search_gap MODEL_DIR TOKENIZER_DIR DATASET valid|test [--users N] [--beam B] [--dense-weight W]");
+    }
+    let (model_dir, tok_dir) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
+    let stage: Stage = args[3].parse().map_err(anyhow::Error::msg)?;
+    let (mut users, mut beam, mut dense_weight) = (1000usize, 40usize, 100f32);
+    let mut i = 4;
+    while i + 1 < args.len() {
+        match args[i].as_str() {
+            "--users" => users = args[i + 1].parse()?,
+            "--beam" => beam = args[i + 1].parse()?,
+            "--dense-weight" => dense_weight = args[i + 1].parse()?,
+            other => bail!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    let ds = load(&args[2], &LoadOptions::default())?;
+    let mut split = LeaveOneOut::new(&ds);
+    let stride = (split.n_users() / users.max(1)).max(1);
+    let keep: Vec<usize> = (0..split.n_users()).step_by(stride).take(users).collect();
+    split.users = keep.iter().map(|&u| split.users[u]).collect();
+    split.train = keep.iter().map(|&u| split.train[u].clone()).collect();
+    split.valid = keep.iter().map(|&u| split.valid[u]).collect();
+    split.test = keep.iter().map(|&u| split.test[u]).collect();
+
+    let codes: Codes = reg4rec_data::io::read_json(&tok_dir.join("codes.json"))?;
+    let index = ItemIndex::new(&codes)?;
+    let (model, run) = load_model(&model_dir, Which::Best, &codes, tch::Device::Cpu)
+        .with_context(|| format!("loading {}", model_dir.display()))?;
+    let vocab = model.vocab();
+    let n_items = codes.n_items();
+    let tuples: Vec<i64> = (0..n_items)
+        .flat_map(|i| vocab.item_tokens(codes.tuple(i)))
+        .collect();
+    let tuples = Tensor::from_slice(&tuples).view([n_items as i64, vocab.m as i64]);
+
+    let l = run.model.history_len;
+    let (mut exact_path, mut exact_combined) = (MetricAccumulator::new(), MetricAccumulator::new());
+    let t0 = std::time::Instant::now();
+    tch::no_grad(|| -> Result<()> {
+        for u in 0..split.n_users() {
+            let history = split.history(u, stage, l);
+            let enc = model.contexts(&[history.as_slice()])?;
+            let path = path_logp(&model, &enc.hidden, &tuples);
+            let item = model
+                .item_logits(&enc.hidden, &enc.items, false)
+                .log_softmax(-1, Kind::Float)
+                .squeeze_dim(0);
+            let combined = &path + item * f64::from(dense_weight);
+            let target = split.target(u, stage) as usize;
+            exact_path.add_scores(&Vec::<f32>::try_from(&path)?, target);
+            exact_combined.add_scores(&Vec::<f32>::try_from(&combined)?, target);
+        }
+        Ok(())
+    })?;
+    let exact_secs = t0.elapsed().as_secs_f64();
+    for (name, acc) in [
+        ("exact-path", &exact_path),
+        ("exact-combined", &exact_combined),
+    ] {
+        let line =
+            serde_json::json!({"ranking": name, "metrics": acc.finish(), "seconds": exact_secs});
+        println!("{line}");
+    }
+    let mut scorer = ModelScorer::new(&model, &codes)?;
+    for (name, w) in [("beam-path", 0.0), ("beam-combined", dense_weight)] {
+        let cfg = InferConfig {
+            beam,
+            theta: None,
+            dense_weight: w,
+            ..Default::default()
+        };
+        let search = BeamSearch::new(&index, &cfg)?;
+        let report = evaluate(&mut scorer, &search, &split, stage, l)?;
+        let line = serde_json::json!({"ranking": name, "beam": beam, "metrics": report.metrics});
+        println!("{line}");
+    }
+    Ok(())
+}
