@@ -225,11 +225,45 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert_eq!(recs.len(), 5);
     for r in recs {
         assert!(r["item_id"].as_str().unwrap().starts_with('i'));
+        // The ranking score is the path's log-probability plus dense_weight times the item head's.
+        let (score, path, item) = (
+            r["score"].as_f64().unwrap(),
+            r["path_score"].as_f64().unwrap(),
+            r["item_logp"].as_f64().unwrap(),
+        );
+        assert!(
+            (score - (path + 100.0 * item)).abs() < 1e-2 * score.abs().max(1.0),
+            "{r}"
+        );
         assert_eq!(
             r["steps"].as_array().unwrap().len(),
             3,
             "one step per codebook"
         );
+    }
+    // --exclude-history leaves the history's own items out.
+    let history = ["i1", "i4", "i7"];
+    let o = reg4rec(
+        &[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            &history.join(","),
+            "--top",
+            "20",
+            "--beam",
+            "40",
+            "--exclude-history",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let recs = json(&o);
+    let recs = recs.as_array().unwrap();
+    assert!(!recs.is_empty());
+    for r in recs {
+        assert!(!history.contains(&r["item_id"].as_str().unwrap()), "{r}");
     }
     let o = reg4rec(
         &[

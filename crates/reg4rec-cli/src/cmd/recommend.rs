@@ -25,6 +25,9 @@ pub struct RecommendArgs {
     /// CORP threshold, or `off`.
     #[arg(long, default_value = "0.06")]
     pub theta: String,
+    /// Leave the history's own items out of the recommendations.
+    #[arg(long)]
+    pub exclude_history: bool,
     /// Show each item's reasoning path: tokens in generation order, per-step categories, JS values.
     #[arg(long)]
     pub explain: bool,
@@ -59,6 +62,7 @@ pub fn run(a: RecommendArgs) -> Result<()> {
         beam: a.beam,
         top_n: a.top,
         theta: InferConfig::parse_theta(&a.theta)?,
+        exclude_history: a.exclude_history,
         ..InferConfig::default()
     };
     let cfg = crate::ops::infer_config(model.config().mode, &cfg);
@@ -66,7 +70,11 @@ pub fn run(a: RecommendArgs) -> Result<()> {
     let search = BeamSearch::new(&index, &cfg)?;
     let mut scorer = ModelScorer::new(&model, &codes)?;
     let _guard = tch::no_grad_guard();
-    let max = model.config().history_len;
+    // The scorer reads the most recent `history_len` items; with --exclude-history the search gets them all.
+    let max = match a.exclude_history {
+        true => history.len(),
+        false => model.config().history_len,
+    };
     let h = &history[history.len().saturating_sub(max)..];
     let out = search.run(&mut scorer, &[h], a.explain)?;
     let recs = out.lists.into_iter().next().unwrap_or_default();
