@@ -40,14 +40,24 @@ impl DataArgs {
         }
     }
 
+    /// Loads the dataset; warns when it has fewer than two categories.
     pub fn load(&self) -> Result<Dataset> {
         let opts = self.options();
-        match &self.data {
+        let ds = match &self.data {
             Some(p) => registry::load_path(p, &opts)
-                .with_context(|| format!("loading your data from {}", p.display())),
+                .with_context(|| format!("loading your data from {}", p.display()))?,
             None => registry::load(&self.dataset, &opts)
-                .with_context(|| format!("loading dataset `{}`", self.dataset)),
+                .with_context(|| format!("loading dataset `{}`", self.dataset))?,
+        };
+        if ds.n_categories() < 2 {
+            tracing::warn!(
+                dataset = %ds.name,
+                categories = ds.n_categories(),
+                "fewer than two item categories: the category head, the category rewards and CORP carry no \
+                 signal (give categories in a `.item` file or a CSV category column)"
+            );
         }
+        Ok(ds)
     }
 }
 

@@ -70,6 +70,39 @@ fn data_stats_of_a_csv_log() {
     let v = json(&o);
     assert_eq!(v["users"], 30);
     assert_eq!(v["categories"], 3);
+    // Items i0..i39 in categories c(item % 3): 14 of 40 in c0.
+    assert!((v["largest_category_share"].as_f64().unwrap() - 14.0 / 40.0).abs() < 1e-9);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("fewer than two"));
+    // A log without categories: one `unknown` category, and a warning saying what that switches off.
+    let plain = dir.path().join("plain.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect();
+    std::fs::write(
+        &plain,
+        format!("user,item,timestamp\n{}\n", rows.join("\n")),
+    )
+    .unwrap();
+    let o = reg4rec(
+        &["data", "stats", "--data", plain.to_str().unwrap(), "--json"],
+        dir.path(),
+    );
+    let v = json(&o);
+    assert_eq!(
+        (
+            v["categories"].as_u64(),
+            v["largest_category_share"].as_f64()
+        ),
+        (Some(1), Some(1.0))
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("fewer than two item categories") && err.contains("CORP"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -133,6 +166,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert_eq!(report["dataset"], "toy");
     assert_eq!(report["preset"], "smoke");
     assert_eq!(report["users"], 60);
+    assert_eq!(report["categories"]["count"], 3);
     assert_eq!(report["protocol"]["filter_history"], false);
     let methods = report["methods"].as_array().unwrap();
     let names: Vec<&str> = methods

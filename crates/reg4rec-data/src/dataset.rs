@@ -68,6 +68,9 @@ pub struct DatasetStats {
     pub short_users: usize,
     /// Items without any attribute token.
     pub items_without_attributes: usize,
+    /// The largest category's share of the items (1.0 with a single category): the category head, the
+    /// category rewards and CORP need at least two categories and carry little signal when one dominates.
+    pub largest_category_share: f64,
     /// Number of items per category, in `category_names` order.
     pub category_items: Vec<(String, usize)>,
 }
@@ -106,6 +109,8 @@ impl Dataset {
             density: interactions as f64 / (users.max(1) * items.max(1)) as f64,
             short_users: lens.iter().filter(|&&n| n < 3).count(),
             items_without_attributes: self.item_attributes.iter().filter(|a| a.is_empty()).count(),
+            largest_category_share: per_cat.iter().copied().max().unwrap_or(0) as f64
+                / items.max(1) as f64,
             category_items: self.category_names.iter().cloned().zip(per_cat).collect(),
         }
     }
@@ -228,6 +233,8 @@ mod tests {
         assert!((s.avg_seq_len - 3.0).abs() < 1e-12);
         assert_eq!(s.items_without_attributes, 3);
         assert_eq!(s.category_items[1], ("y".to_string(), 1));
+        let largest = s.category_items.iter().map(|c| c.1).max().unwrap();
+        assert!((s.largest_category_share - largest as f64 / 4.0).abs() < 1e-12);
     }
 
     #[test]

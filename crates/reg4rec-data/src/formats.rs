@@ -22,6 +22,12 @@
 //! sub-category is never first. An item's category is its first attribute in that set; an item with none of
 //! them takes its attribute shared by the most items (ties: earliest in its list); an item without attributes
 //! is `unknown`. On Amazon Beauty this reproduces the provided `Beauty_item2l1category.tsv` for all 12,101 items.
+//! That split is kept when it is useful: at least two categories, none holding more than
+//! [`MAX_CATEGORY_SHARE`] of the items. Otherwise (a catalog whose lists all start with the store's own
+//! category gives one category for everything) every item's category moves one level down its list, to the
+//! attribute after its current category (an item whose list ends there keeps it), until a level is useful;
+//! when none is, the level with two or more categories and the smallest largest share is used (the top level
+//! when no level has two).
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
@@ -241,8 +247,60 @@ pub fn read_s3rec_l1_categories(path: &Path) -> Result<HashMap<String, String>> 
     Ok(out)
 }
 
-/// The derived top-level category of each item (see the module doc for the rule).
+/// A category split is useful when it has at least two categories and none holds more than this share of the
+/// items (see the module doc).
+pub const MAX_CATEGORY_SHARE: f64 = 0.5;
+
+/// Number of categories and the largest one's share of the items.
+fn split_quality(cats: &HashMap<String, u64>) -> (usize, f64) {
+    let mut sizes: HashMap<u64, usize> = HashMap::new();
+    for &c in cats.values() {
+        *sizes.entry(c).or_default() += 1;
+    }
+    let largest = sizes.values().copied().max().unwrap_or(0);
+    (sizes.len(), largest as f64 / cats.len().max(1) as f64)
+}
+
+/// The derived category of each item (attribute id; see the module doc for the rule).
 pub fn derive_top_level_categories(attrs: &HashMap<String, Vec<u64>>) -> HashMap<String, u64> {
+    let useful = |l: &HashMap<String, u64>| {
+        let (n, share) = split_quality(l);
+        n >= 2 && share <= MAX_CATEGORY_SHARE
+    };
+    let mut levels = vec![top_level_categories(attrs)];
+    let deepest = attrs.values().map(Vec::len).max().unwrap_or(0);
+    for _ in 0..deepest {
+        let level = &levels[levels.len() - 1];
+        if useful(level) {
+            break;
+        }
+        // One level down: the attribute after each item's current category (kept at the end of its list).
+        let next: HashMap<String, u64> = level
+            .iter()
+            .map(|(item, &c)| {
+                let v = &attrs[item];
+                let down = v.iter().position(|&a| a == c).and_then(|p| v.get(p + 1));
+                (item.clone(), down.copied().unwrap_or(c))
+            })
+            .collect();
+        if &next == level {
+            break;
+        }
+        levels.push(next);
+    }
+    if let Some(l) = levels.iter().position(useful) {
+        return levels.swap_remove(l);
+    }
+    let pick = (0..levels.len())
+        .map(|l| (l, split_quality(&levels[l])))
+        .filter(|(_, (n, _))| *n >= 2)
+        .min_by(|a, b| a.1 .1.total_cmp(&b.1 .1))
+        .map_or(0, |(l, _)| l);
+    levels.swap_remove(pick)
+}
+
+/// The top level of the rule in the module doc: brand-aware first-level categories.
+fn top_level_categories(attrs: &HashMap<String, Vec<u64>>) -> HashMap<String, u64> {
     let mut first = std::collections::HashSet::new();
     let mut second = std::collections::HashSet::new();
     let mut freq: HashMap<u64, usize> = HashMap::new();
@@ -599,6 +657,69 @@ mod tests {
         let ds = load_s3rec("x", &files).unwrap();
         assert_eq!(ds.category_names, vec!["Makeup", UNKNOWN_CATEGORY]);
         assert_eq!(ds.item_category, vec![0, 1, 1, 1]);
+    }
+
+    /// Attribute lists shaped like the registry's Amazon sets: `tops[t]` items under top-level category
+    /// `100 + t`, each with one of three sub-categories `1000 + 10 t + k` and, on every other item, a brand
+    /// `5000..5007`. Without `store` the brand comes first (Beauty); with it every list starts with the store's
+    /// own category and the brand comes last (Sports, Toys).
+    fn amazon_shaped(store: Option<u64>, tops: &[usize]) -> HashMap<String, Vec<u64>> {
+        let mut attrs = HashMap::new();
+        let mut item = 0u64;
+        for (t, &n) in tops.iter().enumerate() {
+            for j in 0..n as u64 {
+                let (top, sub, brand) = (
+                    100 + t as u64,
+                    1000 + 10 * t as u64 + j % 3,
+                    5000 + item % 7,
+                );
+                let v = match (store, item.is_multiple_of(2)) {
+                    (None, true) => vec![brand, top, sub],
+                    (None, false) => vec![top, sub],
+                    (Some(s), true) => vec![s, top, sub, brand],
+                    (Some(s), false) => vec![s, top, sub],
+                };
+                attrs.insert(item.to_string(), v);
+                item += 1;
+            }
+        }
+        attrs
+    }
+
+    /// Position `p` of every item's list.
+    fn at_level(
+        attrs: &HashMap<String, Vec<u64>>,
+        p: impl Fn(&[u64]) -> usize,
+    ) -> HashMap<String, u64> {
+        attrs.iter().map(|(i, v)| (i.clone(), v[p(v)])).collect()
+    }
+
+    #[test]
+    fn derived_categories_split_every_catalog_shape_usefully() {
+        // Beauty: the brand-aware top level is already useful.
+        let beauty = amazon_shaped(None, &[40, 35, 25]);
+        let top = |v: &[u64]| usize::from(v[0] >= 5000);
+        assert_eq!(derive_top_level_categories(&beauty), at_level(&beauty, top));
+        // Store first on every item: the top level is one category, so the split moves one level down.
+        let store = amazon_shaped(Some(1), &[40, 35, 25]);
+        assert_eq!(split_quality(&top_level_categories(&store)), (1, 1.0));
+        let derived = derive_top_level_categories(&store);
+        assert_eq!(derived, at_level(&store, |_| 1));
+        assert_eq!(split_quality(&derived), (3, 0.4));
+        // A dominant second level (80% of the items) moves down once more, to the sub-categories.
+        let skewed = amazon_shaped(Some(1), &[80, 10, 10]);
+        let derived = derive_top_level_categories(&skewed);
+        assert_eq!(derived, at_level(&skewed, |_| 2));
+        assert_eq!(split_quality(&derived).0, 9);
+        // No useful level: the one with two or more categories and the smallest largest share.
+        let flat: HashMap<String, Vec<u64>> = (0..10u64)
+            .map(|i| (i.to_string(), vec![1, 2 + u64::from(i == 0)]))
+            .collect();
+        assert_eq!(split_quality(&derive_top_level_categories(&flat)), (2, 0.9));
+        // A single shared attribute stays one category (the loader warns about it).
+        let one: HashMap<String, Vec<u64>> =
+            (0..5).map(|i: u64| (i.to_string(), vec![7])).collect();
+        assert_eq!(split_quality(&derive_top_level_categories(&one)), (1, 1.0));
     }
 
     #[test]

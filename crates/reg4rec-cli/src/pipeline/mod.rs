@@ -10,7 +10,7 @@ mod report;
 mod stage;
 
 pub use config::PipelineConfig;
-use report::Protocol;
+use report::{CategorySplit, Protocol};
 pub use report::{MethodRow, Report};
 
 use crate::args::{ConfigArgs, DataArgs};
@@ -123,6 +123,10 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         users: split.n_users(),
         items: ds.n_items(),
         interactions: ds.n_interactions(),
+        categories: Some(CategorySplit {
+            count: ds.n_categories(),
+            largest_share: ds.stats().largest_category_share,
+        }),
         protocol: Protocol {
             filter_history: filter,
             ..Default::default()

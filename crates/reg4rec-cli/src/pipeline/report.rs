@@ -62,6 +62,13 @@ impl MethodRow {
     }
 }
 
+/// How a dataset's items fall into categories.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct CategorySplit {
+    pub count: usize,
+    pub largest_share: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub dataset: String,
@@ -69,6 +76,10 @@ pub struct Report {
     pub users: usize,
     pub items: usize,
     pub interactions: usize,
+    /// Item categories and the largest one's share of the items (the category head, rewards and CORP need two
+    /// or more; absent in reports written before they were recorded).
+    #[serde(default)]
+    pub categories: Option<CategorySplit>,
     pub protocol: Protocol,
     pub methods: Vec<MethodRow>,
     /// Validation metrics of the full model for each CORP threshold (`null`: CORP off).
@@ -138,13 +149,19 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "# reg4rec report: {} ({} preset)\n\n{} users, {} items, {} interactions. Protocol: {}; {}; \
+            "# reg4rec report: {} ({} preset)\n\n{} users, {} items, {} interactions{}. Protocol: {}; {}; \
              history items {}filtered; ties: {}.\n\nTest split (the two `vs reg4rec` columns: each row's relative change against the full model):\n\n",
             self.dataset,
             self.preset,
             self.users,
             self.items,
             self.interactions,
+            self.categories.map_or(String::new(), |c| format!(
+                ", {} categories (the largest holds {:.1}% of the items{})",
+                c.count,
+                100.0 * c.largest_share,
+                if c.count < 2 { "; the category head, rewards and CORP carry no signal" } else { "" }
+            )),
             self.protocol.split,
             self.protocol.ranking,
             if self.protocol.filter_history { "" } else { "not " },
