@@ -88,26 +88,53 @@ impl ConfigArgs {
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
     pub dataset: String,
+    /// Your own data file, as an absolute path (the directory works from any folder).
     pub data: Option<PathBuf>,
     pub k_core: Option<usize>,
+    /// [`Dataset::fingerprint`] of the training data (absent in directories written before it was recorded).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
-impl From<&DataArgs> for DataSource {
-    fn from(a: &DataArgs) -> Self {
-        DataSource {
-            dataset: a.dataset.clone(),
-            data: a.data.clone(),
-            k_core: a.k_core,
-        }
+impl DataSource {
+    /// The source of `ds`, loaded with `args`.
+    pub fn new(args: &DataArgs, ds: &Dataset) -> Result<Self> {
+        let data = match &args.data {
+            Some(p) => Some(
+                std::path::absolute(p)
+                    .with_context(|| format!("resolving the data path {}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(DataSource {
+            dataset: args.dataset.clone(),
+            data,
+            k_core: args.k_core,
+            fingerprint: Some(ds.fingerprint()),
+        })
     }
-}
 
-impl From<DataSource> for DataArgs {
-    fn from(s: DataSource) -> Self {
-        DataArgs {
-            dataset: s.dataset,
-            data: s.data,
-            k_core: s.k_core,
+    /// Loads the data again and checks it is the data the model was trained on (`file` names the record).
+    pub fn load(&self, file: &std::path::Path) -> Result<Dataset> {
+        let args = DataArgs {
+            dataset: self.dataset.clone(),
+            data: self.data.clone(),
+            k_core: self.k_core,
+        };
+        let ds = args.load()?;
+        if let Some(want) = &self.fingerprint {
+            let got = ds.fingerprint();
+            if &got != want {
+                anyhow::bail!(
+                    "{}: the model was trained on data with fingerprint {want}, but {} now gives {got}: its items \
+                     or interactions changed since training; use the data it was trained on, or train again",
+                    file.display(),
+                    self.data
+                        .as_ref()
+                        .map_or(format!("dataset `{}`", self.dataset), |p| p.display().to_string()),
+                );
+            }
         }
+        Ok(ds)
     }
 }

@@ -1,7 +1,7 @@
 //! The steps the subcommands and the pipeline share: features, tokenizers, pre-training with validation
 //! Recall@10, alignment and evaluation. Each is a thin composition of the library crates.
 
-use crate::args::DataArgs;
+use crate::args::{DataArgs, DataSource};
 use crate::artifacts;
 use crate::pipeline::PipelineConfig;
 use anyhow::{Context, Result};
@@ -126,7 +126,7 @@ pub fn pretrain(
     model_cfg.mode = mode;
     if dp.is_none_or(|d| d.is_main()) {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        artifacts::write_extras(out, data, &codes)?;
+        artifacts::write_extras(out, &DataSource::new(data, ds)?, &codes)?;
     }
     let infer = infer_config(mode, &cfg.infer);
     let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);

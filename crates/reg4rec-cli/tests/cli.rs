@@ -158,7 +158,10 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write_csv(dir.path(), 60, 50);
     let out = dir.path().join("run");
-    let args = smoke_pipeline(&csv, &out, &[]);
+    // A path relative to the working folder: model directories record it absolute.
+    let rel = Path::new("toy.csv");
+    assert_eq!(dir.path().join(rel), csv);
+    let args = smoke_pipeline(rel, &out, &[]);
     let o = command(&args, dir.path()).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value =
@@ -252,7 +255,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
             "--explain",
             "--json",
         ],
-        dir.path(),
+        &out, // another folder than the one the pipeline ran in
     );
     let recs = json(&o);
     let recs = recs.as_array().unwrap();
@@ -336,7 +339,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let moved = dir.path().join("moved");
     std::fs::rename(&out, &moved).unwrap();
     let o = command(
-        &smoke_pipeline(&csv, &moved, &["pipeline.theta_sweep=[0.05]"]),
+        &smoke_pipeline(rel, &moved, &["pipeline.theta_sweep=[0.05]"]),
         dir.path(),
     )
     .env("REG4REC_LOG", "info")
@@ -346,6 +349,55 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert!(o.status.success(), "{log}");
     assert!(log.contains("running stage=\"eval-sweep-0.05\""), "{log}");
     assert!(!log.contains("running stage=\"pretrain") && !log.contains("running stage=\"align"));
+    // CORP on a TIGER model (ordered codes) is refused, naming the option.
+    let tiger = moved.join("stages/pretrain-tiger");
+    let o = reg4rec(
+        &[
+            "eval",
+            "--model",
+            tiger.to_str().unwrap(),
+            "--theta",
+            "0.06",
+            "--preset",
+            "smoke",
+        ],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--theta") && err.contains("TIGER"),
+        "{err}"
+    );
+    // Data changed after training: evaluating or recommending with the model is an error naming its record.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let kept: Vec<&str> = text.lines().filter(|l| !l.contains(",i7,")).collect();
+    std::fs::write(&csv, kept.join("\n") + "\n").unwrap();
+    let model = moved.join("stages/align-reg4rec");
+    for args in [
+        vec![
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            "i1,i4",
+        ],
+        vec![
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--preset",
+            "smoke",
+        ],
+    ] {
+        let o = reg4rec(&args, dir.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} accepted changed data");
+        assert!(
+            err.contains("source.json") && err.contains("changed since training"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
 
 #[test]

@@ -40,6 +40,35 @@ impl Dataset {
         self.sequences.iter().map(Vec::len).sum()
     }
 
+    /// The sha256 (hex) of what a trained model depends on: the name, users, items, their categories and every
+    /// interaction in order. A model records it, and loading it against other data is an error.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            h.update((bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(self.name.as_bytes());
+        for ids in [&self.user_ids, &self.item_ids, &self.category_names] {
+            field(&(ids.len() as u64).to_le_bytes());
+            for id in ids {
+                field(id.as_bytes());
+            }
+        }
+        let cats: Vec<u8> = self
+            .item_category
+            .iter()
+            .flat_map(|c| c.to_le_bytes())
+            .collect();
+        field(&cats);
+        for s in &self.sequences {
+            let items: Vec<u8> = s.iter().flat_map(|i| i.to_le_bytes()).collect();
+            field(&items);
+        }
+        format!("{:x}", h.finalize())
+    }
+
     /// Dense index of an original item id, if known.
     pub fn item_index(&self, raw: &str) -> Option<u32> {
         // Linear scan is fine for CLI look-ups; bulk paths build their own map.
@@ -220,6 +249,22 @@ mod tests {
             category_names: vec!["x".into(), "y".into(), "z".into()],
             item_attributes: vec![vec!["t".into()], vec![], vec![], vec![]],
         }
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_interaction_or_item() {
+        let d = toy();
+        assert_eq!(d.fingerprint(), toy().fingerprint());
+        assert_eq!(d.fingerprint().len(), 64);
+        let mut e = toy();
+        e.sequences[0].pop();
+        assert_ne!(e.fingerprint(), d.fingerprint());
+        let mut e = toy();
+        e.item_ids[0].push('x');
+        assert_ne!(e.fingerprint(), d.fingerprint());
+        let mut e = toy();
+        e.item_category[0] = (e.item_category[0] + 1) % d.n_categories() as u32;
+        assert_ne!(e.fingerprint(), d.fingerprint());
     }
 
     #[test]

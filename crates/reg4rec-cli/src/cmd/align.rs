@@ -41,8 +41,8 @@ pub fn run(a: AlignArgs) -> Result<()> {
         return Ok(());
     };
     let dp = a.dist.data_parallel(&pg);
-    let (_, data) = artifacts::read_extras(&a.model)?;
-    let ds = data.load()?;
+    let (_, source) = artifacts::read_extras(&a.model)?;
+    let ds = artifacts::source_data(&a.model, &source)?;
     let split = LeaveOneOut::new(&ds);
     let report = ops::align(&ds, &split, &a.model, &cfg.align, &a.out, a.resume, dp)?;
     if dp.is_none_or(|d| d.is_main()) {

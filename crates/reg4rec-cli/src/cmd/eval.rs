@@ -2,11 +2,12 @@
 
 use crate::args::ConfigArgs;
 use crate::{artifacts, ops};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use reg4rec_data::split::Stage;
 use reg4rec_data::LeaveOneOut;
 use reg4rec_infer::InferConfig;
+use reg4rec_model::config::Mode;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -32,16 +33,25 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let cfg = a.config.resolve()?;
-    let (model, codes, data) = artifacts::load_model_dir(&a.model)?;
-    let ds = data.load()?;
+    let (model, codes, source) = artifacts::load_model_dir(&a.model)?;
+    let ds = artifacts::source_data(&a.model, &source)?;
     let split = LeaveOneOut::new(&ds);
-    let mut infer = ops::infer_config(model.config().mode, &cfg.infer);
+    let mut infer = cfg.infer.clone();
     if let Some(b) = a.beam {
         infer.beam = b;
     }
     if let Some(t) = &a.theta {
         infer.theta = InferConfig::parse_theta(t)?;
+        if infer.theta.is_some() && model.config().mode == Mode::Tiger {
+            bail!(
+                "--theta {t}: CORP prunes paths over unordered codes; {} is a TIGER model (ordered codes), \
+                 evaluated without CORP (use --theta off or leave it out)",
+                a.model.display()
+            );
+        }
     }
+    // The model kind's rules (TIGER: no CORP), applied once after the overrides.
+    let infer = ops::infer_config(model.config().mode, &infer);
     let report = ops::evaluate_model(&model, &codes, &split, a.split, &infer)?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);

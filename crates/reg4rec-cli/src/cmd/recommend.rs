@@ -37,8 +37,8 @@ pub struct RecommendArgs {
 }
 
 pub fn run(a: RecommendArgs) -> Result<()> {
-    let (model, codes, data) = artifacts::load_model_dir(&a.model)?;
-    let ds = data.load()?;
+    let (model, codes, source) = artifacts::load_model_dir(&a.model)?;
+    let ds = artifacts::source_data(&a.model, &source)?;
     let ids: HashMap<&str, u32> = ds
         .item_ids
         .iter()
