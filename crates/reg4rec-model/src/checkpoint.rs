@@ -103,7 +103,30 @@ pub fn codes_hash(codes: &Codes) -> String {
     format!("{h:016x}")
 }
 
-/// Writes named f32 tensors as one safetensors file, atomically.
+/// Metadata key of the sha256 over a safetensors file's tensors (names, shapes and data, by name).
+const SHA256_KEY: &str = "sha256";
+
+/// The sha256 (hex) of named tensors given as (name, shape, little-endian bytes), in name order.
+fn tensors_sha256<'a>(tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (name, shape, bytes) in sorted {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update((shape.len() as u64).to_le_bytes());
+        for &d in shape {
+            h.update((d as u64).to_le_bytes());
+        }
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// Writes named f32 tensors as one safetensors file, atomically, with the sha256 of its tensors in the
+/// metadata ([`load_tensors`] verifies it).
 pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(named.len());
     for (name, t) in named {
@@ -130,18 +153,42 @@ pub fn save_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
             .map_err(|e| ModelError::checkpoint(path, format!("`{name}`: {e:?}")))?;
         views.push((name.clone(), view));
     }
-    let meta = HashMap::from([("format_version".to_string(), FORMAT_VERSION.to_string())]);
+    let sha = tensors_sha256(
+        raw.iter()
+            .map(|(n, shape, b)| (n.as_str(), shape.as_slice(), b.as_slice())),
+    );
+    let meta = HashMap::from([
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        (SHA256_KEY.to_string(), sha),
+    ]);
     let bytes = safetensors::tensor::serialize(views, &Some(meta))
         .map_err(|e| ModelError::checkpoint(path, format!("cannot serialise: {e:?}")))?;
     write_atomic(path, &bytes)?;
     Ok(())
 }
 
-/// Reads every tensor of a safetensors file (f32 only) onto the CPU.
+/// Reads every tensor of a safetensors file (f32 only) onto the CPU, verifying the sha256 its metadata
+/// records (files written before it was recorded carry none and are read as they are).
 pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::checkpoint(path, e.to_string()))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| ModelError::checkpoint(path, format!("{e:?}")))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| ModelError::checkpoint(path, format!("{e:?}")))?;
+    if let Some(want) = header.metadata().as_ref().and_then(|m| m.get(SHA256_KEY)) {
+        let tensors = st.tensors();
+        let got = tensors_sha256(
+            tensors
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.shape(), v.data())),
+        );
+        if &got != want {
+            return Err(ModelError::checkpoint(
+                path,
+                format!("checksum mismatch (recorded {want}, contents {got}): the file is corrupt"),
+            ));
+        }
+    }
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {

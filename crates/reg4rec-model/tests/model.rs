@@ -380,6 +380,16 @@ fn weights_round_trip_through_safetensors() {
         e.contains("w.safetensors") && e.contains("expected shape"),
         "{e}"
     );
+    // One flipped byte in the tensor data is caught by the recorded checksum.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = load_weights(&mut b, &path).unwrap_err().to_string();
+    assert!(
+        e.contains("w.safetensors") && e.contains("checksum mismatch"),
+        "{e}"
+    );
 }
 
 fn overfit_configs() -> (ModelConfig, TrainConfig) {
