@@ -195,6 +195,31 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         }
         assert!(m["train_seconds"].as_f64().unwrap() >= 0.0);
         assert!(m["eval_seconds"].as_f64().unwrap() >= 0.0);
+        // Every generative row but the full model carries its paired difference to it, inside its interval,
+        // and the difference is the difference of the rows' metrics.
+        let generative =
+            m["name"].as_str().unwrap().starts_with("reg4rec-") || m["name"] == "tiger";
+        assert_eq!(m.get("vs_reg4rec").is_some(), generative, "{}", m["name"]);
+        if generative {
+            let full = methods.iter().find(|f| f["name"] == "reg4rec").unwrap();
+            let d = &m["vs_reg4rec"];
+            for (k, field) in [("recall@10", "recall_10"), ("ndcg@10", "ndcg_10")] {
+                let diff = d[field].as_f64().unwrap();
+                let want = m[k].as_f64().unwrap() - full[k].as_f64().unwrap();
+                assert!(
+                    (diff - want).abs() < 1e-9,
+                    "{} {k}: {diff} vs {want}",
+                    m["name"]
+                );
+                let ci = d[format!("{field}_ci95")].as_array().unwrap();
+                let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+                assert!(
+                    lo <= diff + 1e-9 && diff <= hi + 1e-9,
+                    "{} {k}: {diff} not in [{lo}, {hi}]",
+                    m["name"]
+                );
+            }
+        }
     }
     let precision: Vec<&str> = report["precision"]
         .as_array()

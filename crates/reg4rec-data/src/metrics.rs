@@ -105,9 +105,68 @@ impl MetricAccumulator {
     }
 }
 
+/// Per-user Recall@`k` (hit: 1 or 0) and NDCG@`k` (1 / log2(rank + 2) or 0) from 0-based target ranks
+/// (`None`: not ranked within any cut-off), in the order given.
+pub fn per_user_at(ranks: &[Option<u32>], k: usize) -> (Vec<f64>, Vec<f64>) {
+    ranks
+        .iter()
+        .map(|r| match r {
+            Some(r) if (*r as usize) < k => (1.0, 1.0 / ((*r as f64) + 2.0).log2()),
+            _ => (0.0, 0.0),
+        })
+        .unzip()
+}
+
+/// The paired bootstrap 95% interval of `mean(a) - mean(b)`, where `a[u]` and `b[u]` are two methods' values
+/// for the same user `u`: `resamples` resamples of the users with replacement (ChaCha8 seeded with `seed`), the
+/// 2.5th and 97.5th percentiles of the resampled mean differences. `None` when the lengths differ or are zero.
+pub fn paired_bootstrap_95(a: &[f64], b: &[f64], resamples: usize, seed: u64) -> Option<[f64; 2]> {
+    use rand::{Rng, SeedableRng};
+    if a.len() != b.len() || a.is_empty() || resamples == 0 {
+        return None;
+    }
+    let diff: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let n = diff.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..resamples)
+        .map(|_| (0..n).map(|_| diff[rng.gen_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * resamples as f64) as usize).min(resamples - 1)];
+    Some([at(0.025), at(0.975)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_user_values_follow_the_cut_off() {
+        let (r, n) = per_user_at(&[Some(0), Some(9), Some(10), None], 10);
+        assert_eq!(r, vec![1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(n[0], 1.0);
+        assert!((n[1] - 1.0 / 11f64.log2()).abs() < 1e-12);
+        assert_eq!(&n[2..], &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn paired_bootstrap_brackets_the_difference_and_sees_the_pairing() {
+        // b is a with 60 of 1000 hits removed: every pair differs by 0 or +1, so the interval is above zero.
+        let a: Vec<f64> = (0..1000).map(|u| f64::from(u % 5 == 0)).collect();
+        let b: Vec<f64> = (0..1000)
+            .map(|u| f64::from(u % 5 == 0 && u >= 300))
+            .collect();
+        let [lo, hi] = paired_bootstrap_95(&a, &b, 1000, 7).unwrap();
+        assert!(0.0 < lo && lo < 0.06 && 0.06 < hi, "[{lo}, {hi}]");
+        assert_eq!(paired_bootstrap_95(&a, &b, 1000, 7), Some([lo, hi]));
+        // Identical methods: the interval is exactly zero.
+        assert_eq!(paired_bootstrap_95(&a, &a, 200, 1), Some([0.0, 0.0]));
+        // A shuffled copy has the same mean but unpaired users: the interval straddles zero.
+        let c: Vec<f64> = (0..1000).map(|u| f64::from((u + 1) % 5 == 0)).collect();
+        let [lo, hi] = paired_bootstrap_95(&a, &c, 1000, 7).unwrap();
+        assert!(lo < 0.0 && 0.0 < hi, "[{lo}, {hi}]");
+        assert_eq!(paired_bootstrap_95(&a, &c[..10], 10, 7), None);
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -24,6 +24,10 @@ pub struct EvalReport {
     /// History length given to the scorer.
     pub max_history: usize,
     pub stats: SearchStats,
+    /// 0-based rank of each user's target in the generated list, in the split's user order (`None`: not
+    /// generated); for paired comparisons ([`reg4rec_data::metrics::paired_bootstrap_95`]). Not serialised.
+    #[serde(skip)]
+    pub ranks: Vec<Option<u32>>,
 }
 
 /// Evaluates every user of `split` on `stage` with `search` and `scorer`, in batches of `batch_users`.
@@ -43,6 +47,7 @@ pub fn evaluate<S: StepScorer>(
     let n = split.n_users();
     let mut acc = MetricAccumulator::new();
     let mut stats = SearchStats::default();
+    let mut ranks = Vec::with_capacity(n);
     let bar = reg4rec_data::progress::bar(n as u64, "evaluate");
     for start in (0..n).step_by(cfg.batch_users) {
         let users: Vec<usize> = (start..(start + cfg.batch_users).min(n)).collect();
@@ -66,7 +71,9 @@ pub fn evaluate<S: StepScorer>(
         let out = search.run(scorer, &refs, false)?;
         for (&u, list) in users.iter().zip(&out.lists) {
             let items: Vec<u32> = list.iter().map(|r| r.item).collect();
-            acc.add_rank(rank_in_list(&items, split.target(u, stage)));
+            let rank = rank_in_list(&items, split.target(u, stage));
+            acc.add_rank(rank);
+            ranks.push(rank.map(|r| r as u32));
         }
         stats.merge(&out.stats);
         bar.inc(users.len() as u64);
@@ -82,5 +89,6 @@ pub fn evaluate<S: StepScorer>(
         exclude_history: cfg.exclude_history,
         max_history,
         stats,
+        ranks,
     })
 }

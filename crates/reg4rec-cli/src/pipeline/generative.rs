@@ -10,7 +10,7 @@
 //! | `reg4rec-no-corp` | MPQ | CRSS + category head | PARS + MSRA | off |
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
 
-use super::report::{MethodRow, PrecisionPoint, SweepPoint, TrainingPoint};
+use super::report::{MethodRow, PairedDiff, PrecisionPoint, SweepPoint, TrainingPoint};
 use super::stage::{self, Done};
 use super::Ctx;
 use crate::{artifacts, ops};
@@ -45,6 +45,9 @@ struct Trained {
 struct Evaluated {
     report: EvalReport,
     seconds: f64,
+    /// Per-user target ranks ([`EvalReport::ranks`]; empty in results written before they were kept).
+    #[serde(default)]
+    ranks: Vec<Option<u32>>,
 }
 
 pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
@@ -164,16 +167,19 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             })
             .map(|d| d.result)
     };
-    let row =
-        |name: &str, model: &Done<Trained>, theta: Option<Option<f32>>| -> Result<MethodRow> {
-            let test = eval(name, model, Stage::Test, theta)?;
-            Ok(MethodRow::new(
-                name,
-                &test.report.metrics,
-                model.result.seconds,
-                test.seconds,
-            ))
-        };
+    let row = |name: &str,
+               model: &Done<Trained>,
+               theta: Option<Option<f32>>|
+     -> Result<(MethodRow, Vec<Option<u32>>)> {
+        let test = eval(name, model, Stage::Test, theta)?;
+        let row = MethodRow::new(
+            name,
+            &test.report.metrics,
+            model.result.seconds,
+            test.seconds,
+        );
+        Ok((row, test.ranks))
+    };
     // Pre-training in target items per epoch, alignment in contexts per step.
     let point = |name: &str, d: &Done<Trained>, rate: &str, unit: &str, iterations: &str| {
         let r = &d.result.report;
@@ -204,7 +210,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         .map(|(name, d)| point(name, d, "contexts_per_s", "contexts", "steps")),
     )
     .collect();
-    let rows = vec![
+    let ranked = vec![
         row("tiger", &pre_tiger, Some(None))?,
         row("reg4rec", &full, None)?,
         row("reg4rec-no-mpq", &no_mpq, None)?,
@@ -212,6 +218,17 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         row("reg4rec-no-msra", &no_msra, None)?,
         row("reg4rec-no-corp", &full, Some(None))?,
     ];
+    // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
+    let reference = ranked[1].1.clone();
+    let rows = ranked
+        .into_iter()
+        .map(|(mut r, ranks)| {
+            if r.name != "reg4rec" {
+                r.vs_reg4rec = PairedDiff::new(&ranks, &reference, cfg.pretrain.seed);
+            }
+            r
+        })
+        .collect();
 
     let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
     thetas.push(None);
@@ -274,8 +291,9 @@ fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) ->
     let t = Instant::now();
     let (model, codes, _) = artifacts::load_model_dir(dir)?;
     let infer = ops::infer_config(model.config().mode, infer);
-    let report = ops::evaluate_model(&model, &codes, ctx.split, stage, &infer)?;
+    let mut report = ops::evaluate_model(&model, &codes, ctx.split, stage, &infer)?;
     Ok(Evaluated {
+        ranks: std::mem::take(&mut report.ranks),
         report,
         seconds: t.elapsed().as_secs_f64(),
     })

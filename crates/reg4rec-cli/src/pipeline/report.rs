@@ -43,6 +43,43 @@ pub struct MethodRow {
     /// Validation metrics of the same model, when it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid: Option<Metrics>,
+    /// Paired bootstrap 95% intervals of this row's test metrics minus the full model's, over the same users
+    /// (the generative rows, whose per-user ranks the pipeline keeps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_reg4rec: Option<PairedDiff>,
+}
+
+/// Resampled users for [`PairedDiff`].
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
+
+/// A row's difference to the full model on the same users, with paired bootstrap 95% intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairedDiff {
+    pub recall_10: f64,
+    pub recall_10_ci95: [f64; 2],
+    pub ndcg_10: f64,
+    pub ndcg_10_ci95: [f64; 2],
+    pub resamples: usize,
+}
+
+impl PairedDiff {
+    /// `ranks` and `reference` are 0-based target ranks of the same users in the same order (`None`: not
+    /// ranked); `None` when they are not comparable.
+    pub fn new(ranks: &[Option<u32>], reference: &[Option<u32>], seed: u64) -> Option<Self> {
+        use reg4rec_data::metrics::{paired_bootstrap_95, per_user_at};
+        let (ra, na) = per_user_at(ranks, 10);
+        let (rb, nb) = per_user_at(reference, 10);
+        let mean_diff = |a: &[f64], b: &[f64]| {
+            a.iter().zip(b).map(|(x, y)| x - y).sum::<f64>() / a.len().max(1) as f64
+        };
+        Some(PairedDiff {
+            recall_10: mean_diff(&ra, &rb),
+            recall_10_ci95: paired_bootstrap_95(&ra, &rb, BOOTSTRAP_RESAMPLES, seed)?,
+            ndcg_10: mean_diff(&na, &nb),
+            ndcg_10_ci95: paired_bootstrap_95(&na, &nb, BOOTSTRAP_RESAMPLES, seed)?,
+            resamples: BOOTSTRAP_RESAMPLES,
+        })
+    }
 }
 
 impl MethodRow {
@@ -53,6 +90,7 @@ impl MethodRow {
             train_seconds,
             eval_seconds,
             valid: None,
+            vs_reg4rec: None,
         }
     }
 
@@ -192,6 +230,30 @@ impl Report {
                 m.train_seconds,
                 m.eval_seconds
             ));
+        }
+        let diffs: Vec<(&str, PairedDiff)> = self
+            .methods
+            .iter()
+            .filter_map(|m| m.vs_reg4rec.map(|d| (m.name.as_str(), d)))
+            .collect();
+        if !diffs.is_empty() {
+            s.push_str(&format!(
+                "\nEach row minus reg4rec on the same test users, with paired bootstrap 95% intervals \
+                 ({} resamples of the users; an interval that excludes 0 is a difference the test users \
+                 support):\n\n| method | R@10 diff | 95% interval | N@10 diff | 95% interval |\n|---|---|---|---|---|\n",
+                diffs[0].1.resamples
+            ));
+            for (name, d) in diffs {
+                s.push_str(&format!(
+                    "| {name} | {:+.4} | [{:+.4}, {:+.4}] | {:+.4} | [{:+.4}, {:+.4}] |\n",
+                    d.recall_10,
+                    d.recall_10_ci95[0],
+                    d.recall_10_ci95[1],
+                    d.ndcg_10,
+                    d.ndcg_10_ci95[0],
+                    d.ndcg_10_ci95[1]
+                ));
+            }
         }
         if let Some(anchors) = published_anchors(&self.dataset) {
             s.push_str(
