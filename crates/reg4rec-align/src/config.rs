@@ -246,7 +246,8 @@ impl AlignConfig {
         self.valid
             .validate()
             .map_err(|e| AlignError::config("valid", e.to_string()))?;
-        self.device()?;
+        reg4rec_model::config::parse_device(&self.device)
+            .map_err(|e| AlignError::config("device", e.to_string()))?;
         reg4rec_model::config::validate_ladq(&self.ladq).map_err(|e| match e {
             reg4rec_model::ModelError::Config { field, message } => {
                 AlignError::config(field, message)
@@ -256,9 +257,9 @@ impl AlignConfig {
         Ok(())
     }
 
-    /// The libtorch device named by `device`.
+    /// The libtorch device named by `device`; an error when it is a GPU this machine does not have.
     pub fn device(&self) -> Result<tch::Device> {
-        reg4rec_model::config::parse_device(&self.device)
+        reg4rec_model::config::require_device(&self.device)
             .map_err(|e| AlignError::config("device", e.to_string()))
     }
 }

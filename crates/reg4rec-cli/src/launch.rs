@@ -94,7 +94,7 @@ impl DistArgs {
     /// launcher (its ranks did the work); otherwise `Some` of this rank's group (`None` for a single process),
     /// with `device` set to the rank's own GPU (`cuda:LOCAL_RANK`) under NCCL.
     pub fn join(&self, device: &mut String) -> Result<Option<Option<ProcessGroup>>> {
-        let parsed = reg4rec_model::config::parse_device(device)?;
+        let parsed = reg4rec_model::config::require_device(device)?;
         Ok(match self.role(parsed)? {
             Role::Launched => None,
             Role::Single => Some(None),

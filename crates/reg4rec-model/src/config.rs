@@ -296,7 +296,7 @@ impl TrainConfig {
                 return Err(ModelError::config(field, format!("must be >= 0, got {v}")));
             }
         }
-        self.device()?;
+        parse_device(&self.device)?;
         if self.bf16 && self.precision == PrecisionMode::Ladq {
             return Err(ModelError::config(
                 "bf16",
@@ -324,9 +324,9 @@ impl TrainConfig {
         }
     }
 
-    /// The libtorch device named by `device`.
+    /// The libtorch device named by `device`; an error when it is a GPU this machine does not have.
     pub fn device(&self) -> Result<tch::Device> {
-        parse_device(&self.device)
+        require_device(&self.device)
     }
 }
 
@@ -341,12 +341,12 @@ pub fn validate_ladq(ladq: &LadqConfig) -> Result<()> {
     })
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N` or `auto`.
+/// Parses `cpu`, `cuda`, `cuda:N` or `auto` (the syntax only; [`require_device`] also checks the machine).
 pub fn parse_device(s: &str) -> Result<tch::Device> {
-    match s {
-        "cpu" => Ok(tch::Device::Cpu),
-        "cuda" => Ok(tch::Device::Cuda(0)),
-        "auto" => Ok(tch::Device::cuda_if_available()),
+    Ok(match s {
+        "cpu" => tch::Device::Cpu,
+        "cuda" => tch::Device::Cuda(0),
+        "auto" => tch::Device::cuda_if_available(),
         other => other
             .strip_prefix("cuda:")
             .and_then(|n| n.parse().ok())
@@ -356,13 +356,59 @@ pub fn parse_device(s: &str) -> Result<tch::Device> {
                     "device",
                     format!("expected cpu, cuda, cuda:N or auto, got `{other}`"),
                 )
-            }),
+            })?,
+    })
+}
+
+/// [`parse_device`], and a CUDA device must exist in this libtorch on this machine: one clear error instead
+/// of a crash inside libtorch when a GPU setting meets a CPU-only build or machine.
+pub fn require_device(s: &str) -> Result<tch::Device> {
+    let device = parse_device(s)?;
+    if let tch::Device::Cuda(i) = device {
+        check_cuda(s, i, tch::Cuda::device_count().max(0) as usize)?;
+    }
+    Ok(device)
+}
+
+/// The error for `cuda:index` when `available` CUDA devices exist.
+fn check_cuda(name: &str, index: usize, available: usize) -> Result<()> {
+    match available {
+        0 => Err(ModelError::config(
+            "device",
+            format!(
+                "`{name}` asks for a GPU, but this libtorch sees no CUDA device (a CPU-only build, or no GPU \
+                 on this machine): use device = \"cpu\" (the cpu preset), or on a GPU machine install the CUDA \
+                 build with `cargo xtask setup --cuda`"
+            ),
+        )),
+        n if index >= n => Err(ModelError::config(
+            "device",
+            format!("`{name}`: this machine has {n} CUDA device(s), numbered from 0"),
+        )),
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_gpu_is_one_clear_error() {
+        let e = check_cuda("cuda", 0, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("device") && e.contains("no CUDA device") && e.contains("setup --cuda"),
+            "{e}"
+        );
+        let e = check_cuda("cuda:2", 2, 2).unwrap_err().to_string();
+        assert!(e.contains("2 CUDA device(s)"), "{e}");
+        assert!(check_cuda("cuda:1", 1, 2).is_ok());
+        // On this machine: whatever libtorch sees, `cuda` parses only when a device exists.
+        let has_gpu = tch::Cuda::device_count() > 0;
+        assert_eq!(require_device("cuda").is_ok(), has_gpu);
+        assert!(parse_device("cuda").is_ok());
+        assert_eq!(parse_device("cpu").unwrap(), tch::Device::Cpu);
+    }
 
     #[test]
     fn defaults_and_presets_validate_and_bad_fields_are_named() {

@@ -46,6 +46,9 @@ pub struct PipelineArgs {
 
 pub fn run(args: PipelineArgs) -> Result<()> {
     let cfg = args.config.resolve()?;
+    // A GPU setting on a machine without one fails here, before any stage runs.
+    cfg.pretrain.device().context("pretrain.device")?;
+    cfg.align.device().context("align.device")?;
     let preset = &args.config.preset;
     let name = args.data.name();
     let out = args
