@@ -8,9 +8,10 @@
 //!   timestamp column); an optional `<name>.item` whose `category`/`categories`/`class`/`genre`/`genres` field
 //!   gives the category (first token of a `token_seq`) and whose other `token`/`token_seq` fields give the
 //!   attribute tokens `field=value` (lower-cased words for `token_seq`). Ids are opaque tokens, as in RecBole.
-//! - **CSV**: `user,item,timestamp[,category]`, with or without a header line (a header starts with `user` or
-//!   `user_id` and may name the columns in any order). Ids are opaque tokens, the timestamp must be a number,
-//!   an item's category is the one on its first row; no quoting.
+//! - **CSV**: `user,item,timestamp[,category]`, with or without a header line (a header has a `user` or
+//!   `user_id` column and may name the columns in any order). RFC 4180 quoting (read with the `csv` crate), a
+//!   UTF-8 byte-order mark and CRLF line ends are accepted. Ids are opaque tokens, the timestamp must be a
+//!   number, an item's category is the one on its first row.
 //!
 //! Users and items are numbered densely in ascending id order (numeric when every id is an integer). Items
 //! without a category get the category `unknown`.
@@ -536,36 +537,59 @@ pub fn load_atomic(name: &str, inter: &Path, item: Option<&Path>) -> Result<Data
 // ---------------------------------------------------------------------------------------------------------
 // CSV
 
-/// Loads a CSV log `user,item,timestamp[,category]` (header optional).
+/// Column positions of a CSV log: user, item, timestamp, category (optional).
+type CsvColumns = (usize, usize, usize, Option<usize>);
+
+/// The columns a header row names, or `None` when `fields` is not a header (no `user` column).
+fn csv_header(path: &Path, line: usize, fields: &csv::StringRecord) -> Result<Option<CsvColumns>> {
+    let f: Vec<String> = fields.iter().map(str::to_lowercase).collect();
+    let find = |names: &[&str]| f.iter().position(|h| names.contains(&h.as_str()));
+    if find(&["user", "user_id", "userid"]).is_none() {
+        return Ok(None);
+    }
+    let need = |names: &[&str], what: &str| {
+        find(names)
+            .ok_or_else(|| DataError::parse(path, line, format!("header has no `{what}` column")))
+    };
+    Ok(Some((
+        need(&["user", "user_id", "userid"], "user")?,
+        need(&["item", "item_id", "itemid"], "item")?,
+        need(&["timestamp", "time", "ts"], "timestamp")?,
+        find(&["category", "categories"]),
+    )))
+}
+
+/// Loads a CSV log `user,item,timestamp[,category]`: RFC 4180 quoting, a UTF-8 byte-order mark and CRLF line
+/// ends are accepted; a header row (recognised by a `user` column) may name the columns in any order; without
+/// one the columns are positional.
 pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
     let text = read_text(path)?;
-    let mut it = lines(&text).peekable();
-    // Column positions: user, item, timestamp, category.
-    let mut cols = (0usize, 1usize, 2usize, Some(3usize));
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut cols: CsvColumns = (0, 1, 2, Some(3));
     let mut n_fields: Option<usize> = None;
-    if let Some(&(ln, first)) = it.peek() {
-        let f: Vec<String> = first.split(',').map(|s| s.trim().to_lowercase()).collect();
-        if matches!(f[0].as_str(), "user" | "user_id" | "userid") {
-            let find = |names: &[&str]| f.iter().position(|h| names.contains(&h.as_str()));
-            let need = |names: &[&str], what: &str| {
-                find(names).ok_or_else(|| {
-                    DataError::parse(path, ln, format!("header has no `{what}` column"))
-                })
-            };
-            cols = (
-                need(&["user", "user_id", "userid"], "user")?,
-                need(&["item", "item_id", "itemid"], "item")?,
-                need(&["timestamp", "time", "ts"], "timestamp")?,
-                find(&["category", "categories"]),
-            );
-            n_fields = Some(f.len());
-            it.next();
-        }
-    }
+    let mut first = true;
     let mut rows = Vec::new();
     let mut cats: HashMap<String, String> = HashMap::new();
-    for (ln, line) in it {
-        let f: Vec<&str> = line.split(',').collect();
+    for record in reader.records() {
+        let f = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line() as usize);
+            DataError::parse(path, line, format!("malformed CSV: {e}"))
+        })?;
+        let ln = f.position().map_or(0, |p| p.line() as usize);
+        if f.iter().all(str::is_empty) {
+            continue;
+        }
+        if std::mem::take(&mut first) {
+            if let Some(c) = csv_header(path, ln, &f)? {
+                (cols, n_fields) = (c, Some(f.len()));
+                continue;
+            }
+        }
         let ok = match n_fields {
             Some(n) => f.len() == n,
             None => f.len() == 3 || f.len() == 4,
@@ -581,10 +605,10 @@ pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
                 ),
             ));
         }
-        let u = non_empty_id(path, ln, "user", f[cols.0])?;
-        let i = non_empty_id(path, ln, "item", f[cols.1])?;
-        let t = parse_timestamp(path, ln, f[cols.2])?;
-        if let Some(c) = cols.3.and_then(|c| f.get(c)).map(|c| c.trim()) {
+        let u = non_empty_id(path, ln, "user", &f[cols.0])?;
+        let i = non_empty_id(path, ln, "item", &f[cols.1])?;
+        let t = parse_timestamp(path, ln, &f[cols.2])?;
+        if let Some(c) = cols.3.and_then(|c| f.get(c)) {
             if !c.is_empty() {
                 cats.entry(i.to_string()).or_insert_with(|| c.to_string());
             }
@@ -831,10 +855,31 @@ mod tests {
         // first row wins for item 5's category.
         assert_eq!(ds.category_names, vec!["hats", "shoes"]);
         assert_eq!(ds.item_category, vec![1, 0]);
+        // A header may name the columns in any order.
         let p = write(d.path(), "b.csv", "timestamp,item,user\n5,x,u\n1,y,u\n");
-        let ds = load_csv("b", &p).unwrap_err();
-        // header must start with the user column
-        assert!(ds.to_string().contains("b.csv:1"), "{ds}");
+        let ds = load_csv("b", &p).unwrap();
+        assert_eq!(
+            (ds.user_ids.clone(), ds.item_ids.clone()),
+            (
+                vec!["u".to_string()],
+                vec!["x".to_string(), "y".to_string()]
+            )
+        );
+        assert_eq!(ds.sequences, vec![vec![1, 0]]);
+        // Quoted fields (commas inside), a byte-order mark and CRLF line ends.
+        let p = write(
+            d.path(),
+            "q.csv",
+            "\u{feff}user_id,item_id,timestamp,category\r\n\"u,1\",\"i 1\",2,\"Hats, caps\"\r\n\"u,1\",i2,1,\"Shoes \"\"x\"\"\"\r\n",
+        );
+        let ds = load_csv("q", &p).unwrap();
+        assert_eq!(ds.user_ids, vec!["u,1"]);
+        assert_eq!(ds.item_ids, vec!["i 1", "i2"]);
+        assert_eq!(ds.sequences, vec![vec![1, 0]]);
+        assert_eq!(ds.category_names, vec!["Hats, caps", "Shoes \"x\""]);
+        let p = write(d.path(), "h.csv", "user,timestamp\nu,5\n");
+        let e = err_text(load_csv("h", &p));
+        assert!(e.contains("h.csv:1") && e.contains("`item`"), "{e}");
         let p = write(d.path(), "c.csv", "user,timestamp,item\nu,5,x\nu,1.5,y\n");
         let ds = load_csv("c", &p).unwrap();
         assert_eq!(ds.item_ids, vec!["x", "y"]);
@@ -864,5 +909,9 @@ mod tests {
         let p = write(d.path(), "e.csv", "1,5,NaN\n");
         let e = err_text(load_csv("e", &p));
         assert!(e.contains("e.csv:1"), "{e}");
+        // An unterminated quote runs to the end of the file: the row count is wrong, on the line it starts.
+        let p = write(d.path(), "f.csv", "1,5,20\n1,\"6,30\n2,7,40\n");
+        let e = err_text(load_csv("f", &p));
+        assert!(e.contains("f.csv:2") && e.contains("fields"), "{e}");
     }
 }
