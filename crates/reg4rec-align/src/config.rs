@@ -143,14 +143,16 @@ impl Default for AlignConfig {
 }
 
 impl AlignConfig {
-    /// ml-100k alignment of a `cpu_preset` model in a few minutes on 2 CPU cores.
+    /// Alignment of a `cpu_preset` model on 2 CPU cores (the `[align]` section of `configs/cpu.toml`, which a
+    /// test keeps equal to this).
     pub fn cpu_preset() -> Self {
         AlignConfig {
-            steps: 120,
+            steps: 60,
             batch_contexts: 16,
             group_size: 8,
-            lr: 5e-5,
-            valid_every: 40,
+            lr: 1e-4,
+            valid_every: 30,
+            valid_users: 500,
             ..Self::default()
         }
     }

@@ -191,9 +191,12 @@ mod tests {
     }
 
     #[test]
-    fn cpu_toml_trains_sasrec_as_the_crates_cpu_preset() {
+    fn cpu_toml_equals_the_crates_cpu_presets() {
         let c = PipelineConfig::resolve("cpu", None, &[]).unwrap();
         assert_eq!(c.sasrec, SasRecConfig::cpu_preset());
+        assert_eq!(c.model, reg4rec_model::ModelConfig::cpu_preset());
+        assert_eq!(c.pretrain, reg4rec_model::TrainConfig::cpu_preset());
+        assert_eq!(c.align, reg4rec_align::AlignConfig::cpu_preset());
     }
 
     #[test]
