@@ -15,50 +15,29 @@ use reg4rec_data::metrics::MetricAccumulator;
 use reg4rec_data::registry::{load, LoadOptions};
 use reg4rec_data::split::{LeaveOneOut, Stage};
 use reg4rec_infer::{evaluate, BeamSearch, InferConfig, ModelScorer};
-use reg4rec_model::crss::select_order;
-use reg4rec_model::{load_model, Mode, Reg4RecModel, Which};
+use reg4rec_model::crss::path_log_probs;
+use reg4rec_model::{load_model, Reg4RecModel, Which};
 use reg4rec_tokenizer::{Codes, ItemIndex};
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
 const CHUNK: i64 = 4096;
 
-/// Path log-probability of every item `[n_items]` after one context `[1, d]`; `tuples` `[n_items, M]` are
-/// the items' vocabulary ids in codebook order.
+/// Path log-probability of every item `[n_items]` after one context `[1, d]` ([`path_log_probs`], in chunks);
+/// `tuples` `[n_items, M]` are the items' vocabulary ids in codebook order.
 fn path_logp(model: &Reg4RecModel, context: &Tensor, tuples: &Tensor) -> Tensor {
-    let vocab = model.vocab();
-    let (m, d) = (vocab.m as i64, vocab.d as i64);
-    let special = reg4rec_model::vocab::N_SPECIAL;
     let n = tuples.size()[0];
-    let mut parts = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let len = CHUNK.min(n - start);
-        let targets = tuples.narrow(0, start, len);
-        let ctx = context.expand([len, -1], false);
-        let fed = match model.config().mode {
-            Mode::Reg4rec => select_order(model, &ctx, &targets),
-            Mode::Tiger => targets.shallow_clone(),
-        };
-        let out = model.decode(&ctx, &fed.narrow(1, 0, m - 1), false);
-        let logits = out
-            .token_logits
-            .narrow(2, special, m * d)
-            .reshape([len, m, m, d]); // [N, step, codebook, code]
-        let codebook = (&fed - special).divide_scalar_mode(d, "floor"); // [N, step]
-        let onehot = codebook.one_hot(m);
-        let used = (onehot.cumsum(1, Kind::Int64) - &onehot).gt(0); // [N, step, codebook]
-        let log_norm = logits
-            .logsumexp([3], false)
-            .masked_fill(&used, f64::NEG_INFINITY)
-            .logsumexp([2], false); // [N, step]
-        let flat = logits.reshape([len, m, m * d]);
-        let fed_logit = flat
-            .gather(2, &(&fed - special).unsqueeze(2), false)
-            .squeeze_dim(2); // [N, step]
-        parts.push((fed_logit - log_norm).sum_dim_intlist([1i64].as_slice(), false, Kind::Float));
-        start += len;
-    }
+    let parts: Vec<Tensor> = (0..n)
+        .step_by(CHUNK as usize)
+        .map(|start| {
+            let len = CHUNK.min(n - start);
+            path_log_probs(
+                model,
+                &context.expand([len, -1], false),
+                &tuples.narrow(0, start, len),
+            )
+        })
+        .collect();
     Tensor::cat(&parts, 0)
 }
 

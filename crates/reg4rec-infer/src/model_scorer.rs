@@ -12,6 +12,7 @@
 use crate::error::{InferError, Result};
 use crate::scorer::{StepInput, StepOutput, StepScorer};
 use reg4rec_model::config::Mode;
+use reg4rec_model::mask::open_codebook_log_probs;
 use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::Reg4RecModel;
 use reg4rec_tokenizer::Codes;
@@ -141,20 +142,8 @@ impl StepScorer for ModelScorer<'_> {
                 .view([n as i64, m as i64])
                 .to_device(device);
             let out = self.model.decode_last(&ctx, &tokens, false);
-            // The masked log-softmax over the codebook tokens, blockwise: used codebooks get -inf, the rest are
-            // normalised together (the special tokens are never emitted).
-            let logits = out
-                .token_logits
-                .select(1, 0)
-                .narrow(1, N_SPECIAL, (m * d) as i64)
-                .to_kind(Kind::Float)
-                .view([n as i64, m as i64, d as i64])
-                .masked_fill(&used.unsqueeze(2), f64::NEG_INFINITY);
-            let norm = logits
-                .logsumexp([2], false)
-                .logsumexp([1], false)
-                .view([n as i64, 1, 1]);
-            let logp = (logits - norm).view([n as i64, (m * d) as i64]); // [n, m * d]
+            let logits = out.token_logits.select(1, 0).to_kind(Kind::Float);
+            let logp = open_codebook_log_probs(&vocab, &logits, &used); // [n, m * d]
             let category = out
                 .category_logits
                 .select(1, 0)

@@ -103,13 +103,63 @@ fn used_before_each_step(fed: &Tensor, d: i64, m: i64) -> Tensor {
     (onehot.cumsum(1, Kind::Int64) - &onehot).gt(0)
 }
 
+/// The log-probability `[N, step, codebook]` of each target token (`targets` `[N, M]` in codebook order) at
+/// each step of teacher-forced decoder outputs `out` (`[N, M, ...]`, position k after the first k tokens of
+/// `fed`), under the softmax over the codebooks not used yet ([`crate::mask::open_codebook_log_probs`]); and
+/// the used-codebook flags before each step `[N, step, codebook]`.
+fn target_log_probs(
+    vocab: &Vocab,
+    out: &Decoded,
+    fed: &Tensor,
+    targets: &Tensor,
+) -> (Tensor, Tensor) {
+    let (n, m, d) = (targets.size()[0], vocab.m as i64, vocab.d as i64);
+    let used = used_before_each_step(fed, d, m);
+    let logp = crate::mask::open_codebook_log_probs(vocab, &out.token_logits, &used); // [N, step, M * D]
+                                                                                      // Target r is codebook r's token.
+    let target_logp = logp.gather(
+        2,
+        &(targets - N_SPECIAL)
+            .view([n, 1, m])
+            .expand([n, m, m], false),
+        false,
+    );
+    (target_logp, used)
+}
+
+/// One-hot `[N, step, codebook]` of the codebook fed at each step.
+fn fed_codebooks(fed: &Tensor, d: i64, m: i64) -> Tensor {
+    (fed - N_SPECIAL)
+        .divide_scalar_mode(d, "floor")
+        .one_hot(m)
+        .gt(0)
+}
+
+/// The teacher-forced path log-probability `[N]` of each target `[N, M]` (codebook order) after `context`
+/// `[N, d]`: the sum over the M steps of the fed token's log-probability, in the order the model picks
+/// ([`select_order`]; codebook order in TIGER mode), as the beam search scores a path. Runs without gradient.
+pub fn path_log_probs(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let vocab = model.vocab();
+        let (m, d) = (vocab.m as i64, vocab.d as i64);
+        let fed = match model.config().mode {
+            Mode::Reg4rec => select_order(model, context, targets),
+            Mode::Tiger => targets.shallow_clone(),
+        };
+        let out = model.decode(context, &fed.narrow(1, 0, m - 1), false);
+        let (target_logp, _) = target_log_probs(&vocab, &out, &fed, targets);
+        target_logp
+            .masked_fill(&fed_codebooks(&fed, d, m).logical_not(), 0.0)
+            .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float)
+    })
+}
+
 /// The token and category losses (means over targets and steps) of teacher-forced decoder outputs `out`
 /// (`[N, M, ...]`, position k after the first k tokens of `fed`) for `targets` `[N, M]` in codebook order and
 /// their `categories` `[N]`: the set-valued CRSS loss (REG4Rec) or the next-token cross-entropy (TIGER).
 ///
 /// The step distribution is the softmax over the codebook tokens of the codebooks not used yet (the special
-/// tokens and used codebooks have probability zero, as [`crate::mask::codebook_mask`] makes them at inference),
-/// computed blockwise: a log-sum-exp per codebook, then over the open codebooks.
+/// tokens and used codebooks have probability zero, as [`crate::mask::codebook_mask`] makes them at inference).
 pub fn step_losses(
     mode: Mode,
     step_target: StepTarget,
@@ -120,32 +170,11 @@ pub fn step_losses(
     categories: &Tensor,
 ) -> (Tensor, Tensor) {
     let (n, m, d) = (targets.size()[0], vocab.m as i64, vocab.d as i64);
-    let used = used_before_each_step(fed, d, m); // [N, M steps, M codebooks]
-    let logits = out
-        .token_logits
-        .narrow(2, N_SPECIAL, m * d)
-        .reshape([n, m, m, d]); // [N, step, codebook, code]
-    let log_norm = logits
-        .logsumexp([3], false)
-        .masked_fill(&used, f64::NEG_INFINITY)
-        .logsumexp([2], false); // [N, step]
-                                // Target r is codebook r's token: its code indexes that codebook's block.
-    let codes = targets - N_SPECIAL - Tensor::arange(m, (Kind::Int64, targets.device())) * d; // [N, M]
-    let target_logp = logits
-        .gather(
-            3,
-            &codes.view([n, 1, m, 1]).expand([n, m, m, 1], false),
-            false,
-        )
-        .squeeze_dim(3)
-        - log_norm.unsqueeze(2); // [N, step, codebook]
+    let (target_logp, used) = target_log_probs(vocab, out, fed, targets);
     let in_set = match (mode, step_target) {
         (Mode::Reg4rec, StepTarget::Set) => used.logical_not(),
         // The fed token's codebook at each step (TIGER: codebook k at step k).
-        _ => (fed - N_SPECIAL)
-            .divide_scalar_mode(d, "floor")
-            .one_hot(m)
-            .gt(0),
+        _ => fed_codebooks(fed, d, m),
     };
     let token = -target_logp
         .masked_fill(&in_set.logical_not(), f64::NEG_INFINITY)

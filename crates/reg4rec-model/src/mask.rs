@@ -2,7 +2,7 @@
 //! the path is forbidden, `<EOS>` is allowed only once all M codebooks are used (and then it is the only
 //! choice), and `<PAD>`, `<BOS>`, `<SEP>` are never emitted.
 
-use crate::vocab::{Vocab, BOS, PAD, SEP};
+use crate::vocab::{Vocab, BOS, N_SPECIAL, PAD, SEP};
 use tch::{Kind, Tensor};
 
 /// Additive logit mask for the next decoder step.
@@ -24,6 +24,22 @@ pub fn codebook_mask(vocab: &Vocab, used: &Tensor) -> Tensor {
     let never = Tensor::from_slice(&never).to_device(device);
     let forbidden = forbidden.logical_or(&never);
     Tensor::zeros_like(&forbidden.to_kind(Kind::Float)).masked_fill(&forbidden, f64::NEG_INFINITY)
+}
+
+/// Log-probabilities over the `M * D` codebook tokens (codebook-major, without the special tokens) of token
+/// logits `[..., vocab]`: the softmax over the tokens of the codebooks not `used` (`[..., M]` bool), computed
+/// blockwise (a log-sum-exp per codebook, then over the open ones); used codebooks get `-inf`. The same
+/// distribution as `log_softmax(logits + codebook_mask)` restricted to codebook tokens, before all M are used.
+pub fn open_codebook_log_probs(vocab: &Vocab, logits: &Tensor, used: &Tensor) -> Tensor {
+    let (m, d) = (vocab.m as i64, vocab.d as i64);
+    let lead: Vec<i64> = logits.size()[..logits.dim() - 1].to_vec();
+    let shape = |tail: &[i64]| [lead.as_slice(), tail].concat();
+    let blocks = logits
+        .narrow(-1, N_SPECIAL, m * d)
+        .reshape(shape(&[m, d]).as_slice())
+        .masked_fill(&used.to_kind(Kind::Bool).unsqueeze(-1), f64::NEG_INFINITY);
+    let norm = blocks.logsumexp([-1], true).logsumexp([-2], true);
+    (blocks - norm).reshape(shape(&[m * d]).as_slice())
 }
 
 /// Used-codebook flags `[B, M]` of decoder prefixes `[B, k]` of codebook tokens (no BOS).
@@ -50,6 +66,25 @@ pub fn used_codebooks(vocab: &Vocab, prefix: &Tensor) -> Tensor {
 mod tests {
     use super::*;
     use crate::vocab::EOS;
+
+    #[test]
+    fn open_codebook_log_probs_equal_the_masked_log_softmax() {
+        let v = Vocab::new(3, 4);
+        let used = Tensor::from_slice(&[true, false, false, false, true, true]).view([2, 3]);
+        let logits = Tensor::randn([2, v.size() as i64], tch::kind::FLOAT_CPU);
+        let want = (&logits + codebook_mask(&v, &used))
+            .log_softmax(-1, Kind::Float)
+            .narrow(1, N_SPECIAL, 12);
+        let got = open_codebook_log_probs(&v, &logits, &used);
+        assert_eq!(got.size(), vec![2, 12]);
+        let finite = want.isfinite();
+        assert!(finite.equal(&got.isfinite()));
+        let diff = (got - &want)
+            .masked_fill(&finite.logical_not(), 0.0)
+            .abs()
+            .max();
+        assert!(diff.double_value(&[]) < 1e-5);
+    }
 
     #[test]
     fn used_codebooks_get_zero_probability_and_eos_only_at_the_end() {

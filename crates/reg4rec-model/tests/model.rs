@@ -3,7 +3,9 @@
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_model::checkpoint::{load_weights, save_weights, Which};
-use reg4rec_model::crss::{greedy_decode, select_order, sequence_loss, target_contexts};
+use reg4rec_model::crss::{
+    greedy_decode, path_log_probs, select_order, sequence_loss, target_contexts,
+};
 use reg4rec_model::mask::{codebook_mask, used_codebooks};
 use reg4rec_model::{
     load_model, pretrain, pretrain_with, LadqConfig, Mode, ModelConfig, Objective, PrecisionMode,
@@ -322,6 +324,11 @@ fn crss_feeds_a_permutation_of_the_target_tuple() {
         "{} vs {ce}",
         value(&c.token)
     );
+    // The path log-probability of each target is the sum of the same step log-probabilities.
+    let paths = path_log_probs(&model, &ctx, &batch.targets);
+    assert_eq!(paths.size(), vec![12]);
+    let mean_step = -value(&paths.mean(Kind::Float)) / 3.0;
+    assert!((mean_step - ce).abs() < 1e-4, "{mean_step} vs {ce}");
 }
 
 #[test]

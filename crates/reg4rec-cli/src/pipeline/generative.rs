@@ -219,7 +219,11 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         row("reg4rec-no-corp", &full, Some(None))?,
     ];
     // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
-    let reference = ranked[1].1.clone();
+    let reference = ranked
+        .iter()
+        .find(|(r, _)| r.name == "reg4rec")
+        .map(|(_, ranks)| ranks.clone())
+        .unwrap_or_default();
     let rows = ranked
         .into_iter()
         .map(|(mut r, ranks)| {
