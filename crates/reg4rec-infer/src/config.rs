@@ -29,7 +29,8 @@ pub struct InferConfig {
     pub max_rollback_rounds: usize,
     /// Users searched together in one batch by [`crate::evaluate`]. Default 256.
     pub batch_users: usize,
-    /// Drop the user's own history items from the generated list before ranking. Default false (the spec's
+    /// Never generate the user's own history items (a decoding constraint: the search only reaches items
+    /// outside the history, so the list still fills up). Default false (the spec's
     /// protocol: history items are not filtered; every report says which). The pipeline evaluates every row
     /// under one protocol: it requires `sasrec.exclude_history` to agree.
     pub exclude_history: bool,

@@ -5,7 +5,10 @@
 //! Constraints: a path is only extended by tokens that keep its token set a subset of some item's tuple, so every
 //! completed path is an existing item. Each beam carries the list of items it can still reach; a child's list is
 //! its parent's list filtered by one code (or a token's posting list at the first step), so the valid next tokens
-//! of a beam cost one pass over its reachable items.
+//! of a beam cost one pass over its reachable items. A user may be restricted to a subset of the items
+//! ([`BeamSearch::run_constrained`]: allowed categories, excluded items, catalog availability, its own history
+//! with `exclude_history`): its root then reaches only those items, so the same rule keeps every path inside the
+//! subset and the beam's width is never spent on items that would be thrown away.
 //!
 //! CORP ([`crate::corp`]): after the model has scored a checked step k (k >= `corp_from_step`) for the beams chosen at step k - 1, a beam whose
 //! category distribution moved more than theta (JS divergence) from the previous step is pruned, and its slot
@@ -254,7 +257,40 @@ impl<'a> BeamSearch<'a> {
         histories: &[&[u32]],
         explain: bool,
     ) -> Result<SearchOutput> {
+        self.run_constrained(scorer, histories, &[], explain)
+    }
+
+    /// [`BeamSearch::run`] where user u's paths may only reach the items of `allowed[u]` (`None`: every item;
+    /// an empty `allowed` slice: no constraint for anyone). The constraint is part of decoding, not a filter
+    /// after it: a token is only offered when some allowed item holds it, so the list has `top_n` items
+    /// whenever the beam can reach that many allowed ones. With `exclude_history`, the user's history items
+    /// are removed from the allowed items the same way.
+    pub fn run_constrained<S: StepScorer>(
+        &self,
+        scorer: &mut S,
+        histories: &[&[u32]],
+        allowed: &[Option<&[u32]>],
+        explain: bool,
+    ) -> Result<SearchOutput> {
         let t0 = Instant::now();
+        if !allowed.is_empty() && allowed.len() != histories.len() {
+            return Err(InferError::Input(format!(
+                "{} allowed-item lists for {} histories",
+                allowed.len(),
+                histories.len()
+            )));
+        }
+        let n_items = self.index.n_items();
+        if let Some(&bad) = allowed
+            .iter()
+            .flatten()
+            .flat_map(|a| a.iter())
+            .find(|&&i| i as usize >= n_items)
+        {
+            return Err(InferError::Input(format!(
+                "allowed item {bad} is outside the item index ({n_items} items)"
+            )));
+        }
         let (m, d) = (self.m, self.d);
         if scorer.n_tokens() != m * d {
             return Err(InferError::Input(format!(
@@ -283,21 +319,56 @@ impl<'a> BeamSearch<'a> {
         let mut stamp = vec![0u32; m * d];
         let mut epoch = 0u32;
         let mut prev: Option<Level> = None;
+        // The root of each user: every item, or the span of its allowed items in the root level's buffer.
+        let mut root_items: Vec<u32> = Vec::new();
+        let mut blocked = vec![NONE; n_items];
+        let mut roots = Vec::with_capacity(n);
+        for (u, h) in histories.iter().enumerate() {
+            let given = allowed.get(u).copied().flatten();
+            let reach = if given.is_none() && !self.cfg.exclude_history {
+                Reach::All
+            } else {
+                if self.cfg.exclude_history {
+                    for &i in h.iter() {
+                        if let Some(b) = blocked.get_mut(i as usize) {
+                            *b = u as u32;
+                        }
+                    }
+                }
+                let start = root_items.len();
+                match given {
+                    Some(list) => root_items.extend(list.iter().copied()),
+                    None => root_items.extend(0..n_items as u32),
+                }
+                let mut kept = start;
+                for j in start..root_items.len() {
+                    let it = root_items[j];
+                    if blocked[it as usize] != u as u32 {
+                        blocked[it as usize] = u as u32; // also drops duplicates
+                        root_items[kept] = it;
+                        kept += 1;
+                    }
+                }
+                root_items.truncate(kept);
+                Reach::Span(start as u32, (kept - start) as u32)
+            };
+            roots.push(Beam {
+                user: u as u32,
+                score: 0.0,
+                node: NONE,
+                used: 0,
+                reach,
+                parent: NONE,
+                out: NO_LOC,
+                js: f32::NAN,
+            });
+        }
+        drop(blocked);
         let mut level = Level {
             depth: 0,
             n_cat,
-            beams: (0..n as u32)
-                .map(|user| Beam {
-                    user,
-                    score: 0.0,
-                    node: NONE,
-                    used: 0,
-                    reach: Reach::All,
-                    parent: NONE,
-                    out: NO_LOC,
-                    js: f32::NAN,
-                })
-                .collect(),
+            beams: roots,
+            items: root_items,
             ..Default::default()
         };
 
@@ -352,7 +423,6 @@ impl<'a> BeamSearch<'a> {
                 prev = Some(level);
                 level = next;
             } else {
-                let n_items = self.index.n_items();
                 let mut seen = vec![NONE; n_items];
                 let w = self.cfg.dense_weight;
                 // Dense item log-probabilities of every completion, in pool order (one scorer call).
@@ -380,13 +450,6 @@ impl<'a> BeamSearch<'a> {
                     None
                 };
                 for (u, list) in lists.iter_mut().enumerate() {
-                    if self.cfg.exclude_history {
-                        for &i in histories[u] {
-                            if let Some(s) = seen.get_mut(i as usize) {
-                                *s = u as u32;
-                            }
-                        }
-                    }
                     let (start, end, _) = level.ranges[u];
                     let (start, end) = (start as usize, end as usize);
                     // (ranking score, candidate, item log-probability); an item's paths differ only in path

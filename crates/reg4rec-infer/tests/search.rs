@@ -189,6 +189,36 @@ proptest! {
         }
     }
 
+    /// With allowed-item lists, the wide-beam search is the exhaustive search restricted to each user's allowed
+    /// items (every returned item allowed, as many as exist up to N), and an unconstrained user in the same batch
+    /// is unaffected.
+    #[test]
+    fn constrained_wide_beam_equals_exhaustive_search_over_the_allowed_items(
+        m in 1usize..4, d in 2usize..4, max_items in 1usize..14, ordered: bool, seed: u64, top_n in 1usize..16,
+        keep in proptest::collection::vec(any::<bool>(), 14),
+    ) {
+        let codes = random_codes(m, d, max_items, ordered, seed);
+        let index = ItemIndex::new(&codes).unwrap();
+        let search = BeamSearch::new(&index, &cfg(codes.n_items() * 8, top_n, None)).unwrap();
+        let mut scorer = RandomScorer::new(m * d, 2, seed);
+        let allowed: Vec<u32> = (0..codes.n_items() as u32).filter(|&i| keep[i as usize]).collect();
+        let lists = [Some(allowed.as_slice()), None, Some(&allowed[..allowed.len() / 2])];
+        let out = search.run_constrained(&mut scorer, &HISTORIES, &lists, false).unwrap();
+        let free = search.run(&mut scorer, &HISTORIES, false).unwrap();
+        prop_assert_eq!(&out.lists[1], &free.lists[1]);
+        for (row, list) in out.lists.iter().enumerate() {
+            let Some(allow) = lists[row] else { continue };
+            let got: Vec<(u32, f32)> = list.iter().map(|r| (r.item, r.score)).collect();
+            let want: Vec<(u32, f32)> = exhaustive(&mut scorer, &codes, row, codes.n_items())
+                .into_iter()
+                .filter(|(i, _)| allow.contains(i))
+                .take(top_n)
+                .collect();
+            prop_assert_eq!(got.len(), top_n.min(allow.len()));
+            prop_assert_eq!(got, want);
+        }
+    }
+
     /// A user's results do not depend on which other users share the batch.
     #[test]
     fn batching_does_not_change_results(seed: u64, theta in proptest::option::of(0.0f32..0.1)) {
@@ -346,6 +376,40 @@ fn exclude_history_drops_the_users_items_and_refills_the_list() {
         .filter(|i| *i != 1 && *i != 2)
         .collect();
     assert_eq!(items, want);
+}
+
+#[test]
+fn a_narrow_beam_still_reaches_the_only_allowed_item() {
+    // Token scores: (0,0) best, (1,1) worst; item 3 = (0,1),(1,1) is the least likely item. A filter after the
+    // search (beam 1 keeps the best token's items only) would return nothing.
+    let index = full_2x2();
+    let mut s = FnScorer::new(4, 1, |_, _: &[u32]| {
+        (vec![-0.1, -1.0, -2.0, -3.0], vec![0.0])
+    });
+    let search = BeamSearch::new(&index, &cfg(1, 4, None)).unwrap();
+    let free = search.run(&mut s, &[&[]], false).unwrap();
+    assert!(
+        free.lists[0].iter().all(|r| r.item != 3),
+        "{:?}",
+        free.lists[0]
+    );
+    let out = search
+        .run_constrained(&mut s, &[&[]], &[Some(&[3])], false)
+        .unwrap();
+    let items: Vec<u32> = out.lists[0].iter().map(|r| r.item).collect();
+    assert_eq!(items, vec![3]);
+    let e = search
+        .run_constrained(&mut s, &[&[]], &[Some(&[4])], false)
+        .unwrap_err();
+    assert!(e.to_string().contains("allowed item 4"), "{e}");
+    let e = search
+        .run_constrained(&mut s, &[&[], &[]], &[None], false)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("1 allowed-item lists for 2 histories"),
+        "{e}"
+    );
 }
 
 #[test]
