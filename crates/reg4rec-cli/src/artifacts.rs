@@ -1,52 +1,31 @@
-//! The files the CLI keeps beside a model run (`codes.json`: the items' token tuples; `source.json`: which data
-//! it was trained on), so that a model directory is self-contained for `eval`, `recommend` and `align`.
+//! The CLI's side of a model directory (see `reg4rec_recommender::model_dir` for what it holds): recording the
+//! extras when a run starts, sealing it with a manifest when it ends, and reading a tokenizer's codes.
 
-use crate::args::DataSource;
+use crate::args::DataArgs;
 use anyhow::{Context, Result};
-use reg4rec_data::io::{read_json, write_json_atomic};
-use reg4rec_model::{load_model, Reg4RecModel, Which};
+use reg4rec_data::Dataset;
+use reg4rec_recommender::{model_dir, Catalog, DataSource};
 use reg4rec_tokenizer::Codes;
 use std::path::Path;
 
-pub const CODES_FILE: &str = "codes.json";
-pub const SOURCE_FILE: &str = "source.json";
-
-/// Records the codes and the data source in a model directory.
-pub fn write_extras(dir: &Path, source: &DataSource, codes: &Codes) -> Result<()> {
-    write_json_atomic(&dir.join(CODES_FILE), codes)?;
-    write_json_atomic(&dir.join(SOURCE_FILE), source)?;
-    Ok(())
+/// The data source of `ds`, loaded with `args`.
+pub fn data_source(args: &DataArgs, ds: &Dataset) -> Result<DataSource> {
+    Ok(DataSource::new(
+        &args.dataset,
+        args.data.as_deref(),
+        args.k_core,
+        ds,
+    )?)
 }
 
-/// Copies the extras of one model directory into another (an aligned run inherits its pre-trained run's).
-pub fn copy_extras(from: &Path, to: &Path) -> Result<()> {
-    let (codes, source) = read_extras(from)?;
-    write_extras(to, &source, &codes)
-}
-
-pub fn read_extras(dir: &Path) -> Result<(Codes, DataSource)> {
-    let codes: Codes = read_json(&dir.join(CODES_FILE)).with_context(|| {
-        format!(
-            "{} is not a model directory written by `reg4rec pretrain` or `reg4rec align`",
-            dir.display()
-        )
-    })?;
-    codes.validate()?;
-    let source: DataSource = read_json(&dir.join(SOURCE_FILE))?;
-    Ok((codes, source))
-}
-
-/// The data a model directory was trained on, loaded again and checked against its recorded fingerprint.
-pub fn source_data(dir: &Path, source: &DataSource) -> Result<reg4rec_data::Dataset> {
-    source.load(&dir.join(SOURCE_FILE))
-}
-
-/// A model directory's best weights, its codes and its data source.
-pub fn load_model_dir(dir: &Path) -> Result<(Reg4RecModel, Codes, DataSource)> {
-    let (codes, data) = read_extras(dir)?;
-    let (model, _) = load_model(dir, Which::Best, &codes, tch::Device::Cpu)
-        .with_context(|| format!("loading the model in {}", dir.display()))?;
-    Ok((model, codes, data))
+/// Records the codes, the data source and the catalog of `ds` in a model directory.
+pub fn write_extras(dir: &Path, args: &DataArgs, ds: &Dataset, codes: &Codes) -> Result<()> {
+    Ok(model_dir::write_extras(
+        dir,
+        &data_source(args, ds)?,
+        codes,
+        &Catalog::of(ds),
+    )?)
 }
 
 /// Reads the tokenizer directory's codes.

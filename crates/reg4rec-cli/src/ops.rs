@@ -1,7 +1,7 @@
 //! The steps the subcommands and the pipeline share: features, tokenizers, pre-training with validation
 //! Recall@10, alignment and evaluation. Each is a thin composition of the library crates.
 
-use crate::args::{DataArgs, DataSource};
+use crate::args::DataArgs;
 use crate::artifacts;
 use crate::pipeline::PipelineConfig;
 use anyhow::{Context, Result};
@@ -12,6 +12,7 @@ use reg4rec_infer::{evaluate, BeamSearch, EvalReport, InferConfig, ModelScorer};
 use reg4rec_model::config::Mode;
 use reg4rec_model::dist::DataParallel;
 use reg4rec_model::{PretrainOptions, PretrainReport, Reg4RecModel};
+use reg4rec_recommender::model_dir;
 use reg4rec_tokenizer::{Codes, FeatureMatrix, ItemIndex, ItemTokenizer, TokenizerConfig};
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
 use std::path::Path;
@@ -126,7 +127,7 @@ pub fn pretrain(
     model_cfg.mode = mode;
     if dp.is_none_or(|d| d.is_main()) {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        artifacts::write_extras(out, &DataSource::new(data, ds)?, &codes)?;
+        artifacts::write_extras(out, data, ds, &codes)?;
     }
     let infer = infer_config(mode, &cfg.infer);
     let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);
@@ -144,7 +145,7 @@ pub fn pretrain(
         data_parallel: dp,
         ..Default::default()
     };
-    Ok(reg4rec_model::pretrain_with(
+    let report = reg4rec_model::pretrain_with(
         ds,
         split,
         &codes,
@@ -153,7 +154,11 @@ pub fn pretrain(
         out,
         resume,
         opts,
-    )?)
+    )?;
+    if dp.is_none_or(|d| d.is_main()) {
+        reg4rec_recommender::seal(out)?;
+    }
+    Ok(report)
 }
 
 /// Aligns the pre-trained model in `pretrained` with PARS (+ MSRA) into `out`; with `dp`, as one rank of a
@@ -167,12 +172,15 @@ pub fn align(
     resume: bool,
     dp: Option<DataParallel<'_>>,
 ) -> Result<reg4rec_align::AlignReport> {
-    let (codes, _) = artifacts::read_extras(pretrained)?;
+    let (codes, _) = model_dir::read_extras(pretrained)?;
     if dp.is_none_or(|d| d.is_main()) {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        artifacts::copy_extras(pretrained, out)?;
+        model_dir::copy_extras(pretrained, out)?;
     }
-    Ok(reg4rec_align::align_with(
-        ds, split, &codes, pretrained, align_cfg, out, resume, dp,
-    )?)
+    let report =
+        reg4rec_align::align_with(ds, split, &codes, pretrained, align_cfg, out, resume, dp)?;
+    if dp.is_none_or(|d| d.is_main()) {
+        reg4rec_recommender::seal(out)?;
+    }
+    Ok(report)
 }

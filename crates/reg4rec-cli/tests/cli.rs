@@ -283,10 +283,14 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         &out, // another folder than the one the pipeline ran in
     );
     let recs = json(&o);
-    let recs = recs.as_array().unwrap();
+    assert_eq!(recs["catalog_version"], 1);
+    let recs = recs["items"].as_array().unwrap();
     assert_eq!(recs.len(), 5);
-    for r in recs {
+    for (rank, r) in recs.iter().enumerate() {
+        assert_eq!(r["rank"], rank + 1);
         assert!(r["item_id"].as_str().unwrap().starts_with('i'));
+        assert!(r["category"].as_str().unwrap().starts_with('c'), "{r}");
+        let r = &r["explanation"];
         // The ranking score is the path's log-probability plus dense_weight times the item head's.
         let (score, path, item) = (
             r["score"].as_f64().unwrap(),
@@ -322,10 +326,43 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         dir.path(),
     );
     let recs = json(&o);
-    let recs = recs.as_array().unwrap();
+    let recs = recs["items"].as_array().unwrap();
     assert!(!recs.is_empty());
     for r in recs {
         assert!(!history.contains(&r["item_id"].as_str().unwrap()), "{r}");
+    }
+    // A flipped byte in any file of the model directory is an error naming that file.
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("best.json")).unwrap()).unwrap();
+    for file in [
+        "codes.json",
+        "catalog.json",
+        best["weights"].as_str().unwrap(),
+    ] {
+        let copy = dir.path().join("flipped");
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&model, &copy);
+        let target = copy.join(file);
+        let mut bytes = std::fs::read(&target).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        std::fs::write(&target, bytes).unwrap();
+        let o = reg4rec(
+            &[
+                "recommend",
+                "--model",
+                copy.to_str().unwrap(),
+                "--history",
+                "i1",
+            ],
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{file}: a flipped byte was accepted");
+        assert!(
+            err.contains(target.to_str().unwrap()) && err.contains("sha256"),
+            "{file}: {err}"
+        );
     }
     let o = reg4rec(
         &[
@@ -393,35 +430,55 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         !o.status.success() && err.contains("--theta") && err.contains("TIGER"),
         "{err}"
     );
-    // Data changed after training: evaluating or recommending with the model is an error naming its record.
+    // Data changed after training: evaluating the model on it is an error naming its record, while
+    // recommending needs only the model directory's own catalog and still answers (the removed item included).
     let text = std::fs::read_to_string(&csv).unwrap();
     let kept: Vec<&str> = text.lines().filter(|l| !l.contains(",i7,")).collect();
     std::fs::write(&csv, kept.join("\n") + "\n").unwrap();
     let model = moved.join("stages/align-reg4rec");
-    for args in [
-        vec![
-            "recommend",
-            "--model",
-            model.to_str().unwrap(),
-            "--history",
-            "i1,i4",
-        ],
-        vec![
+    let o = reg4rec(
+        &[
             "eval",
             "--model",
             model.to_str().unwrap(),
             "--preset",
             "smoke",
         ],
-    ] {
-        let o = reg4rec(&args, dir.path());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} accepted changed data");
-        assert!(
-            err.contains("source.json") && err.contains("changed since training"),
-            "{err}"
-        );
-        assert!(!err.contains("panicked"), "{err}");
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "eval accepted changed data");
+    assert!(
+        err.contains("source.json") && err.contains("changed since training"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let o = reg4rec(
+        &[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            "i1,i7",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json(&o)["items"].as_array().unwrap().len(), 10);
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &p);
+        } else {
+            std::fs::copy(e.path(), p).unwrap();
+        }
     }
 }
 

@@ -369,6 +369,73 @@ impl Reg4RecModel {
         &mut self.vs
     }
 
+    /// Adds items after training (`tuples`: `m` codes per item, in item order, continuing the indices): each new
+    /// item's input embedding, and so its item-head row, is the sum of its token embeddings; with an item-id
+    /// embedding, its row is the mean of the trained rows of the items that share the most tokens with it (an
+    /// item with no trained row of its own borrows its nearest neighbours' in code space). The trained weights
+    /// are unchanged; `START` and `PAD` move up with the item count.
+    pub fn add_items(&mut self, tuples: &[u16]) -> Result<()> {
+        let (m, d) = (self.vocab.m, self.vocab.d);
+        if tuples.len() % m != 0 {
+            return Err(ModelError::Input(format!(
+                "{} codes do not split into tuples of m = {m}",
+                tuples.len()
+            )));
+        }
+        if let Some(c) = tuples.iter().find(|&&c| c as usize >= d) {
+            return Err(ModelError::Input(format!("code {c} is outside d = {d}")));
+        }
+        let n_new = tuples.len() / m;
+        if n_new == 0 {
+            return Ok(());
+        }
+        let device = self.device();
+        let tokens: Vec<i64> = tuples
+            .chunks(m)
+            .flat_map(|t| self.vocab.item_tokens(t))
+            .collect();
+        if let Some(e) = &mut self.item_emb {
+            // Trained tuples, to find each new item's nearest trained items by shared tokens.
+            let trained: Vec<i64> =
+                Vec::<i64>::try_from(self.item_tokens.to_device(Device::Cpu))
+                    .map_err(|e| ModelError::Input(format!("reading the item tokens: {e}")))?;
+            let n_trained = trained.len() / m;
+            let mut rows = Vec::with_capacity(n_new);
+            for new in tokens.chunks(m) {
+                let shared = |i: usize| {
+                    trained[i * m..(i + 1) * m]
+                        .iter()
+                        .filter(|t| new.contains(t))
+                        .count()
+                };
+                let best = (0..n_trained).map(shared).max().unwrap_or(0);
+                let near: Vec<i64> = (0..n_trained)
+                    .filter(|&i| best > 0 && shared(i) == best)
+                    .map(|i| i as i64)
+                    .collect();
+                rows.push(if near.is_empty() {
+                    Tensor::zeros([self.cfg.d_model as i64], (e.ws.kind(), device))
+                } else {
+                    e.ws.index_select(0, &Tensor::from_slice(&near).to_device(device))
+                        .mean_dim([0i64].as_slice(), false, e.ws.kind())
+                });
+            }
+            tch::no_grad(|| {
+                let grown = Tensor::cat(&[e.ws.shallow_clone(), Tensor::stack(&rows, 0)], 0);
+                e.ws.set_data(&grown);
+            });
+        }
+        self.item_tokens = Tensor::cat(
+            &[
+                self.item_tokens.shallow_clone(),
+                Tensor::from_slice(&tokens).to_device(device),
+            ],
+            0,
+        );
+        self.n_items += n_new;
+        Ok(())
+    }
+
     /// Stream ids of this model's items (`START`, `PAD`).
     pub fn stream_ids(&self) -> StreamIds {
         StreamIds::new(self.n_items)

@@ -2,11 +2,12 @@
 
 use crate::args::ConfigArgs;
 use crate::launch::DistArgs;
-use crate::{artifacts, ops};
+use crate::ops;
 use anyhow::Result;
 use clap::Args;
 use reg4rec_data::LeaveOneOut;
 use reg4rec_model::PrecisionMode;
+use reg4rec_recommender::model_dir;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -41,8 +42,8 @@ pub fn run(a: AlignArgs) -> Result<()> {
         return Ok(());
     };
     let dp = a.dist.data_parallel(&pg);
-    let (_, source) = artifacts::read_extras(&a.model)?;
-    let ds = artifacts::source_data(&a.model, &source)?;
+    let (_, source) = model_dir::read_extras(&a.model)?;
+    let ds = source.load(&a.model.join(model_dir::SOURCE_FILE))?;
     let split = LeaveOneOut::new(&ds);
     let report = ops::align(&ds, &split, &a.model, &cfg.align, &a.out, a.resume, dp)?;
     if dp.is_none_or(|d| d.is_main()) {

@@ -1,13 +1,14 @@
 //! `reg4rec eval`: full-ranking metrics of a model on the validation or test split.
 
 use crate::args::ConfigArgs;
-use crate::{artifacts, ops};
+use crate::ops;
 use anyhow::{bail, Result};
 use clap::Args;
 use reg4rec_data::split::Stage;
 use reg4rec_data::LeaveOneOut;
 use reg4rec_infer::InferConfig;
 use reg4rec_model::config::Mode;
+use reg4rec_recommender::Recommender;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -33,8 +34,9 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> Result<()> {
     let cfg = a.config.resolve()?;
-    let (model, codes, source) = artifacts::load_model_dir(&a.model)?;
-    let ds = artifacts::source_data(&a.model, &source)?;
+    let rec = Recommender::load(&a.model)?;
+    let model = rec.model();
+    let ds = rec.training_data()?;
     let split = LeaveOneOut::new(&ds);
     let mut infer = cfg.infer.clone();
     if let Some(b) = a.beam {
@@ -52,7 +54,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     // The model kind's rules (TIGER: no CORP), applied once after the overrides.
     let infer = ops::infer_config(model.config().mode, &infer);
-    let report = ops::evaluate_model(&model, &codes, &split, a.split, &infer)?;
+    let report = ops::evaluate_model(model, rec.codes(), &split, a.split, &infer)?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,11 +1,10 @@
 //! `reg4rec recommend`: top-N items for a history, with the reasoning path of each as its explanation.
 
-use crate::artifacts;
 use anyhow::{bail, Result};
 use clap::Args;
-use reg4rec_infer::{BeamSearch, Explanation, InferConfig, ModelScorer};
-use reg4rec_tokenizer::ItemIndex;
-use std::collections::HashMap;
+use reg4rec_infer::InferConfig;
+use reg4rec_model::config::Mode;
+use reg4rec_recommender::{RecommendOptions, Recommender};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -22,9 +21,18 @@ pub struct RecommendArgs {
     /// Beam width.
     #[arg(long, default_value_t = 20)]
     pub beam: usize,
-    /// CORP threshold, or `off`.
-    #[arg(long, default_value = "0.06")]
-    pub theta: String,
+    /// CORP threshold, or `off` (a TIGER model is always searched without CORP).
+    #[arg(long)]
+    pub theta: Option<String>,
+    /// Only recommend items of these categories (repeatable or comma-separated).
+    #[arg(long = "allow-category", value_delimiter = ',')]
+    pub allow_category: Vec<String>,
+    /// Never recommend items of these categories.
+    #[arg(long = "block-category", value_delimiter = ',')]
+    pub block_category: Vec<String>,
+    /// Never recommend these items (original ids).
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
     /// Leave the history's own items out of the recommendations.
     #[arg(long)]
     pub exclude_history: bool,
@@ -36,68 +44,54 @@ pub struct RecommendArgs {
     pub json: bool,
 }
 
-pub fn run(a: RecommendArgs) -> Result<()> {
-    let (model, codes, source) = artifacts::load_model_dir(&a.model)?;
-    let ds = artifacts::source_data(&a.model, &source)?;
-    let ids: HashMap<&str, u32> = ds
-        .item_ids
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i as u32))
-        .collect();
-    let mut history = Vec::with_capacity(a.history.len());
-    for raw in &a.history {
-        match ids.get(raw.trim()) {
-            Some(&i) => history.push(i),
-            None => bail!(
-                "--history: unknown item id `{raw}` in dataset `{}`",
-                ds.name
-            ),
+impl RecommendArgs {
+    /// The request options these arguments ask for.
+    pub fn options(&self) -> RecommendOptions {
+        RecommendOptions {
+            k: self.top,
+            beam: Some(self.beam),
+            allowed_categories: self.allow_category.clone(),
+            blocked_categories: self.block_category.clone(),
+            exclude_items: self.exclude.clone(),
+            exclude_history: self.exclude_history,
+            explain: self.explain,
         }
     }
-    if history.is_empty() {
+}
+
+pub fn run(a: RecommendArgs) -> Result<()> {
+    let mut rec = Recommender::load(&a.model)?;
+    if let Some(t) = &a.theta {
+        let theta = InferConfig::parse_theta(t)?;
+        if theta.is_some() && rec.model().config().mode == Mode::Tiger {
+            bail!(
+                "--theta {t}: CORP prunes paths over unordered codes; {} is a TIGER model (ordered codes), \
+                 searched without CORP (use --theta off or leave it out)",
+                a.model.display()
+            );
+        }
+        let infer = InferConfig {
+            theta,
+            ..rec.infer().clone()
+        };
+        rec.set_infer(&infer)?;
+    }
+    if a.history.iter().all(|h| h.trim().is_empty()) {
         bail!("--history is empty");
     }
-    let cfg = InferConfig {
-        beam: a.beam,
-        top_n: a.top,
-        theta: InferConfig::parse_theta(&a.theta)?,
-        exclude_history: a.exclude_history,
-        ..InferConfig::default()
-    };
-    let cfg = crate::ops::infer_config(model.config().mode, &cfg);
-    let index = ItemIndex::new(&codes)?;
-    let search = BeamSearch::new(&index, &cfg)?;
-    let mut scorer = ModelScorer::new(&model, &codes)?;
-    let _guard = tch::no_grad_guard();
-    // The scorer reads the most recent `history_len` items; with --exclude-history the search gets them all.
-    let max = match a.exclude_history {
-        true => history.len(),
-        false => model.config().history_len,
-    };
-    let h = &history[history.len().saturating_sub(max)..];
-    let out = search.run(&mut scorer, &[h], a.explain)?;
-    let recs = out.lists.into_iter().next().unwrap_or_default();
-    let explained: Vec<Explanation> = recs
-        .iter()
-        .take(a.top)
-        .map(|r| Explanation::new(r, &ds.category_names, Some(&ds.item_ids), cfg.theta))
-        .collect();
+    let out = rec.recommend(&a.history, &a.options())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&explained)?);
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    for (rank, e) in explained.iter().enumerate() {
-        let id = e.item_id.as_deref().unwrap_or("?");
-        let cat = &ds.category_names[ds.item_category[e.item as usize] as usize];
+    for r in &out.items {
+        let e = &r.explanation;
         let item = e
             .item_logp
             .map_or(String::new(), |l| format!(", item head {l:.4}"));
         println!(
-            "{:>2}. item {id} ({cat})  score {:.4} (path {:.4}{item})",
-            rank + 1,
-            e.score,
-            e.path_score
+            "{:>2}. item {} ({})  score {:.4} (path {:.4}{item})",
+            r.rank, r.item_id, r.category, e.score, e.path_score
         );
         if a.explain {
             println!("    {}", e.render().replace('\n', "\n    "));

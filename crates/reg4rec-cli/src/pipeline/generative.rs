@@ -293,9 +293,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
 
 fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {
     let t = Instant::now();
-    let (model, codes, _) = artifacts::load_model_dir(dir)?;
-    let infer = ops::infer_config(model.config().mode, infer);
-    let mut report = ops::evaluate_model(&model, &codes, ctx.split, stage, &infer)?;
+    let rec = reg4rec_recommender::Recommender::load(dir)?;
+    let infer = ops::infer_config(rec.model().config().mode, infer);
+    let mut report = ops::evaluate_model(rec.model(), rec.codes(), ctx.split, stage, &infer)?;
     Ok(Evaluated {
         ranks: std::mem::take(&mut report.ranks),
         report,
