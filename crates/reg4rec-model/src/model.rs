@@ -376,7 +376,7 @@ impl Reg4RecModel {
     /// are unchanged; `START` and `PAD` move up with the item count.
     pub fn add_items(&mut self, tuples: &[u16]) -> Result<()> {
         let (m, d) = (self.vocab.m, self.vocab.d);
-        if tuples.len() % m != 0 {
+        if !tuples.len().is_multiple_of(m) {
             return Err(ModelError::Input(format!(
                 "{} codes do not split into tuples of m = {m}",
                 tuples.len()
