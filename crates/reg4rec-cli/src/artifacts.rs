@@ -18,14 +18,17 @@ pub fn data_source(args: &DataArgs, ds: &Dataset) -> Result<DataSource> {
     )?)
 }
 
-/// Records the codes, the data source and the catalog of `ds` in a model directory.
-pub fn write_extras(dir: &Path, args: &DataArgs, ds: &Dataset, codes: &Codes) -> Result<()> {
-    Ok(model_dir::write_extras(
-        dir,
-        &data_source(args, ds)?,
-        codes,
-        &Catalog::of(ds),
-    )?)
+/// Records the codes, the data source, the catalog of `ds` and a copy of the tokenizer in `tokenizer` (which
+/// encodes items added later) in a model directory.
+pub fn write_extras(
+    dir: &Path,
+    args: &DataArgs,
+    ds: &Dataset,
+    codes: &Codes,
+    tokenizer: &Path,
+) -> Result<()> {
+    model_dir::write_extras(dir, &data_source(args, ds)?, codes, &Catalog::of(ds))?;
+    Ok(model_dir::copy_tokenizer(tokenizer, dir)?)
 }
 
 /// Reads the tokenizer directory's codes.

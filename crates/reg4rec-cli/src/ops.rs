@@ -107,7 +107,7 @@ pub fn subset(split: &LeaveOneOut, n: usize, seed: u64) -> LeaveOneOut {
     }
 }
 
-/// Pre-trains a model of `mode` on `codes` into `out`, selecting checkpoints by validation Recall@10 when the
+/// Pre-trains a model of `mode` on the codes of the tokenizer in `tokenizer` into `out`, selecting checkpoints by validation Recall@10 when the
 /// pipeline section says so, and records the codes and the data source beside the run. With `dp`, this
 /// process is one rank of a data-parallel run (only rank 0 writes to `out`).
 #[allow(clippy::too_many_arguments)]
@@ -115,19 +115,19 @@ pub fn pretrain(
     data: &DataArgs,
     ds: &Dataset,
     split: &LeaveOneOut,
-    codes: &Codes,
+    tokenizer: &Path,
     mode: Mode,
     cfg: &PipelineConfig,
     out: &Path,
     resume: bool,
     dp: Option<DataParallel<'_>>,
 ) -> Result<PretrainReport> {
-    let codes = codes_for(mode, codes)?;
+    let codes = codes_for(mode, &artifacts::tokenizer_codes(tokenizer)?)?;
     let mut model_cfg = cfg.model.clone();
     model_cfg.mode = mode;
     if dp.is_none_or(|d| d.is_main()) {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        artifacts::write_extras(out, data, ds, &codes)?;
+        artifacts::write_extras(out, data, ds, &codes, tokenizer)?;
     }
     let infer = infer_config(mode, &cfg.infer);
     let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);

@@ -24,6 +24,8 @@ pub const CODES_FILE: &str = "codes.json";
 pub const SOURCE_FILE: &str = "source.json";
 pub const CATALOG_FILE: &str = "catalog.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The tokenizer the model's codes came from (a copy), to encode items added after training.
+pub const TOKENIZER_DIR: &str = "tokenizer";
 const MANIFEST_FORMAT: u32 = 1;
 
 /// `manifest.json`: the sha256 of every file a loaded model depends on, by path relative to the directory.
@@ -57,6 +59,18 @@ pub fn copy_extras(from: &Path, to: &Path) -> Result<()> {
         let c: Catalog = read_json(&catalog)?;
         write_json_atomic(&to.join(CATALOG_FILE), &c)?;
     }
+    let tokenizer = from.join(TOKENIZER_DIR);
+    if tokenizer.is_dir() {
+        copy_tokenizer(&tokenizer, to)?;
+    }
+    Ok(())
+}
+
+/// Copies the tokenizer saved in `tokenizer` into the model directory's `tokenizer/` (loaded and saved again,
+/// so only its own files travel), so items added later go through the same encoder.
+pub fn copy_tokenizer(tokenizer: &Path, dir: &Path) -> Result<()> {
+    let tok = reg4rec_tokenizer::load(tokenizer)?;
+    tok.save(&dir.join(TOKENIZER_DIR))?;
     Ok(())
 }
 
@@ -94,6 +108,17 @@ fn covered(dir: &Path) -> Result<Vec<String>> {
     .map(|s| s.to_string())
     .collect();
     files.push(best.weights);
+    let tok = dir.join(TOKENIZER_DIR);
+    if tok.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(&tok)
+            .map_err(|e| reg4rec_data::DataError::io(&tok, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| format!("{TOKENIZER_DIR}/{}", e.file_name().to_string_lossy()))
+            .collect();
+        names.sort();
+        files.extend(names);
+    }
     Ok(files)
 }
 

@@ -416,6 +416,151 @@ impl Recommender {
     }
 }
 
+/// An item to add to a trained model's catalog ([`Recommender::add_items`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewItem {
+    /// Its original id (not used by any item yet).
+    pub id: String,
+    /// One of the catalog's categories (the category head knows no others).
+    pub category: String,
+    /// Its feature vector in the tokenizer's input space (`input_dim` values): the row your feature pipeline
+    /// gives the item (a `--features` matrix row; for built-in features, the item's row of the features stage).
+    pub features: Vec<f32>,
+}
+
+/// An item after it was added: where it sits and the tokens it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddedItem {
+    pub id: String,
+    pub item: u32,
+    pub category: String,
+    /// Its token tuple, `<t{codebook}_{code}>` in codebook order; no other item has the same tuple.
+    pub tokens: Vec<String>,
+}
+
+impl Recommender {
+    /// Adds items without retraining: their features go through the model directory's copy of the trained
+    /// tokenizer to codes, collisions are resolved against every existing tuple (existing items never move),
+    /// the index and the model's item table grow, and the catalog version goes up. Nothing is written to disk
+    /// until [`Recommender::save_catalog`].
+    pub fn add_items(&mut self, items: &[NewItem]) -> Result<Vec<AddedItem>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tok_dir = self.dir.join(model_dir::TOKENIZER_DIR);
+        if !tok_dir.is_dir() {
+            return Err(RecommenderError::file(
+                &tok_dir,
+                "missing: the model directory was written before tokenizers were kept with it, so new items                  cannot be encoded; train it again to add items",
+            ));
+        }
+        let tok = reg4rec_tokenizer::load(&tok_dir)?;
+        let dim = tok.input_dim();
+        let mut seen = HashSet::new();
+        let mut cats = Vec::with_capacity(items.len());
+        let mut flat = Vec::with_capacity(items.len() * dim);
+        for (j, it) in items.iter().enumerate() {
+            let id = it.id.trim();
+            if id.is_empty() || self.ids.contains_key(id) || !seen.insert(id) {
+                return Err(RecommenderError::request(
+                    format!("items[{j}].id"),
+                    format!(
+                        "`{}` is empty, already in the catalog, or given twice",
+                        it.id
+                    ),
+                ));
+            }
+            let c = self.catalog.category(&it.category).ok_or_else(|| {
+                RecommenderError::request(
+                    format!("items[{j}].category"),
+                    format!(
+                        "unknown category `{}` (known: {})",
+                        it.category,
+                        preview(&self.catalog.category_names)
+                    ),
+                )
+            })?;
+            if it.features.len() != dim || !it.features.iter().all(|v| v.is_finite()) {
+                return Err(RecommenderError::request(
+                    format!("items[{j}].features"),
+                    format!(
+                        "{} values: the tokenizer takes {dim} finite values",
+                        it.features.len()
+                    ),
+                ));
+            }
+            cats.push(c);
+            flat.extend_from_slice(&it.features);
+        }
+        let features = tch::Tensor::from_slice(&flat).view([items.len() as i64, dim as i64]);
+        let existing = Codes {
+            ordered: tok.codes().ordered,
+            ..self.codes.clone()
+        };
+        let new = tok.encode_new(&features, &existing)?;
+        self.model.add_items(&new.tuples)?;
+        let first = self.codes.n_items() as u32;
+        self.codes.tuples.extend_from_slice(&new.tuples);
+        self.index = ItemIndex::new(&self.codes)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (j, (it, c)) in items.iter().zip(cats).enumerate() {
+            let item = first + j as u32;
+            let id = it.id.trim().to_string();
+            self.catalog.item_ids.push(id.clone());
+            self.catalog.item_category.push(c);
+            self.ids.insert(id.clone(), item);
+            out.push(AddedItem {
+                id,
+                item,
+                category: it.category.clone(),
+                tokens: self
+                    .codes
+                    .tokens(item as usize)
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+            });
+        }
+        self.catalog.added_tuples.extend_from_slice(&new.tuples);
+        self.catalog.version += 1;
+        Ok(out)
+    }
+
+    /// Makes items unavailable (never recommended; histories may still name them). Returns how many changed.
+    pub fn remove_items(&mut self, ids: &[String]) -> Result<usize> {
+        let mut idx = Vec::with_capacity(ids.len());
+        for (j, id) in ids.iter().enumerate() {
+            idx.push(self.item(id.trim()).ok_or_else(|| {
+                RecommenderError::request(format!("ids[{j}]"), format!("unknown item id `{id}`"))
+            })?);
+        }
+        let before = self.catalog.unavailable.len();
+        self.catalog.unavailable.extend(idx);
+        self.catalog.unavailable.sort_unstable();
+        self.catalog.unavailable.dedup();
+        let changed = self.catalog.unavailable.len() - before;
+        if changed > 0 {
+            self.catalog.version += 1;
+        }
+        Ok(changed)
+    }
+
+    /// Writes the catalog (`catalog.json`, atomically) and seals the directory again.
+    pub fn save_catalog(&self) -> Result<()> {
+        reg4rec_data::io::write_json_atomic(&self.dir.join(CATALOG_FILE), &self.catalog)?;
+        model_dir::seal(&self.dir)?;
+        Ok(())
+    }
+
+    /// The tokenizer's input size (the length of a [`NewItem`]'s features), when the directory keeps one.
+    pub fn feature_dim(&self) -> Option<usize> {
+        reg4rec_tokenizer::load(&self.dir.join(model_dir::TOKENIZER_DIR))
+            .ok()
+            .map(|t| t.input_dim())
+    }
+}
+
 /// A query resolved to item indices.
 struct Prepared {
     history: Vec<u32>,

@@ -90,6 +90,49 @@ pub fn resolve(codes: &Codes, dists: &[f32]) -> Result<Resolution> {
     })
 }
 
+/// Tuples for items added to an existing catalog: new item i (in order) keeps its nearest-code tuple when no
+/// existing item and no earlier new item has it, else it takes the cheapest free move of [`resolve`]'s rule
+/// (one codebook, then two). Existing items never move. `new_dists`: `[n_new, m, d]` as in [`resolve`].
+pub fn resolve_against(existing: &Codes, new: &Codes, new_dists: &[f32]) -> Result<Codes> {
+    existing.validate()?;
+    new.validate()?;
+    let (m, d, n) = (new.m, new.d, new.n_items());
+    if (existing.m, existing.d, existing.ordered) != (m, d, new.ordered) {
+        return Err(TokenizerError::Collision(format!(
+            "new codes have m = {m}, d = {d}, the catalog's m = {}, d = {}",
+            existing.m, existing.d
+        )));
+    }
+    if new_dists.len() != n * m * d {
+        return Err(TokenizerError::Collision(format!(
+            "distance table has {} values, expected n_new x m x d = {n} x {m} x {d}",
+            new_dists.len()
+        )));
+    }
+    let dist = |i: usize, r: usize, j: usize| new_dists[(i * m + r) * d + j];
+    let mut used: HashSet<Vec<u16>> = (0..existing.n_items())
+        .map(|i| existing.tuple(i).to_vec())
+        .collect();
+    let mut tuples = Vec::with_capacity(n * m);
+    for i in 0..n {
+        let cur = new.tuple(i).to_vec();
+        let t = if used.contains(&cur) {
+            cheapest_single_move(&cur, i, d, &dist, &used)
+                .or_else(|| cheapest_double_move(&cur, i, d, &dist, &used))
+                .ok_or_else(|| {
+                    TokenizerError::Collision(format!(
+                        "new item {i}: no free tuple within two codebook moves of {cur:?}"
+                    ))
+                })?
+        } else {
+            cur
+        };
+        tuples.extend_from_slice(&t);
+        used.insert(t);
+    }
+    Codes::new(m, d, new.ordered, tuples)
+}
+
 fn cheapest_single_move(
     cur: &[u16],
     i: usize,
@@ -162,6 +205,25 @@ fn cheapest_double_move(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_items_never_take_an_existing_tuple_and_existing_items_stay() {
+        // m = 2, d = 3; existing items hold (0,0) and (1,1).
+        let existing = Codes::new(2, 3, false, vec![0, 0, 1, 1]).unwrap();
+        // New items: nearest (0,0) (taken: moves its less confident codebook), then (2,2) (free), then (2,2)
+        // again (taken by the previous new item).
+        let new = Codes::new(2, 3, false, vec![0, 0, 2, 2, 2, 2]).unwrap();
+        #[rustfmt::skip]
+        let dists = vec![
+            0.0, 5.0, 9.0,   0.0, 1.0, 9.0, // item 0: codebook 1's next code (1) is the cheaper move
+            9.0, 9.0, 0.0,   9.0, 9.0, 0.0,
+            3.0, 9.0, 0.0,   9.0, 9.0, 0.0, // item 2: codebook 0's code 0 is the cheaper move
+        ];
+        let out = resolve_against(&existing, &new, &dists).unwrap();
+        assert_eq!(out.tuples, vec![0, 1, 2, 2, 0, 2]);
+        let e = resolve_against(&existing, &new, &dists[..3]).unwrap_err();
+        assert!(e.to_string().contains("distance table"));
+    }
 
     #[test]
     fn colliding_item_moves_its_least_confident_codebook() {

@@ -210,6 +210,9 @@ pub trait ItemTokenizer: Send {
     fn input_dim(&self) -> usize;
     /// Nearest-code tuples of feature rows [n, input_dim] (no collision resolution). [n, m] (i64)
     fn encode(&self, features: &Tensor) -> Result<Tensor>;
+    /// Distinct tuples for new items with feature rows `[n, input_dim]`, resolved against `existing` (the
+    /// catalog's current codes, which never move): see [`collision::resolve_against`].
+    fn encode_new(&self, features: &Tensor, existing: &Codes) -> Result<Codes>;
     /// Writes the directory [`load`] reads.
     fn save(&self, dir: &Path) -> Result<()>;
 }

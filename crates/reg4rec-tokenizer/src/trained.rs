@@ -125,6 +125,25 @@ impl<N: Network> ItemTokenizer for Trained<N> {
         ))
     }
 
+    fn encode_new(&self, features: &Tensor, existing: &Codes) -> Result<Codes> {
+        let size = features.size();
+        if size.len() != 2 || size[1] != self.input_dim as i64 {
+            return Err(TokenizerError::Shape {
+                name: "features".into(),
+                expected: vec![-1, self.input_dim as i64],
+                found: size,
+            });
+        }
+        let _threads = train::ThreadsGuard::set(self.threads);
+        let enc = train::encode_all(
+            &self.model,
+            &features.to_kind(Kind::Float),
+            N::ORDERED,
+            4096,
+        )?;
+        collision::resolve_against(existing, &enc.codes, &enc.dists)
+    }
+
     fn save(&self, dir: &Path) -> Result<()> {
         store::save(
             dir,

@@ -2,7 +2,7 @@
 
 use crate::args::{ConfigArgs, DataArgs};
 use crate::launch::DistArgs;
-use crate::{artifacts, ops};
+use crate::ops;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 use reg4rec_data::LeaveOneOut;
@@ -64,12 +64,11 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let dp = a.dist.data_parallel(&pg);
     let ds = a.data.load()?;
     let split = LeaveOneOut::new(&ds);
-    let codes = artifacts::tokenizer_codes(&a.tokenizer)?;
     let report = ops::pretrain(
         &a.data,
         &ds,
         &split,
-        &codes,
+        &a.tokenizer,
         a.mode.into(),
         &cfg,
         &a.out,

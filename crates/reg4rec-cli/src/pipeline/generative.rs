@@ -13,7 +13,7 @@
 use super::report::{MethodRow, PairedDiff, PrecisionPoint, SweepPoint, TrainingPoint};
 use super::stage::{self, Done};
 use super::Ctx;
-use crate::{artifacts, ops};
+use crate::ops;
 use anyhow::Result;
 use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::split::Stage;
@@ -108,9 +108,8 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             let report = match ranks {
                 Some(ranks) => ranks.pretrain(ctx.data, &tok.dir, mode, cfg, dir, resume)?,
                 None => {
-                    let codes = artifacts::tokenizer_codes(&tok.dir)?;
                     let r = ops::pretrain(
-                        ctx.data, ctx.ds, ctx.split, &codes, mode, cfg, dir, resume, None,
+                        ctx.data, ctx.ds, ctx.split, &tok.dir, mode, cfg, dir, resume, None,
                     )?;
                     serde_json::to_value(&r)?
                 }
