@@ -38,6 +38,10 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Top-N recommendations for a history, optionally with their reasoning paths.
     Recommend(cmd::recommend::RecommendArgs),
+    /// Serve recommendations over HTTP (127.0.0.1 by default) until SIGTERM, then drain.
+    Serve(cmd::serve::ServeArgs),
+    /// Load-test a server on this machine: concurrent clients, bounded in requests and time.
+    Loadtest(cmd::serve::LoadTestArgs),
     /// Run every stage on a dataset and write `report.json` and `report.md`.
     Pipeline(pipeline::PipelineArgs),
     /// Rewrite a finished pipeline run's `report.md` and figures from its `report.json` and logs.
@@ -67,6 +71,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Align(a) => cmd::align::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Recommend(a) => cmd::recommend::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
+        Command::Loadtest(a) => cmd::serve::loadtest(a),
         Command::Pipeline(a) => pipeline::run(a),
         Command::Report(a) => pipeline::rerender(a),
     }

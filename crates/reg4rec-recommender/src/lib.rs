@@ -25,5 +25,9 @@ pub mod source;
 pub use catalog::Catalog;
 pub use error::{RecommenderError, Result};
 pub use model_dir::{seal, verify, write_extras, Manifest};
-pub use recommender::{Info, Query, RecommendOptions, Recommendations, Recommended, Recommender};
+pub use recommender::{
+    AddedItem, Info, NewItem, Query, RecommendOptions, Recommended, Recommendations, Recommender,
+};
 pub use source::DataSource;
+/// The device type [`Recommender::load_with`] takes (re-exported so servers need not depend on tch).
+pub use tch::Device as TchDevice;

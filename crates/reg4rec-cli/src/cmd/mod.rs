@@ -5,4 +5,5 @@ pub mod data;
 pub mod eval;
 pub mod pretrain;
 pub mod recommend;
+pub mod serve;
 pub mod tokenize;

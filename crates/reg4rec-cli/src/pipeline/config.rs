@@ -33,6 +33,8 @@ pub struct PipelineConfig {
     pub infer: InferConfig,
     /// SASRec with full-softmax cross-entropy (`reg4rec_baselines::SasRecConfig`).
     pub sasrec: SasRecConfig,
+    /// `reg4rec serve` (`reg4rec_serve::ServeConfig`); not used by the pipeline.
+    pub serve: reg4rec_serve::ServeConfig,
 }
 
 /// Pipeline-level switches.
@@ -115,6 +117,7 @@ impl PipelineConfig {
         self.align.validate().context("config section `align`")?;
         self.infer.validate().context("config section `infer`")?;
         self.sasrec.validate().context("config section `sasrec`")?;
+        self.serve.validate().context("config section `serve`")?;
         if self.infer.exclude_history != self.sasrec.exclude_history {
             bail!(
                 "config fields `infer.exclude_history` ({}) and `sasrec.exclude_history` ({}) differ: every row \

@@ -1,0 +1,454 @@
+//! The HTTP API (axum): routes, request limits, JSON errors and the server's lifecycle (ready, drain).
+//!
+//! | route | |
+//! |---|---|
+//! | `POST /v1/recommend` | `{"history": [ids], "options": {...}}` -> `{"items": [...], "catalog_version": n}` |
+//! | `POST /v1/recommend/batch` | `{"queries": [query, ...]}` -> `{"results": [{"ok": ...} or {"error": ...}]}` |
+//! | `GET /v1/info` | the model, catalog, inference and serving settings |
+//! | `GET /health`, `GET /ready` | liveness; readiness (503 while draining) |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST/GET/DELETE /v1/items` | add (`{"items": [{"id", "category", "features"}]}`), list (`?offset=&limit=`), remove (`{"ids": [...]}`); only with `serve.items_api` |
+//! | `GET /` | a page to try it |
+//!
+//! Errors are JSON `{"error": "...", "field": "..."}` with 400 (bad request, naming the field), 413 (body over
+//! `serve.max_body_bytes`), 429 (queue full), 403 (items API off), 503 (draining) or 500.
+
+use crate::config::ServeConfig;
+use crate::engine::{Answer, CatalogPage, Engine, Job, QueryError, SubmitError};
+use crate::metrics::Metrics;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use reg4rec_recommender::{AddedItem, Info, NewItem, Query, Recommendations};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+const PAGE: &str = include_str!("page.html");
+
+/// What every handler shares.
+pub struct AppState {
+    pub engine: Engine,
+    pub cfg: ServeConfig,
+    pub metrics: Metrics,
+    /// False once a drain started.
+    pub ready: AtomicBool,
+}
+
+/// The router over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/", get(page))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/info", get(info))
+        .route("/v1/recommend", post(recommend))
+        .route("/v1/recommend/batch", post(recommend_batch))
+        .route(
+            "/v1/items",
+            post(add_items).get(list_items).delete(remove_items),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// A JSON error response.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+struct ApiError {
+    status: StatusCode,
+    cause: &'static str,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, cause: &'static str, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            cause,
+            body: ErrorBody {
+                error: error.into(),
+                field: None,
+            },
+        }
+    }
+
+    fn field(field: &str, error: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            cause: "bad_request",
+            body: ErrorBody {
+                error: format!("request field `{field}`: {}", error.into()),
+                field: Some(field.to_string()),
+            },
+        }
+    }
+
+    fn from_query(e: QueryError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            cause: if e.status == 400 { "bad_request" } else { "engine" },
+            body: ErrorBody {
+                error: e.error,
+                field: e.field,
+            },
+        }
+    }
+
+    fn from_json(e: JsonRejection) -> Self {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(status, "payload_too_large", e.body_text());
+        }
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
+    }
+
+    fn submit(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Full => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "queue_full",
+                "the request queue is full; retry later",
+            ),
+            SubmitError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the engine has stopped",
+            ),
+        }
+    }
+}
+
+/// Runs `f`, counts the request and its duration under `endpoint`, and turns errors into JSON.
+async fn timed<T: Serialize>(
+    s: &AppState,
+    endpoint: &'static str,
+    f: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Response {
+    let t = Instant::now();
+    let (status, resp) = match f.await {
+        Ok(v) => (StatusCode::OK, Json(v).into_response()),
+        Err(e) => {
+            s.metrics.failures.with_label_values(&[e.cause]).inc();
+            (e.status, (e.status, Json(e.body)).into_response())
+        }
+    };
+    s.metrics
+        .requests
+        .with_label_values(&[endpoint, status.as_str()])
+        .inc();
+    s.metrics
+        .request_seconds
+        .with_label_values(&[endpoint])
+        .observe(t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `/v1/info`: the recommender's description and the serving limits.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InfoBody {
+    pub model: Info,
+    pub serve: ServeConfig,
+}
+
+async fn info(State(s): State<Arc<AppState>>) -> Response {
+    timed(&s, "info", async {
+        let (tx, rx) = oneshot::channel();
+        s.engine
+            .submit(Job::Info { reply: tx })
+            .map_err(ApiError::submit)?;
+        let model = rx.await.map_err(|_| stopped())?;
+        Ok(InfoBody {
+            model,
+            serve: s.cfg.clone(),
+        })
+    })
+    .await
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "engine",
+        "the engine stopped before answering",
+    )
+}
+
+/// Checks a query against the serving limits; `at` prefixes field names in a batch (`queries[3].`).
+fn check(cfg: &ServeConfig, q: &Query, at: &str) -> Result<(), ApiError> {
+    if q.history.len() > cfg.max_history {
+        return Err(ApiError::field(
+            &format!("{at}history"),
+            format!("{} items; at most serve.max_history = {}", q.history.len(), cfg.max_history),
+        ));
+    }
+    if q.options.k > cfg.max_k {
+        return Err(ApiError::field(
+            &format!("{at}options.k"),
+            format!("{}; at most serve.max_k = {}", q.options.k, cfg.max_k),
+        ));
+    }
+    if let Some(b) = q.options.beam.filter(|&b| b > cfg.max_beam) {
+        return Err(ApiError::field(
+            &format!("{at}options.beam"),
+            format!("{b}; at most serve.max_beam = {}", cfg.max_beam),
+        ));
+    }
+    Ok(())
+}
+
+/// Queues queries and waits for their answers.
+async fn ask(s: &AppState, queries: Vec<Query>) -> Result<Vec<Answer>, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    s.engine
+        .submit(Job::Recommend {
+            queries,
+            arrived: Instant::now(),
+            reply: tx,
+        })
+        .map_err(ApiError::submit)?;
+    rx.await.map_err(|_| stopped())
+}
+
+/// The body of `/v1/recommend`: one [`Query`] (`history` plus optional `options`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecommendBody {
+    pub history: Vec<String>,
+    #[serde(default)]
+    pub options: reg4rec_recommender::RecommendOptions,
+}
+
+impl From<RecommendBody> for Query {
+    fn from(b: RecommendBody) -> Query {
+        Query {
+            history: b.history,
+            options: b.options,
+        }
+    }
+}
+
+async fn recommend(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<RecommendBody>, JsonRejection>,
+) -> Response {
+    timed(&s, "recommend", async {
+        let Json(b) = body.map_err(ApiError::from_json)?;
+        let q = Query::from(b);
+        check(&s.cfg, &q, "")?;
+        let mut answers = ask(&s, vec![q]).await?;
+        answers
+            .pop()
+            .ok_or_else(stopped)?
+            .map_err(ApiError::from_query)
+    })
+    .await
+}
+
+/// The body of `/v1/recommend/batch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    pub queries: Vec<RecommendBody>,
+}
+
+/// One result of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchResult {
+    Ok(Recommendations),
+    Error(QueryError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub results: Vec<BatchResult>,
+}
+
+async fn recommend_batch(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<BatchBody>, JsonRejection>,
+) -> Response {
+    timed(&s, "recommend_batch", async {
+        let Json(b) = body.map_err(ApiError::from_json)?;
+        if b.queries.len() > s.cfg.max_batch_queries {
+            return Err(ApiError::field(
+                "queries",
+                format!(
+                    "{} queries; at most serve.max_batch_queries = {}",
+                    b.queries.len(),
+                    s.cfg.max_batch_queries
+                ),
+            ));
+        }
+        let queries: Vec<Query> = b.queries.into_iter().map(Query::from).collect();
+        for (i, q) in queries.iter().enumerate() {
+            check(&s.cfg, q, &format!("queries[{i}]."))?;
+        }
+        let answers = ask(&s, queries).await?;
+        Ok(BatchResponse {
+            results: answers
+                .into_iter()
+                .map(|a| match a {
+                    Ok(r) => BatchResult::Ok(r),
+                    Err(e) => BatchResult::Error(e),
+                })
+                .collect(),
+        })
+    })
+    .await
+}
+
+fn items_api(s: &AppState) -> Result<(), ApiError> {
+    if s.cfg.items_api {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "items_disabled",
+            "the catalog API is off (start the server with `--set serve.items_api=true`)",
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddItemsBody {
+    pub items: Vec<NewItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddItemsResponse {
+    pub added: Vec<AddedItem>,
+    pub catalog_version: u64,
+}
+
+async fn add_items(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<AddItemsBody>, JsonRejection>,
+) -> Response {
+    timed(&s, "items_add", async {
+        items_api(&s)?;
+        let Json(b) = body.map_err(ApiError::from_json)?;
+        let (tx, rx) = oneshot::channel();
+        s.engine
+            .submit(Job::AddItems {
+                items: b.items,
+                reply: tx,
+            })
+            .map_err(ApiError::submit)?;
+        let (added, catalog_version) = rx
+            .await
+            .map_err(|_| stopped())?
+            .map_err(ApiError::from_query)?;
+        Ok(AddItemsResponse {
+            added,
+            catalog_version,
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveItemsBody {
+    pub ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemoveItemsResponse {
+    pub removed: usize,
+    pub catalog_version: u64,
+}
+
+async fn remove_items(
+    State(s): State<Arc<AppState>>,
+    body: Result<Json<RemoveItemsBody>, JsonRejection>,
+) -> Response {
+    timed(&s, "items_remove", async {
+        items_api(&s)?;
+        let Json(b) = body.map_err(ApiError::from_json)?;
+        let (tx, rx) = oneshot::channel();
+        s.engine
+            .submit(Job::RemoveItems {
+                ids: b.ids,
+                reply: tx,
+            })
+            .map_err(ApiError::submit)?;
+        let (removed, catalog_version) = rx
+            .await
+            .map_err(|_| stopped())?
+            .map_err(ApiError::from_query)?;
+        Ok(RemoveItemsResponse {
+            removed,
+            catalog_version,
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    #[serde(default)]
+    pub offset: usize,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+async fn list_items(
+    State(s): State<Arc<AppState>>,
+    params: Result<UrlQuery<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    timed(&s, "items_list", async {
+        items_api(&s)?;
+        let UrlQuery(p) = params
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+        let (tx, rx) = oneshot::channel::<CatalogPage>();
+        s.engine
+            .submit(Job::ListItems {
+                offset: p.offset,
+                limit: p.limit.min(10_000),
+                reply: tx,
+            })
+            .map_err(ApiError::submit)?;
+        rx.await.map_err(|_| stopped())
+    })
+    .await
+}
