@@ -66,7 +66,9 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => {
             let env = setup::ensure()?;
+            let chromium = ensure_chromium()?;
             let mut c = env.cargo();
+            c.env("REG4REC_CHROMIUM", chromium);
             c.args(["test", "--workspace"]).args(&args);
             env::run(&mut c)?;
         }
@@ -109,6 +111,44 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Debian's Chromium for the browser test of `reg4rec serve`'s page: found on the PATH, or installed with
+/// apt-get (as root) when missing.
+fn ensure_chromium() -> Result<String> {
+    let works = |bin: &str| {
+        Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    for bin in ["chromium", "/usr/bin/chromium"] {
+        if works(bin) {
+            return Ok(bin.to_string());
+        }
+    }
+    eprintln!("installing Debian's chromium for the browser test (apt-get)...");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        let _ = Command::new("apt-get").arg("update").status();
+        if !install() {
+            anyhow::bail!(
+                "the browser test needs Chromium: `apt-get install chromium` failed (run as root, or install \
+                 it yourself)"
+            );
+        }
+    }
+    if works("chromium") {
+        Ok("chromium".into())
+    } else {
+        anyhow::bail!("chromium was installed but does not run (`chromium --version` failed)")
+    }
 }
 
 /// Builds the release `reg4rec` binary and returns its path.

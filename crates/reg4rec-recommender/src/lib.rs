@@ -26,7 +26,7 @@ pub use catalog::Catalog;
 pub use error::{RecommenderError, Result};
 pub use model_dir::{seal, verify, write_extras, Manifest};
 pub use recommender::{
-    AddedItem, Info, NewItem, Query, RecommendOptions, Recommended, Recommendations, Recommender,
+    AddedItem, Info, NewItem, Query, RecommendOptions, Recommendations, Recommended, Recommender,
 };
 pub use source::DataSource;
 /// The device type [`Recommender::load_with`] takes (re-exported so servers need not depend on tch).

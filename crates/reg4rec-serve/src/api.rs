@@ -99,7 +99,11 @@ impl ApiError {
     fn from_query(e: QueryError) -> Self {
         ApiError {
             status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            cause: if e.status == 400 { "bad_request" } else { "engine" },
+            cause: if e.status == 400 {
+                "bad_request"
+            } else {
+                "engine"
+            },
             body: ErrorBody {
                 error: e.error,
                 field: e.field,
@@ -211,7 +215,11 @@ fn check(cfg: &ServeConfig, q: &Query, at: &str) -> Result<(), ApiError> {
     if q.history.len() > cfg.max_history {
         return Err(ApiError::field(
             &format!("{at}history"),
-            format!("{} items; at most serve.max_history = {}", q.history.len(), cfg.max_history),
+            format!(
+                "{} items; at most serve.max_history = {}",
+                q.history.len(),
+                cfg.max_history
+            ),
         ));
     }
     if q.options.k > cfg.max_k {

@@ -62,7 +62,9 @@ impl ServeConfig {
             ("max_batch_queries", self.max_batch_queries),
         ];
         if let Some((f, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ServeError::Config(format!("`serve.{f}` must be at least 1")));
+            return Err(ServeError::Config(format!(
+                "`serve.{f}` must be at least 1"
+            )));
         }
         if self.max_beam > self.max_beam_rows {
             return Err(ServeError::Config(format!(
@@ -71,7 +73,10 @@ impl ServeConfig {
             )));
         }
         self.addr.parse::<std::net::SocketAddr>().map_err(|e| {
-            ServeError::Config(format!("`serve.addr` `{}`: {e} (expected ip:port)", self.addr))
+            ServeError::Config(format!(
+                "`serve.addr` `{}`: {e} (expected ip:port)",
+                self.addr
+            ))
         })?;
         Ok(())
     }

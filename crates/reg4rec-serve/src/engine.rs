@@ -8,7 +8,7 @@ use crate::config::ServeConfig;
 use crate::error::{Result, ServeError};
 use crate::metrics::Metrics;
 use reg4rec_recommender::{
-    AddedItem, Info, NewItem, Query, RecommenderError, Recommendations, Recommender,
+    AddedItem, Info, NewItem, Query, Recommendations, Recommender, RecommenderError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -262,10 +262,9 @@ fn run(mut rec: Recommender, rx: Receiver<Job>, cfg: &ServeConfig, metrics: &Met
 
 fn count(rec: &Recommender, job: &Job) -> (usize, usize) {
     match job {
-        Job::Recommend { queries, .. } => (
-            queries.len(),
-            queries.iter().map(|q| rows(rec, q)).sum(),
-        ),
+        Job::Recommend { queries, .. } => {
+            (queries.len(), queries.iter().map(|q| rows(rec, q)).sum())
+        }
         _ => (0, 0),
     }
 }
@@ -303,13 +302,12 @@ fn run_batch(rec: &Recommender, batch: Vec<Job>, metrics: &Metrics) {
             .into_iter()
             .zip(&all)
             .map(|(a, q)| {
-                a.map(|r| {
-                    let bad = violations(rec, q, &r);
+                a.inspect(|r| {
+                    let bad = violations(rec, q, r);
                     if bad > 0 {
                         metrics.invalid_items.inc_by(bad);
                         tracing::error!(invalid = bad, "the search returned invalid items");
                     }
-                    r
                 })
                 .map_err(QueryError::from)
             })
@@ -319,12 +317,8 @@ fn run_batch(rec: &Recommender, batch: Vec<Job>, metrics: &Metrics) {
             all.iter().map(|_| Err(e.clone())).collect()
         }
     };
-    metrics
-        .inference_seconds
-        .observe(t.elapsed().as_secs_f64());
-    metrics
-        .batch_size
-        .observe(all.len() as f64);
+    metrics.inference_seconds.observe(t.elapsed().as_secs_f64());
+    metrics.batch_size.observe(all.len() as f64);
     let mut answers = answers.into_iter();
     for (n, reply) in jobs {
         let _ = reply.send(answers.by_ref().take(n).collect());

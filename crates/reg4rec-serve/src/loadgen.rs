@@ -183,10 +183,19 @@ mod tests {
 
     #[test]
     fn only_loopback_urls_are_accepted() {
-        for ok in ["http://127.0.0.1:8080", "http://localhost:1/", "http://[::1]:80"] {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:1/",
+            "http://[::1]:80",
+        ] {
             check_loopback(ok).unwrap();
         }
-        for bad in ["http://10.0.0.1:80", "https://127.0.0.1", "http://example.com", "127.0.0.1:80"] {
+        for bad in [
+            "http://10.0.0.1:80",
+            "https://127.0.0.1",
+            "http://example.com",
+            "127.0.0.1:80",
+        ] {
             assert!(check_loopback(bad).is_err(), "{bad}");
         }
     }

@@ -1,5 +1,6 @@
 //! `reg4rec recommend`: top-N items for a history, with the reasoning path of each as its explanation.
 
+use crate::args::ConfigArgs;
 use anyhow::{bail, Result};
 use clap::Args;
 use reg4rec_infer::InferConfig;
@@ -18,12 +19,16 @@ pub struct RecommendArgs {
     /// Number of items.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// Beam width.
-    #[arg(long, default_value_t = 20)]
-    pub beam: usize,
-    /// CORP threshold, or `off` (a TIGER model is always searched without CORP).
+    /// Beam width (default: the config's `infer.beam`).
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// CORP threshold, or `off` (default: the config's `infer.theta`; a TIGER model is always searched
+    /// without CORP).
     #[arg(long)]
     pub theta: Option<String>,
+    /// The `[infer]` section (beam, CORP, dense weight) comes from here, as for `reg4rec serve`.
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Only recommend items of these categories (repeatable or comma-separated).
     #[arg(long = "allow-category", value_delimiter = ',')]
     pub allow_category: Vec<String>,
@@ -49,7 +54,7 @@ impl RecommendArgs {
     pub fn options(&self) -> RecommendOptions {
         RecommendOptions {
             k: self.top,
-            beam: Some(self.beam),
+            beam: self.beam,
             allowed_categories: self.allow_category.clone(),
             blocked_categories: self.block_category.clone(),
             exclude_items: self.exclude.clone(),
@@ -60,7 +65,8 @@ impl RecommendArgs {
 }
 
 pub fn run(a: RecommendArgs) -> Result<()> {
-    let mut rec = Recommender::load(&a.model)?;
+    let cfg = a.config.resolve()?;
+    let mut rec = Recommender::load_with(&a.model, &cfg.infer, tch::Device::Cpu)?;
     if let Some(t) = &a.theta {
         let theta = InferConfig::parse_theta(t)?;
         if theta.is_some() && rec.model().config().mode == Mode::Tiger {

@@ -1,0 +1,526 @@
+//! End-to-end tests of `reg4rec serve` on a small model trained by the test: the served list equals the offline
+//! `recommend`, concurrent clients get valid items or 429s while the catalog changes, SIGTERM drains the
+//! requests in flight, an item added through the API is recommended and explained, request limits name their
+//! field, and the page renders recommendations in headless Chromium. Every loop is bounded in count and time.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reg4rec"));
+    c.env("REG4REC_NO_PROGRESS", "1").env("REG4REC_LOG", "warn");
+    c
+}
+
+/// A REG4Rec model trained once (smoke preset) on a CSV of 200 users over 60 items in 3 categories.
+fn model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-model");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = String::from("user,item,timestamp,category\n");
+        for u in 0..200 {
+            for t in 0..6 + u % 5 {
+                let item = (u * 3 + t * (1 + u % 2)) % 60;
+                s.push_str(&format!("u{u},i{item},{t},c{}\n", item % 3));
+            }
+        }
+        let csv = dir.join("toy.csv");
+        std::fs::write(&csv, s).unwrap();
+        let out = dir.join("run");
+        let o = bin()
+            .args([
+                "pipeline",
+                "--data",
+                csv.to_str().unwrap(),
+                "--preset",
+                "smoke",
+            ])
+            .args(["--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out.join("stages/align-reg4rec")
+    })
+}
+
+/// A running `reg4rec serve`; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Server {
+    fn start(sets: &[&str]) -> Server {
+        let mut c = bin();
+        c.args([
+            "serve",
+            "--model",
+            model().to_str().unwrap(),
+            "--preset",
+            "smoke",
+        ])
+        .args(["--set", "serve.addr=127.0.0.1:0"]);
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the server did not start: `{line}`"))
+            .to_string();
+        Server {
+            child,
+            url,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
+    fn delete(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let r = self.http.get(format!("{}{path}", self.url)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// The value of an unlabelled metric.
+    fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits (at most 60 s) for the exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no exit 60 s after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn items(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["item_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_served_list_equals_the_offline_recommend() {
+    let server = Server::start(&[]);
+    let body = json!({"history": ["i1", "i4", "i7"], "options": {
+        "k": 5, "beam": 30, "allowed_categories": ["c0", "c1"], "exclude_history": true, "explain": true}});
+    let (status, served) = server.post("/v1/recommend", &body);
+    assert_eq!(status, 200, "{served}");
+    let o = bin()
+        .args([
+            "recommend",
+            "--model",
+            model().to_str().unwrap(),
+            "--preset",
+            "smoke",
+        ])
+        .args(["--history", "i1,i4,i7", "--top", "5", "--beam", "30"])
+        .args([
+            "--allow-category",
+            "c0,c1",
+            "--exclude-history",
+            "--explain",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let offline: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(served, offline);
+    let got = items(&served);
+    assert_eq!(got.len(), 5);
+    for it in served["items"].as_array().unwrap() {
+        assert_ne!(it["category"], "c2", "{it}");
+        assert!(!["i1", "i4", "i7"].contains(&it["item_id"].as_str().unwrap()));
+        assert!(!it["explanation"]["steps"][0]["categories"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+    }
+    // The batch endpoint answers each query, a bad one with its own error.
+    let (status, batch) = server.post(
+        "/v1/recommend/batch",
+        &json!({"queries": [body, {"history": ["nope"]}]}),
+    );
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["results"][0]["ok"], served);
+    assert_eq!(batch["results"][1]["error"]["field"], "history[0]");
+    assert_eq!(server.metric("reg4rec_invalid_items_total"), 0.0);
+}
+
+#[test]
+fn bad_requests_name_their_field_and_limits_hold() {
+    let server = Server::start(&["serve.max_k=20", "serve.max_body_bytes=2048"]);
+    let cases = [
+        (json!({"history": ["i1", "zzz"]}), "history[1]"),
+        (
+            json!({"history": ["i1"], "options": {"k": 21}}),
+            "options.k",
+        ),
+        (json!({"history": ["i1"], "options": {"k": 0}}), "k"),
+        (
+            json!({"history": ["i1"], "options": {"allowed_categories": ["c9"]}}),
+            "allowed_categories[0]",
+        ),
+        (
+            json!({"history": ["i1"], "options": {"exclude_items": ["i999"]}}),
+            "exclude_items[0]",
+        ),
+        (
+            json!({"history": ["i1"], "options": {"beam": 100000}}),
+            "options.beam",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, v) = server.post("/v1/recommend", &body);
+        assert_eq!(
+            (status, v["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let (status, v) = server.post("/v1/recommend", &json!({"history": ["i1"], "extra": 1}));
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `extra`"),
+        "{v}"
+    );
+    let big: Vec<String> = (0..400).map(|i| format!("i{}", i % 60)).collect();
+    let (status, _) = server.post("/v1/recommend", &json!({"history": big}));
+    assert_eq!(status, 413);
+    // Every category allowed but blocked: no item may be returned, and none is.
+    let (status, v) = server.post(
+        "/v1/recommend",
+        &json!({"history": ["i1"], "options": {"blocked_categories": ["c0", "c1", "c2"]}}),
+    );
+    assert_eq!(status, 200);
+    assert!(items(&v).is_empty());
+    // The catalog API is off by default.
+    let (status, v) = server.post("/v1/items", &json!({"items": []}));
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(server.get("/health").0, 200);
+    assert_eq!(server.get("/ready").0, 200);
+    let (_, info) = server.get("/v1/info");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["model"]["n_items"], 60);
+    assert_eq!(info["model"]["verified"], true);
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("reg4rec_failures_total{cause=\"bad_request\"} 7"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("reg4rec_failures_total{cause=\"payload_too_large\"} 1"));
+}
+
+#[test]
+fn sixty_four_clients_get_valid_items_or_429_while_the_catalog_changes() {
+    // A tiny queue so that 64 clients overflow it; one query per batch.
+    let server = Arc::new(Server::start(&[
+        "serve.queue=2",
+        "serve.max_batch=1",
+        "serve.items_api=true",
+    ]));
+    let start = Arc::new(Barrier::new(65));
+    let mut threads = Vec::new();
+    for c in 0..64 {
+        let (server, start) = (server.clone(), start.clone());
+        threads.push(std::thread::spawn(move || {
+            start.wait();
+            let (mut ok, mut rejected) = (0, 0);
+            for r in 0..8 {
+                let h = [
+                    format!("i{}", (c + r) % 60),
+                    format!("i{}", (c * 7 + r) % 60),
+                ];
+                let (status, v) = server.post(
+                    "/v1/recommend",
+                    &json!({"history": h, "options": {"k": 10, "beam": 60}}),
+                );
+                match status {
+                    200 => {
+                        assert!(items(&v).len() <= 10);
+                        ok += 1;
+                    }
+                    429 => {
+                        assert!(v["error"].as_str().unwrap().contains("queue is full"));
+                        rejected += 1;
+                    }
+                    s => panic!("status {s}: {v}"),
+                }
+            }
+            (ok, rejected)
+        }));
+    }
+    start.wait();
+    // The catalog changes under load: two items become unavailable.
+    let (status, v) = server.delete("/v1/items", &json!({"ids": ["i5", "i6"]}));
+    assert_eq!((status, v["removed"].as_u64()), (200, Some(2)), "{v}");
+    let (mut ok, mut rejected) = (0, 0);
+    for t in threads {
+        let (o, r) = t.join().unwrap();
+        ok += o;
+        rejected += r;
+    }
+    assert_eq!(ok + rejected, 64 * 8);
+    assert!(ok > 0 && rejected > 0, "ok {ok}, rejected {rejected}");
+    // Removed items are never recommended afterwards.
+    for h in 0..20 {
+        let (status, v) = server.post(
+            "/v1/recommend",
+            &json!({"history": [format!("i{h}")], "options": {"k": 58, "beam": 100}}),
+        );
+        assert_eq!(status, 200);
+        let got = items(&v);
+        assert!(!got.contains(&"i5".to_string()) && !got.contains(&"i6".to_string()));
+        assert_eq!(v["catalog_version"], 2);
+    }
+    assert_eq!(server.metric("reg4rec_invalid_items_total"), 0.0);
+    assert_eq!(server.metric("reg4rec_available_items"), 58.0);
+}
+
+#[test]
+fn sigterm_answers_every_request_in_flight_before_exiting() {
+    // The batcher holds the first request up to 1.5 s for others, so every request is in flight at SIGTERM.
+    let server = Server::start(&["serve.batch_wait_ms=1500", "serve.max_batch=64"]);
+    let url = server.url.clone();
+    let start = Arc::new(Barrier::new(33));
+    let mut threads = Vec::new();
+    for c in 0..32 {
+        let (url, start) = (url.clone(), start.clone());
+        threads.push(std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            start.wait();
+            let r = http
+                .post(format!("{url}/v1/recommend"))
+                .json(&json!({"history": [format!("i{c}")], "options": {"k": 5}}))
+                .send()
+                .unwrap();
+            (r.status().as_u16(), Instant::now())
+        }));
+    }
+    start.wait();
+    std::thread::sleep(Duration::from_millis(400));
+    let term = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    for t in threads {
+        let (s, done) = t.join().unwrap();
+        assert_eq!(s, 200);
+        assert!(
+            done > term,
+            "a request was answered before SIGTERM; the test needs a longer wait"
+        );
+    }
+    assert!(
+        reqwest::blocking::get(format!("{url}/health")).is_err(),
+        "still accepting"
+    );
+}
+
+#[test]
+fn an_item_added_through_the_api_is_recommended_and_explained() {
+    let server = Server::start(&["serve.items_api=true", "infer.beam=200"]);
+    // A new item made like the top item for a history: that item's features (rows in catalog order).
+    let history = json!(["i1", "i4", "i7"]);
+    let (_, v) = server.post(
+        "/v1/recommend",
+        &json!({"history": history, "options": {"k": 10}}),
+    );
+    let top = items(&v)[0].clone();
+    let run = model().parent().unwrap().parent().unwrap();
+    let features = reg4rec_data::features::ItemFeatures::load_user(
+        &run.join("stages/features/features.safetensors"),
+        60,
+    )
+    .unwrap();
+    let catalog: Value =
+        serde_json::from_str(&std::fs::read_to_string(model().join("catalog.json")).unwrap())
+            .unwrap();
+    let row = catalog["item_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|i| i == &json!(top))
+        .unwrap();
+    let category =
+        catalog["category_names"][catalog["item_category"][row].as_u64().unwrap() as usize].clone();
+    let (status, added) = server.post(
+        "/v1/items",
+        &json!({"items": [{"id": "new-1", "category": category, "features": features.row(row)}]}),
+    );
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["catalog_version"], 2);
+    let tokens: Vec<String> = added["added"][0]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    // Its tuple is unlike every other item's.
+    let codes: Value =
+        serde_json::from_str(&std::fs::read_to_string(model().join("codes.json")).unwrap())
+            .unwrap();
+    let m = codes["m"].as_u64().unwrap() as usize;
+    let tuples: Vec<u64> = codes["tuples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap())
+        .collect();
+    for item in tuples.chunks(m) {
+        let other: Vec<String> = item
+            .iter()
+            .enumerate()
+            .map(|(r, c)| format!("<t{r}_{c}>"))
+            .collect();
+        assert_ne!(other, tokens);
+    }
+    // Some history leads to it: it is in the top 10 of one of the one-item histories, explained by its path.
+    let new = (0..60)
+        .find_map(|h| {
+            let (_, v) = server.post(
+                "/v1/recommend",
+                &json!({"history": [format!("i{h}")], "options": {"k": 10, "explain": true}}),
+            );
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["item_id"] == "new-1")
+                .cloned()
+        })
+        .expect("the new item is in no top 10");
+    assert_eq!(new["added"], true);
+    let mut path: Vec<String> = new["explanation"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["token"].as_str().unwrap().to_string())
+        .collect();
+    path.sort();
+    let mut want = tokens.clone();
+    want.sort();
+    assert_eq!(path, want);
+    // Adding it twice, or with features of the wrong size, names the field.
+    let (status, v) = server.post(
+        "/v1/items",
+        &json!({"items": [{"id": "new-1", "category": category, "features": features.row(row)}]}),
+    );
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (400, Some("items[0].id")),
+        "{v}"
+    );
+    let (status, v) = server.post(
+        "/v1/items",
+        &json!({"items": [{"id": "new-2", "category": category, "features": [1.0]}]}),
+    );
+    assert_eq!(
+        (status, v["field"].as_str()),
+        (400, Some("items[0].features")),
+        "{v}"
+    );
+    let (_, list) = server.get("/v1/items?offset=60&limit=5");
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["total"], 61);
+    assert_eq!(list["items"][0]["id"], "new-1");
+}
+
+#[test]
+fn the_page_renders_recommendations_in_headless_chromium() {
+    let chromium = std::env::var("REG4REC_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let server = Server::start(&[]);
+    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chromium-profile");
+    let o = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("{}/?history=i1,i4,i7", server.url))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{chromium}` ({e}): install Debian's chromium (`cargo xtask test` does)")
+        });
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let rendered = dom.matches("class=\"rec\"").count();
+    assert_eq!(
+        rendered,
+        10,
+        "no recommendation rendered:\n{dom}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        dom.contains("&lt;t") || dom.contains("<t"),
+        "no reasoning path shown"
+    );
+}
