@@ -22,6 +22,8 @@ use tch::{Kind, Tensor};
 pub struct ModelScorer<'a> {
     model: &'a Reg4RecModel,
     codes: &'a Codes,
+    /// The model's encoder input table (items, `START`, `PAD`).
+    table: Tensor,
     /// `[n_users, d]` contexts of the current batch.
     context: Option<Tensor>,
     /// `[n_users, n_items]` dense item log-probabilities (models with an item head).
@@ -32,8 +34,16 @@ pub struct ModelScorer<'a> {
 }
 
 impl<'a> ModelScorer<'a> {
-    /// Checks that the model was built for these codes.
+    /// Checks that the model was built for these codes, and computes the model's encoder input table once for
+    /// every batch this scorer will encode.
     pub fn new(model: &'a Reg4RecModel, codes: &'a Codes) -> Result<Self> {
+        let table = tch::no_grad(|| model.stream_table());
+        Self::with_table(model, codes, table)
+    }
+
+    /// [`ModelScorer::new`] with the model's [`Reg4RecModel::stream_table`] computed by the caller (a server
+    /// keeps it across requests; it changes only with the weights or the items).
+    pub fn with_table(model: &'a Reg4RecModel, codes: &'a Codes, table: Tensor) -> Result<Self> {
         let v = model.vocab();
         if v.m != codes.m || v.d != codes.d || model.n_items() != codes.n_items() {
             return Err(InferError::Input(format!(
@@ -58,6 +68,7 @@ impl<'a> ModelScorer<'a> {
         Ok(ModelScorer {
             model,
             codes,
+            table,
             context: None,
             item_logp: None,
             n_users: 0,
@@ -87,7 +98,7 @@ impl StepScorer for ModelScorer<'_> {
             )));
         }
         let model = self.model;
-        let enc = tch::no_grad(|| model.contexts(histories))
+        let enc = tch::no_grad(|| model.contexts_with(histories, &self.table))
             .map_err(|e| InferError::Input(format!("encoding the histories: {e}")))?;
         self.item_logp = model.config().item_head.then(|| {
             tch::no_grad(|| {

@@ -494,6 +494,26 @@ impl Reg4RecModel {
     /// Encodes right-padded streams `[B, T]` i64 (T <= L; see [`crate::batch`]): the context after every
     /// position. Position t depends on positions `<= t` only.
     pub fn encode(&self, stream: &Tensor, train: bool) -> Encoded {
+        self.encode_with(stream, train, &self.stream_table())
+    }
+
+    /// The encoder's input table `[n_items + 2, d]`: every item's input embedding ([`Self::item_embeddings`]),
+    /// then `START` and `PAD` (zeros). Inference computes it once for many calls of
+    /// [`Self::contexts_with`] (it only changes with the weights or the items).
+    pub fn stream_table(&self) -> Tensor {
+        let d = self.cfg.d_model as i64;
+        Tensor::cat(
+            &[
+                self.item_embeddings(),
+                self.tok_emb.ws.narrow(0, BOS, 1),
+                Tensor::zeros([1, d], (Kind::Float, self.device())),
+            ],
+            0,
+        )
+    }
+
+    /// [`Self::encode`] with a precomputed [`Self::stream_table`] of the same weights.
+    pub fn encode_with(&self, stream: &Tensor, train: bool, table: &Tensor) -> Encoded {
         let ctx = self.ctx(train);
         let (b, t) = (stream.size()[0], stream.size()[1]);
         assert!(
@@ -502,17 +522,8 @@ impl Reg4RecModel {
             self.cfg.history_len
         );
         let d = self.cfg.d_model as i64;
-        let items = self.item_embeddings();
+        let items = table.narrow(0, 0, self.n_items as i64);
         let device = stream.device();
-        // Rows n_items (START) and n_items + 1 (PAD, zeros) follow the items.
-        let table = Tensor::cat(
-            &[
-                items.shallow_clone(),
-                self.tok_emb.ws.narrow(0, BOS, 1),
-                Tensor::zeros([1, d], (Kind::Float, device)),
-            ],
-            0,
-        );
         let positions = Tensor::arange(t, (Kind::Int64, device));
         let x = table.index_select(0, &stream.reshape([-1])).view([b, t, d])
             + positions.apply(&self.enc_pos).unsqueeze(0);
@@ -529,6 +540,18 @@ impl Reg4RecModel {
     /// The context after each history (oldest first; the last `L` items are read) `[B, d]`, and the item
     /// embeddings, in inference mode.
     pub fn contexts(&self, histories: &[&[u32]]) -> Result<Encoded> {
+        self.contexts_with(histories, &self.stream_table())
+    }
+
+    /// [`Self::contexts`] with a precomputed [`Self::stream_table`] of the same weights.
+    pub fn contexts_with(&self, histories: &[&[u32]], table: &Tensor) -> Result<Encoded> {
+        let want = [self.n_items as i64 + 2, self.cfg.d_model as i64];
+        if table.size() != want {
+            return Err(ModelError::Input(format!(
+                "stream table of shape {:?}; this model's is {want:?} (computed before items were added?)",
+                table.size()
+            )));
+        }
         let ids = self.stream_ids();
         let l = self.cfg.history_len;
         let mut rows = Vec::with_capacity(histories.len());
@@ -547,7 +570,7 @@ impl Reg4RecModel {
         let stream = Tensor::from_slice(&flat)
             .view([rows.len() as i64, t as i64])
             .to_device(device);
-        let enc = self.encode(&stream, false);
+        let enc = self.encode_with(&stream, false, table);
         let d = self.cfg.d_model as i64;
         let last = Tensor::from_slice(&last).to_device(device);
         Ok(Encoded {

@@ -108,6 +108,8 @@ pub struct Recommender {
     source: DataSource,
     infer: InferConfig,
     verified: bool,
+    /// The model's encoder input table, computed once (again after items are added).
+    table: tch::Tensor,
 }
 
 impl std::fmt::Debug for Recommender {
@@ -167,7 +169,9 @@ impl Recommender {
         }
         let index = ItemIndex::new(&codes)
             .map_err(|e| RecommenderError::file(&catalog_path, e.to_string()))?;
+        let table = tch::no_grad(|| model.stream_table());
         let mut r = Recommender {
+            table,
             ids: catalog.id_map(),
             dir,
             model,
@@ -287,7 +291,8 @@ impl Recommender {
                 ..self.infer.clone()
             };
             let search = BeamSearch::new(&self.index, &cfg)?;
-            let mut scorer = ModelScorer::new(&self.model, &self.codes)?;
+            let mut scorer =
+                ModelScorer::with_table(&self.model, &self.codes, self.table.shallow_clone())?;
             let histories: Vec<&[u32]> = group.iter().map(|(_, p)| p.history.as_slice()).collect();
             let allowed: Vec<Option<&[u32]>> =
                 group.iter().map(|(_, p)| p.allowed.as_deref()).collect();
@@ -500,6 +505,7 @@ impl Recommender {
         };
         let new = tok.encode_new(&features, &existing)?;
         self.model.add_items(&new.tuples)?;
+        self.table = tch::no_grad(|| self.model.stream_table());
         let first = self.codes.n_items() as u32;
         self.codes.tuples.extend_from_slice(&new.tuples);
         self.index = ItemIndex::new(&self.codes)?;
