@@ -36,10 +36,17 @@ pub fn open_codebook_log_probs(vocab: &Vocab, logits: &Tensor, used: &Tensor) ->
     let shape = |tail: &[i64]| [lead.as_slice(), tail].concat();
     let blocks = logits
         .narrow(-1, N_SPECIAL, m * d)
-        .reshape(shape(&[m, d]).as_slice())
-        .masked_fill(&used.to_kind(Kind::Bool).unsqueeze(-1), f64::NEG_INFINITY);
-    let norm = blocks.logsumexp([-1], true).logsumexp([-2], true);
-    (blocks - norm).reshape(shape(&[m * d]).as_slice())
+        .reshape(shape(&[m, d]).as_slice());
+    let used = used.to_kind(Kind::Bool).unsqueeze(-1);
+    // The per-codebook log-sum-exp runs on finite logits (an exponential of -inf takes the math library's slow
+    // path); the used codebooks are dropped from the M per-codebook terms, then from the result.
+    let norm = blocks
+        .logsumexp([-1], true)
+        .masked_fill(&used, f64::NEG_INFINITY)
+        .logsumexp([-2], true);
+    (blocks - norm)
+        .masked_fill(&used, f64::NEG_INFINITY)
+        .reshape(shape(&[m * d]).as_slice())
 }
 
 /// Used-codebook flags `[B, M]` of decoder prefixes `[B, k]` of codebook tokens (no BOS).
