@@ -201,8 +201,6 @@ pub struct BeamSearch<'a> {
     m: usize,
     d: usize,
     ordered: bool,
-    /// Items having each semantic token (sorted).
-    postings: Vec<Vec<u32>>,
     /// The tokens a path may start with.
     first: Vec<u32>,
 }
@@ -220,14 +218,8 @@ impl<'a> BeamSearch<'a> {
         if index.n_items() == 0 {
             return Err(InferError::Input("the item index is empty".into()));
         }
-        let mut postings = vec![Vec::new(); m * d];
-        for item in 0..codes.n_items() {
-            for (r, &c) in codes.tuple(item).iter().enumerate() {
-                postings[r * d + c as usize].push(item as u32);
-            }
-        }
         let first = (0..m * d)
-            .filter(|&t| !postings[t].is_empty() && (!codes.ordered || t < d))
+            .filter(|&t| !index.posting(t).is_empty() && (!codes.ordered || t < d))
             .map(|t| t as u32)
             .collect();
         Ok(BeamSearch {
@@ -236,7 +228,6 @@ impl<'a> BeamSearch<'a> {
             m,
             d,
             ordered: codes.ordered,
-            postings,
             first,
         })
     }
@@ -611,7 +602,7 @@ impl<'a> BeamSearch<'a> {
     fn reach<'l>(&'l self, level: &'l Level, b: &Beam) -> &'l [u32] {
         match b.reach {
             Reach::All => &[],
-            Reach::Posting(t) => &self.postings[t as usize],
+            Reach::Posting(t) => self.index.posting(t as usize),
             Reach::Span(s, l) => &level.items[s as usize..(s + l) as usize],
         }
     }
@@ -647,7 +638,7 @@ impl<'a> BeamSearch<'a> {
                         if last {
                             // m == 1: every first token is an item.
                             for &t in &self.first {
-                                push(&mut pool, t, self.postings[t as usize][0]);
+                                push(&mut pool, t, self.index.posting(t as usize)[0]);
                             }
                         } else {
                             for &t in &self.first {

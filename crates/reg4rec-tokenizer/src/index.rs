@@ -219,6 +219,10 @@ pub struct ItemIndex {
     all: Vec<u64>,
     /// Every token some item has, sorted (the answer for an empty partial set).
     used_tokens: Vec<Token>,
+    /// Posting lists in one buffer: the items having token id `t = r * d + j`, increasing, are
+    /// `posting_items[posting_start[t]..posting_start[t + 1]]`.
+    posting_start: Vec<u32>,
+    posting_items: Vec<u32>,
 }
 
 impl ItemIndex {
@@ -251,6 +255,24 @@ impl ItemIndex {
             .filter(|&k| bits[k * words..(k + 1) * words].iter().any(|&w| w != 0))
             .map(|k| Token::new((k / d) as u16, (k % d) as u16))
             .collect();
+        let mut posting_start = vec![0u32; m * d + 1];
+        for item in 0..n {
+            for (r, &c) in codes.tuple(item).iter().enumerate() {
+                posting_start[r * d + c as usize + 1] += 1;
+            }
+        }
+        for t in 0..m * d {
+            posting_start[t + 1] += posting_start[t];
+        }
+        let mut fill = posting_start.clone();
+        let mut posting_items = vec![0u32; n * m];
+        for item in 0..n {
+            for (r, &c) in codes.tuple(item).iter().enumerate() {
+                let t = r * d + c as usize;
+                posting_items[fill[t] as usize] = item as u32;
+                fill[t] += 1;
+            }
+        }
         Ok(ItemIndex {
             codes: codes.clone(),
             words,
@@ -258,7 +280,17 @@ impl ItemIndex {
             by_tuple,
             all,
             used_tokens,
+            posting_start,
+            posting_items,
         })
+    }
+
+    /// The items having token id `t = codebook * d + code`, in increasing order (empty outside the vocabulary).
+    pub fn posting(&self, t: usize) -> &[u32] {
+        match (self.posting_start.get(t), self.posting_start.get(t + 1)) {
+            (Some(&a), Some(&b)) => &self.posting_items[a as usize..b as usize],
+            _ => &[],
+        }
     }
 
     pub fn codes(&self) -> &Codes {
@@ -496,6 +528,13 @@ mod tests {
                         .filter(|(r, _)| mask >> r & 1 == 1).map(|(_, &t)| t).collect();
                     prop_assert!(ix.reach(&sub).contains(item as u32));
                 }
+            }
+            // each posting list holds exactly the items having the token, in increasing order
+            for t in 0..codes.m * codes.d + 2 {
+                let want: Vec<u32> = (0..n as u32)
+                    .filter(|&i| t < codes.m * codes.d && codes.tuple(i as usize)[t / codes.d] as usize == t % codes.d)
+                    .collect();
+                prop_assert_eq!(ix.posting(t), want.as_slice());
             }
             // an arbitrary token set reaches exactly the items whose token set contains it
             let partial: Vec<Token> = probe.iter().map(|&(r, j)| Token::new(r, j)).collect();
