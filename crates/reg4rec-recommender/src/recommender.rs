@@ -266,7 +266,8 @@ impl Recommender {
 
     /// Answers several queries with one batched search per distinct beam width. Each query gets its own result
     /// (a bad query does not fail the others); the search counters come back alongside. A query's list does not
-    /// depend on the other queries of the batch.
+    /// depend on the other queries of the batch (its scores may differ in the last bits: batched matrix
+    /// products round differently).
     #[allow(clippy::type_complexity)]
     pub fn recommend_batch(
         &self,

@@ -30,6 +30,9 @@ pub struct ServeConfig {
     pub max_batch_queries: usize,
     /// Serve `POST`/`GET`/`DELETE /v1/items` (catalog changes). Default false.
     pub items_api: bool,
+    /// Write every catalog change into the model directory (`catalog.json` and a new manifest, atomically), so
+    /// a restart keeps it. Default false: changes live in the server's memory.
+    pub save_catalog: bool,
 }
 
 impl Default for ServeConfig {
@@ -46,6 +49,7 @@ impl Default for ServeConfig {
             max_beam: 200,
             max_batch_queries: 64,
             items_api: false,
+            save_catalog: false,
         }
     }
 }

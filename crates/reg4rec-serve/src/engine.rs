@@ -220,16 +220,16 @@ fn run(mut rec: Recommender, rx: Receiver<Job>, cfg: &ServeConfig, metrics: &Met
             Job::AddItems { items, reply } => {
                 let r = rec
                     .add_items(&items)
-                    .map(|a| (a, rec.catalog().version))
-                    .map_err(QueryError::from);
+                    .map_err(QueryError::from)
+                    .and_then(|a| saved(&rec, cfg).map(|v| (a, v)));
                 catalog_gauges(&rec, metrics);
                 let _ = reply.send(r);
             }
             Job::RemoveItems { ids, reply } => {
                 let r = rec
                     .remove_items(&ids)
-                    .map(|n| (n, rec.catalog().version))
-                    .map_err(QueryError::from);
+                    .map_err(QueryError::from)
+                    .and_then(|n| saved(&rec, cfg).map(|v| (n, v)));
                 catalog_gauges(&rec, metrics);
                 let _ = reply.send(r);
             }
@@ -267,6 +267,18 @@ fn count(rec: &Recommender, job: &Job) -> (usize, usize) {
         }
         _ => (0, 0),
     }
+}
+
+/// After a catalog change: writes the catalog when `serve.save_catalog` asks; the catalog version.
+fn saved(rec: &Recommender, cfg: &ServeConfig) -> std::result::Result<u64, QueryError> {
+    if cfg.save_catalog {
+        rec.save_catalog().map_err(|e| QueryError {
+            status: 500,
+            field: None,
+            error: format!("the catalog changed in memory but could not be saved: {e}"),
+        })?;
+    }
+    Ok(rec.catalog().version)
 }
 
 fn catalog_gauges(rec: &Recommender, metrics: &Metrics) {
