@@ -189,17 +189,23 @@ pub struct InfoBody {
 
 async fn info(State(s): State<Arc<AppState>>) -> Response {
     timed(&s, "info", async {
-        let (tx, rx) = oneshot::channel();
-        s.engine
-            .submit(Job::Info { reply: tx })
-            .map_err(ApiError::submit)?;
-        let model = rx.await.map_err(|_| stopped())?;
+        let model = engine_call(&s, |reply| Job::Info { reply }).await?;
         Ok(InfoBody {
             model,
             serve: s.cfg.clone(),
         })
     })
     .await
+}
+
+/// Queues the job `make(reply)` and waits for the engine's answer.
+async fn engine_call<T>(
+    s: &AppState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Job,
+) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    s.engine.submit(make(tx)).map_err(ApiError::submit)?;
+    rx.await.map_err(|_| stopped())
 }
 
 fn stopped() -> ApiError {
@@ -239,15 +245,13 @@ fn check(cfg: &ServeConfig, q: &Query, at: &str) -> Result<(), ApiError> {
 
 /// Queues queries and waits for their answers.
 async fn ask(s: &AppState, queries: Vec<Query>) -> Result<Vec<Answer>, ApiError> {
-    let (tx, rx) = oneshot::channel();
-    s.engine
-        .submit(Job::Recommend {
-            queries,
-            arrived: Instant::now(),
-            reply: tx,
-        })
-        .map_err(ApiError::submit)?;
-    rx.await.map_err(|_| stopped())
+    let arrived = Instant::now();
+    engine_call(s, |reply| Job::Recommend {
+        queries,
+        arrived,
+        reply,
+    })
+    .await
 }
 
 /// The body of `/v1/recommend`: one [`Query`] (`history` plus optional `options`).
@@ -370,16 +374,9 @@ async fn add_items(
     timed(&s, "items_add", async {
         items_api(&s)?;
         let Json(b) = body.map_err(ApiError::from_json)?;
-        let (tx, rx) = oneshot::channel();
-        s.engine
-            .submit(Job::AddItems {
-                items: b.items,
-                reply: tx,
-            })
-            .map_err(ApiError::submit)?;
-        let (added, catalog_version) = rx
-            .await
-            .map_err(|_| stopped())?
+        let items = b.items;
+        let (added, catalog_version) = engine_call(&s, |reply| Job::AddItems { items, reply })
+            .await?
             .map_err(ApiError::from_query)?;
         Ok(AddItemsResponse {
             added,
@@ -408,16 +405,9 @@ async fn remove_items(
     timed(&s, "items_remove", async {
         items_api(&s)?;
         let Json(b) = body.map_err(ApiError::from_json)?;
-        let (tx, rx) = oneshot::channel();
-        s.engine
-            .submit(Job::RemoveItems {
-                ids: b.ids,
-                reply: tx,
-            })
-            .map_err(ApiError::submit)?;
-        let (removed, catalog_version) = rx
-            .await
-            .map_err(|_| stopped())?
+        let ids = b.ids;
+        let (removed, catalog_version) = engine_call(&s, |reply| Job::RemoveItems { ids, reply })
+            .await?
             .map_err(ApiError::from_query)?;
         Ok(RemoveItemsResponse {
             removed,
@@ -448,15 +438,12 @@ async fn list_items(
         items_api(&s)?;
         let UrlQuery(p) = params
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-        let (tx, rx) = oneshot::channel::<CatalogPage>();
-        s.engine
-            .submit(Job::ListItems {
-                offset: p.offset,
-                limit: p.limit.min(10_000),
-                reply: tx,
-            })
-            .map_err(ApiError::submit)?;
-        rx.await.map_err(|_| stopped())
+        engine_call::<CatalogPage>(&s, |reply| Job::ListItems {
+            offset: p.offset,
+            limit: p.limit.min(10_000),
+            reply,
+        })
+        .await
     })
     .await
 }

@@ -102,14 +102,7 @@ pub fn run_blocking(
         catalog_version = info.catalog_version,
         "model loaded"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Io {
-            what: "starting the async runtime".into(),
-            source: e,
-        })?;
+    let rt = runtime()?;
     let state = Arc::new(AppState {
         engine,
         cfg: cfg.clone(),
@@ -136,6 +129,18 @@ pub fn run_blocking(
         .map_err(|_| ServeError::Engine("the engine thread panicked".into()))?;
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// The async runtime of the server and the load generator: two worker threads (the engine has its own).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Io {
+            what: "starting the async runtime".into(),
+            source: e,
+        })
 }
 
 fn tch_cpu() -> reg4rec_recommender::TchDevice {

@@ -166,15 +166,7 @@ struct ClientStats {
 
 /// [`run`] on a runtime of its own (for the CLI).
 pub fn run_blocking(cfg: &LoadConfig) -> Result<LoadReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Io {
-            what: "starting the async runtime".into(),
-            source: e,
-        })?;
-    rt.block_on(run(cfg))
+    crate::runtime()?.block_on(run(cfg))
 }
 
 #[cfg(test)]

@@ -38,6 +38,19 @@ pub(crate) struct Trained<N: Network> {
 }
 
 impl<N: Network> Trained<N> {
+    /// Feature rows must be `[n, input_dim]`.
+    fn check_features(&self, features: &Tensor) -> Result<()> {
+        let size = features.size();
+        if size.len() != 2 || size[1] != self.input_dim as i64 {
+            return Err(TokenizerError::Shape {
+                name: "features".into(),
+                expected: vec![-1, self.input_dim as i64],
+                found: size,
+            });
+        }
+        Ok(())
+    }
+
     /// Seeded variables of a fresh network.
     fn build(cfg: &N::Config, seed: u64, input_dim: usize) -> (nn::VarStore, N) {
         tch::manual_seed(seed as i64);
@@ -110,14 +123,7 @@ impl<N: Network> ItemTokenizer for Trained<N> {
     }
 
     fn encode(&self, features: &Tensor) -> Result<Tensor> {
-        let size = features.size();
-        if size.len() != 2 || size[1] != self.input_dim as i64 {
-            return Err(TokenizerError::Shape {
-                name: "features".into(),
-                expected: vec![-1, self.input_dim as i64],
-                found: size,
-            });
-        }
+        self.check_features(features)?;
         let _threads = train::ThreadsGuard::set(self.threads);
         Ok(train::nearest_codes(
             &self.model,
@@ -126,14 +132,7 @@ impl<N: Network> ItemTokenizer for Trained<N> {
     }
 
     fn encode_new(&self, features: &Tensor, existing: &Codes) -> Result<Codes> {
-        let size = features.size();
-        if size.len() != 2 || size[1] != self.input_dim as i64 {
-            return Err(TokenizerError::Shape {
-                name: "features".into(),
-                expected: vec![-1, self.input_dim as i64],
-                found: size,
-            });
-        }
+        self.check_features(features)?;
         let _threads = train::ThreadsGuard::set(self.threads);
         let enc = train::encode_all(
             &self.model,
