@@ -231,8 +231,24 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let sweep = report["theta_sweep"].as_array().unwrap();
     assert_eq!(sweep.len(), 2, "the smoke sweep is 0.06 and off");
     assert!(sweep.iter().any(|p| p["theta"].is_null()));
+    // The CORP rows ran with the sweep's best validation point, and the report says so.
+    let best = sweep
+        .iter()
+        .fold(None::<&serde_json::Value>, |b, p| match b {
+            Some(b)
+                if (p["recall@10"].as_f64(), p["ndcg@10"].as_f64())
+                    <= (b["recall@10"].as_f64(), b["ndcg@10"].as_f64()) =>
+            {
+                Some(b)
+            }
+            _ => Some(p),
+        })
+        .unwrap();
+    assert_eq!(report["theta"]["on_validation"], true);
+    assert_eq!(report["theta"]["theta"], best["theta"]);
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| sasrec-ce |"));
+    assert!(md.contains("applied to the test split"), "{md}");
     // Every figure is drawn, is an SVG with data in it, and is linked from report.md.
     let figures: Vec<&str> = report["figures"]
         .as_array()

@@ -7,10 +7,15 @@
 //! | `reg4rec-no-mpq` | RQ-VAE (as a set) | CRSS + category head | PARS + MSRA | theta |
 //! | `reg4rec-no-pars` | MPQ | CRSS + category head | none | theta |
 //! | `reg4rec-no-msra` | MPQ | CRSS + category head | PARS, h = 1 | theta |
+//!
+//! theta: chosen on the validation split from the sweep, CORP off included (`pipeline.choose_theta`), or
+//! `infer.theta`.
 //! | `reg4rec-no-corp` | MPQ | CRSS + category head | PARS + MSRA | off |
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
 
-use super::report::{MethodRow, PairedDiff, PrecisionPoint, SweepPoint, TrainingPoint};
+use super::report::{
+    MethodRow, PairedDiff, PrecisionPoint, SweepPoint, ThetaChoice, TrainingPoint,
+};
 use super::stage::{self, Done};
 use super::Ctx;
 use crate::ops;
@@ -29,6 +34,8 @@ pub struct Generative {
     pub rows: Vec<MethodRow>,
     pub training: Vec<TrainingPoint>,
     pub theta_sweep: Vec<SweepPoint>,
+    /// The CORP threshold the CORP rows were evaluated with (`None`: off) and how it was chosen.
+    pub theta: ThetaChoice,
     pub precision: Vec<PrecisionPoint>,
 }
 
@@ -209,12 +216,39 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         .map(|(name, d)| point(name, d, "contexts_per_s", "contexts", "steps")),
     )
     .collect();
+    let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
+    thetas.push(None);
+    let mut theta_sweep = Vec::new();
+    for theta in thetas {
+        let label = theta.map_or("off".to_string(), |t| format!("{t}"));
+        let e = eval(&format!("sweep-{label}"), &full, Stage::Valid, Some(theta))?;
+        theta_sweep.push(SweepPoint {
+            theta,
+            recall_10: e.report.metrics.recall_10,
+            ndcg_10: e.report.metrics.ndcg_10,
+            pruned_paths: e.report.pruned_paths,
+        });
+    }
+    // The threshold of the CORP rows: chosen on validation (the sweep's best Recall@10, off included), or
+    // `infer.theta` as given.
+    let chosen = if cfg.pipeline.choose_theta {
+        let best = theta_sweep
+            .iter()
+            .fold(None::<&SweepPoint>, |best, p| match best {
+                Some(b) if (p.recall_10, p.ndcg_10) <= (b.recall_10, b.ndcg_10) => Some(b),
+                _ => Some(p),
+            });
+        best.map(|p| p.theta).unwrap_or(cfg.infer.theta)
+    } else {
+        cfg.infer.theta
+    };
+    let corp = Some(chosen);
     let ranked = vec![
         row("tiger", &pre_tiger, Some(None))?,
-        row("reg4rec", &full, None)?,
-        row("reg4rec-no-mpq", &no_mpq, None)?,
-        row("reg4rec-no-pars", &pre, None)?,
-        row("reg4rec-no-msra", &no_msra, None)?,
+        row("reg4rec", &full, corp)?,
+        row("reg4rec-no-mpq", &no_mpq, corp)?,
+        row("reg4rec-no-pars", &pre, corp)?,
+        row("reg4rec-no-msra", &no_msra, corp)?,
         row("reg4rec-no-corp", &full, Some(None))?,
     ];
     // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
@@ -233,19 +267,6 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         })
         .collect();
 
-    let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
-    thetas.push(None);
-    let mut theta_sweep = Vec::new();
-    for theta in thetas {
-        let label = theta.map_or("off".to_string(), |t| format!("{t}"));
-        let e = eval(&format!("sweep-{label}"), &full, Stage::Valid, Some(theta))?;
-        theta_sweep.push(SweepPoint {
-            theta,
-            recall_10: e.report.metrics.recall_10,
-            ndcg_10: e.report.metrics.ndcg_10,
-            pruned_paths: e.report.pruned_paths,
-        });
-    }
     let mut precision = Vec::new();
     if !cfg.pipeline.precisions.is_empty() {
         let mut modes = vec![cfg.pretrain.precision];
@@ -286,6 +307,10 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         rows,
         training,
         theta_sweep,
+        theta: ThetaChoice {
+            theta: chosen,
+            on_validation: cfg.pipeline.choose_theta,
+        },
         precision,
     })
 }

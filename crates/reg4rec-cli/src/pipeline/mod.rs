@@ -112,10 +112,12 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     methods.push(sasrec.result);
 
     let (mut sweep, mut precision, mut training) = (Vec::new(), Vec::new(), Vec::new());
+    let mut theta = None;
     if cfg.pipeline.generative {
         let g = generative::run(&ctx, &data_key)?;
         methods.extend(g.rows);
         sweep = g.theta_sweep;
+        theta = Some(g.theta);
         precision = g.precision;
         training = g.training;
     }
@@ -136,6 +138,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         },
         methods,
         theta_sweep: sweep,
+        theta,
         precision,
         training,
         stages: ctx.runner.times.take(),

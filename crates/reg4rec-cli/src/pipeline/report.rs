@@ -123,6 +123,9 @@ pub struct Report {
     /// Validation metrics of the full model for each CORP threshold (`null`: CORP off).
     #[serde(default)]
     pub theta_sweep: Vec<SweepPoint>,
+    /// The CORP threshold of the CORP rows (absent in reports written before it was chosen on validation).
+    #[serde(default)]
+    pub theta: Option<ThetaChoice>,
     /// Pre-training of the REG4Rec model under each compute precision (empty unless
     /// `pipeline.precisions` asks for it).
     #[serde(default)]
@@ -164,6 +167,15 @@ pub struct TrainingPoint {
     pub iterations: u64,
     pub train_seconds: f64,
     pub valid_seconds: f64,
+}
+
+/// The CORP threshold of the rows that use CORP.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ThetaChoice {
+    /// `null`: CORP off.
+    pub theta: Option<f32>,
+    /// Chosen on the validation split from the sweep (else the config's `infer.theta`).
+    pub on_validation: bool,
 }
 
 /// One point of the CORP threshold sweep on the validation split.
@@ -282,6 +294,16 @@ impl Report {
         }
         if !self.theta_sweep.is_empty() {
             s.push_str("\nCORP threshold sweep (full model, validation split):\n\n");
+            if let Some(c) = &self.theta {
+                let t = c.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
+                s.push_str(&match c.on_validation {
+                    true => format!(
+                        "The rows that use CORP (reg4rec, no-mpq, no-pars, no-msra) ran with theta = {t}: the \
+                         point below with the highest Recall@10 (CORP off included), applied to the test split.\n\n"
+                    ),
+                    false => format!("The rows that use CORP ran with the configured theta = {t}.\n\n"),
+                });
+            }
             s.push_str("| theta | R@10 | N@10 | pruned paths |\n|---|---|---|---|\n");
             for p in &self.theta_sweep {
                 let theta = p.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
