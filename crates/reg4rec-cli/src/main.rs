@@ -38,6 +38,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Top-N recommendations for a history, optionally with their reasoning paths.
     Recommend(cmd::recommend::RecommendArgs),
+    /// Write a model's item semantic IDs (JSON) and catalog (JSON lines) for other tools.
+    Export(cmd::export::ExportArgs),
     /// Serve recommendations over HTTP (127.0.0.1 by default) until SIGTERM, then drain.
     Serve(cmd::serve::ServeArgs),
     /// Load-test a server on this machine: concurrent clients, bounded in requests and time.
@@ -71,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Align(a) => cmd::align::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Recommend(a) => cmd::recommend::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Loadtest(a) => cmd::serve::loadtest(a),
         Command::Pipeline(a) => pipeline::run(a),

@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod export;
 pub mod model_dir;
 pub mod recommender;
 pub mod source;

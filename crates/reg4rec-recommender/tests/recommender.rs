@@ -246,6 +246,27 @@ fn a_model_directory_recommends_within_its_constraints_and_grows_its_catalog() {
             .iter()
             .all(|r| r.item_id != "i5" && r.item_id != "i6"));
     }
+    // Exported semantic IDs read back into the same codes (the added item included).
+    let ids: std::collections::HashMap<String, Vec<String>> =
+        reg4rec_recommender::export::semantic_ids(&rec)
+            .into_iter()
+            .collect();
+    let json = serde_json::to_string(&ids).unwrap();
+    let back: std::collections::HashMap<String, Vec<String>> = serde_json::from_str(&json).unwrap();
+    let codes = rec.codes();
+    let again = reg4rec_recommender::export::codes_from_semantic_ids(
+        &back,
+        &rec.catalog().item_ids,
+        codes.m,
+        codes.d,
+        codes.ordered,
+    )
+    .unwrap();
+    assert_eq!(&again, codes);
+    let lines = reg4rec_recommender::export::catalog_lines(&rec);
+    assert_eq!(lines.len(), 41);
+    assert!(lines[40].added && lines[40].available && lines[40].item_id == "new-1");
+    assert!(!lines[rec.item("i5").unwrap() as usize].available);
     rec.save_catalog().unwrap();
     let again = Recommender::load(&f.model).unwrap();
     assert_eq!(again.catalog(), rec.catalog());
