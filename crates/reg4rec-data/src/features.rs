@@ -194,11 +194,19 @@ impl ItemFeatures {
         Ok(f)
     }
 
-    /// Reads a user-supplied feature matrix: a safetensors file holding one 2-D `f32` tensor (any name) with
-    /// `n_items` rows in dense item order. Rows are L2-normalised; all-zero rows are refused.
+    /// Reads a user-supplied feature matrix with `n_items` rows in dense item order: a NumPy `.npy` file (a 2-D
+    /// `float32` or `float64` array, C or Fortran order, as `numpy.save` writes it) or a safetensors file holding
+    /// one 2-D `f32` tensor (any name). Rows are L2-normalised; all-zero rows are refused.
     pub fn load_user(path: &Path, n_items: usize) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let mut f = read_matrix(path, &bytes, None)?;
+        let npy = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+        let mut f = if npy {
+            read_npy(path, &bytes)?
+        } else {
+            read_matrix(path, &bytes, None)?
+        };
         if f.n_items != n_items {
             return Err(DataError::invalid(
                 path,
@@ -215,6 +223,54 @@ impl ItemFeatures {
         }
         Ok(f)
     }
+}
+
+/// A 2-D float array of a `.npy` buffer, in row-major order, with finite values.
+fn read_npy(path: &Path, bytes: &[u8]) -> Result<ItemFeatures> {
+    let bad = |m: String| DataError::invalid(path, m);
+    let open =
+        || npyz::NpyFile::new(bytes).map_err(|e| bad(format!("not a readable .npy file: {e}")));
+    let file = open()?;
+    let shape = file.shape().to_vec();
+    let fortran = file.order() == npyz::Order::Fortran;
+    let [rows, cols] = shape[..] else {
+        return Err(bad(format!(
+            "array shape is {shape:?}, expected (n_items, dim)"
+        )));
+    };
+    let (n_items, dim) = (rows as usize, cols as usize);
+    if dim == 0 {
+        return Err(bad("dim is 0".into()));
+    }
+    let values: Vec<f32> = match file.into_vec::<f32>() {
+        Ok(v) => v,
+        Err(_) => open()?
+            .into_vec::<f64>()
+            .map_err(|e| bad(format!("expected a float32 or float64 array: {e}")))?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
+    };
+    let values = if fortran {
+        // Column-major: element (i, j) is at j * n_items + i.
+        (0..n_items * dim)
+            .map(|k| values[(k % dim) * n_items + k / dim])
+            .collect()
+    } else {
+        values
+    };
+    if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "value at row {}, column {} is not finite",
+            k / dim,
+            k % dim
+        )));
+    }
+    Ok(ItemFeatures {
+        n_items,
+        dim,
+        values,
+    })
 }
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {
@@ -891,6 +947,61 @@ mod tests {
         );
         let e = ItemFeatures::load_user(&bad, 2).unwrap_err().to_string();
         assert!(e.contains("non-finite") && e.contains("row 0"), "{e}");
+    }
+
+    /// A `.npy` file as `numpy.save` writes it (format 1.0, little-endian): `descr` `<f4` or `<f8`.
+    fn npy(descr: &str, fortran: bool, shape: (usize, usize), data: &[u8]) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        let mut header = format!(
+            "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': ({}, {}), }}",
+            shape.0, shape.1
+        );
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn numpy_feature_files_load_in_either_order_and_precision() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emb.npy");
+        // Rows (3, 4) and (0, 2), as float32 in C order, float64 in C order, float32 in Fortran order.
+        let f64_bytes: Vec<u8> = [3.0f64, 4.0, 0.0, 2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        for bytes in [
+            npy("<f4", false, (2, 2), &to_bytes(&[3.0, 4.0, 0.0, 2.0])),
+            npy("<f8", false, (2, 2), &f64_bytes),
+            npy("<f4", true, (2, 2), &to_bytes(&[3.0, 0.0, 4.0, 2.0])),
+        ] {
+            std::fs::write(&p, bytes).unwrap();
+            let u = ItemFeatures::load_user(&p, 2).unwrap();
+            assert_eq!((u.n_items, u.dim), (2, 2));
+            assert_eq!(u.values, vec![0.6, 0.8, 0.0, 1.0]);
+        }
+        for (bytes, want) in [
+            (
+                npy("<f4", false, (2, 2), &to_bytes(&[1.0, 0.0, 0.0, 1.0])),
+                "has 2 rows",
+            ),
+            (npy("<i4", false, (3, 1), &[0; 12]), "float32 or float64"),
+            (
+                npy("<f4", false, (3, 1), &to_bytes(&[1.0, f32::NAN, 1.0])),
+                "row 1",
+            ),
+            (b"not numpy".to_vec(), "not a readable .npy"),
+        ] {
+            std::fs::write(&p, bytes).unwrap();
+            let e = ItemFeatures::load_user(&p, 3).unwrap_err().to_string();
+            assert!(e.contains("emb.npy") && e.contains(want), "{want}: {e}");
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub struct TokenizeArgs {
     /// Output directory (tokenizer weights, config, codes and `report.json`).
     #[arg(long)]
     pub out: PathBuf,
-    /// Your own item features: a safetensors file with one 2-D f32 tensor, one row per item.
+    /// Your own item features, one row per item in dense item order: a NumPy `.npy` file (2-D float32 or
+    /// float64) or a safetensors file with one 2-D f32 tensor.
     #[arg(long)]
     pub features: Option<PathBuf>,
     #[command(flatten)]
