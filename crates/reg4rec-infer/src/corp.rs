@@ -1,7 +1,7 @@
 //! CORP (category-consistency pruning): at every checked step k (k >= `corp_from_step`, see
 //! [`crate::InferConfig`]) a path's category distribution is compared with the one it predicted at step k - 1;
 //! when the Jensen-Shannon divergence exceeds theta the path is pruned and its beam slot rolls back to the
-//! next-best candidate of the expansion that produced it (see [`crate::crss`]).
+//! next-best candidate of the expansion that produced it (see [`crate::beam`]).
 
 /// Jensen-Shannon divergence between two distributions over the same categories, in nats (`0..=ln 2`).
 /// Zero-probability entries contribute nothing; accumulation is in f64.

@@ -2,7 +2,7 @@
 //! the search did not generate ranks after every generated one (so Recall@K for K > `top_n` equals
 //! Recall@`top_n`). History items are not filtered unless `exclude_history` is set.
 
-use crate::crss::{BeamSearch, SearchStats};
+use crate::beam::{BeamSearch, SearchStats};
 use crate::error::{InferError, Result};
 use crate::scorer::StepScorer;
 use reg4rec_data::metrics::{rank_in_list, MetricAccumulator, Metrics};

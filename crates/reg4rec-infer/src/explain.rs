@@ -2,7 +2,7 @@
 //! --explain`. Each step shows the token chosen (`<t{r}_{j}>`), its log-probability, the categories the model
 //! predicted at that step with their probabilities, and the JS divergence CORP checked.
 
-use crate::crss::Recommendation;
+use crate::beam::Recommendation;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 

@@ -1,21 +1,21 @@
-//! Inference for REG4Rec (spec section 5): beam search over (codebook, code) pairs constrained to existing items,
-//! with CRSS step selection ([`crss`]) and CORP category-consistency pruning ([`corp`]), full-ranking evaluation
-//! ([`eval`]) and explanations ([`explain`]).
+//! Inference for REG4Rec (spec section 5): the beam search ([`beam`]) over (codebook, code) pairs constrained to
+//! existing items, with CRSS step selection (every open codebook competes at every step) and CORP
+//! category-consistency pruning ([`corp`]), full-ranking evaluation ([`eval`]) and explanations ([`explain`]).
 //!
 //! The search talks to the network through the small [`StepScorer`] trait, so it is tested with seeded scorers
 //! ([`RandomScorer`], [`FnScorer`]) and runs the real model through [`ModelScorer`].
 
+pub mod beam;
 pub mod config;
 pub mod corp;
-pub mod crss;
 pub mod error;
 pub mod eval;
 pub mod explain;
 pub mod model_scorer;
 pub mod scorer;
 
+pub use beam::{BeamSearch, PathStep, Recommendation, SearchOutput, SearchStats};
 pub use config::InferConfig;
-pub use crss::{BeamSearch, PathStep, Recommendation, SearchOutput, SearchStats};
 pub use error::{InferError, Result};
 pub use eval::{evaluate, EvalReport};
 pub use explain::Explanation;
