@@ -1,10 +1,12 @@
 //! Arguments shared by several subcommands.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use reg4rec_data::registry::{self, LoadOptions};
 use reg4rec_data::Dataset;
-use std::path::PathBuf;
+use reg4rec_infer::InferConfig;
+use reg4rec_model::config::Mode;
+use std::path::{Path, PathBuf};
 
 /// Which dataset to load: a registry name, or your own files.
 #[derive(Args, Debug, Clone)]
@@ -79,5 +81,38 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     pub fn resolve(&self) -> Result<crate::pipeline::PipelineConfig> {
         crate::pipeline::PipelineConfig::resolve(&self.preset, self.config.as_deref(), &self.set)
+    }
+}
+
+/// Beam width and CORP threshold for one command's searches (`eval`, `recommend`), over the config's `[infer]`.
+#[derive(Args, Debug, Clone)]
+pub struct SearchArgs {
+    /// Beam width (default: the config's `infer.beam`).
+    #[arg(long)]
+    pub beam: Option<usize>,
+    /// CORP threshold, or `off` (default: the config's `infer.theta`; a TIGER model is searched without CORP).
+    #[arg(long)]
+    pub theta: Option<String>,
+}
+
+impl SearchArgs {
+    /// `base` with these overrides, as the model of `mode` in `model_dir` is searched. Asking for CORP on a
+    /// TIGER model (ordered codes) is an error rather than silently ignored.
+    pub fn infer(&self, base: &InferConfig, mode: Mode, model_dir: &Path) -> Result<InferConfig> {
+        let mut c = base.clone();
+        if let Some(b) = self.beam {
+            c.beam = b;
+        }
+        if let Some(t) = &self.theta {
+            c.theta = InferConfig::parse_theta(t)?;
+            if c.theta.is_some() && mode == Mode::Tiger {
+                bail!(
+                    "--theta {t}: CORP prunes paths over unordered codes; {} is a TIGER model (ordered codes), \
+                     searched without CORP (use --theta off or leave it out)",
+                    model_dir.display()
+                );
+            }
+        }
+        Ok(c.for_mode(mode))
     }
 }

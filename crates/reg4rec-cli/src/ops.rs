@@ -58,15 +58,6 @@ pub fn codes_for(mode: Mode, codes: &Codes) -> Result<Codes> {
     }
 }
 
-/// Inference settings for a model: TIGER has no category-consistency pruning.
-pub fn infer_config(mode: Mode, cfg: &InferConfig) -> InferConfig {
-    let mut c = cfg.clone();
-    if mode == Mode::Tiger {
-        c.theta = None;
-    }
-    c
-}
-
 /// Evaluates a model on `stage` with the constrained beam search.
 pub fn evaluate_model(
     model: &Reg4RecModel,
@@ -129,7 +120,7 @@ pub fn pretrain(
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         artifacts::write_extras(out, data, ds, &codes, tokenizer)?;
     }
-    let infer = infer_config(mode, &cfg.infer);
+    let infer = cfg.infer.for_mode(mode);
     let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);
     let mut recall = |m: &Reg4RecModel| -> reg4rec_model::Result<f64> {
         evaluate_model(m, &codes, &valid, Stage::Valid, &infer)

@@ -312,7 +312,10 @@ impl<'a> BeamSearch<'a> {
         let mut prev: Option<Level> = None;
         // The root of each user: every item, or the span of its allowed items in the root level's buffer.
         let mut root_items: Vec<u32> = Vec::new();
-        let mut blocked = vec![NONE; n_items];
+        // Marks items already placed or excluded for the user being built (only needed when some user is
+        // constrained: unconstrained searches, the common case, allocate nothing per item).
+        let constrained = self.cfg.exclude_history || allowed.iter().any(Option::is_some);
+        let mut blocked = vec![NONE; if constrained { n_items } else { 0 }];
         let mut roots = Vec::with_capacity(n);
         for (u, h) in histories.iter().enumerate() {
             let given = allowed.get(u).copied().flatten();

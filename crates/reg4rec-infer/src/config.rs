@@ -95,6 +95,16 @@ impl InferConfig {
         Ok(())
     }
 
+    /// These settings as a model of `mode` is searched: a TIGER model (ordered codes) without CORP, which
+    /// prunes paths over unordered codes. The one place the model kind's rule lives.
+    pub fn for_mode(&self, mode: reg4rec_model::config::Mode) -> InferConfig {
+        let mut c = self.clone();
+        if mode == reg4rec_model::config::Mode::Tiger {
+            c.theta = None;
+        }
+        c
+    }
+
     /// Parses a CLI theta: a number, or `off` / `none` for CORP off.
     pub fn parse_theta(s: &str) -> Result<Option<f32>> {
         match s.trim().to_ascii_lowercase().as_str() {

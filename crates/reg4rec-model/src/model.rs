@@ -402,15 +402,13 @@ impl Reg4RecModel {
             let n_trained = trained.len() / m;
             let mut rows = Vec::with_capacity(n_new);
             for new in tokens.chunks(m) {
-                let shared = |i: usize| {
-                    trained[i * m..(i + 1) * m]
-                        .iter()
-                        .filter(|t| new.contains(t))
-                        .count()
-                };
-                let best = (0..n_trained).map(shared).max().unwrap_or(0);
+                let shared: Vec<usize> = trained
+                    .chunks(m)
+                    .map(|t| t.iter().filter(|x| new.contains(x)).count())
+                    .collect();
+                let best = shared.iter().copied().max().unwrap_or(0);
                 let near: Vec<i64> = (0..n_trained)
-                    .filter(|&i| best > 0 && shared(i) == best)
+                    .filter(|&i| best > 0 && shared[i] == best)
                     .map(|i| i as i64)
                     .collect();
                 rows.push(if near.is_empty() {

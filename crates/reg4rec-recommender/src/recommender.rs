@@ -101,7 +101,7 @@ pub struct Info {
 pub struct Recommender {
     dir: PathBuf,
     model: Reg4RecModel,
-    codes: Codes,
+    /// The item index, which holds every item's codes (trained and added).
     index: ItemIndex,
     catalog: Catalog,
     ids: HashMap<String, u32>,
@@ -116,7 +116,7 @@ impl std::fmt::Debug for Recommender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recommender")
             .field("dir", &self.dir)
-            .field("n_items", &self.codes.n_items())
+            .field("n_items", &self.index.n_items())
             .finish_non_exhaustive()
     }
 }
@@ -175,7 +175,6 @@ impl Recommender {
             ids: catalog.id_map(),
             dir,
             model,
-            codes,
             index,
             catalog,
             source,
@@ -189,10 +188,7 @@ impl Recommender {
     /// Sets the inference settings (validated); a TIGER model's CORP threshold is turned off.
     pub fn set_infer(&mut self, infer: &InferConfig) -> Result<()> {
         infer.validate()?;
-        self.infer = infer.clone();
-        if self.model.config().mode == Mode::Tiger {
-            self.infer.theta = None;
-        }
+        self.infer = infer.for_mode(self.model.config().mode);
         Ok(())
     }
 
@@ -209,7 +205,7 @@ impl Recommender {
     }
 
     pub fn codes(&self) -> &Codes {
-        &self.codes
+        self.index.codes()
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -230,14 +226,14 @@ impl Recommender {
         Info {
             dir: self.dir.clone(),
             mode: self.model.config().mode,
-            n_items: self.codes.n_items(),
+            n_items: self.index.n_items(),
             n_trained_items: self.catalog.n_trained,
             n_available_items: self.catalog.n_items() - self.catalog.unavailable.len(),
             categories: self.catalog.category_names.clone(),
             catalog_version: self.catalog.version,
             history_len: self.model.config().history_len,
-            m: self.codes.m,
-            d: self.codes.d,
+            m: self.codes().m,
+            d: self.codes().d,
             infer: self.infer.clone(),
             data: self.source.describe(),
             verified: self.verified,
@@ -293,7 +289,7 @@ impl Recommender {
             };
             let search = BeamSearch::new(&self.index, &cfg)?;
             let mut scorer =
-                ModelScorer::with_table(&self.model, &self.codes, self.table.shallow_clone())?;
+                ModelScorer::with_table(&self.model, self.codes(), self.table.shallow_clone())?;
             let histories: Vec<&[u32]> = group.iter().map(|(_, p)| p.history.as_slice()).collect();
             let allowed: Vec<Option<&[u32]>> =
                 group.iter().map(|(_, p)| p.allowed.as_deref()).collect();
@@ -402,7 +398,7 @@ impl Recommender {
             || !excluded.is_empty()
             || !self.catalog.unavailable.is_empty();
         let allowed = constrained.then(|| {
-            (0..self.codes.n_items() as u32)
+            (0..self.index.n_items() as u32)
                 .filter(|&i| {
                     let c = self.catalog.item_category[i as usize];
                     (allow.is_empty() || allow.contains(&c))
@@ -500,16 +496,18 @@ impl Recommender {
             flat.extend_from_slice(&it.features);
         }
         let features = tch::Tensor::from_slice(&flat).view([items.len() as i64, dim as i64]);
-        let existing = Codes {
-            ordered: tok.codes().ordered,
-            ..self.codes.clone()
-        };
-        let new = tok.encode_new(&features, &existing)?;
+        // Resolved against the catalog's tuples as the tokenizer sees them (the no-MPQ model reads RQ-VAE
+        // tuples as sets, the tokenizer as levels).
+        let mut codes = self.codes().clone();
+        let ordered = std::mem::replace(&mut codes.ordered, tok.codes().ordered);
+        let new = tok.encode_new(&features, &codes)?;
+        codes.ordered = ordered;
+        codes.tuples.extend_from_slice(&new.tuples);
+        let index = ItemIndex::new(&codes)?;
         self.model.add_items(&new.tuples)?;
         self.table = tch::no_grad(|| self.model.stream_table());
-        let first = self.codes.n_items() as u32;
-        self.codes.tuples.extend_from_slice(&new.tuples);
-        self.index = ItemIndex::new(&self.codes)?;
+        let first = self.index.n_items() as u32;
+        self.index = index;
         let mut out = Vec::with_capacity(items.len());
         for (j, (it, c)) in items.iter().zip(cats).enumerate() {
             let item = first + j as u32;
@@ -522,7 +520,7 @@ impl Recommender {
                 item,
                 category: it.category.clone(),
                 tokens: self
-                    .codes
+                    .codes()
                     .tokens(item as usize)
                     .iter()
                     .map(|t| t.to_string())
@@ -558,13 +556,6 @@ impl Recommender {
         reg4rec_data::io::write_json_atomic(&self.dir.join(CATALOG_FILE), &self.catalog)?;
         model_dir::seal(&self.dir)?;
         Ok(())
-    }
-
-    /// The tokenizer's input size (the length of a [`NewItem`]'s features), when the directory keeps one.
-    pub fn feature_dim(&self) -> Option<usize> {
-        reg4rec_tokenizer::load(&self.dir.join(model_dir::TOKENIZER_DIR))
-            .ok()
-            .map(|t| t.input_dim())
     }
 }
 

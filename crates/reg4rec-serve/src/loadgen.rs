@@ -56,7 +56,7 @@ pub fn check_loopback(url: &str) -> Result<()> {
         .strip_prefix("http://")
         .ok_or_else(|| ServeError::Load(format!("`{url}`: only http:// URLs")))?;
     let host = rest.split(['/', ':']).next().unwrap_or("");
-    if host == "127.0.0.1" || host == "localhost" || host == "[::1]" || rest.starts_with("[::1]") {
+    if host == "127.0.0.1" || host == "localhost" || rest.starts_with("[::1]") {
         Ok(())
     } else {
         Err(ServeError::Load(format!(

@@ -1,10 +1,8 @@
 //! `reg4rec recommend`: top-N items for a history, with the reasoning path of each as its explanation.
 
-use crate::args::ConfigArgs;
+use crate::args::{ConfigArgs, SearchArgs};
 use anyhow::{bail, Result};
 use clap::Args;
-use reg4rec_infer::InferConfig;
-use reg4rec_model::config::Mode;
 use reg4rec_recommender::{RecommendOptions, Recommender};
 use std::path::PathBuf;
 
@@ -19,13 +17,8 @@ pub struct RecommendArgs {
     /// Number of items.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// Beam width (default: the config's `infer.beam`).
-    #[arg(long)]
-    pub beam: Option<usize>,
-    /// CORP threshold, or `off` (default: the config's `infer.theta`; a TIGER model is always searched
-    /// without CORP).
-    #[arg(long)]
-    pub theta: Option<String>,
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// The `[infer]` section (beam, CORP, dense weight) comes from here, as for `reg4rec serve`.
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -54,7 +47,7 @@ impl RecommendArgs {
     pub fn options(&self) -> RecommendOptions {
         RecommendOptions {
             k: self.top,
-            beam: self.beam,
+            beam: None,
             allowed_categories: self.allow_category.clone(),
             blocked_categories: self.block_category.clone(),
             exclude_items: self.exclude.clone(),
@@ -66,22 +59,9 @@ impl RecommendArgs {
 
 pub fn run(a: RecommendArgs) -> Result<()> {
     let cfg = a.config.resolve()?;
-    let mut rec = Recommender::load_with(&a.model, &cfg.infer, tch::Device::Cpu)?;
-    if let Some(t) = &a.theta {
-        let theta = InferConfig::parse_theta(t)?;
-        if theta.is_some() && rec.model().config().mode == Mode::Tiger {
-            bail!(
-                "--theta {t}: CORP prunes paths over unordered codes; {} is a TIGER model (ordered codes), \
-                 searched without CORP (use --theta off or leave it out)",
-                a.model.display()
-            );
-        }
-        let infer = InferConfig {
-            theta,
-            ..rec.infer().clone()
-        };
-        rec.set_infer(&infer)?;
-    }
+    let mut rec = Recommender::load(&a.model)?;
+    let mode = rec.model().config().mode;
+    rec.set_infer(&a.search.infer(&cfg.infer, mode, &a.model)?)?;
     if a.history.iter().all(|h| h.trim().is_empty()) {
         bail!("--history is empty");
     }

@@ -317,9 +317,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
 
 fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {
     let t = Instant::now();
-    let rec = reg4rec_recommender::Recommender::load(dir)?;
-    let infer = ops::infer_config(rec.model().config().mode, infer);
-    let mut report = ops::evaluate_model(rec.model(), rec.codes(), ctx.split, stage, &infer)?;
+    let mut rec = reg4rec_recommender::Recommender::load(dir)?;
+    rec.set_infer(infer)?;
+    let mut report = ops::evaluate_model(rec.model(), rec.codes(), ctx.split, stage, rec.infer())?;
     Ok(Evaluated {
         ranks: std::mem::take(&mut report.ranks),
         report,
