@@ -216,7 +216,7 @@ impl SasRecModel {
             if self.config.exclude_history {
                 exclude_items(&mut scores, &histories);
             }
-            for ((r, h), &t) in ranks_on_tensor(&scores, &targets)
+            for ((r, h), &t) in ranks_on_tensor(&scores, &targets)?
                 .into_iter()
                 .zip(&histories)
                 .zip(&targets)
@@ -232,17 +232,42 @@ impl SasRecModel {
 
 /// 0-based pessimistic rank of each row's target: the number of other items whose score is not below the
 /// target's (`!(s < t)`, so NaN scores count as above, exactly like `reg4rec_data::metrics::rank_of`).
-/// `scores`: [users, n_items]; `targets`: one item per row.
-pub fn ranks_on_tensor(scores: &Tensor, targets: &[i64]) -> Vec<usize> {
-    let t = Tensor::from_slice(targets).unsqueeze(1); // [users, 1]
-    let target_scores = scores.gather(1, &t, false); // [users, 1]
-    let not_below = scores
-        .lt_tensor(&target_scores)
-        .logical_not()
-        .sum_dim_intlist(1, false, Kind::Int64); // [users], includes the target itself
-    Vec::<i64>::try_from(&(not_below - 1))
-        .map(|v| v.into_iter().map(|r| r.max(0) as usize).collect())
-        .unwrap_or_default()
+/// `scores`: [users, n_items]; `targets`: one item per row, each below `n_items`.
+///
+/// A shape that does not match or a target out of range is an error, never a shorter list: every user of an
+/// evaluation gets a rank.
+pub fn ranks_on_tensor(scores: &Tensor, targets: &[i64]) -> Result<Vec<usize>> {
+    let &[rows, n_items] = scores.size().as_slice() else {
+        return Err(BaselineError::input(
+            "scores",
+            format!("expected [users, items], got shape {:?}", scores.size()),
+        ));
+    };
+    if rows != targets.len() as i64 {
+        return Err(BaselineError::input(
+            "targets",
+            format!("{} targets for {rows} rows of scores", targets.len()),
+        ));
+    }
+    if let Some(&t) = targets.iter().find(|&&t| !(0..n_items).contains(&t)) {
+        return Err(BaselineError::input(
+            "targets",
+            format!("item {t} is outside the {n_items} scored items"),
+        ));
+    }
+    let ranks = || -> std::result::Result<Vec<i64>, tch::TchError> {
+        let t = Tensor::from_slice(targets)
+            .to_device(scores.device())
+            .unsqueeze(1); // [users, 1]
+        let target_scores = scores.f_gather(1, &t, false)?; // [users, 1]
+        let not_below = scores
+            .f_lt_tensor(&target_scores)?
+            .f_logical_not()?
+            .f_sum_dim_intlist(1, false, Kind::Int64)?; // [users], includes the target itself
+        Vec::<i64>::try_from(&(not_below - 1))
+    };
+    let ranks = ranks().map_err(|e| BaselineError::torch("ranking the targets", e))?;
+    Ok(ranks.into_iter().map(|r| r.max(0) as usize).collect())
 }
 
 /// Sets the score of every listed item of each row to -inf, so it ranks after every other item (a target among
