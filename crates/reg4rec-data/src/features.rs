@@ -1039,10 +1039,9 @@ mod tests {
             download: false,
             ..Default::default()
         };
-        if !o
-            .data_dir
-            .as_ref()
-            .is_some_and(|d| d.join("amazon-beauty").is_dir())
+        if crate::registry::benchmark_mirror("amazon-beauty")
+            .unwrap()
+            .is_none()
         {
             eprintln!("note: skipped: no amazon-beauty mirror (set REG4REC_DATA_DIR)");
             return;

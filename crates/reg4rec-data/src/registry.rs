@@ -235,6 +235,28 @@ impl LoadOptions {
     }
 }
 
+/// The mirror folder of `dataset`, for tests and benches that use real benchmark data.
+///
+/// `Ok(Some(dir))` when `<data_dir>/<dataset>` exists; `Ok(None)` when `$REG4REC_DATA_DIR` is unset and the
+/// default folder has no such dataset (the caller skips, saying so); an error when `$REG4REC_DATA_DIR` is set
+/// but does not hold it, because whoever set it (CI does) says the data is there, and a test that then passed
+/// without reading it would prove nothing.
+pub fn benchmark_mirror(dataset: &str) -> Result<Option<PathBuf>> {
+    let named = env_path("REG4REC_DATA_DIR");
+    let data_dir = named.clone().or(LoadOptions::default().data_dir);
+    match data_dir.map(|d| d.join(dataset)) {
+        Some(dir) if dir.is_dir() => Ok(Some(dir)),
+        Some(dir) if named.is_some() => Err(DataError::NotFound {
+            name: dataset.to_string(),
+            message: format!(
+                "REG4REC_DATA_DIR is set, but {} is not a folder (unset it to skip the tests that need it)",
+                dir.display()
+            ),
+        }),
+        _ => Ok(None),
+    }
+}
+
 fn env_path(var: &str) -> Option<PathBuf> {
     std::env::var_os(var)
         .filter(|v| !v.is_empty())
@@ -859,19 +881,12 @@ mod tests {
             download: false,
             ..LoadOptions::default()
         };
-        let Some(dir) = o
-            .data_dir
-            .clone()
-            .filter(|d| d.join("amazon-beauty").is_dir())
-        else {
+        let Some(dir) = benchmark_mirror("amazon-beauty").unwrap() else {
             eprintln!("note: skipped: no amazon-beauty mirror (set REG4REC_DATA_DIR)");
             return;
         };
         let (ds, r) = load_with_report("amazon-beauty", &o).unwrap();
-        assert_eq!(
-            (r.origin, r.dir),
-            (Origin::Mirror, dir.join("amazon-beauty"))
-        );
+        assert_eq!((r.origin, r.dir), (Origin::Mirror, dir.clone()));
         let s = ds.stats();
         assert_eq!(
             (s.users, s.items, s.interactions, s.categories),
@@ -882,12 +897,9 @@ mod tests {
         assert!(ds.item_attributes.iter().all(|a| !a.is_empty()));
         // The derived rule agrees with the provided top-level categories on every item.
         let attrs =
-            formats::read_s3rec_attributes(&dir.join("amazon-beauty/Beauty_item2attributes.json"))
-                .unwrap();
-        let names = formats::read_s3rec_attribute_names(
-            &dir.join("amazon-beauty/Beauty_attribute_names.json"),
-        )
-        .unwrap();
+            formats::read_s3rec_attributes(&dir.join("Beauty_item2attributes.json")).unwrap();
+        let names =
+            formats::read_s3rec_attribute_names(&dir.join("Beauty_attribute_names.json")).unwrap();
         let derived = formats::derive_top_level_categories(&attrs);
         for (i, id) in ds.item_ids.iter().enumerate() {
             let given = &ds.category_names[ds.item_category[i] as usize];
