@@ -85,7 +85,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             }),
         },
     };
-    let data_key = fingerprint(&ds);
+    let data_key = data_key(&ds);
     let mut methods = Vec::new();
 
     let filter = cfg.infer.exclude_history;
@@ -132,10 +132,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             count: ds.n_categories(),
             largest_share: ds.stats().largest_category_share,
         }),
-        protocol: Protocol {
-            filter_history: filter,
-            ..Default::default()
-        },
+        protocol: Protocol::new(filter, cfg.infer.beam, cfg.infer.top_n),
         methods,
         theta_sweep: sweep,
         theta,
@@ -190,22 +187,55 @@ pub(crate) struct Ctx<'a> {
     pub ranks: Option<ranks::Ranks>,
 }
 
-/// A hash of the dataset's content (sequences, ids, categories): the key every downstream stage builds on.
-fn fingerprint(ds: &Dataset) -> String {
+/// The key every downstream stage builds on: the dataset's fingerprint (users, items, categories and every
+/// interaction) and the item attributes the features are built from, so editing an item file recomputes the
+/// features and everything trained on them.
+fn data_key(ds: &Dataset) -> String {
     let mut h = Sha256::new();
-    h.update(ds.name.as_bytes());
-    for seq in &ds.sequences {
-        h.update((seq.len() as u64).to_le_bytes());
-        for &i in seq {
-            h.update(i.to_le_bytes());
+    h.update(ds.fingerprint().as_bytes());
+    for attrs in &ds.item_attributes {
+        h.update((attrs.len() as u64).to_le_bytes());
+        for a in attrs {
+            h.update((a.len() as u64).to_le_bytes());
+            h.update(a.as_bytes());
         }
     }
-    for c in &ds.item_category {
-        h.update(c.to_le_bytes());
-    }
-    for s in ds.item_ids.iter().chain(&ds.category_names) {
-        h.update(s.as_bytes());
-        h.update([0]);
-    }
     format!("{:x}", h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy() -> Dataset {
+        Dataset {
+            name: "toy".into(),
+            sequences: vec![vec![0, 1, 2], vec![2, 1, 0]],
+            user_ids: vec!["u0".into(), "u1".into()],
+            item_ids: vec!["a".into(), "b".into(), "c".into()],
+            item_category: vec![0, 0, 1],
+            category_names: vec!["x".into(), "y".into()],
+            item_attributes: vec![vec!["brand:a".into()], vec![], vec!["brand:c".into()]],
+        }
+    }
+
+    /// Editing an item's attributes (an `.item` file) changes the key the features and every model build on,
+    /// so the pipeline recomputes them instead of reusing features of the old attributes.
+    #[test]
+    fn the_data_key_covers_item_attributes_and_interactions() {
+        let ds = toy();
+        let key = data_key(&ds);
+        assert_eq!(key, data_key(&toy()));
+        let mut edited = toy();
+        edited.item_attributes[1].push("title:new".into());
+        assert_ne!(key, data_key(&edited));
+        // Moving an attribute to the next item is a change too (lengths are part of the hash).
+        let mut moved = toy();
+        let a = moved.item_attributes[0].pop().unwrap();
+        moved.item_attributes[1].push(a);
+        assert_ne!(key, data_key(&moved));
+        let mut more = toy();
+        more.sequences[0].push(1);
+        assert_ne!(key, data_key(&more));
+    }
 }

@@ -137,10 +137,20 @@ impl StageRunner {
     }
 }
 
-/// Hex sha256 of the stage name and its inputs' JSON.
+/// The version of the code that computes the stages: part of every key, so results of another reg4rec release
+/// are recomputed rather than reused.
+pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Hex sha256 of the code version, the stage name and its inputs' JSON.
 pub fn stage_key<I: Serialize>(name: &str, inputs: &I) -> Result<String> {
+    key_for(CODE_VERSION, name, inputs)
+}
+
+fn key_for<I: Serialize>(version: &str, name: &str, inputs: &I) -> Result<String> {
     let json = serde_json::to_vec(inputs)?;
     let mut h = Sha256::new();
+    h.update(version.as_bytes());
+    h.update([0]);
     h.update(name.as_bytes());
     h.update([0]);
     h.update(&json);
@@ -165,6 +175,19 @@ mod tests {
         assert_eq!(r.run("s", &1, f).unwrap().result, 1);
         assert_eq!(calls.get(), 1);
         assert_eq!(r.run("s", &2, f).unwrap().result, 2);
+    }
+
+    #[test]
+    fn keys_change_with_the_code_version_the_name_and_the_inputs() {
+        let k = key_for("0.1.0", "s", &1).unwrap();
+        assert_eq!(k, key_for("0.1.0", "s", &1).unwrap());
+        assert_ne!(k, key_for("0.2.0", "s", &1).unwrap());
+        assert_ne!(k, key_for("0.1.0", "t", &1).unwrap());
+        assert_ne!(k, key_for("0.1.0", "s", &2).unwrap());
+        assert_eq!(
+            stage_key("s", &1).unwrap(),
+            key_for(CODE_VERSION, "s", &1).unwrap()
+        );
     }
 
     #[test]
