@@ -49,6 +49,38 @@ fn write_csv(dir: &Path, users: usize, items: usize) -> PathBuf {
     p
 }
 
+/// Test Recall@10 and NDCG@10 of the popularity ranking on [`write_csv`]'s log, from first principles.
+fn toy_popularity_test_metrics(users: usize, items: usize) -> (f64, f64) {
+    let seqs: Vec<Vec<usize>> = (0..users)
+        .map(|u| {
+            (0..6 + u % 5)
+                .map(|t| (u * 3 + t * (1 + u % 2)) % items)
+                .collect()
+        })
+        .collect();
+    let seen: std::collections::BTreeSet<usize> = seqs.iter().flatten().copied().collect();
+    let mut count = vec![0usize; items];
+    for s in &seqs {
+        for &i in &s[..s.len() - 2] {
+            count[i] += 1;
+        }
+    }
+    let (mut recall, mut ndcg) = (0.0, 0.0);
+    for s in &seqs {
+        let target = s[s.len() - 1];
+        // 0-based rank: every other item of the catalog scored at least as high.
+        let rank = seen
+            .iter()
+            .filter(|&&i| i != target && count[i] >= count[target])
+            .count();
+        if rank < 10 {
+            recall += 1.0;
+            ndcg += 1.0 / (rank as f64 + 2.0).log2();
+        }
+    }
+    (recall / users as f64, ndcg / users as f64)
+}
+
 fn json(o: &Output) -> serde_json::Value {
     assert!(
         o.status.success(),
@@ -122,17 +154,15 @@ fn malformed_input_is_an_error_naming_file_and_line() {
 
 #[test]
 fn amazon_beauty_statistics_match_the_published_ones() {
-    let data = std::env::var("REG4REC_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    if !data.join("amazon-beauty").is_dir() {
-        eprintln!("skipped: no amazon-beauty under {}", data.display());
+    let Some(beauty) = reg4rec_data::registry::benchmark_mirror("amazon-beauty").unwrap() else {
+        eprintln!("note: skipped: no amazon-beauty mirror (set REG4REC_DATA_DIR)");
         return;
-    }
+    };
+    let data = beauty.parent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_reg4rec"))
         .args(["data", "stats", "--dataset", "amazon-beauty", "--json"])
-        .env("REG4REC_DATA_DIR", &data)
+        .env("REG4REC_DATA_DIR", data)
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -171,7 +201,31 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert_eq!(report["users"], 60);
     assert_eq!(report["categories"]["count"], 3);
     assert_eq!(report["protocol"]["filter_history"], false);
+    // The protocol says what each kind of row ranks and how it breaks ties.
+    let ranking = report["protocol"]["ranking"].as_str().unwrap();
+    assert!(
+        ranking.contains("rank the items their beam search produces"),
+        "{ranking}"
+    );
+    let ties = report["protocol"]["tie_breaking"].as_str().unwrap();
+    assert!(
+        ties.contains("pessimistic") && ties.contains("item index"),
+        "{ties}"
+    );
     let methods = report["methods"].as_array().unwrap();
+    // A known answer: the popularity row, computed here from the log itself (counts over each user's training
+    // part, the sequence without its last two items; pessimistic ties; no history filtering).
+    let popularity = methods.iter().find(|m| m["name"] == "popularity").unwrap();
+    let (recall, ndcg) = toy_popularity_test_metrics(60, 50);
+    assert!(
+        (popularity["recall@10"].as_f64().unwrap() - recall).abs() < 1e-9,
+        "{popularity}"
+    );
+    assert!(
+        (popularity["ndcg@10"].as_f64().unwrap() - ndcg).abs() < 1e-9,
+        "{popularity}"
+    );
+    assert!(recall > 0.0, "the toy log must exercise the check");
     let names: Vec<&str> = methods
         .iter()
         .map(|m| m["name"].as_str().unwrap())
@@ -392,6 +446,23 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown item id `nope`"));
+    // An empty history is named as such, not as an unknown id.
+    let o = reg4rec(
+        &[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--history",
+            "",
+        ],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--history is empty") && !err.contains("unknown"),
+        "{err}"
+    );
     // A second run reuses every finished stage and reproduces the report exactly.
     let first = std::fs::read_to_string(out.join("report.json")).unwrap();
     let o = command(&args, dir.path()).output().unwrap();

@@ -19,13 +19,21 @@ pub struct Protocol {
     pub tie_breaking: String,
 }
 
-impl Default for Protocol {
-    fn default() -> Self {
+impl Protocol {
+    /// The protocol of a pipeline run: what each kind of row ranks and how it breaks ties. The generative rows
+    /// rank only the items their beam search produces (`beam` paths kept per step, up to `top_n` items), so a
+    /// target it never reaches counts as a miss; popularity and SASRec score every item.
+    pub fn new(filter_history: bool, beam: usize, top_n: usize) -> Self {
         Protocol {
             split: "leave-one-out (last item test, second-to-last validation)".into(),
-            ranking: "full ranking over all items".into(),
-            filter_history: false,
-            tie_breaking: "pessimistic: the target ranks after every item with an equal score"
+            ranking: format!(
+                "popularity and sasrec-ce rank every item (full ranking); the generative rows (reg4rec*, tiger) \
+                 rank the items their beam search produces (beam {beam}, up to {top_n} items), and a target \
+                 outside that list counts as a miss"
+            ),
+            filter_history,
+            tie_breaking: "popularity and sasrec-ce: pessimistic (the target ranks after every item with an \
+                           equal score); generative rows: equal scores ordered by item index"
                 .into(),
         }
     }
@@ -269,8 +277,9 @@ impl Report {
         }
         if let Some(anchors) = published_anchors(&self.dataset) {
             s.push_str(
-                "\nPublished anchors on the same data and protocol (test; R@5 / N@5 / R@10 / N@10), \
-                 not from this run:\n\n| method | R@5 | N@5 | R@10 | N@10 |\n|---|---|---|---|---|\n",
+                "\nPublished anchors on the same dataset (test; R@5 / N@5 / R@10 / N@10), not from this run and \
+                 each under its paper's own protocol (full ranking or not, history filtered or not), so they place \
+                 this run's rows only roughly:\n\n| method | R@5 | N@5 | R@10 | N@10 |\n|---|---|---|---|---|\n",
             );
             for (name, m) in anchors {
                 s.push_str(&format!(
