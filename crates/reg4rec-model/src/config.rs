@@ -157,7 +157,8 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Final learning rate as a fraction of `lr`. Default 0.05.
     pub final_lr_ratio: f64,
-    /// AdamW decoupled weight decay (applied to matrices only, not biases, norms or embeddings). Default 0.01.
+    /// AdamW decoupled weight decay, applied to every tensor of rank >= 2 (linear weights and embedding tables),
+    /// not to biases or norm parameters. Default 0.01.
     pub weight_decay: f64,
     /// AdamW beta1. Default 0.9.
     pub beta1: f64,
