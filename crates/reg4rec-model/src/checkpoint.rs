@@ -26,8 +26,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// Version of the run-directory layout and checkpoint files (2: the per-user layout's model).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version of the run-directory layout and checkpoint files (2: the per-user layout's model; 3: the codes hash
+/// is a sha256).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// `config.json` of a run: everything needed to rebuild the model from the directory alone.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,7 +41,7 @@ pub struct RunConfig {
     pub vocab: Vocab,
     pub n_categories: usize,
     pub n_items: usize,
-    /// FNV-1a 64 of the codes (m, d, ordered, tuples), hex; resume refuses other codes.
+    /// sha256 of the codes (m, d, ordered, tuples), hex; resume and loading refuse other codes.
     pub codes_hash: String,
 }
 
@@ -85,22 +86,17 @@ pub struct Best {
     pub valid_metric: Option<f64>,
 }
 
-/// FNV-1a 64 fingerprint of token codes.
+/// The sha256 (hex) of token codes: m, d, whether they are ordered, and every tuple.
 pub fn codes_hash(codes: &Codes) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    };
-    eat(&(codes.m as u64).to_le_bytes());
-    eat(&(codes.d as u64).to_le_bytes());
-    eat(&[codes.ordered as u8]);
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((codes.m as u64).to_le_bytes());
+    h.update((codes.d as u64).to_le_bytes());
+    h.update([codes.ordered as u8]);
     for c in &codes.tuples {
-        eat(&c.to_le_bytes());
+        h.update(c.to_le_bytes());
     }
-    format!("{h:016x}")
+    format!("{:x}", h.finalize())
 }
 
 /// Metadata key of the sha256 over a safetensors file's tensors (names, shapes and data, by name).

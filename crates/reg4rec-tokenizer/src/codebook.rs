@@ -2,6 +2,7 @@
 //! nearest-codeword lookup, codebook and commitment losses with the straight-through estimator (van den Oord et
 //! al., 2017), k-means initialisation and dead-code restarts.
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Kind, Tensor};
@@ -89,7 +90,7 @@ impl Codebook {
             let n = data.size()[0];
             let (d, d_z) = (self.embed.size()[0], self.embed.size()[1]);
             let mut rows: Vec<i64> = (0..n).collect();
-            shuffle(&mut rows, rng);
+            rows.shuffle(rng);
             let picks: Vec<i64> = (0..d).map(|j| rows[(j % n.max(1)) as usize]).collect();
             let mut centroids = data.index_select(0, &Tensor::from_slice(&picks));
             if n < d {
@@ -179,12 +180,4 @@ fn distances_to(a: &Tensor, b: &Tensor) -> Tensor {
         .sum_dim_intlist(-1, false, Kind::Float)
         .unsqueeze(0);
     (a2 - a.matmul(&b.tr()) * 2.0 + b2).clamp_min(0.0)
-}
-
-/// Fisher-Yates shuffle with the crate's seeded generator.
-pub(crate) fn shuffle<T>(v: &mut [T], rng: &mut ChaCha8Rng) {
-    for i in (1..v.len()).rev() {
-        let j = rng.gen_range(0..=i);
-        v.swap(i, j);
-    }
 }

@@ -4,9 +4,10 @@
 //!
 //! Set `REG4REC_TOKENIZER_TRACE` (to anything) to log every epoch's losses and restarts to stderr.
 
-use crate::codebook::{shuffle, Codebook};
+use crate::codebook::Codebook;
 use crate::error::{Result, TokenizerError};
 use crate::index::Codes;
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -172,7 +173,7 @@ pub(crate) fn fit(
         if epoch == cfg.warmup_epochs {
             init_codebooks(model, x, cfg, &mut rng);
         }
-        shuffle(&mut order, &mut rng);
+        order.shuffle(&mut rng);
         let mut usage = Tensor::zeros([m as i64, d], (Kind::Int64, x.device()));
         let (mut recon_sum, mut total_sum, mut rows) = (0.0, 0.0, 0usize);
         for chunk in order.chunks(cfg.batch_size) {
