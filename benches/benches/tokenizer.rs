@@ -1,12 +1,11 @@
 //! Tokenizer benches: encoding throughput (items/s) of MPQ and RQ-VAE with the default network sizes, and item
-//! index intersections (the constrained-decoding hot loop) on a catalogue of amazon-beauty size.
+//! index look-ups (the constrained-decoding hot loop) on a catalogue of amazon-beauty size.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reg4rec_tokenizer::{
-    train, Codes, FeatureMatrix, ItemIndex, MpqConfig, RqVaeConfig, Token, TokenizerConfig,
-    TrainConfig,
+    train, Codes, FeatureMatrix, ItemIndex, MpqConfig, RqVaeConfig, TokenizerConfig, TrainConfig,
 };
 use tch::Tensor;
 
@@ -84,12 +83,13 @@ fn index(c: &mut Criterion) {
     group.bench_function("can_extend_depth2", |b| {
         b.iter(|| black_box(ix.can_extend(black_box(&probe[..2]), probe[2])))
     });
-    group.bench_function("reach_narrow_intersects_256", |b| {
-        // One beam-search expansion: narrow by the chosen token, then test all 256 codes of an open codebook.
+    group.bench_function("pair_posting_follow_tokens_256", |b| {
+        // One beam-search expansion of a one-token path: the codes of an open codebook whose pair list with
+        // the path's token is not empty.
+        let a = probe[0].id(256);
         b.iter(|| {
-            let set = ix.narrow(&ix.reach(&probe[..1]), probe[1]);
-            (0..256u16)
-                .filter(|&j| ix.intersects(&set, Token::new(3, j)))
+            (0..256usize)
+                .filter(|&j| !ix.pair_posting(a, 3 * 256 + j).is_empty())
                 .count()
         })
     });

@@ -8,7 +8,6 @@
 
 use crate::error::{Result, TokenizerError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// One semantic token: code `code` of codebook `codebook`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -161,68 +160,60 @@ impl Codes {
     }
 }
 
-/// A set of items as a bitset over item indices; the result of intersecting token sets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReachSet {
-    words: Vec<u64>,
-    /// Words outside `lo..hi` are zero (so intersections scan only the live range).
-    lo: usize,
-    hi: usize,
-}
-
-impl ReachSet {
-    fn from_words(words: Vec<u64>) -> Self {
-        let lo = words.iter().position(|&w| w != 0).unwrap_or(words.len());
-        let hi = words.iter().rposition(|&w| w != 0).map_or(lo, |i| i + 1);
-        ReachSet { words, lo, hi }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.lo >= self.hi
-    }
-
-    pub fn len(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
-    pub fn contains(&self, item: u32) -> bool {
-        let i = item as usize;
-        self.words
-            .get(i / 64)
-            .is_some_and(|w| w >> (i % 64) & 1 == 1)
-    }
-
-    /// Items in increasing order.
-    pub fn items(&self) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.len());
-        for (wi, &w) in self.words.iter().enumerate().take(self.hi).skip(self.lo) {
-            let mut w = w;
-            while w != 0 {
-                out.push((wi * 64) as u32 + w.trailing_zeros());
-                w &= w - 1;
-            }
-        }
-        out
-    }
-}
-
-/// Items by token tuple and by single token, built from distinct [`Codes`].
+/// Items by token tuple, by single token and by pair of tokens, built from distinct [`Codes`].
+///
+/// Memory grows linearly with the catalog: the codes (`n * m` u16), one posting list per token (`n * m` u32),
+/// one per pair of tokens of different codebooks (`n * m (m - 1) / 2` u32), and the items sorted by tuple
+/// (`n` u32) for exact look-ups. The pair lists make the beam search's second and third steps independent of
+/// the catalog's size: the tokens that can follow a token are the non-empty pair lists, and the items a
+/// two-token path reaches are one pair list (about `n / d^2` items) instead of a filter over a token's `n / d`.
 #[derive(Debug, Clone)]
 pub struct ItemIndex {
     codes: Codes,
-    /// `ceil(n_items / 64)`.
-    words: usize,
-    /// Bitset of the items having token `(r, j)` at `[(r * d + j) * words ..][..words]`.
-    bits: Vec<u64>,
-    by_tuple: HashMap<Box<[u16]>, u32>,
-    /// The bitset of all items.
-    all: Vec<u64>,
+    /// Item indices sorted by tuple (codebook order), for [`ItemIndex::item_of`].
+    by_tuple: Vec<u32>,
     /// Every token some item has, sorted (the answer for an empty partial set).
     used_tokens: Vec<Token>,
     /// Posting lists in one buffer: the items having token id `t = r * d + j`, increasing, are
     /// `posting_items[posting_start[t]..posting_start[t + 1]]`.
-    posting_start: Vec<u32>,
+    posting_start: Vec<usize>,
     posting_items: Vec<u32>,
+    /// Pair posting lists: the items having tokens `(r1, j1)` and `(r2, j2)` with `r1 < r2`, increasing, at
+    /// key `(pair(r1, r2) * d + j1) * d + j2` of `pair_start` (see [`ItemIndex::pair_posting`]).
+    pair_start: Vec<usize>,
+    pair_items: Vec<u32>,
+}
+
+/// Index of the codebook pair `(r1, r2)`, `r1 < r2 < m`, among the `m (m - 1) / 2` pairs in lexicographic order.
+fn pair_of(r1: usize, r2: usize, m: usize) -> usize {
+    r1 * (2 * m - r1 - 1) / 2 + (r2 - r1 - 1)
+}
+
+/// Posting lists in one buffer: `keys(item)` lists the keys (below `n_keys`) item `item` belongs to; returns
+/// the start offsets (`n_keys + 1`) and the items, increasing within each key.
+fn postings<I: Iterator<Item = usize>>(
+    n: usize,
+    n_keys: usize,
+    keys: impl Fn(usize) -> I,
+) -> (Vec<usize>, Vec<u32>) {
+    let mut start = vec![0usize; n_keys + 1];
+    for item in 0..n {
+        for k in keys(item) {
+            start[k + 1] += 1;
+        }
+    }
+    for k in 0..n_keys {
+        start[k + 1] += start[k];
+    }
+    let mut fill = start.clone();
+    let mut items = vec![0u32; start[n_keys]];
+    for item in 0..n {
+        for k in keys(item) {
+            items[fill[k]] = item as u32;
+            fill[k] += 1;
+        }
+    }
+    (start, items)
 }
 
 impl ItemIndex {
@@ -233,64 +224,83 @@ impl ItemIndex {
         if n > u32::MAX as usize {
             return Err(TokenizerError::Codes(format!("{n} items do not fit u32")));
         }
-        let words = n.div_ceil(64);
-        let mut bits = vec![0u64; m * d * words];
-        let mut by_tuple = HashMap::with_capacity(n);
-        for item in 0..n {
-            let t = codes.tuple(item);
-            if let Some(prev) = by_tuple.insert(t.to_vec().into_boxed_slice(), item as u32) {
-                return Err(TokenizerError::Codes(format!(
-                    "items {prev} and {item} share the tuple {t:?}; resolve collisions before indexing"
-                )));
-            }
-            for (r, &c) in t.iter().enumerate() {
-                bits[(r * d + c as usize) * words + item / 64] |= 1 << (item % 64);
-            }
+        let mut by_tuple: Vec<u32> = (0..n as u32).collect();
+        by_tuple.sort_unstable_by(|&a, &b| {
+            codes
+                .tuple(a as usize)
+                .cmp(codes.tuple(b as usize))
+                .then(a.cmp(&b))
+        });
+        if let Some(w) = by_tuple
+            .windows(2)
+            .find(|w| codes.tuple(w[0] as usize) == codes.tuple(w[1] as usize))
+        {
+            return Err(TokenizerError::Codes(format!(
+                "items {} and {} share the tuple {:?}; resolve collisions before indexing",
+                w[0],
+                w[1],
+                codes.tuple(w[0] as usize)
+            )));
         }
-        let mut all = vec![u64::MAX; words];
-        if n % 64 != 0 {
-            all[words - 1] = (1u64 << (n % 64)) - 1;
-        }
+        let (posting_start, posting_items) = postings(n, m * d, |item| {
+            codes
+                .tuple(item)
+                .iter()
+                .enumerate()
+                .map(move |(r, &c)| r * d + c as usize)
+        });
         let used_tokens = (0..m * d)
-            .filter(|&k| bits[k * words..(k + 1) * words].iter().any(|&w| w != 0))
-            .map(|k| Token::new((k / d) as u16, (k % d) as u16))
+            .filter(|&t| posting_start[t + 1] > posting_start[t])
+            .map(|t| Token::new((t / d) as u16, (t % d) as u16))
             .collect();
-        let mut posting_start = vec![0u32; m * d + 1];
-        for item in 0..n {
-            for (r, &c) in codes.tuple(item).iter().enumerate() {
-                posting_start[r * d + c as usize + 1] += 1;
-            }
-        }
-        for t in 0..m * d {
-            posting_start[t + 1] += posting_start[t];
-        }
-        let mut fill = posting_start.clone();
-        let mut posting_items = vec![0u32; n * m];
-        for item in 0..n {
-            for (r, &c) in codes.tuple(item).iter().enumerate() {
-                let t = r * d + c as usize;
-                posting_items[fill[t] as usize] = item as u32;
-                fill[t] += 1;
-            }
-        }
+        let n_pairs = m * (m - 1) / 2;
+        let (pair_start, pair_items) = postings(n, n_pairs * d * d, |item| {
+            let t = codes.tuple(item);
+            (0..m).flat_map(move |r1| {
+                (r1 + 1..m)
+                    .map(move |r2| (pair_of(r1, r2, m) * d + t[r1] as usize) * d + t[r2] as usize)
+            })
+        });
         Ok(ItemIndex {
             codes: codes.clone(),
-            words,
-            bits,
             by_tuple,
-            all,
             used_tokens,
             posting_start,
             posting_items,
+            pair_start,
+            pair_items,
         })
     }
 
     /// The items having token id `t = codebook * d + code`, in increasing order (empty outside the vocabulary).
     pub fn posting(&self, t: usize) -> &[u32] {
         match (self.posting_start.get(t), self.posting_start.get(t + 1)) {
-            (Some(&a), Some(&b)) => &self.posting_items[a as usize..b as usize],
+            (Some(&a), Some(&b)) => &self.posting_items[a..b],
             _ => &[],
         }
+    }
+
+    /// The items having both token ids `a` and `b` (any order), in increasing order; empty when they are of the
+    /// same codebook or outside the vocabulary.
+    pub fn pair_posting(&self, a: usize, b: usize) -> &[u32] {
+        let (m, d) = (self.codes.m, self.codes.d);
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (r1, r2) = (lo / d, hi / d);
+        if r1 == r2 || r2 >= m {
+            return &[];
+        }
+        let key = (pair_of(r1, r2, m) * d + lo % d) * d + hi % d;
+        &self.pair_items[self.pair_start[key]..self.pair_start[key + 1]]
+    }
+
+    /// Bytes the index holds (codes, posting lists, pair lists, the tuple order), for capacity planning.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.codes.tuples.len() * size_of::<u16>()
+            + self.by_tuple.len() * size_of::<u32>()
+            + self.used_tokens.len() * size_of::<Token>()
+            + (self.posting_start.len() + self.pair_start.len()) * size_of::<usize>()
+            + (self.posting_items.len() + self.pair_items.len()) * size_of::<u32>()
     }
 
     pub fn codes(&self) -> &Codes {
@@ -303,7 +313,10 @@ impl ItemIndex {
 
     /// The item with exactly this tuple (codebook order), if any.
     pub fn item_of(&self, tuple: &[u16]) -> Option<u32> {
-        self.by_tuple.get(tuple).copied()
+        self.by_tuple
+            .binary_search_by(|&i| self.codes.tuple(i as usize).cmp(tuple))
+            .ok()
+            .map(|at| self.by_tuple[at])
     }
 
     /// The item whose token set is exactly `tokens` (any order), if any.
@@ -323,119 +336,92 @@ impl ItemIndex {
         self.item_of(&tuple)
     }
 
-    /// Bitset words of the items having `token`; empty for a token outside the vocabulary.
-    fn token_bits(&self, token: Token) -> &[u64] {
-        let (r, j) = (token.codebook as usize, token.code as usize);
-        if r >= self.codes.m || j >= self.codes.d {
-            return &[];
-        }
-        let start = (r * self.codes.d + j) * self.words;
-        &self.bits[start..start + self.words]
-    }
-
-    /// All items (the reach of the empty token set).
-    pub fn all(&self) -> ReachSet {
-        ReachSet::from_words(self.all.clone())
-    }
-
-    /// Narrows `set` to the items that also have `token`.
-    pub fn narrow(&self, set: &ReachSet, token: Token) -> ReachSet {
-        let b = self.token_bits(token);
-        let mut words = vec![0; self.words];
-        if !b.is_empty() {
-            for w in set.lo..set.hi {
-                words[w] = set.words[w] & b[w];
-            }
-        }
-        ReachSet::from_words(words)
-    }
-
-    /// Whether some item in `set` has `token` (no allocation; stops at the first common word).
-    pub fn intersects(&self, set: &ReachSet, token: Token) -> bool {
-        let b = self.token_bits(token);
-        if b.is_empty() {
-            return false;
-        }
-        (set.lo..set.hi).any(|w| set.words[w] & b[w] != 0)
-    }
-
-    /// The items having every token of `partial`, as a bitset.
-    pub fn reach(&self, partial: &[Token]) -> ReachSet {
-        let mut set = self.all();
-        for &t in partial {
-            let b = self.token_bits(t);
-            if b.is_empty() {
-                return ReachSet::from_words(vec![0; self.words]);
-            }
-            for (a, b) in set.words.iter_mut().zip(b) {
-                *a &= b;
-            }
-        }
-        ReachSet::from_words(set.words)
-    }
-
-    /// The items having every token of `partial`, in increasing order.
+    /// The items having every token of `partial`, in increasing order: the shortest pair (or single-token)
+    /// posting list among `partial`'s tokens, filtered by the rest.
     pub fn reachable(&self, partial: &[Token]) -> Vec<u32> {
-        self.reach(partial).items()
+        let (m, d) = (self.codes.m, self.codes.d);
+        if partial
+            .iter()
+            .any(|t| t.codebook as usize >= m || t.code as usize >= d)
+        {
+            return Vec::new();
+        }
+        let ids: Vec<usize> = partial.iter().map(|t| t.id(d)).collect();
+        let base: &[u32] = match ids.as_slice() {
+            [] => return (0..self.n_items() as u32).collect(),
+            [a] => self.posting(*a),
+            _ => {
+                let mut best: Option<&[u32]> = None;
+                for (i, &a) in ids.iter().enumerate() {
+                    for &b in &ids[i + 1..] {
+                        let list = if a == b {
+                            self.posting(a)
+                        } else {
+                            self.pair_posting(a, b)
+                        };
+                        if best.is_none_or(|x| list.len() < x.len()) {
+                            best = Some(list);
+                        }
+                    }
+                }
+                best.unwrap_or(&[])
+            }
+        };
+        base.iter()
+            .copied()
+            .filter(|&it| {
+                let tuple = self.codes.tuple(it as usize);
+                partial.iter().all(|t| tuple[t.codebook as usize] == t.code)
+            })
+            .collect()
     }
 
     /// Whether `partial` plus `next` can still be completed to an item.
     pub fn can_extend(&self, partial: &[Token], next: Token) -> bool {
-        let nb = self.token_bits(next);
-        if nb.is_empty() {
-            return false;
-        }
-        let mut lists: Vec<&[u64]> = Vec::with_capacity(partial.len());
-        for &t in partial {
-            let b = self.token_bits(t);
-            if b.is_empty() {
-                return false;
-            }
-            lists.push(b);
-        }
-        (0..self.words).any(|w| lists.iter().fold(nb[w], |acc, b| acc & b[w]) != 0)
+        let mut with = partial.to_vec();
+        with.push(next);
+        !self.reachable(&with).is_empty()
     }
 
     /// Every token of a codebook not used by `partial` that keeps `partial` completable, sorted by
-    /// (codebook, code). Cost: one intersection plus one pass over the reachable items.
+    /// (codebook, code). Cost: one pass over the reachable items (for a single token, over the pair lists'
+    /// offsets instead).
     pub fn valid_next_tokens(&self, partial: &[Token]) -> Vec<Token> {
         let (m, d) = (self.codes.m, self.codes.d);
-        if partial.is_empty() {
-            return self.used_tokens.clone();
-        }
         let mut used = vec![false; m];
         for t in partial {
             if let Some(u) = used.get_mut(t.codebook as usize) {
                 *u = true;
             }
         }
+        let token = |k: usize| Token::new((k / d) as u16, (k % d) as u16);
+        match partial {
+            [] => return self.used_tokens.clone(),
+            [a] if (a.codebook as usize) < m && (a.code as usize) < d => {
+                return (0..m * d)
+                    .filter(|&k| !used[k / d] && !self.pair_posting(a.id(d), k).is_empty())
+                    .map(token)
+                    .collect();
+            }
+            _ => {}
+        }
         let mut seen = vec![false; m * d];
-        for item in self.reach(partial).items() {
+        for item in self.reachable(partial) {
             for (r, &c) in self.codes.tuple(item as usize).iter().enumerate() {
                 if !used[r] {
                     seen[r * d + c as usize] = true;
                 }
             }
         }
-        seen.iter()
-            .enumerate()
-            .filter(|(_, &s)| s)
-            .map(|(k, _)| Token::new((k / d) as u16, (k % d) as u16))
-            .collect()
+        (0..m * d).filter(|&k| seen[k]).map(token).collect()
     }
 
     /// The codes of `codebook` that keep `partial` completable (ordered decoding: the next level), sorted.
     pub fn valid_next_codes(&self, partial: &[Token], codebook: u16) -> Vec<u16> {
-        let r = codebook as usize;
-        if r >= self.codes.m || partial.iter().any(|t| t.codebook == codebook) {
-            return Vec::new();
-        }
-        let mut seen = vec![false; self.codes.d];
-        for item in self.reach(partial).items() {
-            seen[self.codes.tuple(item as usize)[r] as usize] = true;
-        }
-        (0..self.codes.d as u16)
-            .filter(|&c| seen[c as usize])
+        self.valid_next_tokens(partial)
+            .into_iter()
+            .filter(|t| t.codebook == codebook)
+            .map(|t| t.code)
             .collect()
     }
 }
@@ -526,7 +512,7 @@ mod tests {
                 for mask in 0u32..(1 << codes.m) {
                     let sub: Vec<Token> = toks.iter().enumerate()
                         .filter(|(r, _)| mask >> r & 1 == 1).map(|(_, &t)| t).collect();
-                    prop_assert!(ix.reach(&sub).contains(item as u32));
+                    prop_assert!(ix.reachable(&sub).contains(&(item as u32)));
                 }
             }
             // each posting list holds exactly the items having the token, in increasing order
@@ -557,8 +543,17 @@ mod tests {
                     let used = partial.iter().any(|t| t.codebook == r);
                     prop_assert_eq!(ix.valid_next_tokens(&partial).contains(&next), brute && !used);
                     prop_assert_eq!(ix.valid_next_codes(&partial, r).contains(&j), brute && !used);
-                    prop_assert_eq!(ix.intersects(&ix.reach(&partial), next), brute);
-                    prop_assert_eq!(ix.narrow(&ix.reach(&partial), next), ix.reach(&with));
+                    // a pair list holds exactly the items having both tokens
+                    for &a in &partial {
+                        if a.codebook != r && (a.codebook as usize) < codes.m && (a.code as usize) < codes.d {
+                            let want: Vec<u32> = (0..n as u32).filter(|&i| {
+                                let toks = codes.tokens(i as usize);
+                                toks.contains(&a) && toks.contains(&next)
+                            }).collect();
+                            prop_assert_eq!(ix.pair_posting(a.id(codes.d), next.id(codes.d)), want.as_slice());
+                            prop_assert_eq!(ix.pair_posting(next.id(codes.d), a.id(codes.d)), want.as_slice());
+                        }
+                    }
                 }
             }
         }

@@ -28,7 +28,7 @@ pub mod train;
 mod trained;
 
 pub use error::{Result, TokenizerError};
-pub use index::{Codes, ItemIndex, ReachSet, Token};
+pub use index::{Codes, ItemIndex, Token};
 pub use mpq::MpqConfig;
 pub use rqvae::RqVaeConfig;
 pub use train::TrainConfig;
