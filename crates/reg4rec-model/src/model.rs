@@ -40,6 +40,9 @@ use reg4rec_precision::{LayerRegistry, Linear, Precision};
 use reg4rec_tokenizer::index::Codes;
 use tch::{nn, Device, Kind, Tensor};
 
+/// Items per chunk when gathering every item's token embeddings ([`Reg4RecModel::item_embeddings`]).
+const ITEM_CHUNK: i64 = 1 << 16;
+
 /// Per-call forward settings.
 #[derive(Debug, Clone, Copy)]
 struct Ctx {
@@ -477,12 +480,24 @@ impl Reg4RecModel {
             self.vocab.m as i64,
             self.cfg.d_model as i64,
         );
-        let tokens = self
-            .tok_emb
-            .ws
-            .index_select(0, &self.item_tokens)
-            .view([n, m, d])
-            .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        // In chunks of items, so the gathered `[chunk, M, d]` token embeddings stay small for a catalog of
+        // millions of items (one chunk up to 65,536 items; the sums are the same either way).
+        let ids = self.item_tokens.view([n, m]);
+        let mut parts: Vec<Tensor> = (0..n)
+            .step_by(ITEM_CHUNK as usize)
+            .map(|start| {
+                let len = ITEM_CHUNK.min(n - start);
+                self.tok_emb
+                    .ws
+                    .index_select(0, &ids.narrow(0, start, len).reshape([-1]))
+                    .view([len, m, d])
+                    .sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            })
+            .collect();
+        let tokens = match parts.len() {
+            1 => parts.remove(0),
+            _ => Tensor::cat(&parts, 0),
+        };
         match &self.item_emb {
             Some(e) => tokens + &e.ws,
             None => tokens,
