@@ -365,7 +365,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         let (score, path, item) = (
             r["score"].as_f64().unwrap(),
             r["path_score"].as_f64().unwrap(),
-            r["item_logp"].as_f64().unwrap(),
+            r["item_score"].as_f64().unwrap(),
         );
         assert!(
             (score - (path + 100.0 * item)).abs() < 1e-2 * score.abs().max(1.0),

@@ -3,9 +3,11 @@
 //! Ordered codes (RQ-VAE / TIGER) force codebook order `0..m`.
 //!
 //! Constraints: a path is only extended by tokens that keep its token set a subset of some item's tuple, so every
-//! completed path is an existing item. Each beam carries the list of items it can still reach; a child's list is
-//! its parent's list filtered by one code (or a token's posting list at the first step), so the valid next tokens
-//! of a beam cost one pass over its reachable items. A user may be restricted to a subset of the items
+//! completed path is an existing item. Each beam carries the list of items it can still reach: a token's posting
+//! list after the first step, a pair posting list after the second (both held by the [`ItemIndex`], nothing is
+//! copied), then its parent's list filtered by one code; the valid next tokens of a one-token path are the
+//! tokens whose pair list with it is not empty, and those of a longer path cost one pass over its reachable
+//! items (about `n / d^2` of them after two tokens), so the search's work does not grow with the catalog. A user may be restricted to a subset of the items
 //! ([`BeamSearch::run_constrained`]: allowed categories, excluded items, catalog availability, its own history
 //! with `exclude_history`): its root then reaches only those items, so the same rule keeps every path inside the
 //! subset and the beam's width is never spent on items that would be thrown away.
@@ -20,8 +22,8 @@
 //! candidates are taken best first, so the set keeps its best order. Ordered codes have no permutations.
 //!
 //! The last step keeps every completion of the final beam; an item reached in several orders keeps its best
-//! path score. Items are ranked by `path score + dense_weight * item log-probability` when the scorer has a
-//! dense item score ([`StepScorer::item_log_probs`]), else by path score; the top `top_n` are returned, best
+//! path score. Items are ranked by `path score + dense_weight * dense item score` when the scorer has a
+//! dense item score ([`StepScorer::item_scores`]), else by path score; the top `top_n` are returned, best
 //! first (ties: lower item index first). Only generated items are ranked.
 
 use crate::config::InferConfig;
@@ -39,12 +41,13 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     pub item: u32,
-    /// What the list is ranked by: `path_score + dense_weight * item_logp` (`path_score` without a dense score).
+    /// What the list is ranked by: `path_score + dense_weight * item_score` (`path_score` without a dense score).
     pub score: f32,
     /// Sum of the path's log-probabilities.
     pub path_score: f32,
-    /// The item's log-probability under the model's dense item score, when the scorer has one.
-    pub item_logp: Option<f32>,
+    /// The model's dense item score (its item head's logit: the log-probability up to a constant per user),
+    /// when the scorer has one.
+    pub item_score: Option<f32>,
     /// The best-scoring path to the item, in generation order.
     pub path: Vec<PathStep>,
 }
@@ -107,6 +110,8 @@ enum Reach {
     All,
     /// The posting list of one token (paths of length 1).
     Posting(u32),
+    /// The pair posting list of two tokens (paths of length 2).
+    Pair(u32, u32),
     /// `len` items at `start` of the level's item buffer.
     Span(u32, u32),
 }
@@ -428,12 +433,12 @@ impl<'a> BeamSearch<'a> {
                         .collect();
                     let items: Vec<u32> = level.pool.iter().map(|c| c.item).collect();
                     let t = Instant::now();
-                    let d = scorer.item_log_probs(&rows, &items)?;
+                    let d = scorer.item_scores(&rows, &items)?;
                     stats.model_secs += t.elapsed().as_secs_f64();
                     if let Some(d) = &d {
                         if d.len() != items.len() {
                             return Err(InferError::Shape {
-                                name: "item_log_probs".into(),
+                                name: "item_scores".into(),
                                 expected: vec![items.len()],
                                 found: d.len(),
                             });
@@ -464,7 +469,7 @@ impl<'a> BeamSearch<'a> {
                             .then(a.1.item.cmp(&b.1.item))
                             .then(b.1.score.total_cmp(&a.1.score))
                     });
-                    for &(score, c, item_logp) in &ranked {
+                    for &(score, c, item_score) in &ranked {
                         if list.len() == self.cfg.top_n {
                             break;
                         }
@@ -486,7 +491,7 @@ impl<'a> BeamSearch<'a> {
                             item: c.item,
                             score,
                             path_score: c.score,
-                            item_logp,
+                            item_score,
                             path,
                         });
                     }
@@ -606,6 +611,7 @@ impl<'a> BeamSearch<'a> {
         match b.reach {
             Reach::All => &[],
             Reach::Posting(t) => self.index.posting(t as usize),
+            Reach::Pair(a, b) => self.index.pair_posting(a as usize, b as usize),
             Reach::Span(s, l) => &level.items[s as usize..(s + l) as usize],
         }
     }
@@ -646,6 +652,23 @@ impl<'a> BeamSearch<'a> {
                         } else {
                             for &t in &self.first {
                                 push(&mut pool, t, NONE);
+                            }
+                        }
+                    }
+                    // The tokens that can follow `a` are those whose pair list with it is not empty: a pass
+                    // over the open codebooks' tokens instead of over the n / d items having `a`, when that is
+                    // shorter (large catalogs).
+                    Reach::Posting(a)
+                        if !last && self.index.posting(a as usize).len() > (m - 1) * d =>
+                    {
+                        for r in 0..m {
+                            if b.used >> r & 1 == 1 || (self.ordered && r != level.depth) {
+                                continue;
+                            }
+                            for t in r * d..(r + 1) * d {
+                                if !self.index.pair_posting(a as usize, t).is_empty() {
+                                    push(&mut pool, t as u32, NONE);
+                                }
                             }
                         }
                     }
@@ -715,6 +738,7 @@ impl<'a> BeamSearch<'a> {
         let (r, j) = (c.token as usize / d, (c.token as usize % d) as u16);
         let reach = match p.reach {
             Reach::All => Reach::Posting(c.token),
+            Reach::Posting(a) => Reach::Pair(a, c.token),
             _ => {
                 let tuples = &self.index.codes().tuples;
                 let start = level.items.len() as u32;

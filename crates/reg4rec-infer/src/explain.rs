@@ -12,12 +12,13 @@ pub struct Explanation {
     pub item: u32,
     /// The item's original id, when known.
     pub item_id: Option<String>,
-    /// The ranking score: `path_score + dense_weight * item_logp` (the path score without an item head).
+    /// The ranking score: `path_score + dense_weight * item_score` (the path score without an item head).
     pub score: f32,
     /// Sum of the path's log-probabilities.
     pub path_score: f32,
-    /// The item head's log-probability of the item, when the model has one.
-    pub item_logp: Option<f32>,
+    /// The item head's score of the item (its logit: the log-probability up to a constant per user), when the
+    /// model has one.
+    pub item_score: Option<f32>,
     /// The CORP threshold the divergences were checked against (`null`: CORP off).
     pub theta: Option<f32>,
     pub steps: Vec<ExplainStep>,
@@ -57,7 +58,7 @@ impl Explanation {
             item_id: item_ids.and_then(|ids| ids.get(rec.item as usize).cloned()),
             score: rec.score,
             path_score: rec.path_score,
-            item_logp: rec.item_logp,
+            item_score: rec.item_score,
             theta,
             steps: rec
                 .path

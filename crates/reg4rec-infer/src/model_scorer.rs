@@ -1,8 +1,9 @@
 //! The [`StepScorer`] over the trained [`Reg4RecModel`]: encodes a batch of histories once (the context at the
 //! last position of each history's window), then at every step decodes `[context, prefix...]` for each beam and
 //! returns the masked next-token log-probabilities (over the `M * D` codebook tokens) and the category
-//! distribution at that step. With the model's item head, `begin` also computes every item's dense
-//! log-probability for each user, which the search adds (weighted) to the generated items' path scores.
+//! distribution at that step. With the model's item head, the items the search generated get their dense score
+//! (the head's logit: the context's dot product with the item's embedding), which the search adds (weighted) to
+//! their path scores; only those items are scored, so the cost does not grow with the catalog.
 //!
 //! The token distribution is normalised exactly as in training: the softmax over the codebook tokens of the
 //! codebooks not used yet (used codebooks and the special tokens have probability zero, as
@@ -26,8 +27,8 @@ pub struct ModelScorer<'a> {
     table: Tensor,
     /// `[n_users, d]` contexts of the current batch.
     context: Option<Tensor>,
-    /// `[n_users, n_items]` dense item log-probabilities (models with an item head).
-    item_logp: Option<Tensor>,
+    /// The item head's `[n_items, d]` item embeddings of the current batch (models with an item head).
+    item_table: Option<Tensor>,
     n_users: usize,
     /// Seconds spent copying outputs off the device into the search's buffers.
     pub copy_secs: f64,
@@ -70,7 +71,7 @@ impl<'a> ModelScorer<'a> {
             codes,
             table,
             context: None,
-            item_logp: None,
+            item_table: None,
             n_users: 0,
             copy_secs: 0.0,
         })
@@ -100,13 +101,7 @@ impl StepScorer for ModelScorer<'_> {
         let model = self.model;
         let enc = tch::no_grad(|| model.contexts_with(histories, &self.table))
             .map_err(|e| InferError::Input(format!("encoding the histories: {e}")))?;
-        self.item_logp = model.config().item_head.then(|| {
-            tch::no_grad(|| {
-                model
-                    .item_logits(&enc.hidden, &enc.items, false)
-                    .log_softmax(-1, Kind::Float)
-            })
-        });
+        self.item_table = model.config().item_head.then_some(enc.items);
         self.context = Some(enc.hidden);
         self.n_users = histories.len();
         Ok(())
@@ -171,31 +166,43 @@ impl StepScorer for ModelScorer<'_> {
         Ok(out)
     }
 
-    fn item_log_probs(&mut self, rows: &[usize], items: &[u32]) -> Result<Option<Vec<f32>>> {
-        let Some(lp) = &self.item_logp else {
+    fn item_scores(&mut self, rows: &[usize], items: &[u32]) -> Result<Option<Vec<f32>>> {
+        let (Some(table), Some(context)) = (&self.item_table, &self.context) else {
             return Ok(None);
         };
         let n_items = self.codes.n_items();
         if rows.len() != items.len() {
             return Err(InferError::Input(format!(
-                "item_log_probs: {} rows for {} items",
+                "item_scores: {} rows for {} items",
                 rows.len(),
                 items.len()
             )));
         }
-        let mut flat = Vec::with_capacity(rows.len());
-        for (&r, &i) in rows.iter().zip(items) {
-            if r >= self.n_users || i as usize >= n_items {
-                return Err(InferError::Input(format!(
-                    "item_log_probs: row {r} of {} users, item {i} of {n_items}",
-                    self.n_users
-                )));
-            }
-            flat.push((r * n_items + i as usize) as i64);
+        if let Some((r, i)) = rows
+            .iter()
+            .zip(items)
+            .find(|(&r, &i)| r >= self.n_users || i as usize >= n_items)
+        {
+            return Err(InferError::Input(format!(
+                "item_scores: row {r} of {} users, item {i} of {n_items}",
+                self.n_users
+            )));
         }
-        let idx = Tensor::from_slice(&flat).to_device(lp.device());
+        let device = context.device();
+        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let items: Vec<i64> = items.iter().map(|&i| i as i64).collect();
+        let scores = tch::no_grad(|| {
+            let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
+            let emb = table.index_select(0, &Tensor::from_slice(&items).to_device(device));
+            // The item head's logit of each (user, item): as `Reg4RecModel::item_logits`, one pair at a time.
+            (ctx.to_kind(Kind::Float) * emb.to_kind(Kind::Float)).sum_dim_intlist(
+                [-1i64].as_slice(),
+                false,
+                Kind::Float,
+            )
+        });
         let t = std::time::Instant::now();
-        let v = to_vec(&lp.view([-1]).index_select(0, &idx))?;
+        let v = to_vec(&scores)?;
         self.copy_secs += t.elapsed().as_secs_f64();
         Ok(Some(v))
     }

@@ -108,12 +108,11 @@ fn search_over_the_model_returns_valid_items() {
                     .map(|(k, &j)| (k as u16, j))
                     .collect();
                 assert_eq!(toks, want);
-                // Ranked by path score plus the weighted dense item log-probability.
+                // Ranked by path score plus the weighted dense item score.
                 let path: f32 = r.path.iter().map(|p| p.logp).sum();
                 assert_eq!(r.path_score, path);
-                let lp = r.item_logp.expect("the model has an item head");
-                assert!(lp < 0.0);
-                assert_eq!(r.score, r.path_score + 100.0 * lp);
+                let dense = r.item_score.expect("the model has an item head");
+                assert_eq!(r.score, r.path_score + 100.0 * dense);
             }
             for w in list.windows(2) {
                 assert!(w[0].score >= w[1].score);
@@ -168,21 +167,16 @@ fn beams_decode_after_their_users_context_and_dense_scores_are_the_item_head() {
     for (a, b) in got.category.iter().zip(&want.1) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
-    // Dense scores: the item head's log-softmax over every item, for the asked (user, item) pairs.
-    let dense = tch::no_grad(|| {
-        m.item_logits(&enc.hidden, &enc.items, false)
-            .log_softmax(-1, Kind::Float)
-    });
-    let lp = s.item_log_probs(&[1, 0, 1], &[7, 3, 0]).unwrap().unwrap();
+    // Dense scores: the item head's logits over every item, for the asked (user, item) pairs; they differ
+    // from its log-softmax by one constant per user, so they order each user's items the same way.
+    let logits = tch::no_grad(|| m.item_logits(&enc.hidden, &enc.items, false));
+    let logp = logits.log_softmax(-1, Kind::Float);
+    let got = s.item_scores(&[1, 0, 1], &[7, 3, 0]).unwrap().unwrap();
     for (k, (r, i)) in [(1i64, 7i64), (0, 3), (1, 0)].into_iter().enumerate() {
-        assert!((lp[k] as f64 - dense.double_value(&[r, i])).abs() < 1e-6);
+        assert!((got[k] as f64 - logits.double_value(&[r, i])).abs() < 1e-5);
     }
-    assert!(
-        s.item_log_probs(&[2], &[0]).is_err(),
-        "row outside the batch"
-    );
-    assert!(
-        s.item_log_probs(&[0], &[8]).is_err(),
-        "item outside the codes"
-    );
+    let shift = |r: i64, i: i64| logits.double_value(&[r, i]) - logp.double_value(&[r, i]);
+    assert!((shift(1, 7) - shift(1, 0)).abs() < 1e-4);
+    assert!(s.item_scores(&[2], &[0]).is_err(), "row outside the batch");
+    assert!(s.item_scores(&[0], &[8]).is_err(), "item outside the codes");
 }

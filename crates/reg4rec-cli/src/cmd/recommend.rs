@@ -73,7 +73,7 @@ pub fn run(a: RecommendArgs) -> Result<()> {
     for r in &out.items {
         let e = &r.explanation;
         let item = e
-            .item_logp
+            .item_score
             .map_or(String::new(), |l| format!(", item head {l:.4}"));
         println!(
             "{:>2}. item {} ({})  score {:.4} (path {:.4}{item})",
