@@ -36,8 +36,9 @@ pub struct InferConfig {
     pub exclude_history: bool,
     /// Categories listed per step in explanations. Default 3.
     pub explain_categories: usize,
-    /// Weight of the model's dense item log-probability added to each generated item's path score when ranking
-    /// the beam's items (models with an item head; 0 ranks by path score alone). Default 100: the item head
+    /// Weight of the model's dense item score (the item head's logit: its log-probability up to a constant per
+    /// user, so the same order) added to each generated item's path score when ranking the beam's items (models
+    /// with an item head; 0 ranks by path score alone). Default 100: the item head
     /// orders the generated items and the path score breaks near-ties (amazon-beauty validation, beam 40, CORP
     /// off: R@10 / N@10 .0684 / .0359 at 3, .0722 / .0383 at 10, .0732 / .0389 at 100).
     pub dense_weight: f32,
