@@ -498,6 +498,44 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert!(o.status.success(), "{log}");
     assert!(log.contains("running stage=\"eval-sweep-0.05\""), "{log}");
     assert!(!log.contains("running stage=\"pretrain") && !log.contains("running stage=\"align"));
+    // The aligned model's own weights (the latest checkpoint) evaluate too, whatever selection kept; `best`
+    // gives the row the report shows.
+    let aligned = moved.join("stages/align-reg4rec");
+    let eval = |checkpoint: &str| {
+        let o = reg4rec(
+            &[
+                "eval",
+                "--model",
+                aligned.to_str().unwrap(),
+                "--split",
+                "valid",
+                "--checkpoint",
+                checkpoint,
+                "--theta",
+                "off",
+                "--preset",
+                "smoke",
+                "--json",
+            ],
+            dir.path(),
+        );
+        json(&o)
+    };
+    let (best, latest) = (eval("best"), eval("latest"));
+    assert_eq!(best["metrics"]["users"], 60);
+    assert_eq!(latest["metrics"]["users"], 60);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(moved.join("report.json")).unwrap()).unwrap();
+    let row = report["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "reg4rec-no-corp")
+        .unwrap();
+    assert_eq!(
+        best["metrics"]["recall@10"], row["valid"]["recall@10"],
+        "{best} vs {row}"
+    );
     // CORP on a TIGER model (ordered codes) is refused, naming the option.
     let tiger = moved.join("stages/pretrain-tiger");
     let o = reg4rec(

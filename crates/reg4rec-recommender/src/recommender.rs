@@ -134,6 +134,18 @@ impl Recommender {
         infer: &InferConfig,
         device: tch::Device,
     ) -> Result<Self> {
+        Self::load_weights(dir, Which::Best, infer, device)
+    }
+
+    /// [`Recommender::load_with`] with the run's `which` weights: the best validation checkpoint (what
+    /// the manifest covers) or the latest one (checked by its own checksum), for instance to measure an aligned
+    /// model whose validation never beat the pre-trained one.
+    pub fn load_weights(
+        dir: impl AsRef<Path>,
+        which: Which,
+        infer: &InferConfig,
+        device: tch::Device,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let dir = std::path::absolute(dir)
             .map_err(|e| RecommenderError::file(dir, format!("cannot resolve the path: {e}")))?;
@@ -158,7 +170,7 @@ impl Recommender {
             c.validate(trained_codes.m, n_trained, &dir.join(SOURCE_FILE))?;
             c
         };
-        let (mut model, _) = load_model(&dir, Which::Best, &trained_codes, device)?;
+        let (mut model, _) = load_model(&dir, which, &trained_codes, device)?;
         let mut codes = trained_codes;
         if !catalog.added_tuples.is_empty() {
             codes.tuples.extend_from_slice(&catalog.added_tuples);

@@ -6,8 +6,11 @@ use anyhow::Result;
 use clap::Args;
 use reg4rec_data::split::Stage;
 use reg4rec_data::LeaveOneOut;
+use reg4rec_infer::InferConfig;
+use reg4rec_model::Which;
 use reg4rec_recommender::Recommender;
 use std::path::PathBuf;
+use tch::Device;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -17,6 +20,9 @@ pub struct EvalArgs {
     /// valid or test.
     #[arg(long, default_value = "test")]
     pub split: Stage,
+    /// Which weights of the run: `best` (the best validation checkpoint) or `latest` (the last one written).
+    #[arg(long, default_value = "best")]
+    pub checkpoint: Checkpoint,
     #[command(flatten)]
     pub search: SearchArgs,
     #[command(flatten)]
@@ -26,9 +32,20 @@ pub struct EvalArgs {
     pub json: bool,
 }
 
+/// The `--checkpoint` choices.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Checkpoint {
+    Best,
+    Latest,
+}
+
 pub fn run(a: EvalArgs) -> Result<()> {
     let cfg = a.config.resolve()?;
-    let mut rec = Recommender::load(&a.model)?;
+    let which = match a.checkpoint {
+        Checkpoint::Best => Which::Best,
+        Checkpoint::Latest => Which::Latest,
+    };
+    let mut rec = Recommender::load_weights(&a.model, which, &InferConfig::default(), Device::Cpu)?;
     let mode = rec.model().config().mode;
     rec.set_infer(&a.search.infer(&cfg.infer, mode, &a.model)?)?;
     let ds = rec.training_data()?;
