@@ -526,15 +526,20 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert_eq!(latest["metrics"]["users"], 60);
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(moved.join("report.json")).unwrap()).unwrap();
-    let row = report["methods"]
+    // The sweep's CORP-off point is the same model, split and search.
+    let off = report["theta_sweep"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["name"] == "reg4rec-no-corp")
+        .find(|p| p["theta"].is_null())
         .unwrap();
     assert_eq!(
-        best["metrics"]["recall@10"], row["valid"]["recall@10"],
-        "{best} vs {row}"
+        best["metrics"]["recall@10"], off["recall@10"],
+        "{best} vs {off}"
+    );
+    assert_eq!(
+        best["metrics"]["ndcg@10"], off["ndcg@10"],
+        "{best} vs {off}"
     );
     // CORP on a TIGER model (ordered codes) is refused, naming the option.
     let tiger = moved.join("stages/pretrain-tiger");
