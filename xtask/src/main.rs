@@ -3,6 +3,7 @@
 //! `reg4rec` binary, the benches and the main pipeline with it. It builds without libtorch.
 
 mod env;
+mod layers;
 mod setup;
 
 use anyhow::Result;
