@@ -1,5 +1,6 @@
 //! The pipeline's configuration: one serde struct whose sections are the crates' own configs, read from a preset
-//! (`configs/<preset>.toml`, embedded in the binary) or a file, with `--set section.field=value` overrides.
+//! (`configs/<preset>.toml`: kept in this crate, so it packages with it, linked from the workspace root and
+//! embedded in the binary) or a file, with `--set section.field=value` overrides.
 
 use anyhow::{bail, Context, Result};
 use reg4rec_align::AlignConfig;
@@ -76,9 +77,9 @@ impl Default for StagesConfig {
 
 /// The presets shipped with reg4rec.
 pub const PRESETS: [(&str, &str); 3] = [
-    ("smoke", include_str!("../../../../configs/smoke.toml")),
-    ("cpu", include_str!("../../../../configs/cpu.toml")),
-    ("gpu", include_str!("../../../../configs/gpu.toml")),
+    ("smoke", include_str!("../../configs/smoke.toml")),
+    ("cpu", include_str!("../../configs/cpu.toml")),
+    ("gpu", include_str!("../../configs/gpu.toml")),
 ];
 
 impl PipelineConfig {
