@@ -59,9 +59,25 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    if !matches!(cli.cmd, Command::Serve(_) | Command::Loadtest(_)) {
+        quiet_on_closed_stdout();
+    }
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Like other Unix tools, end quietly when whoever reads stdout goes away (`reg4rec eval --json | head -c 10`)
+/// instead of panicking in `println!`: the default action of SIGPIPE, which Rust programs ignore. Not for the
+/// server and the load generator, whose sockets must outlive a closed peer.
+fn quiet_on_closed_stdout() {
+    // SAFETY: called once at start-up, before any thread is spawned; `signal` with `SIG_DFL` only resets the
+    // disposition of SIGPIPE.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -91,6 +91,31 @@ fn json(o: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
+/// Output into a pipe nobody reads any more (`reg4rec ... | head`) ends the command quietly, by SIGPIPE as other
+/// Unix tools do, instead of a panic in `println!`.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = write_csv(dir.path(), 4, 10);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // every write into the pipe now fails
+    let o = Command::new(env!("CARGO_BIN_EXE_reg4rec"))
+        .args(["data", "stats", "--data", csv.to_str().unwrap(), "--json"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {err}",
+        o.status
+    );
+}
+
 #[test]
 fn data_stats_of_a_csv_log() {
     let dir = tempfile::tempdir().unwrap();
