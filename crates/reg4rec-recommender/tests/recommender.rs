@@ -18,8 +18,11 @@ struct Fixture {
     ds: Dataset,
 }
 
-/// 120 users over 40 items in 3 categories; random 16-dim item features.
+/// 120 users over 40 items in 3 categories; random 16-dim item features. Seeded and built under the torch RNG
+/// lock, so the tests of this file (which run in parallel) always get the same codes and model.
 fn fixture() -> Fixture {
+    let _rng = reg4rec_model::torch_rng_lock();
+    tch::manual_seed(1);
     let tmp = tempfile::tempdir().unwrap();
     let mut s = String::from("user,item,timestamp,category\n");
     for u in 0..120 {
