@@ -14,9 +14,8 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, SearchStats};
 use reg4rec_model::{ModelConfig, Reg4RecModel};
-use reg4rec_tokenizer::{Codes, ItemIndex};
+use reg4rec_tokenizer::ItemIndex;
 use serde::Serialize;
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -36,21 +35,6 @@ impl Lcg {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
-    }
-}
-
-fn beauty_sized_codes(rng: &mut Lcg) -> Codes {
-    let mut seen = HashSet::new();
-    let mut tuples = Vec::with_capacity(N_ITEMS * M);
-    while seen.len() < N_ITEMS {
-        let t: Vec<u16> = (0..M).map(|_| (rng.next() % D as u32) as u16).collect();
-        if seen.insert(t.clone()) {
-            tuples.extend(t);
-        }
-    }
-    match Codes::new(M, D, false, tuples) {
-        Ok(c) => c,
-        Err(e) => panic!("codes: {e}"),
     }
 }
 
@@ -76,7 +60,7 @@ struct Split {
 
 fn inference(c: &mut Criterion) {
     let mut rng = Lcg(7);
-    let codes = beauty_sized_codes(&mut rng);
+    let codes = reg4rec_benches::distinct_codes(N_ITEMS, M, D, || (rng.next() % D as u32) as u16);
     let index = match ItemIndex::new(&codes) {
         Ok(i) => i,
         Err(e) => panic!("index: {e}"),

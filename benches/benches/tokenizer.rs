@@ -57,22 +57,13 @@ fn encoding(c: &mut Criterion) {
     group.finish();
 }
 
-/// A random catalogue of distinct tuples with M = 4, D = 256.
+/// A random catalogue of distinct tuples with M = 4, D = 256, with skewed codes (squares of uniforms) so some
+/// tokens are common, as with trained codebooks.
 fn catalogue() -> Codes {
-    let (m, d) = (4usize, 256u16);
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let mut seen = std::collections::HashSet::new();
-    let mut tuples = Vec::with_capacity(N_ITEMS * m);
-    while seen.len() < N_ITEMS {
-        // Skewed codes (squares of uniforms) so some tokens are common, as with trained codebooks.
-        let t: Vec<u16> = (0..m)
-            .map(|_| ((rng.gen::<f64>().powi(2)) * d as f64) as u16)
-            .collect();
-        if seen.insert(t.clone()) {
-            tuples.extend(t);
-        }
-    }
-    Codes::new(m, d as usize, false, tuples).expect("codes")
+    reg4rec_benches::distinct_codes(N_ITEMS, 4, 256, || {
+        (rng.gen::<f64>().powi(2) * 256.0) as u16
+    })
 }
 
 fn index(c: &mut Criterion) {

@@ -31,7 +31,6 @@ use reg4rec_tokenizer::{
     train, Codes, FeatureMatrix, ItemIndex, MpqConfig, TokenizerConfig, TrainConfig,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -116,20 +115,7 @@ fn rss_mib(field: &str) -> f64 {
 /// `n` distinct tuples over `m` codebooks of `D` codes, uniform, seeded.
 fn synthetic_codes(n: usize, m: usize, seed: u64) -> Codes {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut seen: HashSet<u64> = HashSet::with_capacity(n);
-    let mut tuples = Vec::with_capacity(n * m);
-    let mut t = vec![0u16; m];
-    while seen.len() < n {
-        let mut key = 0u64;
-        for c in t.iter_mut() {
-            *c = rng.gen_range(0..D as u16);
-            key = key << 8 | *c as u64;
-        }
-        if seen.insert(key) {
-            tuples.extend_from_slice(&t);
-        }
-    }
-    Codes::new(m, D, false, tuples).expect("distinct synthetic codes")
+    reg4rec_benches::distinct_codes(n, m, D, || rng.gen_range(0..D as u16))
 }
 
 /// Seeded random unit rows `[n, FEATURE_DIM]`.

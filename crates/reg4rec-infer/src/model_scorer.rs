@@ -27,8 +27,6 @@ pub struct ModelScorer<'a> {
     table: Tensor,
     /// `[n_users, d]` contexts of the current batch.
     context: Option<Tensor>,
-    /// The item head's `[n_items, d]` item embeddings of the current batch (models with an item head).
-    item_table: Option<Tensor>,
     n_users: usize,
     /// Seconds spent copying outputs off the device into the search's buffers.
     pub copy_secs: f64,
@@ -71,7 +69,6 @@ impl<'a> ModelScorer<'a> {
             codes,
             table,
             context: None,
-            item_table: None,
             n_users: 0,
             copy_secs: 0.0,
         })
@@ -101,7 +98,6 @@ impl StepScorer for ModelScorer<'_> {
         let model = self.model;
         let enc = tch::no_grad(|| model.contexts_with(histories, &self.table))
             .map_err(|e| InferError::Input(format!("encoding the histories: {e}")))?;
-        self.item_table = model.config().item_head.then_some(enc.items);
         self.context = Some(enc.hidden);
         self.n_users = histories.len();
         Ok(())
@@ -167,7 +163,11 @@ impl StepScorer for ModelScorer<'_> {
     }
 
     fn item_scores(&mut self, rows: &[usize], items: &[u32]) -> Result<Option<Vec<f32>>> {
-        let (Some(table), Some(context)) = (&self.item_table, &self.context) else {
+        let Some(context) = self
+            .context
+            .as_ref()
+            .filter(|_| self.model.config().item_head)
+        else {
             return Ok(None);
         };
         let n_items = self.codes.n_items();
@@ -193,7 +193,11 @@ impl StepScorer for ModelScorer<'_> {
         let items: Vec<i64> = items.iter().map(|&i| i as i64).collect();
         let scores = tch::no_grad(|| {
             let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
-            let emb = table.index_select(0, &Tensor::from_slice(&items).to_device(device));
+            // The first n_items rows of the encoder's input table are the item embeddings the head scores
+            // against (`Encoded::items`).
+            let emb = self
+                .table
+                .index_select(0, &Tensor::from_slice(&items).to_device(device));
             // The item head's logit of each (user, item): as `Reg4RecModel::item_logits`, one pair at a time.
             (ctx.to_kind(Kind::Float) * emb.to_kind(Kind::Float)).sum_dim_intlist(
                 [-1i64].as_slice(),

@@ -164,9 +164,9 @@ impl Codes {
 ///
 /// Memory grows linearly with the catalog: the codes (`n * m` u16), one posting list per token (`n * m` u32),
 /// one per pair of tokens of different codebooks (`n * m (m - 1) / 2` u32), and the items sorted by tuple
-/// (`n` u32) for exact look-ups. The pair lists make the beam search's second and third steps independent of
-/// the catalog's size: the tokens that can follow a token are the non-empty pair lists, and the items a
-/// two-token path reaches are one pair list (about `n / d^2` items) instead of a filter over a token's `n / d`.
+/// (`n` u32) for exact look-ups. The pair lists spare the beam search a pass over a token's `n / d` items: the
+/// tokens that can follow a token are the non-empty pair lists, and the items a two-token path reaches are one
+/// pair list (about `n / d^2` items).
 #[derive(Debug, Clone)]
 pub struct ItemIndex {
     codes: Codes,
