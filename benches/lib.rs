@@ -1,8 +1,9 @@
 //! Criterion benches of reg4rec live in `benches/benches/`; run them with `cargo xtask bench`. This library holds
 //! what they share: [`per_example`], the replaced per-example layout kept for the layout comparison, and
-//! [`distinct_codes`], the synthetic catalogs.
+//! [`distinct_codes`], the synthetic catalogs, and [`report`], what the growth-curve examples share.
 
 pub mod per_example;
+pub mod report;
 
 use reg4rec_tokenizer::Codes;
 

@@ -25,6 +25,7 @@
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use reg4rec_benches::report::{log_log_figure, rss_mib};
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, SearchStats};
 use reg4rec_model::{ModelConfig, Reg4RecModel};
 use reg4rec_tokenizer::{
@@ -99,17 +100,6 @@ struct Record {
     serving_state_mib: f64,
     latency: Vec<Latency>,
     peak_rss_mib: f64,
-}
-
-/// The process's resident set (`VmRSS`) or its peak (`VmHWM`), in MiB.
-fn rss_mib(field: &str) -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// `n` distinct tuples over `m` codebooks of `D` codes, uniform, seeded.
@@ -334,56 +324,6 @@ fn main() {
     eprintln!("wrote {}", path.display());
 }
 
-/// One figure: a line per series of `(items, value)` points, both axes logarithmic.
-fn figure(
-    path: &std::path::Path,
-    title: &str,
-    y_desc: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), Box<dyn std::error::Error>> {
-    use plotters::prelude::*;
-    let points = series.iter().flat_map(|(_, p)| p.iter());
-    let (x_max, y_min, y_max) = points
-        .fold((1.0f64, f64::MAX, 0.0f64), |(x, lo, hi), &(px, py)| {
-            (x.max(px), lo.min(py), hi.max(py))
-        });
-    let root = SVGBackend::new(path, (760, 440)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(
-            (5e3f64..x_max * 2.0).log_scale(),
-            ((y_min / 2.0).max(1e-3)..y_max * 2.0).log_scale(),
-        )?;
-    chart
-        .configure_mesh()
-        .x_desc("items in the catalog")
-        .y_desc(y_desc)
-        .x_label_formatter(&|x| format!("{x:.0e}"))
-        .draw()?;
-    for (i, (name, pts)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
-            .label(name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()?;
-    root.present()?;
-    Ok(())
-}
-
 /// `latency.svg` and `memory.svg` from the records.
 fn draw(out: &std::path::Path, records: &[Record]) -> Result<(), Box<dyn std::error::Error>> {
     let mut ms: Vec<usize> = records.iter().map(|r| r.m).collect();
@@ -409,14 +349,16 @@ fn draw(out: &std::path::Path, records: &[Record]) -> Result<(), Box<dyn std::er
             of_m().map(|r| (r.items as f64, r.model_mib)).collect(),
         ));
     }
-    figure(
+    log_log_figure(
         &out.join("latency.svg"),
+        "items in the catalog",
         "Beam-search latency per user (median, one user per call, CORP off)",
         "ms per user",
         &latency,
     )?;
-    figure(
+    log_log_figure(
         &out.join("memory.svg"),
+        "items in the catalog",
         "Serving state held",
         "MiB",
         &memory,

@@ -14,8 +14,8 @@ pub struct DataArgs {
     /// Registry name (ml-100k, amazon-beauty, amazon-sports, amazon-toys). Ignored when --data is given.
     #[arg(long, default_value = registry::DEFAULT_DATASET)]
     pub dataset: String,
-    /// Your own interactions: a RecBole `.inter` file (a `.item` beside it adds categories) or a CSV
-    /// `user,item,timestamp[,category]`.
+    /// Your own interactions: a RecBole `.inter` file (a `.item` beside it adds categories), a CSV
+    /// `user,item,timestamp[,category]` or a Parquet file with those columns.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Keep only the k-core (users and items with at least k interactions).

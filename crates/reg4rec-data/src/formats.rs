@@ -32,11 +32,11 @@
 
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
+use crate::interactions::InteractionLog;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Category given to items that have none.
-pub const UNKNOWN_CATEGORY: &str = "unknown";
+pub use crate::interactions::UNKNOWN_CATEGORY;
 
 /// Reads a whole text file, naming it on error; an empty (or whitespace-only) file is an error.
 fn read_text(path: &Path) -> Result<String> {
@@ -74,94 +74,46 @@ fn non_empty_id<'a>(path: &Path, line: usize, what: &str, field: &'a str) -> Res
     Ok(f)
 }
 
-/// Ids in ascending order: numeric when all are integers, else lexicographic.
-fn sorted_ids<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut v: Vec<String> = ids.map(str::to_string).collect();
-    v.sort();
-    v.dedup();
-    if v.iter().all(|s| s.parse::<u64>().is_ok()) {
-        v.sort_by_key(|s| s.parse::<u64>().unwrap_or(u64::MAX));
-    }
-    v
-}
-
-/// Builds a [`Dataset`] from per-user chronological sequences of raw item ids.
-pub(crate) fn build_dataset(
-    name: &str,
-    users: Vec<(String, Vec<String>)>,
-    categories: &HashMap<String, String>,
-    attributes: &HashMap<String, Vec<String>>,
-) -> Dataset {
-    let item_ids = sorted_ids(users.iter().flat_map(|(_, s)| s.iter().map(String::as_str)));
-    let index: HashMap<&str, u32> = item_ids
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i as u32))
-        .collect();
-    let user_order = sorted_ids(users.iter().map(|(u, _)| u.as_str()));
-    let mut by_user: HashMap<String, Vec<String>> = users.into_iter().collect();
-    let mut sequences = Vec::with_capacity(user_order.len());
-    for u in &user_order {
-        let seq = by_user.remove(u).unwrap_or_default();
-        sequences.push(seq.iter().map(|i| index[i.as_str()]).collect());
-    }
-    let cat_of = |i: &String| {
-        categories
-            .get(i)
-            .map(String::as_str)
-            .unwrap_or(UNKNOWN_CATEGORY)
-    };
-    let category_names = sorted_ids(item_ids.iter().map(cat_of));
-    let cat_index: HashMap<&str, u32> = category_names
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i as u32))
-        .collect();
-    let item_category = item_ids.iter().map(|i| cat_index[cat_of(i)]).collect();
-    let item_attributes = item_ids
-        .iter()
-        .map(|i| attributes.get(i).cloned().unwrap_or_default())
-        .collect();
-    Dataset {
-        name: name.to_string(),
-        sequences,
-        user_ids: user_order,
-        item_ids,
-        item_category,
-        category_names,
-        item_attributes,
+/// Calls `f` with each non-blank line of a file and its 1-based number, reading one line at a time. Returns
+/// whether the file had any non-blank line.
+fn stream_lines(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<bool> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    let (mut ln, mut any) = (0usize, false);
+    loop {
+        line.clear();
+        ln += 1;
+        let n = reader.read_line(&mut line).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => DataError::parse(path, ln, "not UTF-8 text"),
+            _ => DataError::io(path, e),
+        })?;
+        if n == 0 {
+            return Ok(any);
+        }
+        let l = line.trim_end_matches(['\n', '\r']);
+        if !l.trim().is_empty() {
+            any = true;
+            f(ln, l)?;
+        }
     }
 }
 
-/// Groups `(user, item, timestamp)` rows by user and orders each user's items by timestamp (stable).
-fn group_by_user(rows: Vec<(String, String, f64)>) -> Vec<(String, Vec<String>)> {
-    let mut by_user: HashMap<String, Vec<(f64, String)>> = HashMap::new();
-    for (u, i, t) in rows {
-        by_user.entry(u).or_default().push((t, i));
-    }
-    by_user
-        .into_iter()
-        .map(|(u, mut v)| {
-            v.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (u, v.into_iter().map(|(_, i)| i).collect())
-        })
-        .collect()
+/// The error for a log file without any non-blank line.
+fn empty_file(path: &Path) -> DataError {
+    DataError::invalid(path, "empty file")
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // S3-Rec
 
-/// Reads an S3-Rec sequence file: `user item item ...` per line, integer ids, items in time order.
-pub fn read_s3rec_sequences(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
-    let text = read_text(path)?;
-    let mut users = Vec::new();
+/// Streams an S3-Rec sequence file (`user item item ...` per line, integer ids, items in time order) into
+/// `log`, with the line's order as the time order.
+fn read_s3rec_sequences(path: &Path, log: &mut InteractionLog) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    for (ln, line) in lines(&text) {
-        let mut fields = line.split_whitespace();
-        let user = fields
-            .next()
-            .ok_or_else(|| DataError::parse(path, ln, "empty line"))?;
-        let check = |f: &str, what: &str| -> Result<String> {
+    let any = stream_lines(path, |ln, line| {
+        let canonical = |f: &str, what: &str| -> Result<String> {
             f.parse::<u64>().map(|v| v.to_string()).map_err(|_| {
                 DataError::parse(
                     path,
@@ -170,17 +122,8 @@ pub fn read_s3rec_sequences(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
                 )
             })
         };
-        let user = check(user, "user")?;
-        let items = fields
-            .map(|f| check(f, "item"))
-            .collect::<Result<Vec<_>>>()?;
-        if items.is_empty() {
-            return Err(DataError::parse(
-                path,
-                ln,
-                format!("user {user} has no items"),
-            ));
-        }
+        let mut fields = line.split_whitespace();
+        let user = canonical(fields.next().unwrap_or_default(), "user")?;
         if !seen.insert(user.clone()) {
             return Err(DataError::parse(
                 path,
@@ -188,9 +131,23 @@ pub fn read_s3rec_sequences(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
                 format!("user {user} appears twice"),
             ));
         }
-        users.push((user, items));
+        let before = log.len();
+        for f in fields {
+            log.push(&user, &canonical(f, "item")?, 0.0);
+        }
+        if log.len() == before {
+            return Err(DataError::parse(
+                path,
+                ln,
+                format!("user {user} has no items"),
+            ));
+        }
+        Ok(())
+    })?;
+    if !any {
+        return Err(empty_file(path));
     }
-    Ok(users)
+    Ok(())
 }
 
 /// Reads `<Name>_item2attributes.json`: item id -> attribute ids (keys normalised to canonical integers).
@@ -351,7 +308,8 @@ pub struct S3RecFiles<'a> {
 
 /// Loads an S3-Rec dataset. Attribute tokens are the attribute names (or `attr<id>` without a names file).
 pub fn load_s3rec(name: &str, files: &S3RecFiles<'_>) -> Result<Dataset> {
-    let users = read_s3rec_sequences(files.sequences)?;
+    let mut log = InteractionLog::new();
+    read_s3rec_sequences(files.sequences, &mut log)?;
     let attrs = match files.attributes {
         Some(p) => read_s3rec_attributes(p)?,
         None => HashMap::new(),
@@ -372,7 +330,7 @@ pub fn load_s3rec(name: &str, files: &S3RecFiles<'_>) -> Result<Dataset> {
         .iter()
         .map(|(i, v)| (i.clone(), v.iter().map(|&a| attr_name(a)).collect()))
         .collect();
-    Ok(build_dataset(name, users, &categories, &attributes))
+    log.into_dataset(name, files.sequences, &categories, &attributes)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -424,22 +382,21 @@ fn atomic_fields<'a>(path: &Path, ln: usize, line: &'a str, n: usize) -> Result<
     Ok(f)
 }
 
-/// Reads a RecBole `.inter` file into per-user chronological sequences.
-pub fn read_atomic_inter(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
-    let text = read_text(path)?;
-    let mut it = lines(&text);
-    let (_, head) = it
-        .next()
-        .ok_or_else(|| DataError::invalid(path, "empty file"))?;
-    let header = AtomicHeader::parse(path, head)?;
-    let (cu, ci) = (
-        header.require(path, "user_id")?,
-        header.require(path, "item_id")?,
-    );
-    let ct = header.column(&["timestamp"]);
-    let n = header.fields.len();
-    let mut rows = Vec::new();
-    for (ln, line) in it {
+/// Streams a RecBole `.inter` file into `log`.
+fn read_atomic_inter(path: &Path, log: &mut InteractionLog) -> Result<()> {
+    // Columns of user, item and timestamp, and the field count, once the header is read.
+    let mut columns: Option<(usize, usize, Option<usize>, usize)> = None;
+    let any = stream_lines(path, |ln, line| {
+        let Some((cu, ci, ct, n)) = columns else {
+            let header = AtomicHeader::parse(path, line)?;
+            columns = Some((
+                header.require(path, "user_id")?,
+                header.require(path, "item_id")?,
+                header.column(&["timestamp"]),
+                header.fields.len(),
+            ));
+            return Ok(());
+        };
         let f = atomic_fields(path, ln, line, n)?;
         let u = non_empty_id(path, ln, "user", f[cu])?;
         let i = non_empty_id(path, ln, "item", f[ci])?;
@@ -447,12 +404,16 @@ pub fn read_atomic_inter(path: &Path) -> Result<Vec<(String, Vec<String>)>> {
             Some(c) => parse_timestamp(path, ln, f[c])?,
             None => 0.0,
         };
-        rows.push((u.to_string(), i.to_string(), t));
+        log.push(u, i, t);
+        Ok(())
+    })?;
+    if !any {
+        return Err(empty_file(path));
     }
-    if rows.is_empty() {
+    if log.is_empty() {
         return Err(DataError::invalid(path, "no interactions after the header"));
     }
-    Ok(group_by_user(rows))
+    Ok(())
 }
 
 /// Side information per raw item id: category name and attribute tokens.
@@ -521,30 +482,40 @@ pub fn read_atomic_item(path: &Path) -> Result<ItemTable> {
 
 /// Loads RecBole atomic files: an `.inter` and an optional `.item`.
 pub fn load_atomic(name: &str, inter: &Path, item: Option<&Path>) -> Result<Dataset> {
-    let users = read_atomic_inter(inter)?;
+    let mut log = InteractionLog::new();
+    read_atomic_inter(inter, &mut log)?;
     let table = match item {
         Some(p) => read_atomic_item(p)?,
         None => ItemTable::default(),
     };
-    Ok(build_dataset(
-        name,
-        users,
-        &table.categories,
-        &table.attributes,
-    ))
+    log.into_dataset(name, inter, &table.categories, &table.attributes)
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // CSV
 
+/// Column names a CSV header or a Parquet schema may use (case-insensitive) for the user, the item, the
+/// timestamp and the optional category.
+const USER_COLUMNS: &[&str] = &["user", "user_id", "userid"];
+const ITEM_COLUMNS: &[&str] = &["item", "item_id", "itemid"];
+const TIME_COLUMNS: &[&str] = &["timestamp", "time", "ts"];
+const CATEGORY_COLUMNS: &[&str] = &["category", "categories"];
+
 /// Column positions of a CSV log: user, item, timestamp, category (optional).
 type CsvColumns = (usize, usize, usize, Option<usize>);
 
-/// The columns a header row names, or `None` when `fields` is not a header (no `user` column).
+/// Position of the first of `names` among `header` (case-insensitive).
+fn find_column<'a>(header: impl Iterator<Item = &'a str>, names: &[&str]) -> Option<usize> {
+    let header: Vec<String> = header.map(|h| h.trim().to_lowercase()).collect();
+    names
+        .iter()
+        .find_map(|n| header.iter().position(|h| h == n))
+}
+
+/// The columns a header row names, or `None` when `fields` is not a header (no user column).
 fn csv_header(path: &Path, line: usize, fields: &csv::StringRecord) -> Result<Option<CsvColumns>> {
-    let f: Vec<String> = fields.iter().map(str::to_lowercase).collect();
-    let find = |names: &[&str]| f.iter().position(|h| names.contains(&h.as_str()));
-    if find(&["user", "user_id", "userid"]).is_none() {
+    let find = |names: &[&str]| find_column(fields.iter(), names);
+    if find(USER_COLUMNS).is_none() {
         return Ok(None);
     }
     let need = |names: &[&str], what: &str| {
@@ -552,10 +523,10 @@ fn csv_header(path: &Path, line: usize, fields: &csv::StringRecord) -> Result<Op
             .ok_or_else(|| DataError::parse(path, line, format!("header has no `{what}` column")))
     };
     Ok(Some((
-        need(&["user", "user_id", "userid"], "user")?,
-        need(&["item", "item_id", "itemid"], "item")?,
-        need(&["timestamp", "time", "ts"], "timestamp")?,
-        find(&["category", "categories"]),
+        need(USER_COLUMNS, "user")?,
+        need(ITEM_COLUMNS, "item")?,
+        need(TIME_COLUMNS, "timestamp")?,
+        find(CATEGORY_COLUMNS),
     )))
 }
 
@@ -563,25 +534,27 @@ fn csv_header(path: &Path, line: usize, fields: &csv::StringRecord) -> Result<Op
 /// ends are accepted; a header row (recognised by a `user` column) may name the columns in any order; without
 /// one the columns are positional.
 pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
-    let text = read_text(path)?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
+        .buffer_capacity(1 << 20)
+        .from_reader(file);
     let mut cols: CsvColumns = (0, 1, 2, Some(3));
     let mut n_fields: Option<usize> = None;
     let mut first = true;
-    let mut rows = Vec::new();
-    let mut cats: HashMap<String, String> = HashMap::new();
-    for record in reader.records() {
-        let f = record.map_err(|e| {
+    let mut log = InteractionLog::new();
+    let mut f = csv::StringRecord::new();
+    loop {
+        let more = reader.read_record(&mut f).map_err(|e| {
             let line = e.position().map_or(0, |p| p.line() as usize);
             DataError::parse(path, line, format!("malformed CSV: {e}"))
         })?;
+        if !more {
+            break;
+        }
         let ln = f.position().map_or(0, |p| p.line() as usize);
-        if f.iter().all(str::is_empty) {
+        if f.iter().all(|x| x.trim().is_empty()) {
             continue;
         }
         if std::mem::take(&mut first) {
@@ -608,22 +581,148 @@ pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
         let u = non_empty_id(path, ln, "user", &f[cols.0])?;
         let i = non_empty_id(path, ln, "item", &f[cols.1])?;
         let t = parse_timestamp(path, ln, &f[cols.2])?;
-        if let Some(c) = cols.3.and_then(|c| f.get(c)) {
+        let item = log.push(u, i, t);
+        if let Some(c) = cols.3.and_then(|c| f.get(c)).map(str::trim) {
             if !c.is_empty() {
-                cats.entry(i.to_string()).or_insert_with(|| c.to_string());
+                log.set_category(item, c);
             }
         }
-        rows.push((u.to_string(), i.to_string(), t));
     }
-    if rows.is_empty() {
-        return Err(DataError::invalid(path, "no interactions"));
+    if first {
+        return Err(empty_file(path));
     }
-    Ok(build_dataset(
-        name,
-        group_by_user(rows),
-        &cats,
-        &HashMap::new(),
-    ))
+    log.into_dataset(name, path, &HashMap::new(), &HashMap::new())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parquet
+
+#[cfg(feature = "parquet")]
+pub use parquet_log::load_parquet;
+
+#[cfg(feature = "parquet")]
+mod parquet_log {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Float64Type;
+    use arrow_array::{Array, ArrayRef};
+    use arrow_schema::DataType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+
+    /// Rows per record batch read.
+    const BATCH_ROWS: usize = 65_536;
+
+    /// Loads a Parquet log with a user, an item and a timestamp column and an optional category column, named
+    /// as in a CSV header (`user`/`user_id`, `item`/`item_id`, `timestamp`/`time`/`ts`, `category`; any case,
+    /// any order, other columns ignored). Ids may be strings or integers; the timestamp any number, a date or
+    /// a timestamp type (ordered by its stored value). Reads one record batch at a time. A missing value is an
+    /// error naming the file, the column and the row (1-based).
+    pub fn load_parquet(name: &str, path: &Path) -> Result<Dataset> {
+        let fail = |e: &dyn std::fmt::Display| DataError::invalid(path, format!("Parquet: {e}"));
+        let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
+        let fields: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let find = |names: &[&str]| find_column(fields.iter().map(String::as_str), names);
+        let need = |names: &[&str], what: &str| {
+            find(names).ok_or_else(|| {
+                DataError::invalid(
+                    path,
+                    format!(
+                        "no {what} column (one of {}); columns: {}",
+                        names.join(", "),
+                        fields.join(", ")
+                    ),
+                )
+            })
+        };
+        let (cu, ci, ct) = (
+            need(USER_COLUMNS, "user")?,
+            need(ITEM_COLUMNS, "item")?,
+            need(TIME_COLUMNS, "timestamp")?,
+        );
+        let cc = find(CATEGORY_COLUMNS);
+        let roots: Vec<usize> = [Some(cu), Some(ci), Some(ct), cc]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| fail(&e))?;
+        let mut log = InteractionLog::new();
+        let mut row0 = 0usize;
+        for batch in reader {
+            let batch = batch.map_err(|e| fail(&e))?;
+            let column = |c: usize| -> Result<ArrayRef> {
+                batch.column_by_name(&fields[c]).cloned().ok_or_else(|| {
+                    DataError::invalid(path, format!("column `{}` missing from a batch", fields[c]))
+                })
+            };
+            let text = |c: usize| -> Result<ArrayRef> {
+                arrow_cast::cast(&column(c)?, &DataType::Utf8)
+                    .map_err(|e| DataError::invalid(path, format!("column `{}`: {e}", fields[c])))
+            };
+            let (users, items) = (text(cu)?, text(ci)?);
+            let (users, items) = (users.as_string::<i32>(), items.as_string::<i32>());
+            let times = timestamps(path, &fields[ct], &column(ct)?)?;
+            let times = times.as_primitive::<Float64Type>();
+            let cats = cc.map(text).transpose()?;
+            let cats = cats.as_ref().map(|c| c.as_string::<i32>());
+            let missing = |r: usize, c: usize, what: &str| {
+                DataError::invalid(
+                    path,
+                    format!("row {}: column `{}`: {what}", row0 + r + 1, fields[c]),
+                )
+            };
+            for r in 0..batch.num_rows() {
+                if users.is_null(r) || users.value(r).trim().is_empty() {
+                    return Err(missing(r, cu, "empty user id"));
+                }
+                if items.is_null(r) || items.value(r).trim().is_empty() {
+                    return Err(missing(r, ci, "empty item id"));
+                }
+                let t = times.value(r);
+                if times.is_null(r) || !t.is_finite() {
+                    return Err(missing(r, ct, "missing or non-finite timestamp"));
+                }
+                let item = log.push(users.value(r).trim(), items.value(r).trim(), t);
+                if let Some(c) = cats.filter(|c| !c.is_null(r) && !c.value(r).is_empty()) {
+                    log.set_category(item, c.value(r));
+                }
+            }
+            row0 += batch.num_rows();
+        }
+        log.into_dataset(name, path, &HashMap::new(), &HashMap::new())
+    }
+
+    /// A timestamp column as `f64`: numbers as they are, dates and timestamps as their stored integer.
+    fn timestamps(path: &Path, name: &str, col: &ArrayRef) -> Result<ArrayRef> {
+        let err = |e: arrow_schema::ArrowError| {
+            DataError::invalid(path, format!("column `{name}` is not a timestamp: {e}"))
+        };
+        let col = match col.data_type() {
+            DataType::Timestamp(..) | DataType::Date64 | DataType::Duration(_) => {
+                arrow_cast::cast(col, &DataType::Int64).map_err(err)?
+            }
+            DataType::Date32 => arrow_cast::cast(col, &DataType::Int32).map_err(err)?,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                return Err(DataError::invalid(
+                    path,
+                    format!("column `{name}` holds text; a timestamp must be a number, a date or a timestamp"),
+                ))
+            }
+            _ => col.clone(),
+        };
+        arrow_cast::cast(&col, &DataType::Float64).map_err(err)
+    }
 }
 
 #[cfg(test)]
@@ -750,16 +849,16 @@ mod tests {
     fn s3rec_bad_input_names_file_and_line() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "B.txt", "1 1 2\n2 3 x\n");
-        let e = err_text(read_s3rec_sequences(&p));
+        let e = err_text(read_s3rec_sequences(&p, &mut InteractionLog::new()));
         assert!(e.contains("B.txt:2") && e.contains("`x`"), "{e}");
         let p = write(d.path(), "C.txt", "1 1 2\nabc 3\n");
-        let e = err_text(read_s3rec_sequences(&p));
+        let e = err_text(read_s3rec_sequences(&p, &mut InteractionLog::new()));
         assert!(e.contains("C.txt:2") && e.contains("user id"), "{e}");
         let p = write(d.path(), "D.txt", "1 1 2\n\n7\n");
-        let e = err_text(read_s3rec_sequences(&p));
+        let e = err_text(read_s3rec_sequences(&p, &mut InteractionLog::new()));
         assert!(e.contains("D.txt:3") && e.contains("no items"), "{e}");
         let p = write(d.path(), "E.txt", "  \n");
-        let e = err_text(read_s3rec_sequences(&p));
+        let e = err_text(read_s3rec_sequences(&p, &mut InteractionLog::new()));
         assert!(e.contains("E.txt") && e.contains("empty file"), "{e}");
         let p = write(d.path(), "F_item2attributes.json", "{\"1\": [1,\n 2,, 3]}");
         let e = err_text(read_s3rec_attributes(&p));
@@ -770,7 +869,10 @@ mod tests {
             e.contains("G.tsv:2") && e.contains("3 tab-separated"),
             "{e}"
         );
-        let e = err_text(read_s3rec_sequences(&d.path().join("missing.txt")));
+        let e = err_text(read_s3rec_sequences(
+            &d.path().join("missing.txt"),
+            &mut InteractionLog::new(),
+        ));
         assert!(e.contains("missing.txt"), "{e}");
     }
 
@@ -814,28 +916,28 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let h = "user_id:token\titem_id:token\ttimestamp:float\n";
         let p = write(d.path(), "a.inter", &format!("{h}1\t2\t3\n1\t2\tnoon\n"));
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(e.contains("a.inter:3") && e.contains("timestamp"), "{e}");
         let p = write(d.path(), "b.inter", &format!("{h}1\t2\n"));
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(e.contains("b.inter:2") && e.contains("expected 3"), "{e}");
         let p = write(d.path(), "c.inter", "user\titem\n1\t2\n");
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(e.contains("c.inter:1") && e.contains("name:type"), "{e}");
         let p = write(d.path(), "d.inter", "user_id:token\tts:float\n1\t2\n");
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(e.contains("item_id"), "{e}");
         let p = write(d.path(), "e.inter", h);
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(
             e.contains("e.inter") && e.contains("no interactions"),
             "{e}"
         );
         let p = write(d.path(), "f.inter", "");
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(e.contains("f.inter") && e.contains("empty file"), "{e}");
         let p = write(d.path(), "g.inter", &format!("{h}1\t\t5\n"));
-        let e = err_text(read_atomic_inter(&p));
+        let e = err_text(read_atomic_inter(&p, &mut InteractionLog::new()));
         assert!(
             e.contains("g.inter:2") && e.contains("empty item id"),
             "{e}"
@@ -913,5 +1015,137 @@ mod tests {
         let p = write(d.path(), "f.csv", "1,5,20\n1,\"6,30\n2,7,40\n");
         let e = err_text(load_csv("f", &p));
         assert!(e.contains("f.csv:2") && e.contains("fields"), "{e}");
+    }
+
+    #[cfg(feature = "parquet")]
+    mod parquet {
+        use super::*;
+        use arrow_array::{ArrayRef, Int32Array, RecordBatch, StringArray, TimestampSecondArray};
+        use std::sync::Arc;
+
+        fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+            let batch = RecordBatch::try_from_iter(columns).unwrap();
+            let file = std::fs::File::create(path).unwrap();
+            let mut w = ::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        }
+
+        fn strings(v: &[&str]) -> ArrayRef {
+            Arc::new(StringArray::from(v.to_vec()))
+        }
+
+        #[test]
+        fn parquet_reads_like_the_same_csv() {
+            let d = tempfile::tempdir().unwrap();
+            let csv = write(
+                d.path(),
+                "log.csv",
+                "user,item,timestamp,category\n7,10,300,Hats\n7,20,100,\n3,10,50,Socks\n7,30,100,Shoes\n",
+            );
+            // Other column names, another order, integer ids, a timestamp type, an ignored column.
+            let pq = d.path().join("log.parquet");
+            write_parquet(
+                &pq,
+                vec![
+                    (
+                        "Timestamp",
+                        Arc::new(TimestampSecondArray::from(vec![300, 100, 50, 100])) as ArrayRef,
+                    ),
+                    (
+                        "rating",
+                        Arc::new(Int32Array::from(vec![5, 4, 3, 2])) as ArrayRef,
+                    ),
+                    (
+                        "ITEM_ID",
+                        Arc::new(Int32Array::from(vec![10, 20, 10, 30])) as ArrayRef,
+                    ),
+                    (
+                        "user_id",
+                        Arc::new(Int32Array::from(vec![7, 7, 3, 7])) as ArrayRef,
+                    ),
+                    (
+                        "category",
+                        Arc::new(StringArray::from(vec![
+                            Some("Hats"),
+                            None,
+                            Some("Socks"),
+                            Some("Shoes"),
+                        ])) as ArrayRef,
+                    ),
+                ],
+            );
+            let a = load_csv("log", &csv).unwrap();
+            let b = load_parquet("log", &pq).unwrap();
+            assert_eq!(a.sequences, vec![vec![0], vec![1, 2, 0]]);
+            assert_eq!(a.fingerprint(), b.fingerprint());
+            assert_eq!(b.category_names, vec!["Hats", "Shoes", UNKNOWN_CATEGORY]);
+        }
+
+        #[test]
+        fn parquet_bad_input_names_file_column_and_row() {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("a.parquet");
+            write_parquet(
+                &p,
+                vec![
+                    ("user", strings(&["u", "v"])),
+                    (
+                        "item",
+                        Arc::new(StringArray::from(vec![Some("x"), None])) as ArrayRef,
+                    ),
+                    ("ts", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef),
+                ],
+            );
+            let e = err_text(load_parquet("a", &p));
+            assert!(
+                e.contains("a.parquet") && e.contains("row 2") && e.contains("`item`"),
+                "{e}"
+            );
+            let p = d.path().join("b.parquet");
+            write_parquet(
+                &p,
+                vec![("user", strings(&["u"])), ("time", strings(&["noon"]))],
+            );
+            let e = err_text(load_parquet("b", &p));
+            assert!(
+                e.contains("b.parquet") && e.contains("no item column") && e.contains("user, time"),
+                "{e}"
+            );
+            let p = d.path().join("c.parquet");
+            write_parquet(
+                &p,
+                vec![
+                    ("user", strings(&["u"])),
+                    ("item", strings(&["x"])),
+                    ("time", strings(&["noon"])),
+                ],
+            );
+            let e = err_text(load_parquet("c", &p));
+            assert!(
+                e.contains("c.parquet") && e.contains("`time` holds text"),
+                "{e}"
+            );
+            let p = write(d.path(), "d.parquet", "user,item,timestamp\n1,2,3\n");
+            let e = err_text(load_parquet("d", &p));
+            assert!(e.contains("d.parquet") && e.contains("Parquet"), "{e}");
+            let p = d.path().join("e.parquet");
+            write_parquet(
+                &p,
+                vec![
+                    ("user", strings(&[])),
+                    ("item", strings(&[])),
+                    (
+                        "ts",
+                        Arc::new(Int32Array::from(Vec::<i32>::new())) as ArrayRef,
+                    ),
+                ],
+            );
+            let e = err_text(load_parquet("e", &p));
+            assert!(
+                e.contains("e.parquet") && e.contains("no interactions"),
+                "{e}"
+            );
+        }
     }
 }

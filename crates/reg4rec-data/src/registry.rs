@@ -536,7 +536,7 @@ fn extract_wheel_members(
 }
 
 /// Loads your own data: a RecBole `.inter` file (with the sibling `.item` when present), a folder holding one
-/// `.inter`, a `.csv` log, or an S3-Rec `.txt` (with its sibling `_item2attributes.json` etc. when present).
+/// `.inter`, a `.csv` or `.parquet` log, or an S3-Rec `.txt` (with its sibling `_item2attributes.json` etc. when present).
 /// The dataset is named after the file stem; `opts.k_core` applies.
 pub fn load_path(path: &Path, opts: &LoadOptions) -> Result<Dataset> {
     load_path_with_report(path, opts).map(|(d, _)| d)
@@ -568,32 +568,33 @@ pub fn load_path_with_report(path: &Path, opts: &LoadOptions) -> Result<(Dataset
         let p = path.with_file_name(format!("{stem}{suffix}"));
         p.is_file().then_some(p)
     };
-    let ds = match ext.as_str() {
-        "inter" => formats::load_atomic(&stem, &path, sibling(".item").as_deref())?,
-        "csv" => formats::load_csv(&stem, &path)?,
-        "txt" => {
-            let (a, n, l) = (
-                sibling("_item2attributes.json"),
-                sibling("_attribute_names.json"),
-                sibling("_item2l1category.tsv"),
-            );
-            formats::load_s3rec(
-                &stem,
-                &S3RecFiles {
-                    sequences: &path,
-                    attributes: a.as_deref(),
-                    attribute_names: n.as_deref(),
-                    l1_categories: l.as_deref(),
-                },
-            )?
-        }
-        _ => {
-            return Err(DataError::invalid(
+    let ds =
+        match ext.as_str() {
+            "inter" => formats::load_atomic(&stem, &path, sibling(".item").as_deref())?,
+            "csv" => formats::load_csv(&stem, &path)?,
+            #[cfg(feature = "parquet")]
+            "parquet" | "pq" => formats::load_parquet(&stem, &path)?,
+            "txt" => {
+                let (a, n, l) = (
+                    sibling("_item2attributes.json"),
+                    sibling("_attribute_names.json"),
+                    sibling("_item2l1category.tsv"),
+                );
+                formats::load_s3rec(
+                    &stem,
+                    &S3RecFiles {
+                        sequences: &path,
+                        attributes: a.as_deref(),
+                        attribute_names: n.as_deref(),
+                        l1_categories: l.as_deref(),
+                    },
+                )?
+            }
+            _ => return Err(DataError::invalid(
                 &path,
-                "unknown format: expected a .inter (RecBole), .csv or .txt (S3-Rec) file",
-            ))
-        }
-    };
+                "unknown format: expected a .inter (RecBole), .csv, .parquet or .txt (S3-Rec) file",
+            )),
+        };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let (ds, k_core) = apply_k_core(ds, opts.k_core);
     Ok((
@@ -861,6 +862,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("absent.csv"), "{e}");
+        std::fs::write(d.path().join("x.xlsx"), "PK").unwrap();
+        let e = load_path(
+            &d.path().join("x.xlsx"),
+            &LoadOptions {
+                k_core: None,
+                ..o.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("x.xlsx") && e.contains("unknown format"), "{e}");
         std::fs::write(d.path().join("x.parquet"), "PAR1").unwrap();
         let e = load_path(
             &d.path().join("x.parquet"),
@@ -868,10 +880,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            e.contains("x.parquet") && e.contains("unknown format"),
-            "{e}"
-        );
+        assert!(e.contains("x.parquet") && e.contains("Parquet"), "{e}");
     }
 
     /// The real Amazon Beauty mirror (`REG4REC_DATA_DIR`, else `<workspace>/../shared/data`).
