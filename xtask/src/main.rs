@@ -68,8 +68,10 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             let env = setup::ensure()?;
             let chromium = ensure_chromium()?;
+            let torch_python = setup::ensure_torch_python(&env)?;
             let mut c = env.cargo();
             c.env("REG4REC_CHROMIUM", chromium);
+            c.env("REG4REC_TORCH_PYTHON", torch_python);
             c.args(["test", "--workspace"]).args(&args);
             env::run(&mut c)?;
         }

@@ -97,6 +97,58 @@ pub fn setup(cuda: bool, force: bool) -> Result<TorchEnv> {
     Ok(env)
 }
 
+/// A Python that can `import numpy, torch, safetensors`, for the test that PyTorch reads reg4rec's checkpoints: the
+/// project venv when it holds the full (CUDA) build, else `target/torch-python`, created with the full torch
+/// wheel, safetensors and numpy from PyPI (about 4.7 GB, no pip cache) when missing or broken.
+pub fn ensure_torch_python(env: &TorchEnv) -> Result<PathBuf> {
+    let works = |py: &Path| {
+        Command::new(py)
+            .args([
+                "-c",
+                "import torch, safetensors.torch; print(torch.__version__)",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(TORCH_VERSION.as_bytes()))
+    };
+    let project = env.root.join(".venv/bin/python");
+    if env.cuda && works(&project) {
+        return Ok(project);
+    }
+    let venv = env.root.join("target/torch-python");
+    let py = venv.join("bin/python");
+    if works(&py) {
+        return Ok(py);
+    }
+    eprintln!(
+        "xtask: installing PyTorch {TORCH_VERSION} and safetensors into {} for the PyTorch interoperability test \
+         (about 4.7 GB)",
+        venv.display()
+    );
+    let base = std::env::var("REG4REC_PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&base)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv))
+    .context("creating the PyTorch test venv")?;
+    run(Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+        ])
+        .arg(format!("torch=={TORCH_VERSION}"))
+        .arg("safetensors"))
+    .context("pip install of torch and safetensors failed (PyPI must be reachable)")?;
+    if !works(&py) {
+        bail!(
+            "{} cannot `import torch, safetensors` after installing them",
+            py.display()
+        );
+    }
+    Ok(py)
+}
+
 /// Checks the installed torch: its version (from the package metadata, no import needed) and the files the
 /// build and the loader need. Returns the version.
 pub fn verify(libtorch: &Path, cuda: bool) -> Result<String> {
