@@ -105,7 +105,7 @@ pub fn ensure_torch_python(env: &TorchEnv) -> Result<PathBuf> {
         Command::new(py)
             .args([
                 "-c",
-                "import torch, safetensors.torch; print(torch.__version__)",
+                "import numpy, torch, safetensors.torch; print(torch.__version__)",
             ])
             .output()
             .is_ok_and(|o| o.status.success() && o.stdout.starts_with(TORCH_VERSION.as_bytes()))
@@ -120,8 +120,8 @@ pub fn ensure_torch_python(env: &TorchEnv) -> Result<PathBuf> {
         return Ok(py);
     }
     eprintln!(
-        "xtask: installing PyTorch {TORCH_VERSION} and safetensors into {} for the PyTorch interoperability test \
-         (about 4.7 GB)",
+        "xtask: installing PyTorch {TORCH_VERSION}, safetensors and numpy into {} for the PyTorch \
+         interoperability test (about 4.7 GB)",
         venv.display()
     );
     let base = std::env::var("REG4REC_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -138,11 +138,11 @@ pub fn ensure_torch_python(env: &TorchEnv) -> Result<PathBuf> {
             "--no-cache-dir",
         ])
         .arg(format!("torch=={TORCH_VERSION}"))
-        .arg("safetensors"))
-    .context("pip install of torch and safetensors failed (PyPI must be reachable)")?;
+        .args(["safetensors", "numpy"]))
+    .context("pip install of torch, safetensors and numpy failed (PyPI must be reachable)")?;
     if !works(&py) {
         bail!(
-            "{} cannot `import torch, safetensors` after installing them",
+            "{} cannot `import numpy, torch, safetensors` after installing them",
             py.display()
         );
     }

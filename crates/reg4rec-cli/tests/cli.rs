@@ -162,6 +162,103 @@ fn data_stats_of_a_csv_log() {
     );
 }
 
+/// A NumPy `.npy` file (format 1.0) of little-endian f32 `rows x cols`, as `numpy.save` writes it.
+fn write_npy(path: &Path, rows: usize, cols: usize, values: &[f32]) {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Item features from a `.npy` file drive the codes: two clusters of items (by dense item index) share more
+/// tokens within a cluster than across; a file with the wrong row count is an error naming it.
+#[test]
+fn numpy_features_feed_the_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, dim) = (40usize, 8usize);
+    let csv = write_csv(dir.path(), 30, n);
+    let mut values = vec![0f32; n * dim];
+    for k in 0..n {
+        values[k * dim + usize::from(k >= n / 2)] = 1.0;
+        values[k * dim + 2 + k % 6] = 0.05 * (1 + k % 4) as f32;
+    }
+    let npy = dir.path().join("emb.npy");
+    write_npy(&npy, n, dim, &values);
+    let tok = dir.path().join("tok");
+    let o = reg4rec(
+        &[
+            "tokenize",
+            "--data",
+            csv.to_str().unwrap(),
+            "--features",
+            npy.to_str().unwrap(),
+            "--preset",
+            "smoke",
+            "--out",
+            tok.to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert_eq!(json(&o)["collision_rate_after"], 0.0);
+    let codes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tok.join("codes.json")).unwrap()).unwrap();
+    let m = codes["m"].as_u64().unwrap() as usize;
+    let tuples: Vec<u64> = serde_json::from_value(codes["tuples"].clone()).unwrap();
+    assert_eq!(tuples.len(), n * m);
+    let shared = |a: usize, b: usize| {
+        (0..m)
+            .filter(|r| tuples[a * m + r] == tuples[b * m + r])
+            .count()
+    };
+    let (mut within, mut across) = ((0.0, 0), (0.0, 0));
+    for a in 0..n {
+        for b in a + 1..n {
+            let acc = if (a < n / 2) == (b < n / 2) {
+                &mut within
+            } else {
+                &mut across
+            };
+            *acc = (acc.0 + shared(a, b) as f64, acc.1 + 1);
+        }
+    }
+    let (within, across) = (within.0 / within.1 as f64, across.0 / across.1 as f64);
+    assert!(
+        within > across + 0.2,
+        "tokens shared within clusters {within:.2}, across {across:.2}"
+    );
+
+    let short = dir.path().join("short.npy");
+    write_npy(&short, n - 1, dim, &values[..(n - 1) * dim]);
+    let o = reg4rec(
+        &[
+            "tokenize",
+            "--data",
+            csv.to_str().unwrap(),
+            "--features",
+            short.to_str().unwrap(),
+            "--preset",
+            "smoke",
+            "--out",
+            dir.path().join("tok2").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("short.npy") && err.contains("39 rows") && err.contains("40 items"),
+        "{err}"
+    );
+}
+
 #[test]
 fn malformed_input_is_an_error_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
