@@ -37,16 +37,17 @@ pub fn open_codebook_log_probs(vocab: &Vocab, logits: &Tensor, used: &Tensor) ->
     let blocks = logits
         .narrow(-1, N_SPECIAL, m * d)
         .reshape(shape(&[m, d]).as_slice());
-    let used = used.to_kind(Kind::Bool).unsqueeze(-1);
+    let used = used.to_kind(Kind::Bool).unsqueeze(-1); // [..., M, 1]
     // The per-codebook log-sum-exp runs on finite logits (an exponential of -inf takes the math library's slow
-    // path); the used codebooks are dropped from the M per-codebook terms, then from the result.
-    let norm = blocks
-        .logsumexp([-1], true)
+    // path); the used codebooks are dropped from the M per-codebook terms. The tokens of a used codebook then
+    // subtract +inf, which gives -inf without a masked fill over every token (a slow, unvectorized kernel that
+    // was a tenth of a batched search's time).
+    let per = blocks.logsumexp([-1], true);
+    let norm = per
         .masked_fill(&used, f64::NEG_INFINITY)
         .logsumexp([-2], true);
-    (blocks - norm)
-        .masked_fill(&used, f64::NEG_INFINITY)
-        .reshape(shape(&[m * d]).as_slice())
+    let offset = Tensor::full_like(&per, f64::INFINITY).where_self(&used, &norm);
+    (blocks - offset).reshape(shape(&[m * d]).as_slice())
 }
 
 /// Used-codebook flags `[B, M]` of decoder prefixes `[B, k]` of codebook tokens (no BOS).
