@@ -12,6 +12,11 @@
 //!   `user_id` column and may name the columns in any order). RFC 4180 quoting (read with the `csv` crate), a
 //!   UTF-8 byte-order mark and CRLF line ends are accepted. Ids are opaque tokens, the timestamp must be a
 //!   number, an item's category is the one on its first row.
+//! - **Parquet** (feature `parquet`, on by default): the CSV's columns by name, string or integer ids, a numeric,
+//!   date or timestamp time column ([`load_parquet`]).
+//!
+//! The interaction readers stream: they keep one line, record or batch at a time and append it to an
+//! [`InteractionLog`], which builds the [`Dataset`].
 //!
 //! Users and items are numbered densely in ascending id order (numeric when every id is an integer). Items
 //! without a category get the category `unknown`.

@@ -158,6 +158,16 @@ impl InteractionLog {
         if self.is_empty() {
             return Err(DataError::invalid(source, "no interactions"));
         }
+        if self.len() > u32::MAX as usize {
+            return Err(DataError::invalid(
+                source,
+                format!(
+                    "{} interactions: at most {} fit the row index (split the log)",
+                    self.len(),
+                    u32::MAX
+                ),
+            ));
+        }
         let user_rank = ranks(&self.users.set);
         let item_rank = ranks(&self.items.set);
         let Self {

@@ -1,6 +1,7 @@
 //! Data for reg4rec: a registry of named datasets (MovieLens-100k, the Amazon 2014 S3-Rec sets, and your own
-//! RecBole or CSV logs) with checksummed sources, the leave-one-out protocol, item features for the tokenizers
-//! (computed from training interactions only), batching, and full-ranking Recall@K / NDCG@K.
+//! RecBole, CSV or Parquet logs, read as streams) with checksummed sources, the leave-one-out protocol, item
+//! features for the tokenizers (computed from training interactions only), batching, and full-ranking
+//! Recall@K / NDCG@K.
 //!
 //! Everything here is pure Rust; the optional `tch` feature converts batches into libtorch tensors.
 
