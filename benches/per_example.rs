@@ -11,7 +11,7 @@ use reg4rec_model::config::ModelConfig;
 use reg4rec_model::crss::{select_order_with, step_losses};
 use reg4rec_model::model::Decoded;
 use reg4rec_model::vocab::{Vocab, BOS, PAD, SEP};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use tch::{nn, Kind, Tensor};
 
 fn linear(p: nn::Path, i: usize, o: usize) -> nn::Linear {

@@ -25,7 +25,7 @@ use reg4rec_model::optim::AdamW;
 use reg4rec_model::{
     pretrain_with, ModelConfig, PretrainOptions, Reg4RecModel, SeqBatchBuilder, TrainConfig, Vocab,
 };
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tch::Tensor;

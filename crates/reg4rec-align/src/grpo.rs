@@ -26,7 +26,7 @@ use reg4rec_model::dist::DataParallel;
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::{Objective, Reg4RecModel, SeqBatch};
-use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
+use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 

@@ -9,7 +9,7 @@
 
 use crate::rewards::{consistency_of, target_rewards, RewardBreakdown, RewardRule, ScoredPath};
 use reg4rec_data::split::{Example, LeaveOneOut};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 
 /// One rewarded item of a window and its weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,7 +84,7 @@ mod tests {
     use super::*;
     use crate::config::Consistency;
     use reg4rec_data::Dataset;
-    use reg4rec_tokenizer::index::Token;
+    use reg4rec_tokenizer::Token;
 
     #[test]
     fn window_weights_decay_and_stop_at_the_training_end() {

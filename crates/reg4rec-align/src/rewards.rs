@@ -12,7 +12,7 @@
 
 use crate::config::{Consistency, RewardWeights};
 use reg4rec_infer::corp::js_divergence;
-use reg4rec_tokenizer::index::Token;
+use reg4rec_tokenizer::Token;
 use serde::{Deserialize, Serialize};
 
 /// The four reward components of one path (or their weighted sums / means over paths).

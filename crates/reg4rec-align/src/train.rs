@@ -48,7 +48,7 @@ use reg4rec_model::dist::DataParallel;
 use reg4rec_model::optim::AdamW;
 use reg4rec_model::train::validation_loss;
 use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatchBuilder, TrainConfig};
-use reg4rec_tokenizer::index::{Codes, ItemIndex};
+use reg4rec_tokenizer::{Codes, ItemIndex};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};

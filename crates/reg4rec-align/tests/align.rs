@@ -16,7 +16,7 @@ use reg4rec_model::{
     pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, SeqBatchBuilder, TrainConfig,
     Vocab,
 };
-use reg4rec_tokenizer::index::{Codes, ItemIndex, Token};
+use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use tch::{Device, Kind, Tensor};
 
 /// `n_items` items with distinct tuples over M = 3 codebooks of D = 4 codes, category = item % 3; user u walks

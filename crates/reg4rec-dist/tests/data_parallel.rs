@@ -7,7 +7,7 @@ use reg4rec_data::Dataset;
 use reg4rec_dist::{Backend, DistConfig, ProcessGroup};
 use reg4rec_model::dist::DataParallel;
 use reg4rec_model::{load_model, pretrain_with, ModelConfig, PretrainOptions, TrainConfig, Which};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

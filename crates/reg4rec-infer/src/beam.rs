@@ -31,7 +31,7 @@ use crate::config::InferConfig;
 use crate::corp;
 use crate::error::{InferError, Result};
 use crate::scorer::{StepInput, StepOutput, StepScorer, Token};
-use reg4rec_tokenizer::index::ItemIndex;
+use reg4rec_tokenizer::ItemIndex;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::time::Instant;

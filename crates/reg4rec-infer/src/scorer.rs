@@ -8,7 +8,7 @@
 
 use crate::error::{InferError, Result};
 
-pub use reg4rec_tokenizer::index::Token;
+pub use reg4rec_tokenizer::Token;
 
 /// The partial paths of one step: beam `i` belongs to user `rows[i]` (an index into the histories given to
 /// [`StepScorer::begin`]) and has generated `prefixes[i * len..(i + 1) * len]` (dense semantic ids, in

@@ -14,7 +14,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::vocab::Vocab;
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use tch::{Device, Tensor};
 
 /// The special stream ids of a catalogue of `n_items` items.

@@ -19,7 +19,7 @@ use crate::error::{ModelError, Result};
 use crate::model::Reg4RecModel;
 use crate::vocab::Vocab;
 use reg4rec_data::io::{read_json, write_atomic, write_json_atomic};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -38,10 +38,10 @@ pub fn open_codebook_log_probs(vocab: &Vocab, logits: &Tensor, used: &Tensor) ->
         .narrow(-1, N_SPECIAL, m * d)
         .reshape(shape(&[m, d]).as_slice());
     let used = used.to_kind(Kind::Bool).unsqueeze(-1); // [..., M, 1]
-    // The per-codebook log-sum-exp runs on finite logits (an exponential of -inf takes the math library's slow
-    // path); the used codebooks are dropped from the M per-codebook terms. The tokens of a used codebook then
-    // subtract +inf, which gives -inf without a masked fill over every token (a slow, unvectorized kernel that
-    // was a tenth of a batched search's time).
+                                                       // The per-codebook log-sum-exp runs on finite logits (an exponential of -inf takes the math library's slow
+                                                       // path); the used codebooks are dropped from the M per-codebook terms. The tokens of a used codebook then
+                                                       // subtract +inf, which gives -inf without a masked fill over every token (a slow, unvectorized kernel that
+                                                       // was a tenth of a batched search's time).
     let per = blocks.logsumexp([-1], true);
     let norm = per
         .masked_fill(&used, f64::NEG_INFINITY)

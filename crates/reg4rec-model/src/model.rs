@@ -37,7 +37,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::vocab::{Vocab, BOS};
 use reg4rec_precision::{LayerRegistry, Linear, Precision};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use tch::{nn, Device, Kind, Tensor};
 
 /// Items per chunk when gathering every item's token embeddings ([`Reg4RecModel::item_embeddings`]).

@@ -39,7 +39,7 @@ use reg4rec_data::io::JsonlLog;
 use reg4rec_data::split::{LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_precision::{Ladq, LadqConfig, PrecisionMode};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};

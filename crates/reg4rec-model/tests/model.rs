@@ -11,7 +11,7 @@ use reg4rec_model::{
     load_model, pretrain, pretrain_with, LadqConfig, Mode, ModelConfig, Objective, PrecisionMode,
     PretrainOptions, Reg4RecModel, SeqBatch, SeqBatchBuilder, StepTarget, TrainConfig,
 };
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use tch::{Device, Kind, Tensor};
 
 /// libtorch's RNG is process-global: tests that seed it run one at a time, on one intra-op thread (tiny ops do

@@ -7,7 +7,7 @@
 
 use reg4rec_model::checkpoint::{load_weights, save_weights};
 use reg4rec_model::{ModelConfig, Reg4RecModel};
-use reg4rec_tokenizer::index::Codes;
+use reg4rec_tokenizer::Codes;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;

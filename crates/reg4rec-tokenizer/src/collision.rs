@@ -7,8 +7,8 @@
 //! code in its least-confident codebook (the codebook whose best and next codes are closest). Should no single
 //! move be free (only when the tuple space is nearly full), the cheapest free two-codebook move is taken.
 
+use crate::codes::Codes;
 use crate::error::{Result, TokenizerError};
-use crate::index::Codes;
 use std::collections::{HashMap, HashSet};
 
 /// Collision resolution outcome.

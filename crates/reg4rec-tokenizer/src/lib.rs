@@ -16,6 +16,7 @@
 //! ```
 
 mod codebook;
+pub mod codes;
 pub mod collision;
 pub mod error;
 pub mod index;
@@ -27,8 +28,9 @@ pub mod store;
 pub mod train;
 mod trained;
 
+pub use codes::{Codes, Token};
 pub use error::{Result, TokenizerError};
-pub use index::{Codes, ItemIndex, Token};
+pub use index::ItemIndex;
 pub use mpq::MpqConfig;
 pub use rqvae::RqVaeConfig;
 pub use train::TrainConfig;

@@ -8,8 +8,8 @@
 //! checksums, every tensor's name, dtype and shape, and that codes match the manifest; a missing, truncated,
 //! corrupt or mismatched file is an error naming the file.
 
+use crate::codes::Codes;
 use crate::error::{Result, TokenizerError};
-use crate::index::Codes;
 use crate::TokenizerKind;
 use reg4rec_data::io::{read_json, sha256_file, write_atomic, write_json_atomic};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};

@@ -5,8 +5,8 @@
 //! Set `REG4REC_TOKENIZER_TRACE` (to anything) to log every epoch's losses and restarts to stderr.
 
 use crate::codebook::Codebook;
+use crate::codes::Codes;
 use crate::error::{Result, TokenizerError};
-use crate::index::Codes;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

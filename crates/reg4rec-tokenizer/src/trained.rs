@@ -2,8 +2,8 @@
 //! encoding, collision resolution and the report, save and load. What differs between the two is the
 //! [`Network`] (its variables, forward pass and config).
 
+use crate::codes::Codes;
 use crate::error::Result;
-use crate::index::Codes;
 use crate::store::{self, Manifest};
 use crate::train::{self, TrainConfig, VqAutoencoder};
 use crate::{
