@@ -5,7 +5,8 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reg4rec_tokenizer::{
-    train, Codes, FeatureMatrix, ItemIndex, MpqConfig, RqVaeConfig, TokenizerConfig, TrainConfig,
+    train, Codes, FeatureMatrix, ItemIndex, MpqConfig, RqVaeConfig, TokenizerConfig,
+    TokenizerTrainConfig,
 };
 use tch::Tensor;
 
@@ -27,11 +28,11 @@ fn encoding(c: &mut Criterion) {
     let n_train = 2048;
     let values = random_features(n_train, DIM);
     let features = FeatureMatrix::new(n_train, DIM, &values).expect("features");
-    let short = TrainConfig {
+    let short = TokenizerTrainConfig {
         epochs: 1,
         warmup_epochs: 0,
         kmeans_iters: 2,
-        ..TrainConfig::default()
+        ..TokenizerTrainConfig::default()
     };
     let configs = [
         TokenizerConfig::Mpq(MpqConfig {

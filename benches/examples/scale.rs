@@ -29,7 +29,7 @@ use reg4rec_benches::report::{log_log_figure, rss_mib};
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, SearchStats};
 use reg4rec_model::{ModelConfig, Reg4RecModel};
 use reg4rec_tokenizer::{
-    train, Codes, FeatureMatrix, ItemIndex, MpqConfig, TokenizerConfig, TrainConfig,
+    train, Codes, FeatureMatrix, ItemIndex, MpqConfig, TokenizerConfig, TokenizerTrainConfig,
 };
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -128,11 +128,11 @@ fn encode_rate(m: usize, n: usize) -> f64 {
     let cfg = TokenizerConfig::Mpq(MpqConfig {
         m,
         d: D,
-        train: TrainConfig {
+        train: TokenizerTrainConfig {
             epochs: 1,
             warmup_epochs: 0,
             kmeans_iters: 2,
-            ..TrainConfig::default()
+            ..TokenizerTrainConfig::default()
         },
         ..MpqConfig::default()
     });

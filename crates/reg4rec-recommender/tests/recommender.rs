@@ -56,7 +56,7 @@ fn fixture() -> Fixture {
         d_z: 8,
         encoder_hidden: 32,
         decoder_hidden: 32,
-        train: reg4rec_tokenizer::TrainConfig {
+        train: reg4rec_tokenizer::TokenizerTrainConfig {
             epochs: 4,
             warmup_epochs: 1,
             batch_size: 64,

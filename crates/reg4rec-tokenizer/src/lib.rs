@@ -33,7 +33,7 @@ pub use error::{Result, TokenizerError};
 pub use index::ItemIndex;
 pub use mpq::MpqConfig;
 pub use rqvae::RqVaeConfig;
-pub use train::TrainConfig;
+pub use train::TokenizerTrainConfig;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -16,7 +16,7 @@ use crate::codebook::Codebook;
 use crate::error::{Result, TokenizerError};
 use crate::mlp::Mlp;
 use crate::router::Router;
-use crate::train::{StepOut, TrainConfig, VqAutoencoder};
+use crate::train::{StepOut, TokenizerTrainConfig, VqAutoencoder};
 use crate::trained::{Network, Trained};
 use crate::TokenizerKind;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ pub struct MpqConfig {
     /// Weight (beta) of the commitment term `||e - sg(c)||^2`. Default 0.25.
     pub commitment_weight: f64,
     /// Optimisation, initialisation and restarts.
-    pub train: TrainConfig,
+    pub train: TokenizerTrainConfig,
 }
 
 impl Default for MpqConfig {
@@ -77,7 +77,7 @@ impl Default for MpqConfig {
             collision_temperature: 0.05,
             codebook_weight: 1.0,
             commitment_weight: 0.25,
-            train: TrainConfig::default(),
+            train: TokenizerTrainConfig::default(),
         }
     }
 }
@@ -306,7 +306,7 @@ impl Network for Mpq {
         }
     }
 
-    fn check(cfg: &MpqConfig) -> Result<(usize, usize, &TrainConfig)> {
+    fn check(cfg: &MpqConfig) -> Result<(usize, usize, &TokenizerTrainConfig)> {
         cfg.validate().map(|()| (cfg.m, cfg.d, &cfg.train))
     }
 }

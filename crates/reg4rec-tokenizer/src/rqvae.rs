@@ -13,7 +13,7 @@
 use crate::codebook::Codebook;
 use crate::error::Result;
 use crate::mlp::Mlp;
-use crate::train::{StepOut, TrainConfig, VqAutoencoder};
+use crate::train::{StepOut, TokenizerTrainConfig, VqAutoencoder};
 use crate::trained::{Network, Trained};
 use crate::TokenizerKind;
 use serde::{Deserialize, Serialize};
@@ -38,7 +38,7 @@ pub struct RqVaeConfig {
     /// Weight (beta) of the commitment term. Default 0.25.
     pub commitment_weight: f64,
     /// Optimisation, initialisation and restarts.
-    pub train: TrainConfig,
+    pub train: TokenizerTrainConfig,
 }
 
 impl Default for RqVaeConfig {
@@ -51,7 +51,7 @@ impl Default for RqVaeConfig {
             decoder_hidden: 256,
             codebook_weight: 1.0,
             commitment_weight: 0.25,
-            train: TrainConfig::default(),
+            train: TokenizerTrainConfig::default(),
         }
     }
 }
@@ -176,7 +176,7 @@ impl Network for RqVae {
         }
     }
 
-    fn check(cfg: &RqVaeConfig) -> Result<(usize, usize, &TrainConfig)> {
+    fn check(cfg: &RqVaeConfig) -> Result<(usize, usize, &TokenizerTrainConfig)> {
         cfg.validate().map(|()| (cfg.m, cfg.d, &cfg.train))
     }
 }

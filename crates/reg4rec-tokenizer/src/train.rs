@@ -16,7 +16,7 @@ use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
 /// Optimisation settings shared by MPQ and RQ-VAE (the `train` section of their configs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TrainConfig {
+pub struct TokenizerTrainConfig {
     /// Passes over the items. Default 40.
     pub epochs: usize,
     /// Items per Adam step. Default 256.
@@ -45,9 +45,9 @@ pub struct TrainConfig {
     pub threads: usize,
 }
 
-impl Default for TrainConfig {
+impl Default for TokenizerTrainConfig {
     fn default() -> Self {
-        TrainConfig {
+        TokenizerTrainConfig {
             epochs: 40,
             batch_size: 256,
             lr: 1e-3,
@@ -62,7 +62,7 @@ impl Default for TrainConfig {
     }
 }
 
-impl TrainConfig {
+impl TokenizerTrainConfig {
     /// `prefix` is the dotted path of this section in error messages (`train`).
     pub fn validate(&self, prefix: &str) -> Result<()> {
         let f = |name: &str| format!("{prefix}.{name}");
@@ -142,7 +142,12 @@ pub(crate) struct TrainLog {
     pub restarted: Vec<usize>,
 }
 
-fn init_codebooks(model: &impl VqAutoencoder, x: &Tensor, cfg: &TrainConfig, rng: &mut ChaCha8Rng) {
+fn init_codebooks(
+    model: &impl VqAutoencoder,
+    x: &Tensor,
+    cfg: &TokenizerTrainConfig,
+    rng: &mut ChaCha8Rng,
+) {
     // Level by level: an RQ-VAE level's inputs depend on the levels before it.
     for r in 0..model.codebooks().len() {
         let inputs = tch::no_grad(|| model.codebook_inputs(x));
@@ -155,7 +160,7 @@ pub(crate) fn fit(
     model: &impl VqAutoencoder,
     vs: &nn::VarStore,
     x: &Tensor,
-    cfg: &TrainConfig,
+    cfg: &TokenizerTrainConfig,
     label: &str,
 ) -> Result<TrainLog> {
     let mut opt = nn::Adam::default().build(vs, cfg.lr)?;

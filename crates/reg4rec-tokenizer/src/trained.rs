@@ -5,7 +5,7 @@
 use crate::codes::Codes;
 use crate::error::Result;
 use crate::store::{self, Manifest};
-use crate::train::{self, TrainConfig, VqAutoencoder};
+use crate::train::{self, TokenizerTrainConfig, VqAutoencoder};
 use crate::{
     collision, FeatureMatrix, ItemTokenizer, TokenizerError, TokenizerKind, TokenizerReport,
 };
@@ -23,7 +23,7 @@ pub(crate) trait Network: VqAutoencoder + Send + Sized {
     fn new(p: &nn::Path, input_dim: i64, cfg: &Self::Config) -> Self;
     /// Checks every field of `cfg` (naming the first bad one) and returns its (m codebooks, d codes each,
     /// training section).
-    fn check(cfg: &Self::Config) -> Result<(usize, usize, &TrainConfig)>;
+    fn check(cfg: &Self::Config) -> Result<(usize, usize, &TokenizerTrainConfig)>;
 }
 
 /// A trained tokenizer: the network and every item's distinct token tuple.

@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use reg4rec_tokenizer::store::{CODES_FILE, MANIFEST_FILE, WEIGHTS_FILE};
 use reg4rec_tokenizer::{
     load, train, FeatureMatrix, ItemIndex, ItemTokenizer, MpqConfig, RqVaeConfig, TokenizerConfig,
-    TokenizerKind, TrainConfig,
+    TokenizerKind, TokenizerTrainConfig,
 };
 use std::path::Path;
 use tch::Tensor;
@@ -36,13 +36,13 @@ fn clustered_items() -> (Vec<f32>, Vec<usize>) {
     (values, labels)
 }
 
-fn small_train() -> TrainConfig {
-    TrainConfig {
+fn small_train() -> TokenizerTrainConfig {
+    TokenizerTrainConfig {
         epochs: 30,
         batch_size: 64,
         lr: 3e-3,
         warmup_epochs: 3,
-        ..TrainConfig::default()
+        ..TokenizerTrainConfig::default()
     }
 }
 
@@ -176,14 +176,14 @@ fn save_load_round_trip_and_same_seed_same_codes() {
     let (values, labels) = clustered_items();
     for cfg in [
         TokenizerConfig::Mpq(MpqConfig {
-            train: TrainConfig {
+            train: TokenizerTrainConfig {
                 epochs: 6,
                 ..small_train()
             },
             ..small_mpq()
         }),
         TokenizerConfig::RqVae(RqVaeConfig {
-            train: TrainConfig {
+            train: TokenizerTrainConfig {
                 epochs: 6,
                 ..small_train()
             },
