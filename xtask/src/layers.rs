@@ -1,8 +1,9 @@
-//! The crate layering of docs/architecture.md, checked against the workspace's real dependencies.
+//! The crate layering of docs/architecture.md, checked against the workspace's real dependencies, and the CLI's
+//! modules checked for import circles.
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
 
     /// The `| layer | crates |` table of docs/architecture.md: crate name -> layer (`None` for tools, which may
@@ -107,5 +108,104 @@ mod tests {
         assert_eq!(l["c"], Some(1));
         assert_eq!(l["t"], None);
         assert_eq!(l.len(), 4);
+    }
+
+    /// For each top-level module of a crate's `src` (a file, or a folder with its submodules), the other
+    /// top-level modules its files name through `crate::<module>`.
+    fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+        fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    files(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut all = Vec::new();
+        files(src, &mut all);
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in all {
+            let rel = f.strip_prefix(src).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_string_lossy();
+            let module = first.trim_end_matches(".rs").to_string();
+            let text = std::fs::read_to_string(&f).unwrap();
+            let entry = graph.entry(module.clone()).or_default();
+            for (i, _) in text.match_indices("crate::") {
+                let name: String = text[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module {
+                    entry.insert(name);
+                }
+            }
+        }
+        graph
+    }
+
+    /// A circle of modules in `graph`, if there is one.
+    fn circle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+        fn visit(
+            n: &str,
+            graph: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(at) = path.iter().position(|p| p == n) {
+                let mut c = path[at..].to_vec();
+                c.push(n.to_string());
+                return Some(c);
+            }
+            if done.contains(n) {
+                return None;
+            }
+            path.push(n.to_string());
+            for next in graph.get(n).into_iter().flatten() {
+                if let Some(c) = visit(next, graph, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            done.insert(n.to_string());
+            None
+        }
+        let mut done = BTreeSet::new();
+        graph
+            .keys()
+            .find_map(|n| visit(n, graph, &mut Vec::new(), &mut done))
+    }
+
+    #[test]
+    fn the_cli_modules_import_each_other_without_a_circle() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/reg4rec-cli/src");
+        let graph = module_imports(&src);
+        assert!(
+            graph.contains_key("pipeline") && graph.contains_key("config"),
+            "{graph:?}"
+        );
+        assert_eq!(circle(&graph), None, "{graph:?}");
+    }
+
+    #[test]
+    fn a_circle_is_found() {
+        let g = |edges: &[(&str, &str)]| {
+            let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (a, b) in edges {
+                m.entry(a.to_string()).or_default().insert(b.to_string());
+            }
+            m
+        };
+        assert_eq!(circle(&g(&[("a", "b"), ("b", "c"), ("a", "c")])), None);
+        assert_eq!(
+            circle(&g(&[("a", "b"), ("b", "c"), ("c", "a")])),
+            Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+        );
     }
 }

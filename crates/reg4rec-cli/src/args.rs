@@ -79,8 +79,8 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    pub fn resolve(&self) -> Result<crate::pipeline::PipelineConfig> {
-        crate::pipeline::PipelineConfig::resolve(&self.preset, self.config.as_deref(), &self.set)
+    pub fn resolve(&self) -> Result<crate::config::PipelineConfig> {
+        crate::config::PipelineConfig::resolve(&self.preset, self.config.as_deref(), &self.set)
     }
 }
 

@@ -5,6 +5,7 @@
 mod args;
 mod artifacts;
 mod cmd;
+mod config;
 mod launch;
 mod ops;
 mod pipeline;

@@ -3,7 +3,7 @@
 
 use crate::args::DataArgs;
 use crate::artifacts;
-use crate::pipeline::PipelineConfig;
+use crate::config::PipelineConfig;
 use anyhow::{Context, Result};
 use reg4rec_data::features::{build_item_features, ItemFeatures};
 use reg4rec_data::split::Stage;

@@ -1,7 +1,6 @@
 //! `reg4rec pipeline`: data -> baselines -> report, every stage cached under the run directory so a re-run skips
 //! finished stages and an interrupted run resumes.
 
-mod config;
 mod figures;
 mod generative;
 mod plot;
@@ -9,11 +8,11 @@ mod ranks;
 mod report;
 mod stage;
 
-pub use config::PipelineConfig;
 use report::{CategorySplit, Protocol};
 pub use report::{MethodRow, Report};
 
 use crate::args::{ConfigArgs, DataArgs};
+use crate::config::PipelineConfig;
 use anyhow::{Context, Result};
 use clap::Args;
 use reg4rec_data::split::Stage;

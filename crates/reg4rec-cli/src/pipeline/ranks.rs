@@ -3,8 +3,8 @@
 //! written beside the run as `launch-config.toml`, and keeps the report rank 0 prints. Other stages
 //! (tokenizers, baselines, evaluation) run in the pipeline's own process as before.
 
-use super::PipelineConfig;
 use crate::args::DataArgs;
+use crate::config::PipelineConfig;
 use anyhow::{bail, Context, Result};
 use reg4rec_model::config::Mode;
 use std::ffi::OsString;

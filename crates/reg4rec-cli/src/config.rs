@@ -77,9 +77,9 @@ impl Default for StagesConfig {
 
 /// The presets shipped with reg4rec.
 pub const PRESETS: [(&str, &str); 3] = [
-    ("smoke", include_str!("../../configs/smoke.toml")),
-    ("cpu", include_str!("../../configs/cpu.toml")),
-    ("gpu", include_str!("../../configs/gpu.toml")),
+    ("smoke", include_str!("../configs/smoke.toml")),
+    ("cpu", include_str!("../configs/cpu.toml")),
+    ("gpu", include_str!("../configs/gpu.toml")),
 ];
 
 impl PipelineConfig {
