@@ -94,8 +94,12 @@ impl Codebook {
             let picks: Vec<i64> = (0..d).map(|j| rows[(j % n.max(1)) as usize]).collect();
             let mut centroids = data.index_select(0, &Tensor::from_slice(&picks));
             if n < d {
-                // Fewer rows than codes: duplicates get a little noise so they can separate.
-                centroids += Tensor::randn([d, d_z], (Kind::Float, data.device())) * 1e-3;
+                // Fewer rows than codes: duplicates get a little noise so they can separate (drawn from `rng`, not
+                // libtorch's process-global generator, so concurrent trainings stay reproducible).
+                let noise: Vec<f32> = (0..d * d_z).map(|_| rng.gen_range(-1e-3..1e-3)).collect();
+                centroids += Tensor::from_slice(&noise)
+                    .view([d, d_z])
+                    .to_device(data.device());
             }
             for _ in 0..iters {
                 let dist = distances_to(&data, &centroids); // [n, d]

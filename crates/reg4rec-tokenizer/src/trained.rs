@@ -51,8 +51,12 @@ impl<N: Network> Trained<N> {
         Ok(())
     }
 
-    /// Seeded variables of a fresh network.
+    /// Seeded variables of a fresh network. libtorch's generator is process-global: the seeding and the draws
+    /// of the initialisation hold a lock, so tokenizers trained at once in one process get the same variables as
+    /// when trained alone (training itself draws only from its own seeded generator).
     fn build(cfg: &N::Config, seed: u64, input_dim: usize) -> (nn::VarStore, N) {
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _init = INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
         let model = N::new(&vs.root(), input_dim as i64, cfg);
