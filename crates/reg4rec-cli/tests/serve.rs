@@ -499,6 +499,38 @@ fn an_item_added_through_the_api_is_recommended_and_explained() {
     assert_eq!(list["items"][0]["id"], "new-1");
 }
 
+/// `reg4rec loadtest` reports every request it sent, and ends quietly when its stdout is already closed.
+#[test]
+fn the_load_generator_reports_and_ends_quietly_on_a_closed_stdout() {
+    let server = Server::start(&[]);
+    let args = |c: &mut Command| {
+        c.args(["loadtest", "--url", &server.url, "--model"])
+            .arg(model())
+            .args(["--clients", "2", "--requests", "8", "--beam", "10"]);
+    };
+    let mut c = bin();
+    args(&mut c);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["sent"].as_u64(), v["ok"].as_u64(), v["failed"].as_u64()),
+        (Some(8), Some(8), Some(0)),
+        "{v}"
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut c = bin();
+    args(&mut c);
+    let o = c.stdout(writer).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && !err.contains("panicked"),
+        "{:?} {err}",
+        o.status
+    );
+}
+
 #[test]
 fn the_page_renders_recommendations_in_headless_chromium() {
     let chromium = std::env::var("REG4REC_CHROMIUM").unwrap_or_else(|_| "chromium".into());

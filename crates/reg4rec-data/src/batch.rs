@@ -1,5 +1,5 @@
 //! Batching for training and evaluation: padded history matrices and deterministic, seeded, length-bucketed
-//! batches of training rows. With the `tch` feature, [`PaddedBatch::to_tensor`] turns a padded matrix
+//! batches of training rows. With the `tch` feature, `PaddedBatch::to_tensor` turns a padded matrix
 //! into an `i64` libtorch tensor.
 
 use crate::error::{DataError, Result};

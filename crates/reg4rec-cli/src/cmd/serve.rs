@@ -83,6 +83,11 @@ pub fn loadtest(a: LoadTestArgs) -> Result<()> {
         histories,
         seed: a.seed,
     })?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    // The load is over and its sockets closed: a reader that went away (`reg4rec loadtest ... | head`) ends the
+    // command quietly (this command keeps SIGPIPE ignored for its sockets, so `println!` would panic).
+    let text = serde_json::to_string_pretty(&report)?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
