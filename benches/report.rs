@@ -1,4 +1,5 @@
-//! What the growth-curve examples share: the process's resident memory and a log-log figure.
+//! What the growth-curve examples share: one fresh process per size, the process's resident memory and a
+//! log-log figure.
 
 /// The process's resident set (`VmRSS`) or its peak (`VmHWM`), in MiB.
 pub fn rss_mib(field: &str) -> f64 {
@@ -60,4 +61,27 @@ pub fn log_log_figure(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// In a `--child` run: prints the size's record as JSON on stdout for the parent.
+pub fn print_record<T: serde::Serialize>(record: &T) {
+    println!("{}", serde_json::to_string(record).expect("record as JSON"));
+}
+
+/// Measures one size in a fresh process (so one size's freed memory does not hide the next one's growth): this
+/// program again with `--child` and `args`, its stderr passed through. `None` (with a message naming `what`)
+/// when the child fails, for instance killed for memory.
+pub fn measure_in_child<T: serde::de::DeserializeOwned>(args: &[String], what: &str) -> Option<T> {
+    let exe = std::env::current_exe().expect("this program's path");
+    let out = std::process::Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run one size");
+    if !out.status.success() {
+        eprintln!("[{what}] failed ({})", out.status);
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).expect("a record"))
 }

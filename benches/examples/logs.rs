@@ -23,7 +23,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reg4rec_benches::report::{log_log_figure, rss_mib};
+use reg4rec_benches::report::{log_log_figure, measure_in_child, print_record, rss_mib};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -183,31 +183,27 @@ fn main() {
     if args.child {
         let (rows, format) = (args.rows[0], &args.formats[0]);
         let record = measure(&log_file(&args.work, rows, format), rows, format);
-        println!(
-            "{}",
-            serde_json::to_string(&record).expect("record as JSON")
-        );
+        print_record(&record);
         return;
     }
     std::fs::create_dir_all(&args.out).expect("create the output folder");
     let path = args.out.join("logs.json");
-    let exe = std::env::current_exe().expect("this program's path");
     let mut records: Vec<Record> = Vec::new();
     for format in &args.formats {
         for &rows in &args.rows {
             log_file(&args.work, rows, format);
-            let out = std::process::Command::new(&exe)
-                .args(["--child", "--rows", &rows.to_string(), "--formats", format])
-                .arg("--work")
-                .arg(&args.work)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .expect("run one size");
-            if !out.status.success() {
-                eprintln!("[{rows} rows, {format}] failed ({}); stopping", out.status);
+            let child = [
+                "--rows".to_string(),
+                rows.to_string(),
+                "--formats".to_string(),
+                format.clone(),
+                "--work".to_string(),
+                args.work.display().to_string(),
+            ];
+            let Some(r) = measure_in_child::<Record>(&child, &format!("{rows} rows, {format}"))
+            else {
                 break;
-            }
-            let r: Record = serde_json::from_slice(&out.stdout).expect("a record");
+            };
             eprintln!(
                 "[{rows} rows, {format}] {:.1} s, {:.2} M rows/s, peak {:.0} MiB over a base of {:.0} ({:.2}x compact)",
                 r.load_s,

@@ -25,7 +25,7 @@
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reg4rec_benches::report::{log_log_figure, rss_mib};
+use reg4rec_benches::report::{log_log_figure, measure_in_child, print_record, rss_mib};
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, SearchStats};
 use reg4rec_model::{ModelConfig, Reg4RecModel};
 use reg4rec_tokenizer::{
@@ -267,30 +267,28 @@ fn main() {
     let args = Args::parse();
     if args.child {
         let record = measure(args.items[0], args.m[0], &args);
-        println!(
-            "{}",
-            serde_json::to_string(&record).expect("record as JSON")
-        );
+        print_record(&record);
         return;
     }
     std::fs::create_dir_all(&args.out).expect("create the output folder");
     let path = args.out.join("scale.json");
-    let exe = std::env::current_exe().expect("this program's path");
     let mut records: Vec<Record> = Vec::new();
     for &m in &args.m {
         for &n in &args.items {
-            let out = std::process::Command::new(&exe)
-                .args(["--child", "--items", &n.to_string(), "--m", &m.to_string()])
-                .args(["--users", &args.users.to_string()])
-                .args(["--encode-cap", &args.encode_cap.to_string()])
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .expect("run one size");
-            if !out.status.success() {
-                eprintln!("[{n} items, M = {m}] failed ({}); stopping", out.status);
+            let child = [
+                "--items".to_string(),
+                n.to_string(),
+                "--m".to_string(),
+                m.to_string(),
+                "--users".to_string(),
+                args.users.to_string(),
+                "--encode-cap".to_string(),
+                args.encode_cap.to_string(),
+            ];
+            let Some(r) = measure_in_child(&child, &format!("{n} items, M = {m}")) else {
                 break;
-            }
-            records.push(serde_json::from_slice(&out.stdout).expect("a record"));
+            };
+            records.push(r);
             // Written after every size, so a long run keeps what it measured.
             reg4rec_data::io::write_json_atomic(&path, &records).expect("write scale.json");
         }

@@ -47,17 +47,9 @@ pub use crate::interactions::UNKNOWN_CATEGORY;
 fn read_text(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     if text.trim().is_empty() {
-        return Err(DataError::invalid(path, "empty file"));
+        return Err(empty_file(path));
     }
     Ok(text)
-}
-
-/// Non-empty lines with their 1-based line numbers.
-fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
-        .filter(|(_, l)| !l.trim().is_empty())
 }
 
 fn parse_timestamp(path: &Path, line: usize, field: &str) -> Result<f64> {
@@ -79,9 +71,9 @@ fn non_empty_id<'a>(path: &Path, line: usize, what: &str, field: &'a str) -> Res
     Ok(f)
 }
 
-/// Calls `f` with each non-blank line of a file and its 1-based number, reading one line at a time. Returns
-/// whether the file had any non-blank line.
-fn stream_lines(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<bool> {
+/// Calls `f` with each non-blank line of a file and its 1-based number, reading one line at a time. A file
+/// without a non-blank line is an error.
+fn stream_lines(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
     use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
@@ -95,7 +87,7 @@ fn stream_lines(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Re
             _ => DataError::io(path, e),
         })?;
         if n == 0 {
-            return Ok(any);
+            return if any { Ok(()) } else { Err(empty_file(path)) };
         }
         let l = line.trim_end_matches(['\n', '\r']);
         if !l.trim().is_empty() {
@@ -117,7 +109,7 @@ fn empty_file(path: &Path) -> DataError {
 /// `log`, with the line's order as the time order.
 fn read_s3rec_sequences(path: &Path, log: &mut InteractionLog) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
-    let any = stream_lines(path, |ln, line| {
+    stream_lines(path, |ln, line| {
         let canonical = |f: &str, what: &str| -> Result<String> {
             f.parse::<u64>().map(|v| v.to_string()).map_err(|_| {
                 DataError::parse(
@@ -148,11 +140,7 @@ fn read_s3rec_sequences(path: &Path, log: &mut InteractionLog) -> Result<()> {
             ));
         }
         Ok(())
-    })?;
-    if !any {
-        return Err(empty_file(path));
-    }
-    Ok(())
+    })
 }
 
 /// Reads `<Name>_item2attributes.json`: item id -> attribute ids (keys normalised to canonical integers).
@@ -184,12 +172,11 @@ pub fn read_s3rec_attribute_names(path: &Path) -> Result<HashMap<u64, String>> {
 
 /// Reads `<Name>_item2l1category.tsv` (`item_id<TAB>l1_attr_id<TAB>l1_name`, header line first).
 pub fn read_s3rec_l1_categories(path: &Path) -> Result<HashMap<String, String>> {
-    let text = read_text(path)?;
     let mut out = HashMap::new();
-    for (ln, line) in lines(&text) {
+    stream_lines(path, |ln, line| {
         let f: Vec<&str> = line.split('\t').collect();
         if ln == 1 && f.first().is_some_and(|h| h.trim() == "item_id") {
-            continue;
+            return Ok(());
         }
         if f.len() != 3 {
             return Err(DataError::parse(
@@ -206,7 +193,8 @@ pub fn read_s3rec_l1_categories(path: &Path) -> Result<HashMap<String, String>> 
             return Err(DataError::parse(path, ln, "empty category name"));
         }
         out.insert(item.to_string(), name.to_string());
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -391,7 +379,7 @@ fn atomic_fields<'a>(path: &Path, ln: usize, line: &'a str, n: usize) -> Result<
 fn read_atomic_inter(path: &Path, log: &mut InteractionLog) -> Result<()> {
     // Columns of user, item and timestamp, and the field count, once the header is read.
     let mut columns: Option<(usize, usize, Option<usize>, usize)> = None;
-    let any = stream_lines(path, |ln, line| {
+    stream_lines(path, |ln, line| {
         let Some((cu, ci, ct, n)) = columns else {
             let header = AtomicHeader::parse(path, line)?;
             columns = Some((
@@ -412,9 +400,6 @@ fn read_atomic_inter(path: &Path, log: &mut InteractionLog) -> Result<()> {
         log.push(u, i, t);
         Ok(())
     })?;
-    if !any {
-        return Err(empty_file(path));
-    }
     if log.is_empty() {
         return Err(DataError::invalid(path, "no interactions after the header"));
     }
@@ -431,19 +416,20 @@ pub struct ItemTable {
 /// Reads a RecBole `.item` file: per item, the category (when the file has a category field) and attribute
 /// tokens.
 pub fn read_atomic_item(path: &Path) -> Result<ItemTable> {
-    let text = read_text(path)?;
-    let mut it = lines(&text);
-    let (_, head) = it
-        .next()
-        .ok_or_else(|| DataError::invalid(path, "empty file"))?;
-    let header = AtomicHeader::parse(path, head)?;
-    let ci = header.require(path, "item_id")?;
-    let ccat = header.column(&["category", "categories", "class", "genre", "genres"]);
-    let n = header.fields.len();
+    // The header with its item and category columns, once read.
+    let mut head: Option<(AtomicHeader, usize, Option<usize>)> = None;
     let mut cats = HashMap::new();
     let mut attrs = HashMap::new();
-    for (ln, line) in it {
-        let f = atomic_fields(path, ln, line, n)?;
+    stream_lines(path, |ln, line| {
+        let Some((header, ci, ccat)) = &head else {
+            let header = AtomicHeader::parse(path, line)?;
+            let ci = header.require(path, "item_id")?;
+            let ccat = header.column(&["category", "categories", "class", "genre", "genres"]);
+            head = Some((header, ci, ccat));
+            return Ok(());
+        };
+        let (ci, ccat) = (*ci, *ccat);
+        let f = atomic_fields(path, ln, line, header.fields.len())?;
         let item = non_empty_id(path, ln, "item", f[ci])?.to_string();
         if let Some(c) = ccat {
             if let Some(first) = f[c].split_whitespace().next() {
@@ -478,7 +464,8 @@ pub fn read_atomic_item(path: &Path) -> Result<ItemTable> {
             }
         }
         attrs.insert(item, tokens);
-    }
+        Ok(())
+    })?;
     Ok(ItemTable {
         categories: cats,
         attributes: attrs,

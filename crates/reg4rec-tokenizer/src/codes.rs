@@ -156,14 +156,15 @@ impl Codes {
     }
 }
 
+/// A small distinct table for this crate's tests: 4 items, m = 2, d = 3.
+#[cfg(test)]
+pub(crate) fn small() -> Codes {
+    Codes::new(2, 3, false, vec![0, 1, 0, 2, 1, 1, 2, 0]).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn small() -> Codes {
-        // 4 items, m = 2, d = 3
-        Codes::new(2, 3, false, vec![0, 1, 0, 2, 1, 1, 2, 0]).unwrap()
-    }
 
     #[test]
     fn stats_of_a_small_table() {

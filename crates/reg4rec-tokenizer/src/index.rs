@@ -278,12 +278,8 @@ impl ItemIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codes::small;
     use proptest::prelude::*;
-
-    fn small() -> Codes {
-        // 4 items, m = 2, d = 3
-        Codes::new(2, 3, false, vec![0, 1, 0, 2, 1, 1, 2, 0]).unwrap()
-    }
 
     #[test]
     fn items_sharing_a_tuple_are_refused() {
