@@ -138,50 +138,42 @@ impl ItemFeatures {
         &self.values[i * self.dim..(i + 1) * self.dim]
     }
 
-    /// Writes the matrix as safetensors (atomically).
+    /// Writes the matrix as safetensors (atomically, with its checksum: [`crate::tensors`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let bytes = to_bytes(&self.values);
-        let view = safetensors::tensor::TensorView::new(
-            safetensors::Dtype::F32,
-            vec![self.n_items, self.dim],
-            &bytes,
+        let tensor = crate::tensors::NamedTensor {
+            name: TENSOR_NAME.into(),
+            shape: vec![self.n_items, self.dim],
+            values: self.values.clone(),
+        };
+        crate::tensors::write(
+            path,
+            &[tensor],
+            &[("format", FORMAT), ("version", &VERSION.to_string())],
         )
-        .map_err(|e| DataError::invalid(path, format!("cannot build tensor: {e}")))?;
-        let meta: HashMap<String, String> = [
-            ("format".to_string(), FORMAT.to_string()),
-            ("version".to_string(), VERSION.to_string()),
-        ]
-        .into();
-        let out = safetensors::serialize([(TENSOR_NAME, view)], &Some(meta))
-            .map_err(|e| DataError::invalid(path, format!("cannot serialise: {e}")))?;
-        crate::io::write_atomic(path, &out)
     }
 
-    /// Reads a file written by [`Self::save`], checking format, version, shape and norms.
+    /// Reads a file written by [`Self::save`], checking format, version, checksum, shape and norms.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| DataError::invalid(path, format!("not a safetensors file: {e}")))?;
-        let m = meta.metadata().clone().unwrap_or_default();
-        if m.get("format").map(String::as_str) != Some(FORMAT) {
+        let file = crate::tensors::read(path)?;
+        if file.metadata("format") != Some(FORMAT) {
             return Err(DataError::invalid(
                 path,
                 format!(
                     "not an item-feature file (metadata format = {:?})",
-                    m.get("format")
+                    file.metadata("format")
                 ),
             ));
         }
-        if m.get("version").map(String::as_str) != Some(&VERSION.to_string()) {
+        if file.metadata("version") != Some(&VERSION.to_string()) {
             return Err(DataError::invalid(
                 path,
                 format!(
                     "unsupported version {:?} (expected {VERSION})",
-                    m.get("version")
+                    file.metadata("version")
                 ),
             ));
         }
-        let f = read_matrix(path, &bytes, Some(TENSOR_NAME))?;
+        let f = read_matrix(path, file, Some(TENSOR_NAME))?;
         for i in 0..f.n_items {
             let n = norm(f.row(i));
             if (n - 1.0).abs() > 1e-3 {
@@ -205,7 +197,7 @@ impl ItemFeatures {
         let mut f = if npy {
             read_npy(path, &bytes)?
         } else {
-            read_matrix(path, &bytes, None)?
+            read_matrix(path, crate::tensors::read_bytes(path, &bytes)?, None)?
         };
         if f.n_items != n_items {
             return Err(DataError::invalid(
@@ -273,6 +265,7 @@ fn read_npy(path: &Path, bytes: &[u8]) -> Result<ItemFeatures> {
     })
 }
 
+#[cfg(test)]
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -281,32 +274,25 @@ fn norm(row: &[f32]) -> f32 {
     row.iter().map(|v| v * v).sum::<f32>().sqrt()
 }
 
-/// The single 2-D f32 tensor of a safetensors buffer (or the one named `name`), with finite values.
-fn read_matrix(path: &Path, bytes: &[u8], name: Option<&str>) -> Result<ItemFeatures> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| DataError::invalid(path, format!("not a readable safetensors file: {e}")))?;
-    let view = match name {
-        Some(n) => st
-            .tensor(n)
-            .map_err(|e| DataError::invalid(path, format!("no tensor `{n}`: {e}")))?,
+/// The single 2-D f32 tensor of a safetensors file (or the one named `name`), with finite values.
+fn read_matrix(
+    path: &Path,
+    mut file: crate::tensors::TensorFile,
+    name: Option<&str>,
+) -> Result<ItemFeatures> {
+    let tensor = match name {
+        Some(n) => file.take(n)?,
         None => {
-            let mut all = st.tensors();
-            if all.len() != 1 {
+            if file.len() != 1 {
                 return Err(DataError::invalid(
                     path,
-                    format!("expected exactly one tensor, found {}", all.len()),
+                    format!("expected exactly one tensor, found {}", file.len()),
                 ));
             }
-            all.remove(0).1
+            file.into_tensors().remove(0)
         }
     };
-    if view.dtype() != safetensors::Dtype::F32 {
-        return Err(DataError::invalid(
-            path,
-            format!("tensor dtype is {:?}, expected F32", view.dtype()),
-        ));
-    }
-    let shape = view.shape().to_vec();
+    let shape = tensor.shape;
     let [n_items, dim] = shape[..] else {
         return Err(DataError::invalid(
             path,
@@ -316,11 +302,7 @@ fn read_matrix(path: &Path, bytes: &[u8], name: Option<&str>) -> Result<ItemFeat
     if dim == 0 {
         return Err(DataError::invalid(path, "tensor has 0 columns"));
     }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let values = tensor.values;
     if let Some(k) = values.iter().position(|v| !v.is_finite()) {
         return Err(DataError::invalid(
             path,

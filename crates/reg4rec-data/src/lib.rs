@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod progress;
 pub mod registry;
 pub mod split;
+pub mod tensors;
 
 pub use dataset::{Dataset, DatasetStats, KCoreReport};
 pub use error::{DataError, Result};

@@ -12,10 +12,9 @@ use crate::codes::Codes;
 use crate::error::{Result, TokenizerError};
 use crate::TokenizerKind;
 use reg4rec_data::io::{read_json, sha256_file, write_atomic, write_json_atomic};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::path::Path;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// Version of the directory layout this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -54,24 +53,7 @@ pub(crate) fn save(
     let weights_path = dir.join(WEIGHTS_FILE);
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut data = Vec::with_capacity(vars.len());
-    for (name, t) in &vars {
-        let values = Vec::<f32>::try_from(&t.detach().to_kind(Kind::Float).flatten(0, -1))?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
-        data.push((name.clone(), shape, bytes));
-    }
-    let views = data
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| TokenizerError::file(&weights_path, format!("tensor `{name}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(views, &None)
-        .map_err(|e| TokenizerError::file(&weights_path, e.to_string()))?;
-    write_atomic(&weights_path, &bytes)?;
+    reg4rec_data::tensors::save_tch(&weights_path, &vars, &[])?;
 
     let codes_path = dir.join(CODES_FILE);
     let codes_bytes =
@@ -175,19 +157,13 @@ pub(crate) fn read_codes(dir: &Path, manifest: &Manifest, ordered: bool) -> Resu
     Ok(codes)
 }
 
-/// Copies `weights.safetensors` into the variables of `vs`, checking names, dtypes and shapes.
+/// Copies `weights.safetensors` into the variables of `vs`, checking the manifest's checksum and every tensor's
+/// name, dtype and shape ([`reg4rec_data::tensors::load_into_tch`]).
 pub(crate) fn load_weights(dir: &Path, manifest: &Manifest, vs: &mut nn::VarStore) -> Result<()> {
     let path = dir.join(WEIGHTS_FILE);
     if !path.is_file() {
         return Err(TokenizerError::file(&path, "missing"));
     }
-    let bytes = std::fs::read(&path).map_err(|e| TokenizerError::file(&path, e.to_string()))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        TokenizerError::file(
-            &path,
-            format!("not a valid safetensors file (truncated or corrupt?): {e}"),
-        )
-    })?;
     if sha256_file(&path)? != manifest.weights_sha256 {
         return Err(TokenizerError::file(
             &path,
@@ -196,37 +172,6 @@ pub(crate) fn load_weights(dir: &Path, manifest: &Manifest, vs: &mut nn::VarStor
     }
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for name in st.names() {
-        if !vars.iter().any(|(n, _)| n == name) {
-            return Err(TokenizerError::file(
-                &path,
-                format!(
-                    "unexpected tensor `{name}` for a {:?} tokenizer",
-                    manifest.kind
-                ),
-            ));
-        }
-    }
-    for (name, var) in &mut vars {
-        let view = st
-            .tensor(name)
-            .map_err(|_| TokenizerError::file(&path, format!("tensor `{name}` is missing")))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(TokenizerError::file(
-                &path,
-                format!("tensor `{name}`: dtype {:?}, expected F32", view.dtype()),
-            ));
-        }
-        let found: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
-        if found != var.size() {
-            return Err(TokenizerError::Shape {
-                name: format!("{}:{name}", path.display()),
-                expected: var.size(),
-                found,
-            });
-        }
-        let src = Tensor::f_from_data_size(view.data(), &found, Kind::Float)?;
-        tch::no_grad(|| var.f_copy_(&src))?;
-    }
+    reg4rec_data::tensors::load_into_tch(&path, &vars)?;
     Ok(())
 }

@@ -264,7 +264,7 @@ fn truncated_weights_are_refused() {
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     });
     assert!(
-        e.contains(WEIGHTS_FILE) && e.contains("truncated or corrupt"),
+        e.contains(WEIGHTS_FILE) && e.contains("corrupt"),
         "{e}"
     );
 }
@@ -298,7 +298,7 @@ fn weights_of_another_shape_are_refused() {
         edit_manifest(d, |v| v["weights_sha256"] = sha.into());
     });
     assert!(
-        e.contains("decoder.fc1.") && e.contains("expected shape [32"),
+        e.contains("decoder.fc1.") && e.contains("expected [32"),
         "{e}"
     );
 }
