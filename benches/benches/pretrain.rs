@@ -21,11 +21,11 @@ use reg4rec_benches::per_example::PerExampleModel;
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_model::crss::sequence_loss;
-use reg4rec_model::optim::AdamW;
 use reg4rec_model::{
-    pretrain_with, ModelConfig, PretrainOptions, Reg4RecModel, SeqBatchBuilder, TrainConfig, Vocab,
+    pretrain, ModelConfig, PretrainOptions, Reg4RecModel, SeqBatchBuilder, TrainConfig, Vocab,
 };
 use reg4rec_tokenizer::Codes;
+use reg4rec_train::AdamW;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tch::Tensor;
@@ -127,7 +127,7 @@ fn pretrain_throughput(c: &mut Criterion) {
     };
     tch::manual_seed(0);
     let old = PerExampleModel::new(&old_cfg, vocab, N_CATEGORIES);
-    let mut old_opt = AdamW::new(&old.vs, &tcfg);
+    let mut old_opt = AdamW::new(&old.vs, tcfg.adamw());
     let examples: Vec<(&[u32], u32)> = split
         .training_examples()
         .into_iter()
@@ -158,7 +158,7 @@ fn pretrain_throughput(c: &mut Criterion) {
     tch::manual_seed(0);
     let model = Reg4RecModel::new(&mcfg, &codes, N_CATEGORIES, tch::Device::Cpu)
         .unwrap_or_else(|e| panic!("model: {e}"));
-    let mut opt = AdamW::new(model.var_store(), &tcfg);
+    let mut opt = AdamW::new(model.var_store(), tcfg.adamw());
     let builder = SeqBatchBuilder {
         vocab,
         history_len: mcfg.history_len,
@@ -200,7 +200,7 @@ fn pretrain_throughput(c: &mut Criterion) {
                     stop_after_steps: Some(TRAINER_STEPS),
                     ..Default::default()
                 };
-                let r = pretrain_with(&ds, &split, &codes, &mcfg, &tcfg, dir.path(), false, opts)
+                let r = pretrain(&ds, &split, &codes, &mcfg, &tcfg, dir.path(), false, opts)
                     .unwrap_or_else(|e| panic!("trainer: {e}"));
                 // Scale to the per-user step's target count so criterion's element rate reads as targets/s.
                 let per_target = r.train_seconds / (r.targets_per_s * r.train_seconds).max(1.0);

@@ -59,7 +59,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(_) => TrainConfig::cpu_preset(),
         };
         let r = pretrain(
-            &ds, &split, &codes, &model_cfg, &train_cfg, &pre_dir, resume,
+            &ds,
+            &split,
+            &codes,
+            &model_cfg,
+            &train_cfg,
+            &pre_dir,
+            resume,
+            Default::default(),
         )?;
         eprintln!(
             "pretrain: {} ({:.1}s)",

@@ -20,6 +20,8 @@ pub enum AlignError {
     #[error(transparent)]
     Model(#[from] reg4rec_model::ModelError),
     #[error(transparent)]
+    Train(#[from] reg4rec_train::TrainError),
+    #[error(transparent)]
     Infer(#[from] reg4rec_infer::InferError),
     #[error(transparent)]
     Tokenizer(#[from] reg4rec_tokenizer::TokenizerError),

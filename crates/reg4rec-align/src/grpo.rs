@@ -22,11 +22,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
 use reg4rec_model::crss::{sequence_loss, target_contexts};
-use reg4rec_model::dist::DataParallel;
-use reg4rec_model::optim::AdamW;
 use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::{Objective, Reg4RecModel, SeqBatch};
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
+use reg4rec_train::AdamW;
+use reg4rec_train::DataParallel;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 

@@ -10,7 +10,7 @@
 //!   align.json       AlignRun: the AlignConfig, the pre-trained run it started from, the codes hash
 //!   metrics.jsonl    {"kind": "step", ...} per step (every reward component, KL, losses, the latest validation
 //!                    Recall@10) and {"kind": "valid", ...} per validation (step 0 = the pre-trained model)
-//!   checkpoints/step-N/, latest.json, best/step-N.safetensors, best.json   (reg4rec_model::checkpoint::RunDir)
+//!   checkpoints/step-N/, latest.json, best/step-N.safetensors, best.json   (reg4rec_train::RunDir)
 //!   report.json      AlignReport
 //!   ladq.jsonl       with `precision = ladq`: K-FAC sensitivities and per-layer precisions, one line per
 //!                    sampling (reg4rec_precision::Ladq, as in pre-training)
@@ -41,14 +41,11 @@ use reg4rec_data::metrics::Metrics;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_infer::{evaluate, BeamSearch, ModelScorer};
-use reg4rec_model::checkpoint::{
-    codes_hash, load_model, Best, RunDir, TrainState, Which, FORMAT_VERSION,
-};
-use reg4rec_model::dist::DataParallel;
-use reg4rec_model::optim::AdamW;
+use reg4rec_model::checkpoint::{codes_hash, load_model, Which};
 use reg4rec_model::train::validation_loss;
-use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatchBuilder, TrainConfig};
+use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatchBuilder};
 use reg4rec_tokenizer::{Codes, ItemIndex};
+use reg4rec_train::{AdamW, AdamWConfig, Best, DataParallel, RunDir, TrainState};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -108,14 +105,12 @@ pub struct AlignReport {
     pub contexts_per_s: f64,
 }
 
-/// The optimizer settings of AlignConfig in the model crate's AdamW config.
-fn adamw_config(cfg: &AlignConfig) -> TrainConfig {
-    TrainConfig {
-        lr: cfg.lr,
+/// AlignConfig's AdamW constants (the betas and epsilon of pre-training's defaults).
+fn adamw_config(cfg: &AlignConfig) -> AdamWConfig {
+    let pre = reg4rec_model::TrainConfig::default();
+    AdamWConfig {
         weight_decay: cfg.weight_decay,
-        grad_clip: cfg.grad_clip,
-        seed: cfg.seed,
-        ..TrainConfig::default()
+        ..pre.adamw()
     }
 }
 
@@ -311,7 +306,7 @@ pub fn align_with(
         write_json_atomic(&align_path, &align_run)?;
     }
 
-    let mut opt = AdamW::new(policy.var_store(), &adamw_config(cfg));
+    let mut opt = AdamW::new(policy.var_store(), adamw_config(cfg));
     let log = JsonlLog::new(run.metrics());
     let builder = SeqBatchBuilder {
         vocab: policy.vocab(),
@@ -324,7 +319,7 @@ pub fn align_with(
     let mut valid_secs = 0.0f64;
 
     let mut resumed = if main {
-        run.load_latest(&mut policy, &mut opt)?
+        run.load_latest(policy.var_store(), &mut opt)?
     } else {
         None
     };
@@ -375,30 +370,23 @@ pub fn align_with(
                     "valid_loss": loss, "best": true,
                 }))?;
                 run.save_best(
-                    &policy,
+                    policy.var_store(),
                     &Best {
                         weights: RunDir::best_weights_name(0),
                         step: 0,
                         epoch: 0,
-                        valid_loss: loss,
+                        valid_loss: Some(loss),
                         valid_metric: Some(metrics.recall_10),
                     },
                 )?;
             }
             let s = TrainState {
-                format_version: FORMAT_VERSION,
-                step: 0,
-                epoch: 0,
-                epoch_step: 0,
                 best_criterion: Some(-metrics.recall_10),
                 best_epoch: Some(0),
-                bad_epochs: 0,
-                finished: false,
-                epoch_loss_sum: 0.0,
-                epoch_examples: 0,
+                ..TrainState::fresh()
             };
             if main {
-                run.save_checkpoint(&policy, &opt, &s)?;
+                run.save_checkpoint(policy.var_store(), &opt, &s)?;
             }
             s
         }
@@ -506,12 +494,12 @@ pub fn align_with(
                 state.best_criterion = Some(-metrics.recall_10);
                 if main {
                     run.save_best(
-                        &policy,
+                        policy.var_store(),
                         &Best {
                             weights: RunDir::best_weights_name(step),
                             step,
                             epoch: state.epoch,
-                            valid_loss: loss,
+                            valid_loss: Some(loss),
                             valid_metric: Some(metrics.recall_10),
                         },
                     )?;
@@ -530,7 +518,7 @@ pub fn align_with(
         state.finished = step >= cfg.steps;
         if main && (validate_now || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0))
         {
-            run.save_checkpoint(&policy, &opt, &state)?;
+            run.save_checkpoint(policy.var_store(), &opt, &state)?;
         }
         pb.set_position(step);
         pb.set_message(format!(

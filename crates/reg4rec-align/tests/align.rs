@@ -10,13 +10,13 @@ use reg4rec_align::{align, AlignConfig, RewardWeights};
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_model::checkpoint::{load_model, Which};
-use reg4rec_model::optim::AdamW;
 use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::{
     pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, SeqBatchBuilder, TrainConfig,
     Vocab,
 };
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
+use reg4rec_train::AdamW;
 use tch::{Device, Kind, Tensor};
 
 /// `n_items` items with distinct tuples over M = 3 codebooks of D = 4 codes, category = item % 3; user u walks
@@ -142,10 +142,11 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let before = set_probability(&policy, &index, history, &target);
     let mut opt = AdamW::new(
         policy.var_store(),
-        &TrainConfig {
+        TrainConfig {
             weight_decay: 0.0,
             ..TrainConfig::default()
-        },
+        }
+        .adamw(),
     );
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut hits = Vec::new();
@@ -177,10 +178,11 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let fresh = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     let mut opt = AdamW::new(
         fresh.var_store(),
-        &TrainConfig {
+        TrainConfig {
             weight_decay: 0.0,
             ..TrainConfig::default()
-        },
+        }
+        .adamw(),
     );
     let s = grpo_step(
         &flat_ctx, &fresh, &mut opt, &batch, &windows, cfg.lr, &mut rng,
@@ -262,6 +264,7 @@ fn pretrained(dir: &std::path::Path, ds: &Dataset, split: &LeaveOneOut, codes: &
         &t,
         dir,
         false,
+        Default::default(),
     )
     .unwrap();
 }

@@ -21,14 +21,9 @@ pub enum BaselineError {
     /// A checkpoint file is missing, malformed or from another format version.
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    /// A checkpoint tensor has another shape than the model expects.
-    #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
-    Shape {
-        path: PathBuf,
-        name: String,
-        expected: Vec<i64>,
-        found: Vec<i64>,
-    },
+    /// The training engine failed (checkpoints, the loop).
+    #[error(transparent)]
+    Train(#[from] reg4rec_train::TrainError),
     /// The split or the item universe cannot be used (no users, an item id out of range, ...).
     #[error("{what}: {message}")]
     Input { what: String, message: String },

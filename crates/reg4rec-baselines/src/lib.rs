@@ -3,9 +3,9 @@
 //!
 //! - [`popularity`]: training-interaction counts, one ranking for everybody.
 //! - [`sasrec`]: the SASRec network and its [`SasRecConfig`] (presets `cpu`, `smoke`).
-//! - [`trainer`]: [`train_sasrec`] (early stopping, atomic checkpoints, resume) and [`SasRecModel`] scoring.
+//! - [`trainer`]: [`train_sasrec`] (through the training engine `reg4rec-train`: early stopping, checkpoints,
+//!   exact resume) and [`SasRecModel`] scoring.
 
-pub mod checkpoint;
 pub mod error;
 pub mod popularity;
 pub mod sasrec;
@@ -13,5 +13,5 @@ pub mod trainer;
 
 pub use error::{BaselineError, Result};
 pub use popularity::evaluate_popularity;
-pub use sasrec::{LrSchedule, SasRec, SasRecConfig};
+pub use sasrec::{SasRec, SasRecConfig};
 pub use trainer::{train_sasrec, EpochLog, SasRecModel, SasRecReport};

@@ -13,6 +13,7 @@
 //! the last position and gets the last position embedding, however long the batch is.
 
 use crate::error::{BaselineError, Result};
+use reg4rec_train::Schedule;
 use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -40,14 +41,15 @@ pub struct SasRecConfig {
     pub dropout: f64,
     /// AdamW learning rate (the peak: see `lr_schedule`). Default 3e-3.
     pub lr: f64,
-    /// How the learning rate changes over training. Default `plateau`.
-    pub lr_schedule: LrSchedule,
-    /// With `lr_schedule = "plateau"`: after every `lr_decay_patience` validations without a better NDCG@10 the
-    /// learning rate is multiplied by `lr_decay_factor` (1.0 = constant learning rate). Default 0.5.
-    pub lr_decay_factor: f64,
-    /// With `lr_schedule = "plateau"`: validations without improvement before each learning-rate decay (see
-    /// `lr_decay_factor`). Default 2.
-    pub lr_decay_patience: usize,
+    /// How the learning rate decays over the optimizer steps of `max_epochs` epochs after `warmup_steps`:
+    /// `cosine`, `linear` (both down to `lr * final_lr_ratio` at the last step) or `constant` (the training
+    /// engine's schedule, `reg4rec_train::Schedule`). `max_epochs` is then part of the schedule: a resumed run
+    /// cannot change it. Default `cosine`.
+    pub lr_schedule: Schedule,
+    /// Linear warmup steps from 0 to `lr`. Default 0.
+    pub warmup_steps: u64,
+    /// The learning rate at the last step as a fraction of `lr`. Default 0.0.
+    pub final_lr_ratio: f64,
     /// AdamW decoupled weight decay, applied to matrices and embedding tables (not to biases or LayerNorm).
     /// Default 0.0.
     pub weight_decay: f64,
@@ -90,9 +92,9 @@ impl Default for SasRecConfig {
             d_ff: 256,
             dropout: 0.3,
             lr: 3e-3,
-            lr_schedule: LrSchedule::Plateau,
-            lr_decay_factor: 0.5,
-            lr_decay_patience: 2,
+            lr_schedule: Schedule::Cosine,
+            warmup_steps: 0,
+            final_lr_ratio: 0.0,
             weight_decay: 0.0,
             beta1: 0.9,
             beta2: 0.98,
@@ -115,7 +117,6 @@ impl SasRecConfig {
     /// as a safety net so a run on two cores stays under half an hour end to end.
     pub fn cpu_preset() -> Self {
         SasRecConfig {
-            lr_schedule: LrSchedule::Cosine,
             max_epochs: 60,
             patience: 10,
             time_budget_s: 25 * 60,
@@ -166,7 +167,6 @@ impl SasRecConfig {
             ("eval_batch_size", self.eval_batch_size),
             ("max_epochs", self.max_epochs),
             ("patience", self.patience),
-            ("lr_decay_patience", self.lr_decay_patience),
             ("eval_every", self.eval_every),
         ];
         for (field, v) in positive {
@@ -189,11 +189,8 @@ impl SasRecConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(BaselineError::config("lr", "must be a positive number"));
         }
-        if !(self.lr_decay_factor > 0.0 && self.lr_decay_factor <= 1.0) {
-            return Err(BaselineError::config(
-                "lr_decay_factor",
-                "must be in (0, 1]",
-            ));
+        if !(0.0..=1.0).contains(&self.final_lr_ratio) {
+            return Err(BaselineError::config("final_lr_ratio", "must be in [0, 1]"));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(BaselineError::config("weight_decay", "must be >= 0"));
@@ -204,33 +201,6 @@ impl SasRecConfig {
             }
         }
         Ok(())
-    }
-}
-
-/// Learning-rate schedule of SASRec training.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LrSchedule {
-    /// `lr` until validation NDCG@10 stops improving, then multiplied by `lr_decay_factor` after every
-    /// `lr_decay_patience` validations without a better one.
-    Plateau,
-    /// Half a cosine from `lr` at epoch 1 down to zero after epoch `max_epochs`:
-    /// `lr * (1 + cos(pi * (epoch - 1) / max_epochs)) / 2`. `max_epochs` is then part of the schedule (a resumed
-    /// run cannot change it); early stopping and the time budget still apply.
-    Cosine,
-}
-
-impl LrSchedule {
-    /// The learning rate of 1-based `epoch` under the cosine schedule (`None` for schedules that depend on
-    /// validation results).
-    pub fn planned(self, lr: f64, epoch: usize, max_epochs: usize) -> Option<f64> {
-        match self {
-            LrSchedule::Plateau => None,
-            LrSchedule::Cosine => {
-                let progress = (epoch.saturating_sub(1)) as f64 / max_epochs.max(1) as f64;
-                Some(lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos()))
-            }
-        }
     }
 }
 

@@ -1,32 +1,28 @@
-//! Training and scoring of [`SasRec`]: next-item full-softmax cross-entropy at every position of each user's
-//! training sequence, AdamW, validation NDCG@10 every `eval_every` epochs with early stopping, atomic checkpoints
-//! in a run directory, exact resume, and batched full-ranking evaluation.
+//! Training and scoring of [`SasRecModel`]: next-item full-softmax cross-entropy at every position of each user's
+//! training sequence, trained through the workspace's training engine ([`reg4rec_train::fit`]: AdamW, the
+//! learning-rate schedule, validation NDCG@10 every `eval_every` epochs with early stopping, a time budget,
+//! checkpoints with checksums and exact resume), and batched full-ranking evaluation.
 //!
-//! Run directory layout (everything written atomically; `state.json` is written last and names the weight files,
-//! so a crash at any point leaves a consistent run):
-//! - `model.json`: format version, `n_items` and the resolved config; with `state.json` and the best weights it
-//!   is all [`SasRecModel::load`] needs.
-//! - `last-<epoch>.safetensors`, `last-<epoch>.optim.safetensors`: weights and AdamW moments after the last epoch.
-//! - `best-<epoch>.safetensors`: weights with the best validation NDCG@10 so far.
-//! - `state.json`: epoch, best metric and epoch, patience counter, seed, AdamW step, seconds, per-epoch history.
-//! - `report.json`: the [`SasRecReport`] once training has finished.
+//! The run directory is the engine's ([`reg4rec_train::checkpoint`]) with `config.json` = [`RunFile`] (format
+//! version, `n_items`, the resolved config: with `best.json` and its weights all [`SasRecModel::load`] needs) and
+//! `report.json` = the [`SasRecReport`] once training has finished.
 //!
-//! Determinism: the initial weights come from `seed`; epoch `e` reseeds libtorch (dropout) with `seed + e` and
-//! shuffles with a ChaCha8 generator seeded from `seed` and `e`, so a resumed run repeats exactly what an
-//! uninterrupted one does (same thread count assumed, and no other thread drawing from libtorch's global random
-//! generator meanwhile).
+//! Determinism: the initial weights come from `seed`; the engine shuffles epoch `e` with `seed + e` and reseeds
+//! libtorch (dropout) with `seed + s` before step `s`, so a resumed run repeats exactly what an uninterrupted one
+//! does (same thread count assumed, and no other thread drawing from libtorch's global random generator
+//! meanwhile).
 
-use crate::checkpoint::{self, FORMAT_VERSION};
 use crate::error::{BaselineError, Result};
-use crate::sasrec::{LrSchedule, SasRec, SasRecConfig};
-use indicatif::ProgressBar;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use reg4rec_data::batch::length_bucketed_batches;
+use crate::sasrec::{SasRec, SasRecConfig};
 use reg4rec_data::io::{read_json, write_json_atomic};
 use reg4rec_data::metrics::MetricAccumulator;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{LeaveOneOut, Metrics};
+use reg4rec_train::checkpoint::FORMAT_VERSION;
+use reg4rec_train::{
+    fit, AdamWConfig, Batches, Fit, LearnerConfig, LrSchedule, Objective, RunDir, StepLoss,
+    StopReason, TrainError, Validation, Validator,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -71,38 +67,13 @@ pub struct EpochLog {
     pub seconds: f64,
 }
 
-/// `model.json`: what loading a trained model needs besides the weights.
+/// `config.json` of a SASRec run: what loading the trained model needs besides the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ModelFile {
-    format_version: u32,
-    n_items: usize,
-    config: SasRecConfig,
-}
-
-/// `state.json`: where training stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TrainState {
-    format_version: u32,
-    n_items: usize,
-    config: SasRecConfig,
-    seed: u64,
-    /// Completed epochs.
-    epoch: usize,
-    adam_step: i64,
-    /// Current learning rate (after plateau decays).
-    lr: f64,
-    /// Best validation NDCG@10 so far and its epoch (`None` / 0: not validated yet).
-    best_ndcg10: Option<f64>,
-    best_epoch: usize,
-    /// Validations since the last improvement.
-    bad_evals: usize,
-    train_seconds: f64,
-    last_weights: Option<String>,
-    last_optim: Option<String>,
-    best_weights: Option<String>,
-    history: Vec<EpochLog>,
+pub struct RunFile {
+    pub format_version: u32,
+    pub n_items: usize,
+    pub config: SasRecConfig,
 }
 
 /// A SASRec network with its weights, ready to score users.
@@ -145,6 +116,11 @@ impl SasRecModel {
         &self.net
     }
 
+    /// The variables (what an optimizer updates and a checkpoint holds).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
     /// The weights sorted by name (names follow the module tree: `layers.0.attn.qkv.weight`, ...).
     pub fn named_weights(&self) -> Vec<(String, Tensor)> {
         let mut v: Vec<_> = self.vs.variables().into_iter().collect();
@@ -152,27 +128,49 @@ impl SasRecModel {
         v
     }
 
-    /// Writes the weights to a safetensors file atomically.
-    pub fn save_weights(&self, path: &Path, epoch: usize) -> Result<()> {
-        checkpoint::save(path, &self.named_weights(), epoch)
+    /// Writes the weights to a safetensors file atomically (with their checksum).
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        Ok(reg4rec_train::save_weights(&self.vs, path)?)
     }
 
-    /// Loads weights written by [`Self::save_weights`] (names and shapes checked); returns their epoch.
-    pub fn load_weights(&mut self, path: &Path) -> Result<usize> {
-        checkpoint::load_into(path, &self.named_weights())
+    /// Loads weights written by [`Self::save_weights`] (checksum, names and shapes checked).
+    pub fn load_weights(&mut self, path: &Path) -> Result<()> {
+        Ok(reg4rec_train::load_weights(&self.vs, path)?)
     }
 
     /// The best model of a finished (or interrupted) run directory.
     pub fn load(run_dir: &Path) -> Result<Self> {
-        let mf: ModelFile = read_json(&run_dir.join("model.json"))?;
-        check_version(&run_dir.join("model.json"), mf.format_version)?;
-        let state: TrainState = read_json(&run_dir.join("state.json"))?;
-        let best = state.best_weights.ok_or_else(|| {
-            BaselineError::checkpoint(run_dir.join("state.json"), "no validated checkpoint yet")
-        })?;
-        let mut m = SasRecModel::new(&mf.config, mf.n_items)?;
-        m.load_weights(&run_dir.join(best))?;
+        let run = RunDir::new(run_dir);
+        let rf = read_run_file(&run)?;
+        if !run.best().exists() {
+            return Err(BaselineError::checkpoint(
+                run.best(),
+                "no validated checkpoint yet",
+            ));
+        }
+        let mut m = SasRecModel::new(&rf.config, rf.n_items)?;
+        m.load_weights(&run.best_weights()?)?;
         Ok(m)
+    }
+
+    /// A training batch of sequences: for each (its last `max_len + 1` items) the inputs are `seq[..n-1]` and
+    /// the target at every position is the next item.
+    pub fn training_batch(&self, seqs: &[&[u32]]) -> Result<SasRecBatch> {
+        build_batch(seqs, self.n_items, self.config.max_len, self.net.pad_id())
+    }
+
+    /// The mean full-softmax cross-entropy over a batch's predicted positions, in training mode.
+    pub fn loss(&self, batch: &SasRecBatch) -> Tensor {
+        let h = self.net.forward(&batch.items, true); // [batch, steps, d_model]
+        let d = h.size()[2];
+        let h = h.view([-1, d]).index_select(0, &batch.at); // [positions, d_model]
+        self.net.logits(&h).cross_entropy_loss::<Tensor>(
+            &batch.next,
+            None,
+            Reduction::Mean,
+            -100,
+            0.0,
+        )
     }
 
     /// Scores of every item for each history (oldest first, at most `max_len` used) -> [users, n_items].
@@ -297,14 +295,19 @@ fn pad_left(rows: &[&[u32]], pad: i64) -> Tensor {
     Tensor::from_slice(&flat).view([rows.len() as i64, t as i64])
 }
 
-fn check_version(path: &Path, found: u32) -> Result<()> {
-    if found != FORMAT_VERSION {
+/// A run's `config.json`, refusing another format version.
+fn read_run_file(run: &RunDir) -> Result<RunFile> {
+    let rf: RunFile = read_json(&run.config())?;
+    if rf.format_version != FORMAT_VERSION {
         return Err(BaselineError::checkpoint(
-            path,
-            format!("format_version {found}, expected {FORMAT_VERSION}"),
+            run.config(),
+            format!(
+                "format_version {}, expected {FORMAT_VERSION}",
+                rf.format_version
+            ),
         ));
     }
-    Ok(())
+    Ok(rf)
 }
 
 /// Every item of the split must be a real item; there must be users.
@@ -330,102 +333,177 @@ fn check_split(split: &LeaveOneOut, n_items: usize) -> Result<()> {
     Ok(())
 }
 
-/// AdamW with decoupled weight decay on matrices and tables (not on biases or LayerNorm parameters).
-/// Written out (rather than `tch::nn::AdamW`) so its moments can be checkpointed and a resume is exact.
-struct AdamW {
-    params: Vec<(String, Tensor)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-    decay: Vec<bool>,
-    step: i64,
-    lr: f64,
-    beta1: f64,
-    beta2: f64,
-    weight_decay: f64,
+/// A training batch ([`SasRecModel::training_batch`]): left-padded inputs `[rows, steps]`, the flat indices of
+/// the predicted positions and their next items.
+pub struct SasRecBatch {
+    items: Tensor,
+    at: Tensor,
+    next: Tensor,
 }
 
-impl AdamW {
-    const EPS: f64 = 1e-8;
+/// The training batch of `seqs` (see [`SasRecModel::training_batch`]).
+fn build_batch(seqs: &[&[u32]], n_items: usize, max_len: usize, pad: i64) -> Result<SasRecBatch> {
+    let seqs: Vec<&[u32]> = seqs
+        .iter()
+        .map(|s| reg4rec_data::split::truncate_front(s, max_len + 1))
+        .collect();
+    if let Some(s) = seqs.iter().find(|s| s.len() < 2) {
+        return Err(BaselineError::input(
+            "training batch",
+            format!(
+                "a sequence of {} items has no next item to predict",
+                s.len()
+            ),
+        ));
+    }
+    if let Some(&bad) = seqs
+        .iter()
+        .flat_map(|s| s.iter())
+        .find(|&&i| i as usize >= n_items)
+    {
+        return Err(BaselineError::input(
+            "training batch",
+            format!("item {bad} is outside 0..{n_items}"),
+        ));
+    }
+    let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..s.len() - 1]).collect();
+    let t = inputs.iter().map(|r| r.len()).max().unwrap_or(1);
+    // Flat indices (row * steps + step) of the predicted positions, and their next items.
+    let mut at = Vec::new();
+    let mut next = Vec::new();
+    for (r, seq) in seqs.iter().enumerate() {
+        let offset = t + 1 - seq.len();
+        for (j, &item) in seq.iter().enumerate().skip(1) {
+            at.push((r * t + offset + j - 1) as i64);
+            next.push(item as i64);
+        }
+    }
+    Ok(SasRecBatch {
+        items: pad_left(&inputs, pad),
+        at: Tensor::from_slice(&at),
+        next: Tensor::from_slice(&next),
+    })
+}
 
-    fn new(params: Vec<(String, Tensor)>, cfg: &SasRecConfig) -> Self {
-        let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        let decay = params
-            .iter()
-            .map(|(n, p)| p.dim() >= 2 && !n.contains("ln"))
-            .collect();
-        AdamW {
-            params,
-            m,
-            v,
-            decay,
-            step: 0,
+/// The training sequences (the last `max_len + 1` items of each user's training part with at least two).
+struct SasRecRows<'a> {
+    rows: Vec<&'a [u32]>,
+    n_items: usize,
+    max_len: usize,
+    pad: i64,
+}
+
+impl Batches for SasRecRows<'_> {
+    type Batch = SasRecBatch;
+
+    fn n_rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn row_len(&self, i: usize) -> usize {
+        self.rows[i].len()
+    }
+
+    fn row_targets(&self, i: usize) -> usize {
+        self.rows[i].len() - 1
+    }
+
+    fn build(&self, rows: &[usize]) -> reg4rec_train::Result<(SasRecBatch, usize)> {
+        let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.rows[i]).collect();
+        let targets = seqs.iter().map(|s| s.len() - 1).sum();
+        let batch =
+            build_batch(&seqs, self.n_items, self.max_len, self.pad).map_err(TrainError::task)?;
+        Ok((batch, targets))
+    }
+}
+
+struct CrossEntropy<'a>(&'a SasRecModel);
+
+impl Objective<SasRecBatch> for CrossEntropy<'_> {
+    fn loss(&mut self, batch: SasRecBatch, _step: u64) -> reg4rec_train::Result<StepLoss> {
+        Ok(StepLoss {
+            total: self.0.loss(&batch),
+            parts: Vec::new(),
+        })
+    }
+}
+
+/// Validation NDCG@10 (the criterion) and Recall@10 by full ranking.
+struct ValidNdcg<'a> {
+    model: &'a SasRecModel,
+    split: &'a LeaveOneOut,
+}
+
+impl Validator for ValidNdcg<'_> {
+    fn validate(&mut self) -> reg4rec_train::Result<Validation> {
+        let m = self
+            .model
+            .evaluate(self.split, Stage::Valid)
+            .map_err(TrainError::task)?;
+        let mut record = serde_json::Map::new();
+        record.insert("valid_ndcg@10".into(), serde_json::json!(m.ndcg_10));
+        record.insert("valid_recall@10".into(), serde_json::json!(m.recall_10));
+        Ok(Validation {
+            criterion: -m.ndcg_10,
+            loss: None,
+            metric: Some(m.ndcg_10),
+            record,
+        })
+    }
+}
+
+/// The engine's settings of a SASRec run.
+fn learner_config(cfg: &SasRecConfig) -> LearnerConfig {
+    LearnerConfig {
+        seed: cfg.seed,
+        epochs: cfg.max_epochs,
+        batch_size: cfg.batch_size,
+        lr: LrSchedule {
             lr: cfg.lr,
+            warmup_steps: cfg.warmup_steps,
+            schedule: cfg.lr_schedule,
+            final_lr_ratio: cfg.final_lr_ratio,
+        },
+        adamw: AdamWConfig {
             beta1: cfg.beta1,
             beta2: cfg.beta2,
             weight_decay: cfg.weight_decay,
-        }
-    }
-
-    fn zero_grad(&mut self) {
-        for (_, p) in self.params.iter_mut() {
-            p.zero_grad();
-        }
-    }
-
-    fn step(&mut self) {
-        self.step += 1;
-        let bc1 = 1.0 - self.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - self.beta2.powi(self.step as i32);
-        tch::no_grad(|| {
-            for (i, (_, p)) in self.params.iter_mut().enumerate() {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let _ = self.m[i].lerp_(&g, 1.0 - self.beta1);
-                let _ = self.v[i].g_mul_scalar_(self.beta2);
-                let _ = self.v[i].g_add_(&(g.square() * (1.0 - self.beta2)));
-                if self.decay[i] && self.weight_decay > 0.0 {
-                    let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
-                }
-                let denom = (&self.v[i] / bc2).sqrt() + Self::EPS;
-                let _ = p.g_sub_(&(&self.m[i] / denom * (self.lr / bc1)));
-            }
-        });
-    }
-
-    /// Moments named `m.<param>` / `v.<param>`.
-    fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let m = self
-            .params
-            .iter()
-            .zip(&self.m)
-            .map(|((n, _), t)| (format!("m.{n}"), t.shallow_clone()));
-        let v = self
-            .params
-            .iter()
-            .zip(&self.v)
-            .map(|((n, _), t)| (format!("v.{n}"), t.shallow_clone()));
-        m.chain(v).collect()
+            ..AdamWConfig::default()
+        },
+        grad_clip: 0.0,
+        patience: cfg.patience,
+        validate_every: cfg.eval_every,
+        checkpoint_every: 0,
+        log_every: 20,
+        time_budget_s: cfg.time_budget_s as f64,
+        label: "sasrec".into(),
     }
 }
 
-/// One training sequence: inputs `seq[..n-1]`, targets `seq[1..]` (the last `max_len + 1` items of the user's
-/// training part).
-fn training_rows(split: &LeaveOneOut, max_len: usize) -> Vec<&[u32]> {
-    split
-        .train
+/// The per-epoch history of a run, from its `metrics.jsonl`.
+fn history(run: &RunDir) -> Vec<EpochLog> {
+    reg4rec_data::io::JsonlLog::new(run.metrics())
+        .records()
         .iter()
-        .filter(|s| s.len() >= 2)
-        .map(|s| reg4rec_data::split::truncate_front(s, max_len + 1))
+        .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("epoch"))
+        .map(|r| {
+            let f = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+            EpochLog {
+                epoch: r.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0) as usize + 1,
+                loss: f("train_loss").unwrap_or(f64::NAN),
+                lr: f("lr").unwrap_or(f64::NAN),
+                valid_ndcg10: f("valid_ndcg@10"),
+                valid_recall10: f("valid_recall@10"),
+                seconds: f("train_seconds").unwrap_or(0.0) + f("valid_seconds").unwrap_or(0.0),
+            }
+        })
         .collect()
 }
 
 /// Trains SASRec-CE on `split.train` (validation NDCG@10 for early stopping), restores the best checkpoint and
-/// reports validation and test metrics. `resume`: continue from `run_dir`'s last checkpoint if there is one (the
-/// architecture and optimisation fields must match; `max_epochs`, `patience`, `time_budget_s`, `eval_batch_size`
-/// and `threads` may change); otherwise training starts afresh and overwrites the run directory's state.
+/// reports validation and test metrics. `resume`: continue from `run_dir`'s latest checkpoint if there is one
+/// (the architecture and optimisation fields must match; see `check_resumable` for what may change); otherwise
+/// training starts afresh, removing the run directory's previous run first.
 pub fn train_sasrec(
     split: &LeaveOneOut,
     n_items: usize,
@@ -435,7 +513,12 @@ pub fn train_sasrec(
 ) -> Result<SasRecReport> {
     config.validate()?;
     check_split(split, n_items)?;
-    let rows = training_rows(split, config.max_len);
+    let rows: Vec<&[u32]> = split
+        .train
+        .iter()
+        .filter(|s| s.len() >= 2)
+        .map(|s| reg4rec_data::split::truncate_front(s, config.max_len + 1))
+        .collect();
     if rows.is_empty() {
         return Err(BaselineError::input(
             "split",
@@ -445,217 +528,116 @@ pub fn train_sasrec(
     if config.threads > 0 {
         tch::set_num_threads(config.threads as i32);
     }
-    let mut trainer = Trainer::new(SasRecModel::new(config, n_items)?);
-    let state_path = run_dir.join("state.json");
-    let mut state = if resume && state_path.exists() {
-        let mut st: TrainState = read_json(&state_path)?;
-        check_version(&state_path, st.format_version)?;
-        check_resumable(&st, config, n_items, &state_path)?;
-        if let (Some(w), Some(o)) = (&st.last_weights, &st.last_optim) {
-            let e1 = trainer.model.load_weights(&run_dir.join(w))?;
-            let e2 = checkpoint::load_into(&run_dir.join(o), &trainer.opt.state_tensors())?;
-            if e1 != st.epoch || e2 != st.epoch {
-                return Err(BaselineError::checkpoint(
-                    &state_path,
-                    format!("state is at epoch {}, weight files at {e1}/{e2}", st.epoch),
-                ));
-            }
-            trainer.opt.step = st.adam_step;
-            trainer.opt.lr = st.lr;
-        }
-        st.config = config.clone();
-        st
+    let run = RunDir::new(run_dir);
+    let resuming = resume && run.latest().exists();
+    if resuming {
+        let rf = read_run_file(&run)?;
+        check_resumable(&rf, config, n_items, &run.config())?;
     } else {
-        remove_previous_run(run_dir)?;
-        write_json_atomic(
-            &run_dir.join("model.json"),
-            &ModelFile {
-                format_version: FORMAT_VERSION,
-                n_items,
-                config: config.clone(),
-            },
-        )?;
-        TrainState {
+        remove_previous_run(&run)?;
+    }
+    write_json_atomic(
+        &run.config(),
+        &RunFile {
             format_version: FORMAT_VERSION,
             n_items,
             config: config.clone(),
-            seed: config.seed,
-            epoch: 0,
-            adam_step: 0,
-            lr: config.lr,
-            best_ndcg10: None,
-            best_epoch: 0,
-            bad_evals: 0,
-            train_seconds: 0.0,
-            last_weights: None,
-            last_optim: None,
-            best_weights: None,
-            history: Vec::new(),
-        }
-    };
-
-    let bar = reg4rec_data::progress::bar(config.max_epochs as u64, "sasrec");
-    bar.set_position(state.epoch as u64);
-    let stop_reason = loop {
-        if let Some(reason) = stop_reason(&state, config) {
-            break reason;
-        }
-        let started = Instant::now();
-        let epoch = state.epoch + 1;
-        tch::manual_seed(config.seed.wrapping_add(epoch as u64) as i64);
-        if let Some(lr) = config
-            .lr_schedule
-            .planned(config.lr, epoch, config.max_epochs)
-        {
-            trainer.opt.lr = lr;
-        }
-        let loss = train_epoch(&mut trainer, &rows, config, epoch, &bar)?;
-        let budget_spent = config.time_budget_s > 0
-            && state.train_seconds + started.elapsed().as_secs_f64() >= config.time_budget_s as f64;
-        let validate =
-            epoch.is_multiple_of(config.eval_every) || epoch == config.max_epochs || budget_spent;
-        let mut log = EpochLog {
-            epoch,
-            loss,
-            lr: trainer.opt.lr,
-            valid_ndcg10: None,
-            valid_recall10: None,
-            seconds: 0.0,
+        },
+    )?;
+    let mut model = SasRecModel::new(config, n_items)?;
+    let cfg = learner_config(config);
+    let report = {
+        let source = SasRecRows {
+            rows,
+            n_items,
+            max_len: config.max_len,
+            pad: model.net.pad_id(),
         };
-        let mut new_best = None;
-        if validate {
-            let m = trainer.model.evaluate(split, Stage::Valid)?;
-            log.valid_ndcg10 = Some(m.ndcg_10);
-            log.valid_recall10 = Some(m.recall_10);
-            if state.best_ndcg10.is_none_or(|b| m.ndcg_10 > b) {
-                state.best_ndcg10 = Some(m.ndcg_10);
-                state.best_epoch = epoch;
-                state.bad_evals = 0;
-                let name = format!("best-{epoch}.safetensors");
-                trainer.model.save_weights(&run_dir.join(&name), epoch)?;
-                new_best = Some(name);
-            } else {
-                state.bad_evals += 1;
-                if config.lr_schedule == LrSchedule::Plateau
-                    && state.bad_evals.is_multiple_of(config.lr_decay_patience)
-                {
-                    trainer.opt.lr *= config.lr_decay_factor;
-                }
-            }
-        }
-        let w = format!("last-{epoch}.safetensors");
-        let o = format!("last-{epoch}.optim.safetensors");
-        trainer.model.save_weights(&run_dir.join(&w), epoch)?;
-        checkpoint::save(&run_dir.join(&o), &trainer.opt.state_tensors(), epoch)?;
-        log.seconds = started.elapsed().as_secs_f64();
-        let old = [
-            state.last_weights.replace(w),
-            state.last_optim.replace(o),
-            match new_best {
-                Some(b) => state.best_weights.replace(b),
-                None => None,
-            },
-        ];
-        state.epoch = epoch;
-        state.adam_step = trainer.opt.step;
-        state.lr = trainer.opt.lr;
-        state.train_seconds += log.seconds;
-        state.history.push(log.clone());
-        write_json_atomic(&state_path, &state)?;
-        for f in old.into_iter().flatten() {
-            let _ = std::fs::remove_file(run_dir.join(f));
-        }
-        let line = format!(
-            "epoch {epoch} lr {:.2e} loss {loss:.4}{} ({:.1}s)",
-            log.lr,
-            log.valid_ndcg10
-                .map(|n| format!(
-                    " valid ndcg@10 {n:.4} (best {:.4} @ {})",
-                    state.best_ndcg10.unwrap_or(n),
-                    state.best_epoch
-                ))
-                .unwrap_or_default(),
-            log.seconds
-        );
-        if bar.is_hidden() {
-            eprintln!("sasrec: {line}");
-        }
-        bar.set_message(format!("sasrec {line}"));
-        bar.inc(1);
+        let mut validator = ValidNdcg {
+            model: &model,
+            split,
+        };
+        let f = Fit {
+            cfg: &cfg,
+            run: run.clone(),
+            vs: &model.vs,
+            resume: resuming,
+            stop_after_steps: None,
+            data_parallel: None,
+        };
+        fit(f, &source, &mut CrossEntropy(&model), &mut validator)?
     };
-    bar.finish_and_clear();
-
-    let best = state.best_weights.clone().ok_or_else(|| {
-        BaselineError::checkpoint(&state_path, "training ended without a validated checkpoint")
+    let best = report.best.as_ref().ok_or_else(|| {
+        BaselineError::checkpoint(run.best(), "training ended without a validated checkpoint")
     })?;
-    let mut model = trainer.into_model();
-    model.load_weights(&run_dir.join(best))?;
+    model.load_weights(&run_dir.join(&best.weights))?;
     let started = Instant::now();
     let valid = model.evaluate(split, Stage::Valid)?;
     let test = model.evaluate(split, Stage::Test)?;
     let report = SasRecReport {
         valid,
         test,
-        train_seconds: state.train_seconds,
+        train_seconds: report.total_seconds,
         eval_seconds: started.elapsed().as_secs_f64(),
-        epochs: state.epoch,
-        best_epoch: state.best_epoch,
-        stop_reason,
+        epochs: report.epochs,
+        best_epoch: best.epoch + 1,
+        stop_reason: match report.stop {
+            StopReason::MaxEpochs | StopReason::StepLimit => "max_epochs",
+            StopReason::EarlyStopping => "early_stopping",
+            StopReason::TimeBudget => "time_budget",
+        }
+        .into(),
         config: config.clone(),
-        history: state.history.clone(),
+        history: history(&run),
     };
     write_json_atomic(&run_dir.join("report.json"), &report)?;
     Ok(report)
 }
 
-/// A fresh start in a used run directory: its state, report and checkpoints go first, so that an interrupted new
-/// run can never be resumed from the old one's files.
-fn remove_previous_run(run_dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(run_dir) else {
-        return Ok(()); // not created yet
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name == "state.json"
-            || name == "report.json"
-            || ((name.starts_with("last-") || name.starts_with("best-"))
-                && name.ends_with(".safetensors"));
-        if ours {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| reg4rec_data::DataError::io(entry.path(), e))?;
+/// A fresh start in a used run directory: the previous run's pointer files go first (so an interrupted clean-up
+/// can never be resumed from the old files), then its checkpoints, best weights, metrics and report.
+fn remove_previous_run(run: &RunDir) -> Result<()> {
+    let remove = |p: PathBuf| -> Result<()> {
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        match r {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(reg4rec_data::DataError::io(&p, e).into())
+            }
+            _ => Ok(()),
         }
+    };
+    for p in [
+        run.latest(),
+        run.best(),
+        run.root.join("report.json"),
+        run.metrics(),
+        run.root.join("checkpoints"),
+        run.root.join("best"),
+    ] {
+        remove(p)?;
     }
     Ok(())
 }
 
-/// Why training should stop now, if it should.
-fn stop_reason(state: &TrainState, cfg: &SasRecConfig) -> Option<String> {
-    if state.epoch >= cfg.max_epochs {
-        Some("max_epochs".into())
-    } else if state.bad_evals >= cfg.patience {
-        Some("early_stopping".into())
-    } else if cfg.time_budget_s > 0 && state.train_seconds >= cfg.time_budget_s as f64 {
-        Some("time_budget".into())
-    } else {
-        None
-    }
-}
-
-/// A run can be resumed with another budget (`max_epochs` (not under the cosine schedule), `patience`,
-/// `time_budget_s`, `eval_batch_size`, `threads`), never with another model, optimiser, data, seed or evaluation
-/// protocol.
-fn check_resumable(st: &TrainState, cfg: &SasRecConfig, n_items: usize, path: &Path) -> Result<()> {
-    if st.n_items != n_items {
+/// A run can be resumed with another budget (`patience`, `time_budget_s`, `eval_batch_size`, `threads`, and
+/// `max_epochs` under a constant learning rate), never with another model, optimiser, schedule, data, seed or
+/// evaluation protocol.
+fn check_resumable(rf: &RunFile, cfg: &SasRecConfig, n_items: usize, path: &Path) -> Result<()> {
+    if rf.n_items != n_items {
         return Err(BaselineError::checkpoint(
             path,
-            format!("run has {} items, the data has {n_items}", st.n_items),
+            format!("run has {} items, the data has {n_items}", rf.n_items),
         ));
     }
-    let old = serde_json::to_value(&st.config).unwrap_or_default();
+    let old = serde_json::to_value(&rf.config).unwrap_or_default();
     let new = serde_json::to_value(cfg).unwrap_or_default();
     let mut budget = vec!["patience", "time_budget_s", "eval_batch_size", "threads"];
-    // Under the cosine schedule `max_epochs` sets the learning rate of every epoch, so it cannot change.
-    if cfg.lr_schedule == LrSchedule::Plateau {
+    // Only a constant learning rate leaves every step's rate independent of the number of epochs.
+    if cfg.lr_schedule == reg4rec_train::Schedule::Constant {
         budget.push("max_epochs");
     }
     if let (Some(old), Some(new)) = (old.as_object(), new.as_object()) {
@@ -676,121 +658,4 @@ fn check_resumable(st: &TrainState, cfg: &SasRecConfig, n_items: usize, path: &P
         }
     }
     Ok(())
-}
-
-/// One pass over the training sequences (in the epoch's batch order); returns the mean cross-entropy per predicted
-/// position.
-fn train_epoch(
-    trainer: &mut Trainer,
-    rows: &[&[u32]],
-    cfg: &SasRecConfig,
-    epoch: usize,
-    bar: &ProgressBar,
-) -> Result<f64> {
-    let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
-    let mut rng =
-        ChaCha8Rng::seed_from_u64(cfg.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let batches = length_bucketed_batches(&lengths, cfg.batch_size, &mut rng)?;
-    let (mut loss_sum, mut positions) = (0.0f64, 0usize);
-    for (b, batch) in batches.iter().enumerate() {
-        let seqs: Vec<&[u32]> = batch.iter().map(|&i| rows[i]).collect();
-        let (l, n) = trainer.step(&seqs)?;
-        if !l.is_finite() {
-            return Err(BaselineError::input(
-                "training",
-                format!("loss became {l} at epoch {epoch}, batch {b}; lower lr"),
-            ));
-        }
-        loss_sum += l * n as f64;
-        positions += n;
-        if b.is_multiple_of(20) {
-            bar.set_message(format!(
-                "sasrec epoch {epoch} batch {b}/{} loss {:.4}",
-                batches.len(),
-                loss_sum / positions.max(1) as f64
-            ));
-        }
-    }
-    Ok(loss_sum / positions.max(1) as f64)
-}
-
-/// A model with its AdamW state: one optimisation step per batch of training sequences.
-pub struct Trainer {
-    model: SasRecModel,
-    opt: AdamW,
-}
-
-impl Trainer {
-    /// Wraps a model with a fresh AdamW (learning rate, betas and weight decay from the model's config).
-    pub fn new(model: SasRecModel) -> Self {
-        let opt = AdamW::new(model.named_weights(), &model.config);
-        Trainer { model, opt }
-    }
-
-    pub fn model(&self) -> &SasRecModel {
-        &self.model
-    }
-
-    pub fn into_model(self) -> SasRecModel {
-        self.model
-    }
-
-    /// One AdamW step on a batch of training sequences: for each sequence (its last `max_len + 1` items) the
-    /// inputs are `seq[..n-1]` and the target at every position is the next item, full-softmax cross-entropy
-    /// averaged over all predicted positions. Returns that mean loss and the number of positions.
-    pub fn step(&mut self, seqs: &[&[u32]]) -> Result<(f64, usize)> {
-        let net = &self.model.net;
-        let n_items = self.model.n_items;
-        let seqs: Vec<&[u32]> = seqs
-            .iter()
-            .map(|s| reg4rec_data::split::truncate_front(s, self.model.config.max_len + 1))
-            .collect();
-        if let Some(s) = seqs.iter().find(|s| s.len() < 2) {
-            return Err(BaselineError::input(
-                "training batch",
-                format!(
-                    "a sequence of {} items has no next item to predict",
-                    s.len()
-                ),
-            ));
-        }
-        if let Some(&bad) = seqs
-            .iter()
-            .flat_map(|s| s.iter())
-            .find(|&&i| i as usize >= n_items)
-        {
-            return Err(BaselineError::input(
-                "training batch",
-                format!("item {bad} is outside 0..{n_items}"),
-            ));
-        }
-        let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..s.len() - 1]).collect();
-        let t = inputs.iter().map(|r| r.len()).max().unwrap_or(1);
-        // Flat indices (row * steps + step) of the predicted positions, and their next items.
-        let mut at = Vec::new();
-        let mut next = Vec::new();
-        for (r, seq) in seqs.iter().enumerate() {
-            let offset = t + 1 - seq.len();
-            for (j, &item) in seq.iter().enumerate().skip(1) {
-                at.push((r * t + offset + j - 1) as i64);
-                next.push(item as i64);
-            }
-        }
-        let x = pad_left(&inputs, net.pad_id()); // [batch, steps]
-        let h = net.forward(&x, true); // [batch, steps, d_model]
-        let d = h.size()[2];
-        let h = h.view([-1, d]).index_select(0, &Tensor::from_slice(&at)); // [positions, d_model]
-        let logits = net.logits(&h); // [positions, n_items]
-        let loss = logits.cross_entropy_loss::<Tensor>(
-            &Tensor::from_slice(&next),
-            None,
-            Reduction::Mean,
-            -100,
-            0.0,
-        );
-        self.opt.zero_grad();
-        loss.backward();
-        self.opt.step();
-        Ok((loss.double_value(&[]), next.len()))
-    }
 }

@@ -8,7 +8,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use reg4rec_dist::{Backend, DistConfig, ProcessGroup};
-use reg4rec_model::dist::DataParallel;
+use reg4rec_train::DataParallel;
 use std::process::{Child, Command};
 use std::time::Duration;
 

@@ -10,11 +10,11 @@ use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use reg4rec_infer::{evaluate, BeamSearch, EvalReport, InferConfig, ModelScorer};
 use reg4rec_model::config::Mode;
-use reg4rec_model::dist::DataParallel;
 use reg4rec_model::{PretrainOptions, PretrainReport, Reg4RecModel};
 use reg4rec_recommender::model_dir;
 use reg4rec_tokenizer::{Codes, FeatureMatrix, ItemIndex, ItemTokenizer, TokenizerConfig};
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
+use reg4rec_train::DataParallel;
 use std::path::Path;
 
 /// Item features: the user's own matrix when given, else built from the training interactions.
@@ -136,7 +136,7 @@ pub fn pretrain(
         data_parallel: dp,
         ..Default::default()
     };
-    let report = reg4rec_model::pretrain_with(
+    let report = reg4rec_model::pretrain(
         ds,
         split,
         &codes,

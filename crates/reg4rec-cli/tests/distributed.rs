@@ -90,9 +90,13 @@ fn final_weights(run: &Path) -> Vec<(String, tch::Tensor)> {
     let latest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("latest.json")).unwrap()).unwrap();
     let dir = run.join(latest["checkpoint"].as_str().unwrap());
-    let mut w = reg4rec_model::checkpoint::load_tensors(&dir.join("model.safetensors")).unwrap();
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
+    // In name order.
+    reg4rec_data::tensors::read(&dir.join("model.safetensors"))
+        .unwrap()
+        .into_tensors()
+        .iter()
+        .map(|t| (t.name.clone(), reg4rec_data::tensors::to_tch(t)))
+        .collect()
 }
 
 fn max_abs_diff(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]) -> f64 {

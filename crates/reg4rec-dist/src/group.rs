@@ -136,7 +136,7 @@ impl ProcessGroup {
         }
     }
 
-    /// Sets the bucket size (MB) the `reg4rec_model::dist::Collective` implementation uses.
+    /// Sets the bucket size (MB) the `reg4rec_train::Collective` implementation uses.
     pub fn with_bucket_mb(mut self, bucket_mb: f64) -> Result<Self> {
         if !(bucket_mb.is_finite() && bucket_mb > 0.0) {
             return Err(DistError::config(
@@ -316,7 +316,7 @@ fn buckets(tensors: &[Tensor], limit: usize) -> Result<Vec<std::ops::Range<usize
     Ok(out)
 }
 
-impl reg4rec_model::dist::Collective for ProcessGroup {
+impl reg4rec_train::Collective for ProcessGroup {
     fn rank(&self) -> usize {
         self.rank
     }

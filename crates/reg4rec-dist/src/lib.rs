@@ -5,7 +5,7 @@
 //! a bucketed all-reduce over many tensors (gradients), broadcast and barrier; every call has a timeout so a
 //! dead peer gives a [`DistError`], never a hang, and a C++ exception becomes an error message, never an
 //! abort. [`DistConfig::from_env`] reads torchrun's variables (`RANK`, `WORLD_SIZE`, `MASTER_ADDR`,
-//! `MASTER_PORT`, `LOCAL_RANK`); [`ProcessGroup`] implements `reg4rec_model::dist::Collective`, through
+//! `MASTER_PORT`, `LOCAL_RANK`); [`ProcessGroup`] implements `reg4rec_train::Collective`, through
 //! which pre-training and alignment synchronise their replicas.
 
 mod config;

@@ -5,9 +5,9 @@
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_dist::{Backend, DistConfig, ProcessGroup};
-use reg4rec_model::dist::DataParallel;
-use reg4rec_model::{load_model, pretrain_with, ModelConfig, PretrainOptions, TrainConfig, Which};
+use reg4rec_model::{load_model, pretrain, ModelConfig, PretrainOptions, TrainConfig, Which};
 use reg4rec_tokenizer::Codes;
+use reg4rec_train::DataParallel;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,7 +63,7 @@ fn rank_main(dir: &Path) {
             data_parallel: Some(dp),
             ..Default::default()
         };
-        pretrain_with(&ds, &split, &codes, &m, &t, &dir.join(out), resume, opts).unwrap()
+        pretrain(&ds, &split, &codes, &m, &t, &dir.join(out), resume, opts).unwrap()
     };
     let full = run("full", false, None);
     // Global batch: 1 user per rank.

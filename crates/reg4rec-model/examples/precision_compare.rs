@@ -13,8 +13,8 @@ use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::LoadOptions;
 use reg4rec_model::train::validation_loss;
 use reg4rec_model::{
-    load_model, pretrain_with, LadqConfig, ModelConfig, PrecisionMode, PretrainOptions,
-    SeqBatchBuilder, TrainConfig, Which,
+    load_model, pretrain, LadqConfig, ModelConfig, PrecisionMode, PretrainOptions, SeqBatchBuilder,
+    TrainConfig, Which,
 };
 use std::error::Error;
 use std::path::PathBuf;
@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             stop_after_steps: Some(steps),
             ..Default::default()
         };
-        let report = pretrain_with(
+        let report = pretrain(
             &ds, &split, codes, &model_cfg, &train_cfg, &dir, false, opts,
         )?;
         let (model, _) = load_model(&dir, Which::Latest, codes, tch::Device::Cpu)?;

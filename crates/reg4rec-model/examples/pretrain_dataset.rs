@@ -67,6 +67,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         &train_cfg,
         &out.join("model"),
         false,
+        Default::default(),
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -131,13 +131,7 @@ pub enum StepTarget {
     Chosen,
 }
 
-/// Learning-rate decay after warmup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    Cosine,
-    Linear,
-}
+pub use reg4rec_train::Schedule;
 
 /// Pre-training hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +248,26 @@ impl TrainConfig {
             log_every: 1,
             valid_batch_size: 64,
             ..Self::default()
+        }
+    }
+
+    /// The engine's AdamW constants of this config.
+    pub fn adamw(&self) -> reg4rec_train::AdamWConfig {
+        reg4rec_train::AdamWConfig {
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// The engine's learning-rate schedule of this config.
+    pub fn lr_schedule(&self) -> reg4rec_train::LrSchedule {
+        reg4rec_train::LrSchedule {
+            lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            schedule: self.schedule,
+            final_lr_ratio: self.final_lr_ratio,
         }
     }
 

@@ -25,8 +25,8 @@ pub enum ModelError {
     Precision(#[from] reg4rec_precision::PrecisionError),
     #[error("validation metric callback: {0}")]
     Callback(String),
-    #[error("data-parallel: {0}")]
-    Dist(String),
+    #[error(transparent)]
+    Train(#[from] reg4rec_train::TrainError),
 }
 
 impl ModelError {

@@ -7,18 +7,16 @@
 //! - [`model`]: [`Reg4RecModel`] with `encode` / `decode` / `item_logits` (pre-norm transformer, one file).
 //! - [`mask`]: the used-codebook / EOS decoding mask shared with inference.
 //! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant) over every target of a batch.
-//! - [`train`]: the trainer ([`pretrain`]) with AdamW ([`optim`]), validation, early stopping and exact resume
-//!   from checkpoints ([`checkpoint`]), data-parallel over processes through a [`dist::Collective`].
+//! - [`train`]: pre-training ([`pretrain`]) through the training engine (`reg4rec-train`: the loop, AdamW,
+//!   checkpoints, exact resume, data parallelism); [`checkpoint`]: the run's `config.json` and [`load_model`].
 
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod crss;
-pub mod dist;
 pub mod error;
 pub mod mask;
 pub mod model;
-pub mod optim;
 pub mod train;
 pub mod vocab;
 
@@ -29,7 +27,7 @@ pub use crss::Objective;
 pub use error::{ModelError, Result};
 pub use model::{Decoded, Encoded, Reg4RecModel};
 pub use reg4rec_precision::{LadqConfig, PrecisionMode};
-pub use train::{precision_controller, pretrain, pretrain_with, PretrainOptions, PretrainReport};
+pub use train::{precision_controller, pretrain, PretrainOptions, PretrainReport};
 pub use vocab::Vocab;
 
 /// libtorch's random generator is process-global: code that seeds it and needs reproducible draws (tests

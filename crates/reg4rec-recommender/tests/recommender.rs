@@ -86,6 +86,7 @@ fn fixture() -> Fixture {
         &TrainConfig::smoke_preset(),
         &model,
         false,
+        Default::default(),
     )
     .unwrap();
     let source = DataSource::new("toy", Some(&csv), None, &ds).unwrap();

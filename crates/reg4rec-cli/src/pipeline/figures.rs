@@ -129,11 +129,11 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
             ),
         ],
     )?;
-    let sasrec_state = Path::new(stage::SASREC).join("state.json");
-    if let Ok(state) = std::fs::read(stages.join(&sasrec_state)) {
-        let state: Value =
-            serde_json::from_slice(&state).with_context(|| sasrec_state.display().to_string())?;
-        let history = state["history"].as_array().cloned().unwrap_or_default();
+    let sasrec_report = Path::new(stage::SASREC).join("report.json");
+    if let Ok(report) = std::fs::read(stages.join(&sasrec_report)) {
+        let report: Value =
+            serde_json::from_slice(&report).with_context(|| sasrec_report.display().to_string())?;
+        let history = report["history"].as_array().cloned().unwrap_or_default();
         valid.push(curve(
             "sasrec-ce",
             &history,

@@ -1,9 +1,9 @@
 //! Data parallelism seen from the trainers: a [`Collective`] (implemented by `reg4rec-dist` over c10d, so
-//! this crate does not depend on it) and the synchronisation steps built on it: averaging gradients weighted
+//! the engine does not depend on it) and the synchronisation steps built on it: averaging gradients weighted
 //! by each rank's examples, broadcasting rank 0's parameters, optimizer moments and training state, summing
 //! metrics, and checking that the replicas are bit-identical.
 
-use crate::error::{ModelError, Result};
+use crate::error::{Result, TrainError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
@@ -50,8 +50,8 @@ impl<'a> DataParallel<'a> {
         self.group.rank() == 0
     }
 
-    fn err(&self, what: &str, e: String) -> ModelError {
-        ModelError::Dist(format!(
+    fn err(&self, what: &str, e: String) -> TrainError {
+        TrainError::Dist(format!(
             "{what} (rank {} of {}): {e}",
             self.rank(),
             self.world_size()
@@ -75,7 +75,7 @@ impl<'a> DataParallel<'a> {
     pub fn broadcast_json<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<T> {
         let bytes = if self.is_main() {
             serde_json::to_vec(value)
-                .map_err(|e| ModelError::Input(format!("serialising the training state: {e}")))?
+                .map_err(|e| TrainError::Input(format!("serialising the training state: {e}")))?
         } else {
             Vec::new()
         };
@@ -95,7 +95,7 @@ impl<'a> DataParallel<'a> {
             .map_err(|e| self.err("broadcasting the state", e))?;
         let got = Vec::<u8>::try_from(buf.to_device(Device::Cpu))?;
         serde_json::from_slice(&got)
-            .map_err(|e| ModelError::Input(format!("training state from rank 0: {e}")))
+            .map_err(|e| TrainError::Input(format!("training state from rank 0: {e}")))
     }
 
     /// Copies rank 0's tensors (parameters, optimizer moments) to every rank, in place.

@@ -2,10 +2,73 @@
 //! exactly (tch's `nn::Optimizer` cannot export them), global-norm gradient clipping, and the learning-rate
 //! schedule (linear warmup, then cosine or linear decay).
 
-use crate::config::{Schedule, TrainConfig};
-use crate::error::{ModelError, Result};
+use crate::error::{Result, TrainError};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tch::{nn, Tensor};
+
+/// AdamW's constants (the learning rate comes with each step from an [`LrSchedule`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Decoupled weight decay, applied to tensors of rank >= 2 only.
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// beta1 0.9, beta2 0.98, eps 1e-8, no weight decay.
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Learning-rate decay after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Half a cosine from `lr` to `lr * final_lr_ratio` at the last step.
+    Cosine,
+    /// A straight line from `lr` to `lr * final_lr_ratio` at the last step.
+    Linear,
+    /// `lr` throughout (after warmup).
+    Constant,
+}
+
+/// The learning rate of every optimizer step: linear warmup over `warmup_steps` to `lr`, then `schedule`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrSchedule {
+    pub lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    pub final_lr_ratio: f64,
+}
+
+impl LrSchedule {
+    /// The learning rate at optimizer step `step` (0-based) of `total_steps`.
+    pub fn at(&self, step: u64, total_steps: u64) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).clamp(0.0, 1.0);
+        let f = self.final_lr_ratio;
+        let scale = match self.schedule {
+            Schedule::Cosine => {
+                f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+            Schedule::Linear => 1.0 - (1.0 - f) * progress,
+            Schedule::Constant => 1.0,
+        };
+        self.lr * scale
+    }
+}
 
 /// Decoupled-weight-decay Adam (Loshchilov & Hutter). Weight decay applies to tensors of rank >= 2 (linear
 /// weights and embedding tables), not to biases or norm parameters.
@@ -25,7 +88,7 @@ pub struct AdamW {
 
 impl AdamW {
     /// Zero moments for every trainable variable of `vs`, in name order.
-    pub fn new(vs: &nn::VarStore, cfg: &TrainConfig) -> Self {
+    pub fn new(vs: &nn::VarStore, cfg: AdamWConfig) -> Self {
         let mut vars: Vec<(String, Tensor)> = vs
             .variables()
             .into_iter()
@@ -141,20 +204,23 @@ impl AdamW {
         {
             for (key, dst) in [(format!("m.{n}"), m), (format!("v.{n}"), v)] {
                 let src = map.remove(&key).ok_or_else(|| {
-                    ModelError::checkpoint(source, format!("missing optimizer tensor `{key}`"))
+                    TrainError::checkpoint(source, format!("missing optimizer tensor `{key}`"))
                 })?;
                 if src.size() != dst.size() {
-                    return Err(ModelError::Shape {
-                        what: format!("{}: `{key}`", source.display()),
-                        expected: dst.size(),
-                        found: src.size(),
-                    });
+                    return Err(TrainError::checkpoint(
+                        source,
+                        format!(
+                            "optimizer tensor `{key}` has shape {:?}, expected {:?}",
+                            src.size(),
+                            dst.size()
+                        ),
+                    ));
                 }
                 tch::no_grad(|| dst.copy_(&src));
             }
         }
         if let Some(extra) = map.keys().next() {
-            return Err(ModelError::checkpoint(
+            return Err(TrainError::checkpoint(
                 source,
                 format!("unexpected optimizer tensor `{extra}`"),
             ));
@@ -164,53 +230,42 @@ impl AdamW {
     }
 }
 
-/// Learning rate at optimizer step `step` (0-based) of `total_steps`: linear warmup over `warmup_steps` to
-/// `lr`, then cosine or linear decay to `lr * final_lr_ratio` at the last step.
-pub fn learning_rate(cfg: &TrainConfig, step: u64, total_steps: u64) -> f64 {
-    if step < cfg.warmup_steps {
-        return cfg.lr * (step + 1) as f64 / cfg.warmup_steps as f64;
-    }
-    let span = total_steps.saturating_sub(cfg.warmup_steps).max(1) as f64;
-    let progress = ((step - cfg.warmup_steps) as f64 / span).clamp(0.0, 1.0);
-    let f = cfg.final_lr_ratio;
-    let scale = match cfg.schedule {
-        Schedule::Cosine => f + (1.0 - f) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-        Schedule::Linear => 1.0 - (1.0 - f) * progress,
-    };
-    cfg.lr * scale
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_final_ratio() {
-        let cfg = TrainConfig {
+        let cfg = LrSchedule {
             lr: 1.0,
             warmup_steps: 10,
+            schedule: Schedule::Cosine,
             final_lr_ratio: 0.1,
-            ..Default::default()
         };
-        assert!((learning_rate(&cfg, 0, 100) - 0.1).abs() < 1e-12);
-        assert!((learning_rate(&cfg, 9, 100) - 1.0).abs() < 1e-12);
-        assert!((learning_rate(&cfg, 100, 100) - 0.1).abs() < 1e-12);
-        let lin = TrainConfig {
+        assert!((cfg.at(0, 100) - 0.1).abs() < 1e-12);
+        assert!((cfg.at(9, 100) - 1.0).abs() < 1e-12);
+        assert!((cfg.at(100, 100) - 0.1).abs() < 1e-12);
+        let lin = LrSchedule {
             schedule: Schedule::Linear,
             ..cfg
         };
-        assert!((learning_rate(&lin, 55, 100) - 0.55).abs() < 1e-12);
+        assert!((lin.at(55, 100) - 0.55).abs() < 1e-12);
+        let constant = LrSchedule {
+            schedule: Schedule::Constant,
+            ..cfg
+        };
+        assert_eq!(constant.at(55, 100), 1.0);
     }
 
     #[test]
     fn adamw_matches_the_closed_form_first_step() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let w = vs.root().var("w", &[2, 2], nn::Init::Const(1.0));
-        let cfg = TrainConfig {
+        let cfg = AdamWConfig {
             weight_decay: 0.1,
             ..Default::default()
         };
-        let mut opt = AdamW::new(&vs, &cfg);
+        let mut opt = AdamW::new(&vs, cfg);
         (&w * Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5]).view([2, 2]))
             .sum(tch::Kind::Float)
             .backward();

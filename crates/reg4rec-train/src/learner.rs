@@ -1,0 +1,492 @@
+//! The training loop every trainer runs ([`fit`]): epochs of seeded, length-bucketed batches built on a
+//! background thread, the learning-rate schedule, AdamW with global-norm clipping, step records in
+//! `metrics.jsonl`, a progress bar, validation every `validate_every` epochs, the best weights kept, early
+//! stopping, a time budget, checkpoints ([`crate::checkpoint`]) and exact resume, and data-parallel steps.
+//!
+//! A model plugs in three things: a [`Batches`] source (what a row is and how rows become a batch), an
+//! [`Objective`] (the loss of a batch) and a [`Validator`] (a criterion on held-out data, lower is better).
+//!
+//! Determinism: epoch `e`'s batches come from a ChaCha8 generator seeded by `seed + e` (rows shuffled, sorted by
+//! length within windows of batches so little of a batch is padding, batches shuffled:
+//! [`reg4rec_data::batch::length_bucketed_batches`]); every optimizer step `s` first calls
+//! `tch::manual_seed(seed + s)`, so dropout never depends on what ran before. A run killed at any point and
+//! resumed from its latest checkpoint reaches the weights an uninterrupted run reaches (libtorch's generator is
+//! process-global: no other seeded libtorch work may run concurrently in the process).
+//!
+//! Data-parallel (world size W): `batch_size` is per rank. Global batch `b` is the `W * batch_size` rows a single
+//! process with that batch size would take, and rank `r` takes every W-th of them from the `r`-th; gradients
+//! are averaged over the global batch (weighted by each rank's targets) before clipping and the update, so W
+//! ranks with batch B follow a single process with batch W * B up to float rounding. Rank 0's parameters,
+//! moments and state are broadcast at the start; only rank 0 reads and writes the run directory; the
+//! validator must return the same criterion on every rank.
+
+use crate::checkpoint::{Best, RunDir, TrainState};
+use crate::dist::DataParallel;
+use crate::error::{Result, TrainError};
+use crate::optim::{AdamW, AdamWConfig, LrSchedule};
+use rand::SeedableRng;
+use reg4rec_data::batch::length_bucketed_batches;
+use reg4rec_data::io::{write_atomic, JsonlLog};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+use tch::{nn, Tensor};
+
+/// The loop's settings (each trainer fills them from its own config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LearnerConfig {
+    /// Seeds shuffling (`seed + epoch`) and dropout (`seed + step`).
+    pub seed: u64,
+    /// Maximum number of epochs.
+    pub epochs: usize,
+    /// Rows per step (per rank when data-parallel).
+    pub batch_size: usize,
+    pub lr: LrSchedule,
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm to this value (0 = off).
+    pub grad_clip: f64,
+    /// Validations without improvement before stopping (0 = never stop early).
+    pub patience: usize,
+    /// Validate after every this many epochs (the last epoch and the one that exhausts the time budget are
+    /// always validated).
+    pub validate_every: usize,
+    /// Also checkpoint every this many steps inside an epoch (0 = only at epoch ends).
+    pub checkpoint_every: u64,
+    /// Append a step record to `metrics.jsonl` every this many steps.
+    pub log_every: u64,
+    /// Stop after the epoch during which training and validation have taken this many seconds, over every
+    /// resumed process (0 = no budget).
+    pub time_budget_s: f64,
+    /// Name in progress bars and messages.
+    pub label: String,
+}
+
+impl LearnerConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (field, v) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("validate_every", self.validate_every),
+            ("log_every", self.log_every as usize),
+        ] {
+            if v == 0 {
+                return Err(TrainError::config(field, "must be >= 1"));
+            }
+        }
+        if !(self.lr.lr.is_finite() && self.lr.lr > 0.0) {
+            return Err(TrainError::config(
+                "lr",
+                format!("must be a positive number, got {}", self.lr.lr),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The rows an epoch trains on and how they become batches. Batches are built on a background thread.
+pub trait Batches: Sync {
+    type Batch: Send;
+    /// The number of rows.
+    fn n_rows(&self) -> usize;
+    /// The length of row `i` (rows of similar length share batches).
+    fn row_len(&self, i: usize) -> usize;
+    /// The targets (loss terms) row `i` contributes.
+    fn row_targets(&self, i: usize) -> usize;
+    /// The batch of `rows` and its number of targets.
+    fn build(&self, rows: &[usize]) -> Result<(Self::Batch, usize)>;
+}
+
+/// The loss of one batch.
+pub struct StepLoss {
+    /// The loss to minimise: a mean over the batch's targets.
+    pub total: Tensor,
+    /// Named components logged with each step record (`token_loss`, ...), means over the same targets.
+    pub parts: Vec<(&'static str, Tensor)>,
+}
+
+/// What a model minimises.
+pub trait Objective<B> {
+    /// The loss of `batch` at optimizer step `step` (0-based), in training mode.
+    fn loss(&mut self, batch: B, step: u64) -> Result<StepLoss>;
+    /// Called after the backward pass of step `step` with the batch's targets (LADQ reads its traces here).
+    fn after_backward(&mut self, _step: u64, _targets: f64) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// One validation.
+#[derive(Debug, Clone, Default)]
+pub struct Validation {
+    /// What early stopping and the best weights follow: lower is better (negate a metric).
+    pub criterion: f64,
+    /// The validation loss, when computed.
+    pub loss: Option<f64>,
+    /// The validation metric, when computed (higher is better).
+    pub metric: Option<f64>,
+    /// More fields for the epoch's record in `metrics.jsonl`.
+    pub record: Map<String, Value>,
+}
+
+/// What a model is judged by between epochs.
+pub trait Validator {
+    fn validate(&mut self) -> Result<Validation>;
+}
+
+/// Why training ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The last epoch finished.
+    MaxEpochs,
+    /// `patience` validations without improvement.
+    EarlyStopping,
+    /// The time budget ran out.
+    TimeBudget,
+    /// The step limit of [`Fit::stop_after_steps`] was reached (the run can be resumed).
+    StepLimit,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    /// Optimizer steps done in total (including before a resume).
+    pub steps: u64,
+    /// Epochs completed.
+    pub epochs: usize,
+    pub stop: StopReason,
+    pub best_epoch: Option<usize>,
+    /// `best.json` (the kept weights), once a validation ran.
+    pub best: Option<Best>,
+    pub last_valid_loss: Option<f64>,
+    pub last_valid_metric: Option<f64>,
+    pub last_train_loss: Option<f64>,
+    /// Targets trained per second by this process, or by all ranks when data-parallel (batch waits
+    /// included; validation and checkpoint writes excluded).
+    pub targets_per_s: f64,
+    /// Targets trained per epoch.
+    pub targets_per_epoch: u64,
+    /// Seconds of training steps and of validation in this process.
+    pub train_seconds: f64,
+    pub valid_seconds: f64,
+    /// Seconds of training and validation over every resumed process (the time budget's clock).
+    pub total_seconds: f64,
+}
+
+/// One training run: where it writes, what it trains, how it is distributed.
+pub struct Fit<'a> {
+    pub cfg: &'a LearnerConfig,
+    pub run: RunDir,
+    /// The model's variables (AdamW's parameters; what checkpoints hold).
+    pub vs: &'a nn::VarStore,
+    /// Continue from the run's latest checkpoint; without it a run directory that holds one is an error.
+    pub resume: bool,
+    /// Stop after this many optimizer steps in total, leaving a resumable checkpoint (time-boxed runs; tests
+    /// use it to simulate a killed run).
+    pub stop_after_steps: Option<u64>,
+    pub data_parallel: Option<DataParallel<'a>>,
+}
+
+impl Fit<'_> {
+    /// The step a resumed run continues from (0 for a fresh run), read from `latest.json` (before [`fit`]
+    /// runs, for set-up that depends on it).
+    pub fn start_step(&self) -> Result<u64> {
+        if !self.resume || !self.run.latest().exists() {
+            return Ok(0);
+        }
+        let latest: crate::checkpoint::Latest = reg4rec_data::io::read_json(&self.run.latest())?;
+        Ok(latest.step)
+    }
+}
+
+/// Trains: see the module doc.
+pub fn fit<S: Batches>(
+    f: Fit<'_>,
+    source: &S,
+    objective: &mut dyn Objective<S::Batch>,
+    validator: &mut dyn Validator,
+) -> Result<FitReport> {
+    let cfg = f.cfg;
+    cfg.validate()?;
+    let dp = f.data_parallel;
+    let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world_size()));
+    let main = rank == 0;
+    let run = &f.run;
+    // Only rank 0 reads and writes the run directory; the others receive its state below.
+    let has_checkpoint = main && run.latest().exists();
+    if has_checkpoint && !f.resume {
+        return Err(TrainError::checkpoint(
+            run.latest(),
+            "the run directory already holds a checkpoint: resume it or choose a new directory",
+        ));
+    }
+    let n_rows = source.n_rows();
+    if n_rows == 0 {
+        return Err(TrainError::Input(format!(
+            "{}: no training rows",
+            cfg.label
+        )));
+    }
+    let mut opt = AdamW::new(f.vs, cfg.adamw);
+    let log = JsonlLog::new(run.metrics());
+    let loaded = if main {
+        run.load_latest(f.vs, &mut opt)?
+    } else {
+        None
+    };
+    let mut state = match loaded {
+        Some(mut s) => {
+            log.truncate_after(s.step)?;
+            // A run that ended at its last epoch continues when more epochs are asked for now.
+            if s.stop == Some(StopReason::MaxEpochs) && s.epoch < cfg.epochs {
+                s.finished = false;
+                s.stop = None;
+            }
+            s
+        }
+        None => {
+            if main && run.metrics().exists() {
+                write_atomic(&run.metrics(), b"")?;
+            }
+            TrainState::fresh()
+        }
+    };
+    // Trainable parameters in name order (the optimizer's order): what data parallelism synchronises.
+    let params: Vec<Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
+    if let Some(dp) = dp {
+        // Every rank starts from rank 0's weights, moments and state (fresh or resumed).
+        state = dp.broadcast_json(&state)?;
+        opt.t = state.step;
+        dp.broadcast_tensors(&params)?;
+        let moments: Vec<Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
+        dp.broadcast_tensors(&moments)?;
+    }
+
+    let global_bs = cfg.batch_size * world;
+    let steps_per_epoch = n_rows.div_ceil(global_bs) as u64;
+    let total_steps = steps_per_epoch * cfg.epochs as u64;
+    let targets_per_epoch: u64 = (0..n_rows).map(|i| source.row_targets(i) as u64).sum();
+    let lengths: Vec<usize> = (0..n_rows).map(|i| source.row_len(i)).collect();
+    let read_best = || reg4rec_data::io::read_json::<Best>(&run.best()).ok();
+    let mut report = FitReport {
+        steps: state.step,
+        epochs: state.epoch,
+        stop: state.stop.unwrap_or(StopReason::MaxEpochs),
+        best_epoch: state.best_epoch,
+        best: if main { read_best() } else { None },
+        last_valid_loss: None,
+        last_valid_metric: None,
+        last_train_loss: None,
+        targets_per_s: 0.0,
+        targets_per_epoch,
+        train_seconds: 0.0,
+        valid_seconds: 0.0,
+        total_seconds: 0.0,
+    };
+    let (mut train_secs, mut valid_secs, mut train_targets) = (0.0f64, 0.0f64, 0u64);
+
+    while !state.finished && state.epoch < cfg.epochs {
+        let epoch = state.epoch;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64));
+        let batches = length_bucketed_batches(&lengths, global_bs, &mut rng)?;
+        let first_batch = state.epoch_step;
+        let pb = reg4rec_data::progress::bar(
+            steps_per_epoch,
+            &format!("{} {}/{}", cfg.label, epoch + 1, cfg.epochs),
+        );
+        pb.set_position(first_batch);
+        let t_epoch = Instant::now();
+        let mut epoch_new_targets = 0u64;
+        let mut interrupted = false;
+        let mut checkpoint_secs = 0.0f64;
+
+        let loop_result: Result<()> = std::thread::scope(|s| {
+            // Each item: this rank's batch and its weight (its number of targets).
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(S::Batch, f64)>>(2);
+            let batches = &batches;
+            s.spawn(move || {
+                for global in &batches[first_batch as usize..] {
+                    let mut mine: Vec<usize> =
+                        global.iter().skip(rank).step_by(world).copied().collect();
+                    // A rank left without rows by the last global batch still takes part: one row with weight 0.
+                    let empty = mine.is_empty();
+                    if empty {
+                        mine.push(global[0]);
+                    }
+                    let batch = source
+                        .build(&mine)
+                        .map(|(b, n)| (b, if empty { 0.0 } else { n as f64 }));
+                    if tx.send(batch).is_err() {
+                        break;
+                    }
+                }
+            });
+            for item in rx.iter() {
+                let (batch, weight) = item?;
+                tch::manual_seed(cfg.seed.wrapping_add(state.step) as i64);
+                let lr = cfg.lr.at(state.step, total_steps);
+                let loss = objective.loss(batch, state.step)?;
+                opt.zero_grad();
+                loss.total.backward();
+                objective.after_backward(state.step, weight)?;
+                // Losses of the (global) batch: target-weighted means over the ranks.
+                let mut parts: Vec<f64> = std::iter::once(&loss.total)
+                    .chain(loss.parts.iter().map(|(_, t)| t))
+                    .map(|t| t.double_value(&[]))
+                    .collect();
+                let mut batch_targets = weight;
+                if let Some(dp) = dp {
+                    dp.average_gradients(&params, weight)?;
+                    let mut v: Vec<f64> = parts.iter().map(|x| x * weight).collect();
+                    v.push(weight);
+                    let sums = dp.sum_f64(&v)?;
+                    batch_targets = sums[parts.len()];
+                    for (p, s) in parts.iter_mut().zip(&sums) {
+                        *p = s / batch_targets.max(1.0);
+                    }
+                }
+                let total = parts[0];
+                if !total.is_finite() {
+                    return Err(TrainError::Input(format!(
+                        "{}: the training loss became {total} at step {}; lower the learning rate",
+                        cfg.label, state.step
+                    )));
+                }
+                let grad_norm = opt.clip_grad_norm(cfg.grad_clip);
+                opt.step(lr);
+                state.step += 1;
+                state.epoch_step += 1;
+                if let Some(dp) = dp {
+                    if dp.check_replicas_every > 0 && state.step % dp.check_replicas_every == 0 {
+                        dp.check_replicas(&params, state.step)?;
+                    }
+                }
+                state.epoch_loss_sum += total * batch_targets;
+                state.epoch_examples += batch_targets as u64;
+                epoch_new_targets += batch_targets as u64;
+                let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
+                let per_s = epoch_new_targets as f64 / secs.max(1e-9);
+                pb.set_position(state.epoch_step);
+                pb.set_message(format!(
+                    "{} {}/{} loss {total:.4} {per_s:.0} targets/s",
+                    cfg.label,
+                    epoch + 1,
+                    cfg.epochs
+                ));
+                if main && state.step % cfg.log_every == 0 {
+                    let mut rec = json!({
+                        "kind": "step", "step": state.step, "epoch": epoch, "lr": lr, "loss": total,
+                        "grad_norm": grad_norm, "targets_per_s": per_s,
+                    });
+                    for ((name, _), v) in loss.parts.iter().zip(&parts[1..]) {
+                        rec[*name] = json!(v);
+                    }
+                    log.append(&rec)?;
+                }
+                let stop = f.stop_after_steps.is_some_and(|n| state.step >= n);
+                if main
+                    && (stop
+                        || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0))
+                {
+                    let t = Instant::now();
+                    run.save_checkpoint(f.vs, &opt, &state)?;
+                    checkpoint_secs += t.elapsed().as_secs_f64();
+                }
+                if stop {
+                    interrupted = true;
+                    break;
+                }
+            }
+            drop(rx);
+            Ok(())
+        });
+        let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
+        pb.finish_and_clear();
+        loop_result?;
+        train_secs += secs;
+        train_targets += epoch_new_targets;
+        state.seconds += secs;
+        report.steps = state.step;
+        if interrupted {
+            report.stop = StopReason::StepLimit;
+            break;
+        }
+
+        // End of epoch: validation, best weights, early stopping, checkpoint.
+        let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;
+        let last_epoch = epoch + 1 >= cfg.epochs;
+        let out_of_time = cfg.time_budget_s > 0.0 && state.seconds >= cfg.time_budget_s;
+        let validate_now =
+            (epoch + 1).is_multiple_of(cfg.validate_every) || last_epoch || out_of_time;
+        let mut record = json!({
+            "kind": "epoch", "step": state.step, "epoch": epoch, "train_loss": train_loss,
+            "lr": cfg.lr.at(state.step.saturating_sub(1), total_steps),
+            "targets_per_s": epoch_new_targets as f64 / secs.max(1e-9), "train_seconds": secs,
+        });
+        let mut stop_early = false;
+        if validate_now {
+            let t_valid = Instant::now();
+            let v = validator.validate()?;
+            let vsecs = t_valid.elapsed().as_secs_f64();
+            valid_secs += vsecs;
+            state.seconds += vsecs;
+            let improved = state.best_criterion.is_none_or(|b| v.criterion < b);
+            if improved {
+                state.best_criterion = Some(v.criterion);
+                state.best_epoch = Some(epoch);
+                state.bad_epochs = 0;
+                let best = Best {
+                    weights: RunDir::best_weights_name(state.step),
+                    step: state.step,
+                    epoch,
+                    valid_loss: v.loss,
+                    valid_metric: v.metric,
+                };
+                if main {
+                    run.save_best(f.vs, &best)?;
+                }
+                report.best = Some(best);
+            } else {
+                state.bad_epochs += 1;
+            }
+            stop_early = cfg.patience > 0 && state.bad_epochs >= cfg.patience;
+            record["valid_loss"] = json!(v.loss);
+            record["valid_metric"] = json!(v.metric);
+            for (k, x) in v.record {
+                record[k] = x;
+            }
+            record["best"] = json!(improved);
+            record["valid_seconds"] = json!(vsecs);
+            report.last_valid_loss = v.loss;
+            report.last_valid_metric = v.metric;
+        }
+        if main {
+            log.append(&record)?;
+        }
+        state.epoch += 1;
+        state.epoch_step = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_examples = 0;
+        report.stop = if stop_early {
+            StopReason::EarlyStopping
+        } else if out_of_time && !last_epoch {
+            StopReason::TimeBudget
+        } else {
+            StopReason::MaxEpochs
+        };
+        state.finished = stop_early || out_of_time || state.epoch >= cfg.epochs;
+        if state.finished {
+            state.stop = Some(report.stop);
+        }
+        if main {
+            run.save_checkpoint(f.vs, &opt, &state)?;
+        }
+        report.epochs = state.epoch;
+        report.best_epoch = state.best_epoch;
+        report.last_train_loss = Some(train_loss);
+    }
+    report.train_seconds = train_secs;
+    report.valid_seconds = valid_secs;
+    report.targets_per_s = train_targets as f64 / train_secs.max(1e-9);
+    report.total_seconds = state.seconds;
+    Ok(report)
+}
