@@ -83,7 +83,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = work.join(name);
     let resume = run.join("latest.json").exists();
     let t = Instant::now();
-    let report = align(&ds, &split, &codes, &pre_dir, &cfg, &run, resume)?;
+    let report = align(
+        &ds,
+        &split,
+        &codes,
+        &pre_dir,
+        &cfg,
+        &run,
+        resume,
+        Default::default(),
+    )?;
     eprintln!("align: {:.1}s wall", t.elapsed().as_secs_f64());
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

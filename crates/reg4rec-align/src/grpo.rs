@@ -26,7 +26,6 @@ use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::{Objective, Reg4RecModel, SeqBatch};
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use reg4rec_train::AdamW;
-use reg4rec_train::DataParallel;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -275,36 +274,37 @@ pub struct GrpoContext<'a> {
     pub weights: Objective,
 }
 
-/// [`grpo_step_with`] in a single process.
-pub fn grpo_step(
-    ctx: &GrpoContext<'_>,
-    policy: &Reg4RecModel,
-    opt: &mut AdamW,
-    batch: &SeqBatch,
-    windows: &[Vec<WindowItem>],
-    lr: f64,
-    rng: &mut ChaCha8Rng,
-) -> Result<StepStats> {
-    grpo_step_with(ctx, policy, opt, batch, windows, lr, rng, None)
+/// A batch of contexts with its sampled paths, their advantages and the reference's log-probabilities: what
+/// every update of a GRPO step reads ([`sample_step`], then [`grpo_loss`] once per update).
+pub struct SampledStep {
+    batch: SeqBatch,
+    sampled: SampledPaths,
+    adv: Tensor,
+    ref_logp: Tensor,
+    /// Context row of each path.
+    rows: Tensor,
+    /// The sampling's statistics (rewards); the losses are filled in by [`grpo_loss`].
+    pub stats: StepStats,
 }
 
-/// One GRPO step on a batch of contexts: sample, reward, normalise, `ppo_epochs` updates of `policy` through
-/// `opt` at learning rate `lr`. `batch` holds the contexts' histories and true targets, one per row
+impl SampledStep {
+    /// Sampled paths (`contexts * group_size`).
+    pub fn n_paths(&self) -> usize {
+        self.sampled.paths.len()
+    }
+}
+
+/// The first half of a GRPO step on a batch of contexts: sample `group_size` paths per context, reward them
+/// (with the MSRA windows), normalise the rewards within each group to advantages, and score the paths under the
+/// frozen reference. `batch` holds the contexts' histories and true targets, one per row
 /// ([`reg4rec_model::SeqBatchBuilder::last`], CPU or device); `windows[c]` is context c's MSRA window.
-///
-/// With `dp`, this is one rank's share of a data-parallel step: each update's gradients are averaged over the
-/// ranks (weighted by their sampled paths) before clipping and the optimizer step.
-#[allow(clippy::too_many_arguments)]
-pub fn grpo_step_with(
+pub fn sample_step(
     ctx: &GrpoContext<'_>,
     policy: &Reg4RecModel,
-    opt: &mut AdamW,
     batch: &SeqBatch,
     windows: &[Vec<WindowItem>],
-    lr: f64,
     rng: &mut ChaCha8Rng,
-    dp: Option<DataParallel<'_>>,
-) -> Result<StepStats> {
+) -> Result<SampledStep> {
     let cfg = ctx.cfg;
     let device = policy.device();
     let g = cfg.group_size;
@@ -368,47 +368,86 @@ pub fn grpo_step_with(
             cfg.temperature,
         )
     });
-    for epoch in 0..cfg.ppo_epochs {
-        let context = target_contexts(policy, &batch, false).0;
-        let new_logp = path_log_probs(
-            policy,
-            &context.index_select(0, &rows),
-            &sampled.tokens,
-            &sampled.allowed,
-            cfg.temperature,
-        );
-        let (pl, kl, clip) =
-            clipped_objective(&new_logp, &sampled.logp, &ref_logp, &adv, cfg.epsilon);
-        let aux =
-            (cfg.aux_weight > 0.0).then(|| sequence_loss(policy, &batch, ctx.weights, true).total);
-        let loss = match &aux {
-            Some(a) => {
-                stats.aux_loss = a.double_value(&[]);
-                &pl + &kl * cfg.beta + a * cfg.aux_weight
-            }
-            None => &pl + &kl * cfg.beta,
-        };
+    Ok(SampledStep {
+        batch,
+        sampled,
+        adv,
+        ref_logp,
+        rows,
+        stats,
+    })
+}
+
+/// The GRPO loss of one update on a sampled step (the clipped surrogate, `beta` x KL to the reference, the
+/// optional auxiliary CRSS loss), with gradient; records its values in `step.stats` (`update` 0 records the
+/// KL before any update).
+pub fn grpo_loss(
+    ctx: &GrpoContext<'_>,
+    policy: &Reg4RecModel,
+    step: &mut SampledStep,
+    update: usize,
+) -> Tensor {
+    let cfg = ctx.cfg;
+    let context = target_contexts(policy, &step.batch, false).0;
+    let new_logp = path_log_probs(
+        policy,
+        &context.index_select(0, &step.rows),
+        &step.sampled.tokens,
+        &step.sampled.allowed,
+        cfg.temperature,
+    );
+    let (pl, kl, clip) = clipped_objective(
+        &new_logp,
+        &step.sampled.logp,
+        &step.ref_logp,
+        &step.adv,
+        cfg.epsilon,
+    );
+    let aux =
+        (cfg.aux_weight > 0.0).then(|| sequence_loss(policy, &step.batch, ctx.weights, true).total);
+    let loss = match &aux {
+        Some(a) => {
+            step.stats.aux_loss = a.double_value(&[]);
+            &pl + &kl * cfg.beta + a * cfg.aux_weight
+        }
+        None => &pl + &kl * cfg.beta,
+    };
+    step.stats.loss = loss.double_value(&[]);
+    step.stats.policy_loss = pl.double_value(&[]);
+    step.stats.clip_fraction = clip.double_value(&[]);
+    if update == 0 {
+        step.stats.kl = kl.double_value(&[]);
+    }
+    loss
+}
+
+/// One whole GRPO step in a single process, outside the training engine (tests, experiments): [`sample_step`],
+/// then `ppo_epochs` updates of `policy` through `opt` at learning rate `lr` (clipped to `grad_clip`).
+/// Alignment runs ([`crate::align`]) take the same steps through `reg4rec_train::fit`.
+pub fn grpo_step(
+    ctx: &GrpoContext<'_>,
+    policy: &Reg4RecModel,
+    opt: &mut AdamW,
+    batch: &SeqBatch,
+    windows: &[Vec<WindowItem>],
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<StepStats> {
+    let mut step = sample_step(ctx, policy, batch, windows, rng)?;
+    for update in 0..ctx.cfg.ppo_epochs {
+        let loss = grpo_loss(ctx, policy, &mut step, update);
         opt.zero_grad();
         loss.backward();
-        if let Some(dp) = dp {
-            dp.average_gradients(opt.params(), n as f64)?;
-        }
-        stats.grad_norm = opt.clip_grad_norm(cfg.grad_clip);
+        step.stats.grad_norm = opt.clip_grad_norm(ctx.cfg.grad_clip);
         opt.step(lr);
-        stats.loss = loss.double_value(&[]);
-        stats.policy_loss = pl.double_value(&[]);
-        stats.clip_fraction = clip.double_value(&[]);
-        if epoch == 0 {
-            stats.kl = kl.double_value(&[]);
-        }
-        if !stats.loss.is_finite() {
+        if !step.stats.loss.is_finite() {
             return Err(AlignError::Diverged {
                 step: opt.t,
-                message: format!("non-finite GRPO loss {}", stats.loss),
+                message: format!("non-finite GRPO loss {}", step.stats.loss),
             });
         }
     }
-    Ok(stats)
+    Ok(step.stats)
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! - [`rewards`]: the four rewards as pure functions (the figure's worked examples are their tests).
 //! - [`msra`]: the reward window over the user's TRAINING sequence, decayed by `w^(n-1)`.
 //! - [`grpo`]: constrained path sampling, group-normalised advantages, the clipped objective with the k3 KL
-//!   penalty to the frozen pre-trained model, one GRPO step.
-//! - [`train`]: [`align`], the loop: validation Recall@10 (step 0 = the pre-trained model), the best weights
-//!   kept, `metrics.jsonl`, atomic checkpoints and resume.
+//!   penalty to the frozen pre-trained model: a step's sampling and the loss of each of its updates.
+//! - [`train`]: [`align`], GRPO through the training engine (`reg4rec-train`): validation Recall@10 (step 0 =
+//!   the pre-trained model), the best weights kept, `metrics.jsonl`, checkpoints and exact resume.
 
 pub mod config;
 pub mod error;
@@ -18,4 +18,4 @@ pub mod train;
 pub use config::{AlignConfig, Consistency, RewardWeights};
 pub use error::{AlignError, Result};
 pub use rewards::RewardBreakdown;
-pub use train::{align, align_with, AlignReport, AlignRun, CurvePoint};
+pub use train::{align, AlignOptions, AlignReport, AlignRun, CurvePoint};

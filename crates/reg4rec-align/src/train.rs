@@ -1,6 +1,9 @@
-//! The PARS training loop ([`align`]): GRPO steps from a pre-trained run, validation Recall@10 through the
-//! inference search, the best weights kept (the pre-trained model is step 0, so alignment that lowers validation
-//! recall is visible in the log and never shipped), atomic checkpoints and exact resume.
+//! PARS alignment ([`align`]): GRPO steps from a pre-trained run through the training engine
+//! ([`reg4rec_train::fit`]), validation Recall@10 through the inference search every `valid_every` steps, the best
+//! weights kept (the pre-trained model is validated first as step 0, so alignment that lowers validation recall
+//! is visible in the log and never shipped), checkpoints and exact resume. The engine owns the loop, AdamW,
+//! checkpoints and data parallelism; this module says which contexts a step takes ([`Batches`]), what a step
+//! minimises ([`sample_step`] then [`grpo_loss`] per update) and how a model is validated.
 //!
 //! ```text
 //! run_dir/
@@ -8,8 +11,8 @@
 //!                    loads with reg4rec_model::load_model(run_dir, Which::Best, codes, ..) like any
 //!                    pre-trained run
 //!   align.json       AlignRun: the AlignConfig, the pre-trained run it started from, the codes hash
-//!   metrics.jsonl    {"kind": "step", ...} per step (every reward component, KL, losses, the latest validation
-//!                    Recall@10) and {"kind": "valid", ...} per validation (step 0 = the pre-trained model)
+//!   metrics.jsonl    {"kind": "step", ...} per step (every reward component, KL, losses) and {"kind": "valid",
+//!                    ...} per validation (step 0 = the pre-trained model; Recall@10 and every metric)
 //!   checkpoints/step-N/, latest.json, best/step-N.safetensors, best.json   (reg4rec_train::RunDir)
 //!   report.json      AlignReport
 //!   ladq.jsonl       with `precision = ladq`: K-FAC sensitivities and per-layer precisions, one line per
@@ -17,39 +20,42 @@
 //! ```
 //!
 //! Determinism: contexts are the split's training examples shuffled per pass with ChaCha8 seeded by
-//! `seed + pass`; step s samples its paths with ChaCha8 seeded by `seed + s` and calls `tch::manual_seed(seed + s)`
-//! (dropout of the auxiliary loss), so a resumed run repeats an uninterrupted one.
+//! `seed + pass`; step s (1-based) samples its paths with ChaCha8 seeded by `seed + s`, and the engine reseeds
+//! libtorch (dropout of the auxiliary loss) before every step, so a resumed run repeats an uninterrupted one.
 //!
-//! Data-parallel ([`align_with`], world size W): `batch_contexts` is per rank; step s takes the
+//! Data-parallel ([`AlignOptions::data_parallel`], world size W): `batch_contexts` is per rank; step s takes the
 //! `W * batch_contexts` contexts a single process with that batch would take, rank r every W-th of them from the
 //! r-th, and samples its paths with ChaCha8 seeded by `seed + s` mixed with r (rank 0 as a single process).
-//! Gradients are averaged over the ranks' paths before each update; the logged step statistics are the
-//! path-weighted means over the ranks. Rank 0's weights, moments and state are broadcast when resuming; every
-//! rank validates (the same weights give the same metrics) and rank 0's values decide; only rank 0 writes.
+//! Gradients are averaged over the ranks' contexts before each update; the logged step statistics are the
+//! context-weighted means over the ranks. Rank 0's weights, moments and state are broadcast at the start;
+//! every rank validates (the same weights give the same metrics) and rank 0's values decide; only rank 0
+//! writes.
 
 use crate::config::AlignConfig;
 use crate::error::{AlignError, Result};
-use crate::grpo::{grpo_step_with, GrpoContext, StepStats};
-use crate::msra::example_window;
+use crate::grpo::{grpo_loss, sample_step, GrpoContext, SampledStep};
+use crate::msra::{example_window, WindowItem};
 use crate::rewards::RewardBreakdown;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use reg4rec_data::io::JsonlLog;
-use reg4rec_data::io::{read_json, write_atomic, write_json_atomic};
+use reg4rec_data::io::{read_json, write_json_atomic, JsonlLog};
 use reg4rec_data::metrics::Metrics;
 use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_infer::{evaluate, BeamSearch, ModelScorer};
 use reg4rec_model::checkpoint::{codes_hash, load_model, Which};
 use reg4rec_model::train::validation_loss;
-use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatchBuilder};
+use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatch, SeqBatchBuilder};
+use reg4rec_precision::Ladq;
 use reg4rec_tokenizer::{Codes, ItemIndex};
-use reg4rec_train::{AdamW, AdamWConfig, Best, DataParallel, RunDir, TrainState};
+use reg4rec_train::{
+    fit, AdamWConfig, Batches, Best, DataParallel, Fit, LearnerConfig, LrSchedule, RunDir,
+    Schedule, StepLoss, TrainError, Validation, Validator,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Version of `align.json`.
 pub const ALIGN_FORMAT_VERSION: u32 = 1;
@@ -152,19 +158,6 @@ fn validate_model(
     Ok((report.metrics, loss))
 }
 
-fn step_record(step: u64, lr: f64, s: &StepStats, valid_r10: f64, secs: f64) -> serde_json::Value {
-    json!({
-        "kind": "step", "step": step, "lr": lr, "loss": s.loss, "policy_loss": s.policy_loss, "kl": s.kl,
-        "aux_loss": s.aux_loss, "clip_fraction": s.clip_fraction, "grad_norm": s.grad_norm,
-        "reward": s.reward, "reward_std": s.reward_std, "flat_groups": s.flat_groups,
-        "step_hit": s.components.step_hit, "global_path": s.components.global_path,
-        "category_hit": s.components.category_hit, "step_consistency": s.components.step_consistency,
-        "target_step_hit": s.target.step_hit, "target_global_path": s.target.global_path,
-        "target_category_hit": s.target.category_hit, "target_step_consistency": s.target.step_consistency,
-        "valid_recall@10": valid_r10, "seconds": secs,
-    })
-}
-
 fn curve_point(records: &[&serde_json::Value]) -> CurvePoint {
     let n = records.len().max(1) as f64;
     let mean = |key: &str| {
@@ -211,10 +204,244 @@ fn metrics_of(records: &[serde_json::Value], step: u64) -> Option<Metrics> {
         .next_back()
 }
 
+/// Optional behaviour of [`align`] (`Default::default()`: none of it).
+#[derive(Default, Clone, Copy)]
+pub struct AlignOptions<'a> {
+    /// Align as one rank of a data-parallel group (see the module docs). `None`: a single process.
+    pub data_parallel: Option<DataParallel<'a>>,
+}
+
+/// The contexts of alignment: the split's training examples; step s (0-based) takes the `global_b` examples
+/// from position `s * global_b` of the concatenated passes, each pass the examples shuffled with `seed + pass`.
+/// An engine "epoch" is the `valid_every` steps between two validations.
+struct Contexts<'a> {
+    examples: Vec<Example>,
+    split: &'a LeaveOneOut,
+    builder: SeqBatchBuilder<'a>,
+    cfg: &'a AlignConfig,
+}
+
+/// A step's contexts and their MSRA windows.
+struct ContextBatch {
+    batch: SeqBatch,
+    windows: Vec<Vec<WindowItem>>,
+}
+
+impl Batches for Contexts<'_> {
+    type Batch = ContextBatch;
+
+    fn n_rows(&self) -> usize {
+        self.examples.len()
+    }
+
+    fn row_len(&self, _: usize) -> usize {
+        1
+    }
+
+    fn row_targets(&self, _: usize) -> usize {
+        1
+    }
+
+    fn build(&self, rows: &[usize]) -> reg4rec_train::Result<(ContextBatch, usize)> {
+        let chosen: Vec<Example> = rows.iter().map(|&i| self.examples[i]).collect();
+        let pairs: Vec<(&[u32], u32)> = chosen
+            .iter()
+            .map(|&e| self.split.example(e, self.builder.history_len))
+            .collect();
+        let batch = self.builder.last(&pairs).map_err(TrainError::task)?;
+        let windows = chosen
+            .iter()
+            .map(|&e| example_window(self.split, e, self.cfg.msra_h, self.cfg.msra_w))
+            .collect();
+        Ok((ContextBatch { batch, windows }, rows.len()))
+    }
+
+    fn epoch_batches(
+        &self,
+        epoch: usize,
+        global_b: usize,
+        seed: u64,
+    ) -> reg4rec_train::Result<Vec<Vec<usize>>> {
+        let k = self.cfg.valid_every;
+        let (first, last) = (
+            epoch as u64 * k,
+            ((epoch as u64 + 1) * k).min(self.cfg.steps),
+        );
+        let n = self.examples.len();
+        let mut order_pass = usize::MAX;
+        let mut order: Vec<usize> = Vec::new();
+        let mut batches = Vec::new();
+        for step in first..last {
+            let mut rows = Vec::with_capacity(global_b);
+            for i in 0..global_b {
+                let p = step as usize * global_b + i;
+                let pass = p / n;
+                if pass != order_pass {
+                    order = (0..n).collect();
+                    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                        seed.wrapping_add(pass as u64),
+                    ));
+                    order_pass = pass;
+                }
+                rows.push(order[p % n]);
+            }
+            batches.push(rows);
+        }
+        Ok(batches)
+    }
+
+    fn total_steps(&self, _epochs: usize, _global_bs: usize) -> u64 {
+        self.cfg.steps
+    }
+}
+
+/// GRPO as an objective: update 0 of a step samples and rewards the paths, every update takes the loss.
+struct Grpo<'a> {
+    ctx: GrpoContext<'a>,
+    policy: &'a Reg4RecModel,
+    rank: usize,
+    ladq: Ladq,
+    step: Option<SampledStep>,
+}
+
+impl reg4rec_train::Objective<ContextBatch> for Grpo<'_> {
+    fn loss(
+        &mut self,
+        b: &ContextBatch,
+        step: u64,
+        update: usize,
+    ) -> reg4rec_train::Result<StepLoss> {
+        let cfg = self.ctx.cfg;
+        if update == 0 {
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                cfg.seed
+                    .wrapping_add(step + 1)
+                    .wrapping_add((self.rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            );
+            // LADQ sampling steps: the policy's projections capture their inputs and output gradients in the
+            // gradient-tracked passes (path sampling and the reference run under no_grad and record nothing);
+            // with ppo_epochs > 1 the updates of the step are pooled.
+            self.ladq.begin_step(step);
+            self.step = Some(
+                sample_step(&self.ctx, self.policy, &b.batch, &b.windows, &mut rng)
+                    .map_err(TrainError::task)?,
+            );
+        }
+        let sampled = self
+            .step
+            .as_mut()
+            .ok_or_else(|| TrainError::Input("a GRPO update before its sampling".into()))?;
+        let total = grpo_loss(&self.ctx, self.policy, sampled, update);
+        let s = &sampled.stats;
+        Ok(StepLoss {
+            total,
+            parts: vec![
+                ("policy_loss", s.policy_loss),
+                ("kl", s.kl),
+                ("aux_loss", s.aux_loss),
+                ("clip_fraction", s.clip_fraction),
+                ("reward", s.reward),
+                ("reward_std", s.reward_std),
+                ("flat_groups", s.flat_groups),
+                ("step_hit", s.components.step_hit),
+                ("global_path", s.components.global_path),
+                ("category_hit", s.components.category_hit),
+                ("step_consistency", s.components.step_consistency),
+                ("target_step_hit", s.target.step_hit),
+                ("target_global_path", s.target.global_path),
+                ("target_category_hit", s.target.category_hit),
+                ("target_step_consistency", s.target.step_consistency),
+            ],
+        })
+    }
+
+    fn after_backward(
+        &mut self,
+        step: u64,
+        update: usize,
+        _targets: f64,
+    ) -> reg4rec_train::Result<()> {
+        if update + 1 == self.ctx.cfg.ppo_epochs {
+            // The GRPO loss is a mean over the step's sampled paths (and their tokens).
+            let paths = self.step.as_ref().map_or(0, SampledStep::n_paths) as f64;
+            self.ladq.end_step(step, paths).map_err(TrainError::task)?;
+        }
+        Ok(())
+    }
+}
+
+/// Validation Recall@10 through the inference search (the criterion; every rank computes it, rank 0's decides)
+/// and the CRSS validation loss.
+struct SearchValidator<'a> {
+    model: &'a Reg4RecModel,
+    codes: &'a Codes,
+    index: &'a ItemIndex,
+    split: LeaveOneOut,
+    builder: SeqBatchBuilder<'a>,
+    cfg: &'a AlignConfig,
+    weights: Objective,
+    dp: Option<DataParallel<'a>>,
+}
+
+impl Validator for SearchValidator<'_> {
+    fn validate(&mut self) -> reg4rec_train::Result<Validation> {
+        let (metrics, loss) = validate_model(
+            self.model,
+            self.codes,
+            self.index,
+            &self.split,
+            &self.builder,
+            self.cfg,
+            self.weights,
+        )
+        .map_err(TrainError::task)?;
+        let (metrics, loss) = match self.dp {
+            Some(dp) => dp.broadcast_json(&(metrics, loss))?,
+            None => (metrics, loss),
+        };
+        let mut record = serde_json::Map::new();
+        record.insert("recall@10".into(), json!(metrics.recall_10));
+        record.insert("metrics".into(), json!(metrics));
+        Ok(Validation {
+            criterion: -metrics.recall_10,
+            loss: Some(loss),
+            metric: Some(metrics.recall_10),
+            record,
+        })
+    }
+}
+
+/// The engine's settings of an alignment run: an "epoch" is `valid_every` steps.
+fn learner_config(cfg: &AlignConfig) -> LearnerConfig {
+    LearnerConfig {
+        seed: cfg.seed,
+        epochs: cfg.steps.div_ceil(cfg.valid_every) as usize,
+        batch_size: cfg.batch_contexts,
+        lr: LrSchedule {
+            lr: cfg.lr,
+            warmup_steps: cfg.warmup_steps,
+            schedule: Schedule::Constant,
+            final_lr_ratio: 1.0,
+        },
+        adamw: adamw_config(cfg),
+        grad_clip: cfg.grad_clip,
+        patience: 0,
+        validate_every: 1,
+        checkpoint_every: cfg.checkpoint_every,
+        log_every: 1,
+        time_budget_s: 0.0,
+        validate_at_start: true,
+        updates_per_batch: cfg.ppo_epochs,
+        label: "align".into(),
+    }
+}
+
 /// Aligns the pre-trained model of run directory `pretrained` (its best weights) with PARS on `ds` / `split`
 /// with item `codes`, writing the run to `run_dir`. With `resume`, continues from the run's latest checkpoint
 /// (the dataset, codes, pre-trained run and config must be the ones the run started with, except `steps`,
-/// which may grow to continue a finished run).
+/// which may grow to continue a finished run whose steps were a multiple of `valid_every`). `opts`: data
+/// parallelism (`Default::default()` for a single process).
+#[allow(clippy::too_many_arguments)]
 pub fn align(
     ds: &Dataset,
     split: &LeaveOneOut,
@@ -223,23 +450,10 @@ pub fn align(
     cfg: &AlignConfig,
     run_dir: &Path,
     resume: bool,
-) -> Result<AlignReport> {
-    align_with(ds, split, codes, pretrained, cfg, run_dir, resume, None)
-}
-
-/// [`align`] as one rank of a data-parallel group (see the module docs); `dp = None` is [`align`].
-#[allow(clippy::too_many_arguments)]
-pub fn align_with(
-    ds: &Dataset,
-    split: &LeaveOneOut,
-    codes: &Codes,
-    pretrained: &Path,
-    cfg: &AlignConfig,
-    run_dir: &Path,
-    resume: bool,
-    dp: Option<DataParallel<'_>>,
+    opts: AlignOptions<'_>,
 ) -> Result<AlignReport> {
     cfg.validate()?;
+    let dp = opts.data_parallel;
     let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world_size()));
     let main = rank == 0;
     if world > 1 && cfg.precision == reg4rec_model::PrecisionMode::Ladq {
@@ -284,15 +498,10 @@ pub fn align_with(
     };
     // Only rank 0 reads and writes the run directory.
     let has_checkpoint = main && run.latest().exists();
-    if has_checkpoint && !resume {
-        return Err(AlignError::run(
-            run.latest(),
-            "the run directory already holds a checkpoint: resume it or choose a new directory",
-        ));
-    }
     if resume && has_checkpoint {
         let mut saved: AlignRun = read_json(&align_path)?;
         // `steps` may grow on resume (continue a finished run); everything else must match.
+        let saved_steps = saved.config.steps;
         saved.config.steps = cfg.steps;
         if saved != align_run {
             return Err(AlignError::run(
@@ -300,233 +509,84 @@ pub fn align_with(
                 "the run was started from another pre-trained model, dataset, codes or config; resume needs the same",
             ));
         }
+        if saved_steps != cfg.steps && !saved_steps.is_multiple_of(cfg.valid_every) {
+            return Err(AlignError::config(
+                "steps",
+                format!(
+                    "the run stopped at {saved_steps} steps, not a multiple of valid_every = {}: its validation \
+                     periods cannot be continued",
+                    cfg.valid_every
+                ),
+            ));
+        }
         write_json_atomic(&align_path, &align_run)?;
-    } else if main {
+    } else if main && !has_checkpoint {
         write_json_atomic(&run.config(), &pre_cfg)?;
         write_json_atomic(&align_path, &align_run)?;
     }
 
-    let mut opt = AdamW::new(policy.var_store(), adamw_config(cfg));
-    let log = JsonlLog::new(run.metrics());
+    let learner = learner_config(cfg);
+    // Where a resumed run continues (only rank 0 reads the run directory).
+    let start_step = if main && resume {
+        run.latest_step()?.unwrap_or(0)
+    } else {
+        0
+    };
+    // The policy's precision (ladq: restored from the history up to the resumed step); the step-0 validation
+    // of a fresh run already runs under it.
+    let ladq = precision_controller(
+        &mut policy,
+        cfg.precision,
+        &cfg.ladq,
+        main.then_some(run_dir),
+        start_step,
+    )?;
     let builder = SeqBatchBuilder {
         vocab: policy.vocab(),
         history_len: policy.config().history_len,
         codes,
         item_category: &ds.item_category,
     };
-    let valid_split = first_users(split, cfg.valid_users);
     let weights = pre_cfg.train.objective();
-    let mut valid_secs = 0.0f64;
-
-    let mut resumed = if main {
-        run.load_latest(policy.var_store(), &mut opt)?
-    } else {
-        None
+    let source = Contexts {
+        examples,
+        split,
+        builder,
+        cfg,
     };
-    if let Some(dp) = dp {
-        // Every rank continues from rank 0's state; a resumed run also takes its weights and moments (a fresh
-        // one starts from the same pre-trained file everywhere, broadcast anyway).
-        resumed = dp.broadcast_json(&resumed)?;
-        if let Some(s) = &resumed {
-            opt.t = s.step;
-        }
-        let params: Vec<tch::Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
-        dp.broadcast_tensors(&params)?;
-        let moments: Vec<tch::Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
-        dp.broadcast_tensors(&moments)?;
-    }
-    // The policy's precision (ladq: restored from the history up to the resumed step); the step-0 validation
-    // of a fresh run already runs under it.
-    let mut ladq = precision_controller(
-        &mut policy,
-        cfg.precision,
-        &cfg.ladq,
-        main.then_some(run_dir),
-        resumed.as_ref().map_or(0, |s| s.step),
-    )?;
-    let mut state = match resumed {
-        Some(s) => {
-            if main {
-                log.truncate_after(s.step)?;
-            }
-            s
-        }
-        None => {
-            if main {
-                write_atomic(&run.metrics(), b"")?;
-            }
-            // Step 0: the pre-trained model is the first candidate for the kept weights.
-            let t = Instant::now();
-            let (metrics, loss) =
-                validate_model(&policy, codes, &index, &valid_split, &builder, cfg, weights)?;
-            valid_secs += t.elapsed().as_secs_f64();
-            let (metrics, loss) = match dp {
-                Some(dp) => dp.broadcast_json(&(metrics, loss))?,
-                None => (metrics, loss),
-            };
-            if main {
-                log.append(&json!({
-                    "kind": "valid", "step": 0, "recall@10": metrics.recall_10, "metrics": metrics,
-                    "valid_loss": loss, "best": true,
-                }))?;
-                run.save_best(
-                    policy.var_store(),
-                    &Best {
-                        weights: RunDir::best_weights_name(0),
-                        step: 0,
-                        epoch: 0,
-                        valid_loss: Some(loss),
-                        valid_metric: Some(metrics.recall_10),
-                    },
-                )?;
-            }
-            let s = TrainState {
-                best_criterion: Some(-metrics.recall_10),
-                best_epoch: Some(0),
-                ..TrainState::fresh()
-            };
-            if main {
-                run.save_checkpoint(policy.var_store(), &opt, &s)?;
-            }
-            s
-        }
+    let mut objective = Grpo {
+        ctx: GrpoContext {
+            reference: &reference,
+            index: &index,
+            codes,
+            item_category: &ds.item_category,
+            cfg,
+            weights,
+        },
+        policy: &policy,
+        rank,
+        ladq,
+        step: None,
     };
-    let mut last_r10 = log
-        .records()
-        .iter()
-        .rev()
-        .find_map(|r| r.get("recall@10").and_then(|v| v.as_f64()))
-        .unwrap_or(0.0);
-    if let Some(dp) = dp {
-        last_r10 = dp.broadcast_json(&last_r10)?;
-    }
-
-    let ctx = GrpoContext {
-        reference: &reference,
-        index: &index,
+    let mut validator = SearchValidator {
+        model: &policy,
         codes,
-        item_category: &ds.item_category,
+        index: &index,
+        split: first_users(split, cfg.valid_users),
+        builder,
         cfg,
         weights,
+        dp,
     };
-    let b = cfg.batch_contexts;
-    // The global batch of contexts: `b` per rank.
-    let global_b = b * world;
-    let n_ex = examples.len();
-    let mut order_pass = usize::MAX;
-    let mut order: Vec<usize> = Vec::new();
-    let pb = reg4rec_data::progress::bar(cfg.steps, "align");
-    pb.set_position(state.step);
-    let mut train_secs = 0.0f64;
-    let mut steps_run = 0u64;
-    while state.step < cfg.steps {
-        let step = state.step + 1;
-        let t = Instant::now();
-        let mut chosen = Vec::with_capacity(b);
-        for i in (rank..global_b).step_by(world) {
-            let p = (state.step as usize) * global_b + i;
-            let pass = p / n_ex;
-            if pass != order_pass {
-                order = (0..n_ex).collect();
-                order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                    cfg.seed.wrapping_add(pass as u64),
-                ));
-                order_pass = pass;
-            }
-            chosen.push(examples[order[p % n_ex]]);
-        }
-        let pairs: Vec<(&[u32], u32)> = chosen
-            .iter()
-            .map(|&e| split.example(e, builder.history_len))
-            .collect();
-        let batch = builder.last(&pairs)?;
-        let windows: Vec<_> = chosen
-            .iter()
-            .map(|&e| example_window(split, e, cfg.msra_h, cfg.msra_w))
-            .collect();
-        let lr = if cfg.warmup_steps > 0 && step <= cfg.warmup_steps {
-            cfg.lr * step as f64 / cfg.warmup_steps as f64
-        } else {
-            cfg.lr
-        };
-        tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            cfg.seed
-                .wrapping_add(step)
-                .wrapping_add((rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-        );
-        // LADQ sampling steps (0-based step index, as in pre-training): the policy's projections capture their
-        // inputs and output gradients in the gradient-tracked passes (path sampling and the reference run
-        // under no_grad and record nothing); with ppo_epochs > 1 the updates of the step are pooled.
-        ladq.begin_step(state.step);
-        let mut stats =
-            grpo_step_with(&ctx, &policy, &mut opt, &batch, &windows, lr, &mut rng, dp)?;
-        if let Some(dp) = dp {
-            stats = mean_over_ranks(dp, &stats, (batch.rows * cfg.group_size) as f64)?;
-            if dp.check_replicas_every > 0 && step % dp.check_replicas_every == 0 {
-                dp.check_replicas(opt.params(), step)?;
-            }
-        }
-        // The GRPO loss is a mean over the step's sampled paths (and their tokens).
-        ladq.end_step(state.step, (batch.rows * cfg.group_size) as f64)
-            .map_err(reg4rec_model::ModelError::from)?;
-        let secs = t.elapsed().as_secs_f64();
-        train_secs += secs;
-        steps_run += 1;
-        state.step = step;
-        state.epoch = (step as usize * global_b) / n_ex;
-
-        let validate_now = step % cfg.valid_every == 0 || step == cfg.steps;
-        if validate_now {
-            let t = Instant::now();
-            let (metrics, loss) =
-                validate_model(&policy, codes, &index, &valid_split, &builder, cfg, weights)?;
-            valid_secs += t.elapsed().as_secs_f64();
-            let (metrics, loss) = match dp {
-                Some(dp) => dp.broadcast_json(&(metrics, loss))?,
-                None => (metrics, loss),
-            };
-            last_r10 = metrics.recall_10;
-            let improved = state
-                .best_criterion
-                .is_none_or(|best| -metrics.recall_10 < best);
-            if improved {
-                state.best_criterion = Some(-metrics.recall_10);
-                if main {
-                    run.save_best(
-                        policy.var_store(),
-                        &Best {
-                            weights: RunDir::best_weights_name(step),
-                            step,
-                            epoch: state.epoch,
-                            valid_loss: Some(loss),
-                            valid_metric: Some(metrics.recall_10),
-                        },
-                    )?;
-                }
-            }
-            if main {
-                log.append(&step_record(step, lr, &stats, last_r10, secs))?;
-                log.append(&json!({
-                "kind": "valid", "step": step, "recall@10": metrics.recall_10, "metrics": metrics,
-                "valid_loss": loss, "best": improved,
-            }))?;
-            }
-        } else if main {
-            log.append(&step_record(step, lr, &stats, last_r10, secs))?;
-        }
-        state.finished = step >= cfg.steps;
-        if main && (validate_now || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0))
-        {
-            run.save_checkpoint(policy.var_store(), &opt, &state)?;
-        }
-        pb.set_position(step);
-        pb.set_message(format!(
-            "reward {:.3} hit {:.3} kl {:.4} R@10 {last_r10:.4}",
-            stats.reward, stats.target.global_path, stats.kl
-        ));
-    }
-    pb.finish_and_clear();
+    let f = Fit {
+        cfg: &learner,
+        run: run.clone(),
+        vs: policy.var_store(),
+        resume,
+        stop_after_steps: None,
+        data_parallel: dp,
+    };
+    let fitted = fit(f, &source, &mut objective, &mut validator)?;
     if !main {
         // The report is rank 0's (it reads the run directory).
         let dp = dp.ok_or_else(|| AlignError::Input("a non-zero rank without a group".into()))?;
@@ -535,7 +595,7 @@ pub fn align_with(
             .ok_or_else(|| AlignError::Input("rank 0 sent no alignment report".into()));
     }
 
-    let records = log.records();
+    let records = JsonlLog::new(run.metrics()).records();
     let steps: Vec<&serde_json::Value> = records
         .iter()
         .filter(|r| r.get("kind").and_then(|k| k.as_str()) == Some("step"))
@@ -544,56 +604,29 @@ pub fn align_with(
     let best: Best = read_json(&run.best())?;
     let initial_valid = metrics_of(&records, 0)
         .ok_or_else(|| AlignError::run(run.metrics(), "no step-0 validation record"))?;
-    let final_valid = metrics_of(&records, state.step).ok_or_else(|| {
+    let final_valid = metrics_of(&records, fitted.steps).ok_or_else(|| {
         AlignError::run(
             run.metrics(),
-            format!("no validation record at step {}", state.step),
+            format!("no validation record at step {}", fitted.steps),
         )
     })?;
     let report = AlignReport {
         run_dir: run_dir.to_path_buf(),
         pretrained: pretrained.to_path_buf(),
-        steps: state.step,
+        steps: fitted.steps,
         initial_valid,
         final_valid,
         best_step: best.step,
         best_valid_recall_10: best.valid_metric.unwrap_or(0.0),
         curve_start: curve_point(&steps[..k]),
         curve_end: curve_point(&steps[steps.len() - k..]),
-        train_seconds: train_secs,
-        valid_seconds: valid_secs,
-        contexts_per_s: (steps_run * global_b as u64) as f64 / train_secs.max(1e-9),
+        train_seconds: fitted.train_seconds,
+        valid_seconds: fitted.valid_seconds,
+        contexts_per_s: fitted.targets_per_s,
     };
     write_json_atomic(&run_dir.join("report.json"), &report)?;
     if let Some(dp) = dp {
         dp.broadcast_json(&Some(report.clone()))?;
     }
     Ok(report)
-}
-
-/// The path-weighted mean over the ranks of every statistic of a step (each rank's are means over its
-/// `weight` paths).
-fn mean_over_ranks(dp: DataParallel<'_>, stats: &StepStats, weight: f64) -> Result<StepStats> {
-    fn numbers<'v>(v: &'v mut serde_json::Value, out: &mut Vec<&'v mut serde_json::Value>) {
-        match v {
-            serde_json::Value::Object(m) => m.values_mut().for_each(|x| numbers(x, out)),
-            serde_json::Value::Number(_) => out.push(v),
-            _ => {}
-        }
-    }
-    let mut v = serde_json::to_value(stats)
-        .map_err(|e| AlignError::Input(format!("step statistics: {e}")))?;
-    let mut slots = Vec::new();
-    numbers(&mut v, &mut slots);
-    let mut sums: Vec<f64> = slots
-        .iter()
-        .map(|x| x.as_f64().unwrap_or(0.0) * weight)
-        .collect();
-    sums.push(weight);
-    let totals = dp.sum_f64(&sums)?;
-    let total_weight = totals[slots.len()].max(f64::MIN_POSITIVE);
-    for (slot, t) in slots.into_iter().zip(&totals) {
-        *slot = serde_json::json!(t / total_weight);
-    }
-    serde_json::from_value(v).map_err(|e| AlignError::Input(format!("step statistics: {e}")))
 }

@@ -286,7 +286,17 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
     };
 
     let full = tmp.path().join("full");
-    let rep = align(&ds, &split, &codes, &pre, &cfg, &full, false).unwrap();
+    let rep = align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &cfg,
+        &full,
+        false,
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(rep.steps, 4);
     let text = std::fs::read_to_string(full.join("metrics.jsonl")).unwrap();
     let records: Vec<serde_json::Value> = text
@@ -310,7 +320,6 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
         "step_consistency",
         "kl",
         "reward",
-        "valid_recall@10",
     ] {
         assert!(steps.iter().all(|r| r[key].is_f64()), "missing {key}");
     }
@@ -326,7 +335,17 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
     assert!(full.join("report.json").exists());
 
     // An existing run is not overwritten without resume.
-    assert!(align(&ds, &split, &codes, &pre, &cfg, &full, false).is_err());
+    assert!(align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &cfg,
+        &full,
+        false,
+        Default::default()
+    )
+    .is_err());
 
     // Stop after 2 steps, then resume to 4: same weights and same step records as the uninterrupted run.
     let part = tmp.path().join("part");
@@ -341,6 +360,7 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
         },
         &part,
         false,
+        Default::default(),
     )
     .unwrap();
     let other = AlignConfig {
@@ -348,10 +368,30 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
         ..cfg.clone()
     };
     assert!(
-        align(&ds, &split, &codes, &pre, &other, &part, true).is_err(),
+        align(
+            &ds,
+            &split,
+            &codes,
+            &pre,
+            &other,
+            &part,
+            true,
+            Default::default()
+        )
+        .is_err(),
         "resume refuses another config"
     );
-    align(&ds, &split, &codes, &pre, &cfg, &part, true).unwrap();
+    align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &cfg,
+        &part,
+        true,
+        Default::default(),
+    )
+    .unwrap();
     let (a, _) = load_model(&full, Which::Latest, &codes, Device::Cpu).unwrap();
     let (b, _) = load_model(&part, Which::Latest, &codes, Device::Cpu).unwrap();
     let vb = b.var_store().variables();
@@ -428,7 +468,17 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
     let mut valid_loss = Vec::new();
     for (name, cfg) in [("fp32", &fp32), ("bf16", &bf16), ("ladq", &ladq)] {
         let run = tmp.path().join(name);
-        let rep = align(&ds, &split, &codes, &pre, cfg, &run, false).unwrap();
+        let rep = align(
+            &ds,
+            &split,
+            &codes,
+            &pre,
+            cfg,
+            &run,
+            false,
+            Default::default(),
+        )
+        .unwrap();
         assert_eq!(rep.steps, 4, "{name}");
         assert_eq!(run.join("ladq.jsonl").exists(), name == "ladq", "{name}");
         valid_loss.push(last_valid_loss(&run));
@@ -473,8 +523,28 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
         steps: 2,
         ..ladq.clone()
     };
-    align(&ds, &split, &codes, &pre, &two, &part, false).unwrap();
-    align(&ds, &split, &codes, &pre, &ladq, &part, true).unwrap();
+    align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &two,
+        &part,
+        false,
+        Default::default(),
+    )
+    .unwrap();
+    align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &ladq,
+        &part,
+        true,
+        Default::default(),
+    )
+    .unwrap();
     assert_eq!(
         std::fs::read_to_string(part.join("ladq.jsonl")).unwrap(),
         hist
@@ -487,5 +557,15 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
         assert!(diff < 1e-6, "{na}: {diff}");
     }
     // Resume refuses another precision.
-    assert!(align(&ds, &split, &codes, &pre, &bf16, &part, true).is_err());
+    assert!(align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &bf16,
+        &part,
+        true,
+        Default::default()
+    )
+    .is_err());
 }

@@ -420,9 +420,14 @@ impl Batches for SasRecRows<'_> {
 struct CrossEntropy<'a>(&'a SasRecModel);
 
 impl Objective<SasRecBatch> for CrossEntropy<'_> {
-    fn loss(&mut self, batch: SasRecBatch, _step: u64) -> reg4rec_train::Result<StepLoss> {
+    fn loss(
+        &mut self,
+        batch: &SasRecBatch,
+        _step: u64,
+        _update: usize,
+    ) -> reg4rec_train::Result<StepLoss> {
         Ok(StepLoss {
-            total: self.0.loss(&batch),
+            total: self.0.loss(batch),
             parts: Vec::new(),
         })
     }
@@ -476,6 +481,8 @@ fn learner_config(cfg: &SasRecConfig) -> LearnerConfig {
         checkpoint_every: 0,
         log_every: 20,
         time_budget_s: cfg.time_budget_s as f64,
+        validate_at_start: false,
+        updates_per_batch: 1,
         label: "sasrec".into(),
     }
 }

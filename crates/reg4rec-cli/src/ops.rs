@@ -168,8 +168,16 @@ pub fn align(
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
         model_dir::copy_extras(pretrained, out)?;
     }
-    let report =
-        reg4rec_align::align_with(ds, split, &codes, pretrained, align_cfg, out, resume, dp)?;
+    let report = reg4rec_align::align(
+        ds,
+        split,
+        &codes,
+        pretrained,
+        align_cfg,
+        out,
+        resume,
+        reg4rec_align::AlignOptions { data_parallel: dp },
+    )?;
     if dp.is_none_or(|d| d.is_main()) {
         reg4rec_recommender::seal(out)?;
     }

@@ -199,7 +199,12 @@ struct CrssObjective<'a> {
 }
 
 impl reg4rec_train::Objective<SeqBatch> for CrssObjective<'_> {
-    fn loss(&mut self, batch: SeqBatch, step: u64) -> reg4rec_train::Result<StepLoss> {
+    fn loss(
+        &mut self,
+        batch: &SeqBatch,
+        step: u64,
+        _update: usize,
+    ) -> reg4rec_train::Result<StepLoss> {
         let batch = batch.to_device(self.model.device());
         // LADQ sampling step: the LADQ layers capture activations and output gradients.
         self.ladq.begin_step(step);
@@ -207,14 +212,19 @@ impl reg4rec_train::Objective<SeqBatch> for CrssObjective<'_> {
         Ok(StepLoss {
             total: loss.total,
             parts: vec![
-                ("token_loss", loss.token),
-                ("category_loss", loss.category),
-                ("item_loss", loss.item),
+                ("token_loss", loss.token.double_value(&[])),
+                ("category_loss", loss.category.double_value(&[])),
+                ("item_loss", loss.item.double_value(&[])),
             ],
         })
     }
 
-    fn after_backward(&mut self, step: u64, targets: f64) -> reg4rec_train::Result<()> {
+    fn after_backward(
+        &mut self,
+        step: u64,
+        _update: usize,
+        targets: f64,
+    ) -> reg4rec_train::Result<()> {
         // Sampled: K-FAC traces -> new precisions -> `ladq.jsonl` (the loss is a mean over the targets).
         self.ladq
             .end_step(step, targets)
@@ -302,6 +312,8 @@ fn learner_config(cfg: &TrainConfig) -> LearnerConfig {
         checkpoint_every: cfg.checkpoint_every,
         log_every: cfg.log_every,
         time_budget_s: 0.0,
+        validate_at_start: false,
+        updates_per_batch: 1,
         label: "epoch".into(),
     }
 }
@@ -383,16 +395,12 @@ pub fn pretrain(
     tch::manual_seed(train_cfg.seed as i64);
     let mut model = Reg4RecModel::new(model_cfg, codes, ds.n_categories(), device)?;
     let learner = learner_config(train_cfg);
-    let fit_run = Fit {
-        cfg: &learner,
-        run: run.clone(),
-        vs: model.var_store(),
-        resume,
-        stop_after_steps: opts.stop_after_steps,
-        data_parallel: dp,
+    // Where a resumed run continues (only rank 0 reads the run directory).
+    let start_step = if main && resume {
+        run.latest_step()?.unwrap_or(0)
+    } else {
+        0
     };
-    let start_step = if main { fit_run.start_step()? } else { 0 };
-    drop(fit_run);
     let ladq = precision_controller(
         &mut model,
         train_cfg.precision_mode(),

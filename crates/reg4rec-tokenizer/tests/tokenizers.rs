@@ -263,10 +263,7 @@ fn truncated_weights_are_refused() {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     });
-    assert!(
-        e.contains(WEIGHTS_FILE) && e.contains("corrupt"),
-        "{e}"
-    );
+    assert!(e.contains(WEIGHTS_FILE) && e.contains("corrupt"), "{e}");
 }
 
 #[test]

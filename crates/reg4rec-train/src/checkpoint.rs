@@ -144,6 +144,16 @@ impl RunDir {
         format!("checkpoints/step-{step}")
     }
 
+    /// The step of the latest checkpoint (`None` when the run has none): where a resumed run continues, for
+    /// set-up that depends on it before training starts.
+    pub fn latest_step(&self) -> Result<Option<u64>> {
+        if !self.latest().exists() {
+            return Ok(None);
+        }
+        let latest: Latest = read_json(&self.latest())?;
+        Ok(Some(latest.step))
+    }
+
     /// The weights file `best.json` names.
     pub fn best_weights(&self) -> Result<PathBuf> {
         let best: Best = read_json(&self.best())?;

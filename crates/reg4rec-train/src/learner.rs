@@ -3,8 +3,11 @@
 //! `metrics.jsonl`, a progress bar, validation every `validate_every` epochs, the best weights kept, early
 //! stopping, a time budget, checkpoints ([`crate::checkpoint`]) and exact resume, and data-parallel steps.
 //!
-//! A model plugs in three things: a [`Batches`] source (what a row is and how rows become a batch), an
-//! [`Objective`] (the loss of a batch) and a [`Validator`] (a criterion on held-out data, lower is better).
+//! A model plugs in three things: a [`Batches`] source (what a row is, how rows become a batch, and, when an
+//! epoch is not one pass over the rows, which rows each step takes), an [`Objective`] (the loss of a batch)
+//! and a [`Validator`] (a criterion on held-out data, lower is better). `metrics.jsonl` gets a
+//! `{"kind": "step"}` record every `log_every` steps, a `{"kind": "valid"}` record per validation and an
+//! `{"kind": "epoch"}` record per epoch.
 //!
 //! Determinism: epoch `e`'s batches come from a ChaCha8 generator seeded by `seed + e` (rows shuffled, sorted by
 //! length within windows of batches so little of a batch is padding, batches shuffled:
@@ -57,6 +60,11 @@ pub struct LearnerConfig {
     /// Stop after the epoch during which training and validation have taken this many seconds, over every
     /// resumed process (0 = no budget).
     pub time_budget_s: f64,
+    /// Validate a fresh run before its first step (its weights are then the first candidate for the best).
+    pub validate_at_start: bool,
+    /// Optimizer updates per batch (each a new loss of the same batch: [`Objective::loss`]'s `update`). 1
+    /// for plain training; PPO-style objectives take several.
+    pub updates_per_batch: usize,
     /// Name in progress bars and messages.
     pub label: String,
 }
@@ -68,6 +76,7 @@ impl LearnerConfig {
             ("batch_size", self.batch_size),
             ("validate_every", self.validate_every),
             ("log_every", self.log_every as usize),
+            ("updates_per_batch", self.updates_per_batch),
         ] {
             if v == 0 {
                 return Err(TrainError::config(field, "must be >= 1"));
@@ -94,22 +103,37 @@ pub trait Batches: Sync {
     fn row_targets(&self, i: usize) -> usize;
     /// The batch of `rows` and its number of targets.
     fn build(&self, rows: &[usize]) -> Result<(Self::Batch, usize)>;
+    /// The global batches of epoch `epoch` (`global_bs` rows each, the last may be smaller; data-parallel
+    /// ranks split every batch). Default: every row once, shuffled and bucketed by length with a ChaCha8
+    /// generator seeded by `seed + epoch` ([`reg4rec_data::batch::length_bucketed_batches`]).
+    fn epoch_batches(&self, epoch: usize, global_bs: usize, seed: u64) -> Result<Vec<Vec<usize>>> {
+        let lengths: Vec<usize> = (0..self.n_rows()).map(|i| self.row_len(i)).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(epoch as u64));
+        Ok(length_bucketed_batches(&lengths, global_bs, &mut rng)?)
+    }
+    /// Optimizer steps (batches) in `epochs` epochs, for the learning-rate schedule. Default: every row once an
+    /// epoch.
+    fn total_steps(&self, epochs: usize, global_bs: usize) -> u64 {
+        self.n_rows().div_ceil(global_bs) as u64 * epochs as u64
+    }
 }
 
 /// The loss of one batch.
 pub struct StepLoss {
     /// The loss to minimise: a mean over the batch's targets.
     pub total: Tensor,
-    /// Named components logged with each step record (`token_loss`, ...), means over the same targets.
-    pub parts: Vec<(&'static str, Tensor)>,
+    /// Named components logged with each step record (`token_loss`, `reward`, ...), means over the same
+    /// targets (scalars; the last update's when there are several).
+    pub parts: Vec<(&'static str, f64)>,
 }
 
 /// What a model minimises.
 pub trait Objective<B> {
-    /// The loss of `batch` at optimizer step `step` (0-based), in training mode.
-    fn loss(&mut self, batch: B, step: u64) -> Result<StepLoss>;
-    /// Called after the backward pass of step `step` with the batch's targets (LADQ reads its traces here).
-    fn after_backward(&mut self, _step: u64, _targets: f64) -> Result<()> {
+    /// The loss of `batch` at step `step` (0-based), update `update` of [`LearnerConfig::updates_per_batch`],
+    /// in training mode.
+    fn loss(&mut self, batch: &B, step: u64, update: usize) -> Result<StepLoss>;
+    /// Called after the backward pass of each update with the batch's targets (LADQ reads its traces here).
+    fn after_backward(&mut self, _step: u64, _update: usize, _targets: f64) -> Result<()> {
         Ok(())
     }
 }
@@ -186,18 +210,6 @@ pub struct Fit<'a> {
     pub data_parallel: Option<DataParallel<'a>>,
 }
 
-impl Fit<'_> {
-    /// The step a resumed run continues from (0 for a fresh run), read from `latest.json` (before [`fit`]
-    /// runs, for set-up that depends on it).
-    pub fn start_step(&self) -> Result<u64> {
-        if !self.resume || !self.run.latest().exists() {
-            return Ok(0);
-        }
-        let latest: crate::checkpoint::Latest = reg4rec_data::io::read_json(&self.run.latest())?;
-        Ok(latest.step)
-    }
-}
-
 /// Trains: see the module doc.
 pub fn fit<S: Batches>(
     f: Fit<'_>,
@@ -250,22 +262,22 @@ pub fn fit<S: Batches>(
             TrainState::fresh()
         }
     };
+    // AdamW counts updates; checkpoints count batches.
+    opt.t = state.step * cfg.updates_per_batch as u64;
     // Trainable parameters in name order (the optimizer's order): what data parallelism synchronises.
     let params: Vec<Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
     if let Some(dp) = dp {
         // Every rank starts from rank 0's weights, moments and state (fresh or resumed).
         state = dp.broadcast_json(&state)?;
-        opt.t = state.step;
+        opt.t = state.step * cfg.updates_per_batch as u64;
         dp.broadcast_tensors(&params)?;
         let moments: Vec<Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
         dp.broadcast_tensors(&moments)?;
     }
 
     let global_bs = cfg.batch_size * world;
-    let steps_per_epoch = n_rows.div_ceil(global_bs) as u64;
-    let total_steps = steps_per_epoch * cfg.epochs as u64;
+    let total_steps = source.total_steps(cfg.epochs, global_bs);
     let targets_per_epoch: u64 = (0..n_rows).map(|i| source.row_targets(i) as u64).sum();
-    let lengths: Vec<usize> = (0..n_rows).map(|i| source.row_len(i)).collect();
     let read_best = || reg4rec_data::io::read_json::<Best>(&run.best()).ok();
     let mut report = FitReport {
         steps: state.step,
@@ -283,11 +295,36 @@ pub fn fit<S: Batches>(
         total_seconds: 0.0,
     };
     let (mut train_secs, mut valid_secs, mut train_targets) = (0.0f64, 0.0f64, 0u64);
+    if cfg.validate_at_start && state.step == 0 && state.best_criterion.is_none() {
+        let t = Instant::now();
+        let v = validator.validate()?;
+        let vsecs = t.elapsed().as_secs_f64();
+        valid_secs += vsecs;
+        state.seconds += vsecs;
+        let best = Best {
+            weights: RunDir::best_weights_name(0),
+            step: 0,
+            epoch: 0,
+            valid_loss: v.loss,
+            valid_metric: v.metric,
+        };
+        state.best_criterion = Some(v.criterion);
+        state.best_epoch = Some(0);
+        if main {
+            log.append(&valid_record(0, 0, &v, true, vsecs))?;
+            run.save_best(f.vs, &best)?;
+            run.save_checkpoint(f.vs, &opt, &state)?;
+        }
+        report.best = Some(best);
+        report.best_epoch = Some(0);
+        report.last_valid_loss = v.loss;
+        report.last_valid_metric = v.metric;
+    }
 
     while !state.finished && state.epoch < cfg.epochs {
         let epoch = state.epoch;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64));
-        let batches = length_bucketed_batches(&lengths, global_bs, &mut rng)?;
+        let batches = source.epoch_batches(epoch, global_bs, cfg.seed)?;
+        let steps_per_epoch = batches.len() as u64;
         let first_batch = state.epoch_step;
         let pb = reg4rec_data::progress::bar(
             steps_per_epoch,
@@ -324,35 +361,38 @@ pub fn fit<S: Batches>(
                 let (batch, weight) = item?;
                 tch::manual_seed(cfg.seed.wrapping_add(state.step) as i64);
                 let lr = cfg.lr.at(state.step, total_steps);
-                let loss = objective.loss(batch, state.step)?;
-                opt.zero_grad();
-                loss.total.backward();
-                objective.after_backward(state.step, weight)?;
-                // Losses of the (global) batch: target-weighted means over the ranks.
-                let mut parts: Vec<f64> = std::iter::once(&loss.total)
-                    .chain(loss.parts.iter().map(|(_, t)| t))
-                    .map(|t| t.double_value(&[]))
-                    .collect();
+                let (mut parts, mut names, mut grad_norm) = (Vec::new(), Vec::new(), 0.0);
                 let mut batch_targets = weight;
-                if let Some(dp) = dp {
-                    dp.average_gradients(&params, weight)?;
-                    let mut v: Vec<f64> = parts.iter().map(|x| x * weight).collect();
-                    v.push(weight);
-                    let sums = dp.sum_f64(&v)?;
-                    batch_targets = sums[parts.len()];
-                    for (p, s) in parts.iter_mut().zip(&sums) {
-                        *p = s / batch_targets.max(1.0);
+                for update in 0..cfg.updates_per_batch {
+                    let loss = objective.loss(&batch, state.step, update)?;
+                    opt.zero_grad();
+                    loss.total.backward();
+                    objective.after_backward(state.step, update, weight)?;
+                    // Losses of the (global) batch: target-weighted means over the ranks.
+                    parts = std::iter::once(loss.total.double_value(&[]))
+                        .chain(loss.parts.iter().map(|(_, v)| *v))
+                        .collect();
+                    names = loss.parts.iter().map(|(n, _)| *n).collect();
+                    if let Some(dp) = dp {
+                        dp.average_gradients(&params, weight)?;
+                        let mut v: Vec<f64> = parts.iter().map(|x| x * weight).collect();
+                        v.push(weight);
+                        let sums = dp.sum_f64(&v)?;
+                        batch_targets = sums[parts.len()];
+                        for (p, s) in parts.iter_mut().zip(&sums) {
+                            *p = s / batch_targets.max(1.0);
+                        }
                     }
+                    if !parts[0].is_finite() {
+                        return Err(TrainError::Input(format!(
+                            "{}: the training loss became {} at step {}; lower the learning rate",
+                            cfg.label, parts[0], state.step
+                        )));
+                    }
+                    grad_norm = opt.clip_grad_norm(cfg.grad_clip);
+                    opt.step(lr);
                 }
                 let total = parts[0];
-                if !total.is_finite() {
-                    return Err(TrainError::Input(format!(
-                        "{}: the training loss became {total} at step {}; lower the learning rate",
-                        cfg.label, state.step
-                    )));
-                }
-                let grad_norm = opt.clip_grad_norm(cfg.grad_clip);
-                opt.step(lr);
                 state.step += 1;
                 state.epoch_step += 1;
                 if let Some(dp) = dp {
@@ -377,7 +417,7 @@ pub fn fit<S: Batches>(
                         "kind": "step", "step": state.step, "epoch": epoch, "lr": lr, "loss": total,
                         "grad_norm": grad_norm, "targets_per_s": per_s,
                     });
-                    for ((name, _), v) in loss.parts.iter().zip(&parts[1..]) {
+                    for (name, v) in names.iter().zip(&parts[1..]) {
                         rec[*name] = json!(v);
                     }
                     log.append(&rec)?;
@@ -451,8 +491,11 @@ pub fn fit<S: Batches>(
             stop_early = cfg.patience > 0 && state.bad_epochs >= cfg.patience;
             record["valid_loss"] = json!(v.loss);
             record["valid_metric"] = json!(v.metric);
-            for (k, x) in v.record {
-                record[k] = x;
+            if main {
+                log.append(&valid_record(state.step, epoch, &v, improved, vsecs))?;
+            }
+            for (k, x) in &v.record {
+                record[k.as_str()] = x.clone();
             }
             record["best"] = json!(improved);
             record["valid_seconds"] = json!(vsecs);
@@ -489,4 +532,16 @@ pub fn fit<S: Batches>(
     report.targets_per_s = train_targets as f64 / train_secs.max(1e-9);
     report.total_seconds = state.seconds;
     Ok(report)
+}
+
+/// The `{"kind": "valid", ...}` record of a validation after step `step`.
+fn valid_record(step: u64, epoch: usize, v: &Validation, best: bool, secs: f64) -> Value {
+    let mut rec = json!({
+        "kind": "valid", "step": step, "epoch": epoch, "criterion": v.criterion, "valid_loss": v.loss,
+        "valid_metric": v.metric, "best": best, "valid_seconds": secs,
+    });
+    for (k, x) in &v.record {
+        rec[k.as_str()] = x.clone();
+    }
+    rec
 }

@@ -30,8 +30,8 @@
 //! let line = nn::linear(vs.root() / "line", 1, 1, Default::default());
 //! struct Mse<'a>(&'a nn::Linear, &'a dyn Fn(&[usize]) -> Tensor);
 //! impl Objective<Vec<usize>> for Mse<'_> {
-//!     fn loss(&mut self, rows: Vec<usize>, _step: u64) -> Result<StepLoss> {
-//!         let x = (self.1)(&rows);
+//!     fn loss(&mut self, rows: &Vec<usize>, _step: u64, _update: usize) -> Result<StepLoss> {
+//!         let x = (self.1)(rows);
 //!         Ok(StepLoss { total: (self.0.forward(&x) - &x * 2.0).square().mean(Kind::Float), parts: vec![] })
 //!     }
 //! }
@@ -45,7 +45,8 @@
 //! }
 //! let cfg = LearnerConfig {
 //!     seed: 1, epochs: 60, batch_size: 16, grad_clip: 0.0, patience: 0, validate_every: 10,
-//!     checkpoint_every: 0, log_every: 1, time_budget_s: 0.0, label: "line".into(),
+//!     checkpoint_every: 0, log_every: 1, time_budget_s: 0.0, validate_at_start: false, updates_per_batch: 1,
+//!     label: "line".into(),
 //!     lr: LrSchedule { lr: 0.05, warmup_steps: 0, schedule: Schedule::Constant, final_lr_ratio: 1.0 },
 //!     adamw: AdamWConfig::default(),
 //! };
