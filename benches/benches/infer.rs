@@ -67,7 +67,7 @@ fn inference(c: &mut Criterion) {
     };
     let (model_name, cfg) = match std::env::var("REG4REC_BENCH_MODEL").as_deref() {
         Ok("default") => ("default", ModelConfig::default()),
-        _ => ("cpu_preset", ModelConfig::cpu_preset()),
+        _ => ("cpu_preset", ModelConfig::preset("cpu").unwrap()),
     };
     tch::manual_seed(0);
     let model = match Reg4RecModel::new(&cfg, &codes, N_CATEGORIES, tch::Device::Cpu) {

@@ -8,7 +8,7 @@ use reg4rec_baselines::{SasRecConfig, SasRecModel};
 const N_ITEMS: u32 = 12_101;
 
 fn sasrec_training(c: &mut Criterion) {
-    let cfg = SasRecConfig::cpu_preset();
+    let cfg = SasRecConfig::preset("cpu").unwrap();
     let model = match SasRecModel::new(&cfg, N_ITEMS as usize) {
         Ok(m) => m,
         Err(e) => panic!("cpu preset must build: {e}"),

@@ -8,7 +8,7 @@
 //! The synthetic data (seeded, so every run sees the same): for each catalog size N and codebook count M, N
 //! distinct token tuples drawn uniformly over M codebooks of 256 codes (rejection of repeats), 6 categories,
 //! and user histories of 20 items drawn uniformly from the catalog. The model is the CPU preset's
-//! (`ModelConfig::cpu_preset`: d_model 64, two layers, the item head on) with seeded random weights: latency
+//! (the `cpu` preset's `[model]`: d_model 64, two layers, the item head on) with seeded random weights: latency
 //! does not depend on what the weights learned, only on their shapes and on how many paths the search keeps.
 //! Encoding runs a short-trained MPQ tokenizer of M experts (the default network sizes) over seeded random
 //! unit feature vectors of 128 dimensions, in chunks of 65,536 rows.
@@ -180,7 +180,7 @@ fn measure(n: usize, m: usize, args: &Args) -> Record {
     let t = Instant::now();
     tch::manual_seed(0);
     let model = Reg4RecModel::new(
-        &ModelConfig::cpu_preset(),
+        &ModelConfig::preset("cpu").expect("the cpu preset"),
         &codes,
         N_CATEGORIES,
         tch::Device::Cpu,

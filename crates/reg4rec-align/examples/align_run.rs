@@ -1,6 +1,6 @@
 //! End-to-end PARS measurement on a registry dataset: MPQ codes (default tokenizer config on the default item
-//! features), a pre-trained model (`ModelConfig::cpu_preset` + `TrainConfig::cpu_preset`), then alignment
-//! (`AlignConfig::cpu_preset`, or the JSON in `ALIGN_CONFIG`; `PRETRAIN_MODEL` / `PRETRAIN_TRAIN` likewise override
+//! features), a pre-trained model (the `cpu` preset's `[model]` and `[pretrain]`), then alignment
+//! (its `[align]`, or the JSON in `ALIGN_CONFIG`; `PRETRAIN_MODEL` / `PRETRAIN_TRAIN` likewise override
 //! the pre-training presets). Stages already present in WORK_DIR are reused.
 //! Prints the AlignReport as JSON.
 //!
@@ -52,11 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // PRETRAIN_MODEL / PRETRAIN_TRAIN = '{...}' override the cpu presets (a loaded 2-core machine).
         let model_cfg: ModelConfig = match std::env::var("PRETRAIN_MODEL") {
             Ok(json) => serde_json::from_str(&json)?,
-            Err(_) => ModelConfig::cpu_preset(),
+            Err(_) => ModelConfig::preset("cpu")?,
         };
         let train_cfg: TrainConfig = match std::env::var("PRETRAIN_TRAIN") {
             Ok(json) => serde_json::from_str(&json)?,
-            Err(_) => TrainConfig::cpu_preset(),
+            Err(_) => TrainConfig::preset("cpu")?,
         };
         let r = pretrain(
             &ds,
@@ -77,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let cfg = match std::env::var("ALIGN_CONFIG") {
         Ok(json) => serde_json::from_str(&json)?,
-        Err(_) => AlignConfig::cpu_preset(),
+        Err(_) => AlignConfig::preset("cpu")?,
     };
     let name = std::env::var("ALIGN_RUN").unwrap_or_else(|_| "align".into());
     let run = work.join(name);

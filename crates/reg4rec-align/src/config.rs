@@ -143,37 +143,9 @@ impl Default for AlignConfig {
 }
 
 impl AlignConfig {
-    /// Alignment of a `cpu_preset` model on 2 CPU cores (the `[align]` section of `configs/cpu.toml`, which a
-    /// test keeps equal to this).
-    pub fn cpu_preset() -> Self {
-        AlignConfig {
-            steps: 60,
-            batch_contexts: 16,
-            group_size: 8,
-            lr: 1e-4,
-            valid_every: 30,
-            valid_users: 500,
-            ..Self::default()
-        }
-    }
-
-    /// A few steps for smoke tests (seconds).
-    pub fn smoke_preset() -> Self {
-        AlignConfig {
-            steps: 4,
-            batch_contexts: 4,
-            group_size: 4,
-            lr: 1e-4,
-            warmup_steps: 0,
-            valid_every: 2,
-            valid_users: 32,
-            valid: InferConfig {
-                beam: 5,
-                top_n: 10,
-                ..InferConfig::default()
-            },
-            ..Self::default()
-        }
+    /// The `[align]` section of preset `name` (`smoke`, `cpu`, `gpu`: [`reg4rec_data::presets`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        Ok(reg4rec_data::presets::section(name, "align")?)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -274,8 +246,8 @@ mod tests {
     fn presets_validate_and_bad_fields_are_named() {
         for c in [
             AlignConfig::default(),
-            AlignConfig::cpu_preset(),
-            AlignConfig::smoke_preset(),
+            AlignConfig::preset("cpu").unwrap(),
+            AlignConfig::preset("smoke").unwrap(),
         ] {
             c.validate().unwrap();
             let back: AlignConfig =

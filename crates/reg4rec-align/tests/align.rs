@@ -102,7 +102,7 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     tch::manual_seed(3);
     let mcfg = ModelConfig {
         dropout: 0.0,
-        ..ModelConfig::smoke_preset()
+        ..ModelConfig::preset("smoke").unwrap()
     };
     let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     tch::manual_seed(3);
@@ -218,7 +218,13 @@ fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
     let (_, codes) = synthetic(12, 1, 3);
     let index = ItemIndex::new(&codes).unwrap();
     tch::manual_seed(1);
-    let model = Reg4RecModel::new(&ModelConfig::smoke_preset(), &codes, 3, Device::Cpu).unwrap();
+    let model = Reg4RecModel::new(
+        &ModelConfig::preset("smoke").unwrap(),
+        &codes,
+        3,
+        Device::Cpu,
+    )
+    .unwrap();
     let ctx = model.contexts(&[&[0, 1], &[4]]).unwrap().hidden;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let s = reg4rec_align::grpo::sample_paths(&model, &index, &ctx, 50, 2.0, &mut rng).unwrap();
@@ -254,13 +260,13 @@ fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
 fn pretrained(dir: &std::path::Path, ds: &Dataset, split: &LeaveOneOut, codes: &Codes) {
     let t = TrainConfig {
         epochs: 3,
-        ..TrainConfig::smoke_preset()
+        ..TrainConfig::preset("smoke").unwrap()
     };
     pretrain(
         ds,
         split,
         codes,
-        &ModelConfig::smoke_preset(),
+        &ModelConfig::preset("smoke").unwrap(),
         &t,
         dir,
         false,
@@ -282,7 +288,7 @@ fn align_logs_keeps_the_best_and_resumes_exactly() {
     let cfg = AlignConfig {
         steps: 4,
         lr: 1e-3,
-        ..AlignConfig::smoke_preset()
+        ..AlignConfig::preset("smoke").unwrap()
     };
 
     let full = tmp.path().join("full");
@@ -451,7 +457,7 @@ fn align_under_bf16_and_ladq_tracks_fp32_and_logs_the_ladq_history() {
     let fp32 = AlignConfig {
         steps: 4,
         lr: 1e-3,
-        ..AlignConfig::smoke_preset()
+        ..AlignConfig::preset("smoke").unwrap()
     };
     let ladq = AlignConfig {
         precision: PrecisionMode::Ladq,

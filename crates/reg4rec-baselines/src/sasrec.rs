@@ -19,7 +19,7 @@ use tch::nn;
 use tch::{Kind, Tensor};
 
 /// Model and training hyper-parameters of SASRec-CE. Defaults are the CPU preset's sizes (the usual good settings
-/// on Amazon Beauty); [`SasRecConfig::smoke_preset`] is a tiny one for tests and smoke runs.
+/// on Amazon Beauty); `SasRecConfig::preset("smoke")` is a tiny one for tests and smoke runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SasRecConfig {
@@ -112,46 +112,12 @@ impl Default for SasRecConfig {
 }
 
 impl SasRecConfig {
-    /// The CPU preset: the default sizes under a 60-epoch cosine schedule (about 21 minutes on Amazon Beauty on
-    /// two cores), early stopping after 10 validations without a better NDCG@10, and a 25-minute training budget
-    /// as a safety net so a run on two cores stays under half an hour end to end.
-    pub fn cpu_preset() -> Self {
-        SasRecConfig {
-            max_epochs: 60,
-            patience: 10,
-            time_budget_s: 25 * 60,
-            ..Self::default()
-        }
-    }
-
-    /// A tiny model that trains in seconds (tests, smoke runs of the pipeline).
-    pub fn smoke_preset() -> Self {
-        SasRecConfig {
-            max_len: 20,
-            d_model: 16,
-            n_layers: 1,
-            n_heads: 2,
-            d_ff: 32,
-            dropout: 0.1,
-            lr: 3e-3,
-            batch_size: 64,
-            eval_batch_size: 256,
-            max_epochs: 3,
-            patience: 2,
-            ..Self::default()
-        }
-    }
-
-    /// A preset by name: `cpu`, `smoke` or `default`.
+    /// The `[sasrec]` section of preset `name` (`smoke`, `cpu`, `gpu`: [`reg4rec_data::presets`]), or
+    /// `default` for [`SasRecConfig::default`].
     pub fn preset(name: &str) -> Result<Self> {
         match name {
-            "cpu" => Ok(Self::cpu_preset()),
-            "smoke" => Ok(Self::smoke_preset()),
             "default" => Ok(Self::default()),
-            other => Err(BaselineError::config(
-                "preset",
-                format!("unknown SASRec preset `{other}` (expected cpu, smoke or default)"),
-            )),
+            other => Ok(reg4rec_data::presets::section(other, "sasrec")?),
         }
     }
 

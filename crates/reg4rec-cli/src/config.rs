@@ -1,6 +1,7 @@
 //! The pipeline's configuration: one serde struct whose sections are the crates' own configs, read from a preset
-//! (`configs/<preset>.toml`: kept in this crate, so it packages with it, linked from the workspace root and
-//! embedded in the binary) or a file, with `--set section.field=value` overrides.
+//! (`configs/<preset>.toml`: kept in `reg4rec-data` (`reg4rec_data::presets`), so the library crates' configs read
+//! their sections from the same files, linked from the workspace root and embedded in the binary) or a file, with
+//! `--set section.field=value` overrides.
 
 use anyhow::{bail, Context, Result};
 use reg4rec_align::AlignConfig;
@@ -75,12 +76,8 @@ impl Default for StagesConfig {
     }
 }
 
-/// The presets shipped with reg4rec.
-pub const PRESETS: [(&str, &str); 3] = [
-    ("smoke", include_str!("../configs/smoke.toml")),
-    ("cpu", include_str!("../configs/cpu.toml")),
-    ("gpu", include_str!("../configs/gpu.toml")),
-];
+/// The presets shipped with reg4rec (`configs/*.toml`, embedded by `reg4rec-data`).
+pub use reg4rec_data::presets::PRESETS;
 
 impl PipelineConfig {
     /// Reads a preset by name, or a TOML file when `file` is given, then applies `sets` (`a.b=value`).
@@ -197,15 +194,6 @@ mod tests {
         assert!(format!("{e:#}").contains("no_such_field"), "{e:#}");
         let e = PipelineConfig::resolve("nope", None, &[]).unwrap_err();
         assert!(e.to_string().contains("unknown preset"));
-    }
-
-    #[test]
-    fn cpu_toml_equals_the_crates_cpu_presets() {
-        let c = PipelineConfig::resolve("cpu", None, &[]).unwrap();
-        assert_eq!(c.sasrec, SasRecConfig::cpu_preset());
-        assert_eq!(c.model, reg4rec_model::ModelConfig::cpu_preset());
-        assert_eq!(c.pretrain, reg4rec_model::TrainConfig::cpu_preset());
-        assert_eq!(c.align, reg4rec_align::AlignConfig::cpu_preset());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod formats;
 pub mod interactions;
 pub mod io;
 pub mod metrics;
+pub mod presets;
 pub mod progress;
 pub mod registry;
 pub mod split;

@@ -40,9 +40,9 @@ fn configs() -> (ModelConfig, TrainConfig) {
         epochs: 3,
         batch_size: 1,
         log_every: 1,
-        ..TrainConfig::smoke_preset()
+        ..TrainConfig::preset("smoke").unwrap()
     };
-    (ModelConfig::smoke_preset(), t)
+    (ModelConfig::preset("smoke").unwrap(), t)
 }
 
 /// One rank: the uninterrupted run in `dir/full`, the interrupted and resumed one in `dir/killed`.

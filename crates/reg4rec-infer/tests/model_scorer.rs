@@ -20,7 +20,7 @@ fn model(mode: Mode) -> Reg4RecModel {
     tch::manual_seed(0);
     let cfg = ModelConfig {
         mode,
-        ..ModelConfig::smoke_preset()
+        ..ModelConfig::preset("smoke").unwrap()
     };
     Reg4RecModel::new(&cfg, &codes(mode == Mode::Tiger), 3, Device::Cpu).unwrap()
 }

@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let split = LeaveOneOut::new(&ds);
     let tokenizer = reg4rec_tokenizer::load(&tok_dir)?;
     let codes = tokenizer.codes();
-    let model_cfg = ModelConfig::cpu_preset();
+    let model_cfg = ModelConfig::preset("cpu")?;
     println!(
         "{name}: {} users; cpu preset, {steps} steps, LADQ sample every {sample_every}, {threads} thread(s)",
         split.n_users()
@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 sample_every,
                 ..Default::default()
             },
-            ..TrainConfig::cpu_preset()
+            ..TrainConfig::preset("cpu")?
         };
         let dir = out.join(mode.as_str());
         if dir.exists() {

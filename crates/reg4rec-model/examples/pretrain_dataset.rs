@@ -53,9 +53,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let model_cfg = ModelConfig {
         mode,
-        ..ModelConfig::cpu_preset()
+        ..ModelConfig::preset("cpu")?
     };
-    let mut train_cfg = TrainConfig::cpu_preset();
+    let mut train_cfg = TrainConfig::preset("cpu")?;
     if let Some(e) = args.get(3) {
         train_cfg.epochs = e.parse()?;
     }

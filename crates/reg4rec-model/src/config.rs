@@ -63,30 +63,9 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// Sized for 2 CPU cores: one encoder layer and one decoder block, d_model 64, FFN 256, dropout 0.3, the
-    /// last 50 items (the `[model]` section of `configs/cpu.toml`, which a test keeps equal to this).
-    pub fn cpu_preset() -> Self {
-        ModelConfig {
-            n_layers: 2,
-            d_model: 64,
-            n_heads: 4,
-            d_ff: 256,
-            dropout: 0.3,
-            history_len: 50,
-            ..Self::default()
-        }
-    }
-
-    /// Tiny model for smoke tests (seconds).
-    pub fn smoke_preset() -> Self {
-        ModelConfig {
-            n_layers: 2,
-            d_model: 32,
-            n_heads: 2,
-            d_ff: 64,
-            history_len: 5,
-            ..Self::default()
-        }
+    /// The `[model]` section of preset `name` (`smoke`, `cpu`, `gpu`: [`reg4rec_data::presets`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        Ok(reg4rec_data::presets::section(name, "model")?)
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -222,33 +201,9 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// Pre-training on 2 CPU cores with [`ModelConfig::cpu_preset`]: 16 epochs of 128-user batches (about 2
-    /// minutes on ml-100k, 11 on Amazon Beauty; the `[pretrain]` section of `configs/cpu.toml`, which a test
-    /// keeps equal to this).
-    pub fn cpu_preset() -> Self {
-        TrainConfig {
-            epochs: 16,
-            batch_size: 128,
-            lr: 3e-3,
-            warmup_steps: 100,
-            weight_decay: 0.0,
-            patience: 4,
-            ..Self::default()
-        }
-    }
-
-    /// A few steps, for smoke tests (seconds).
-    pub fn smoke_preset() -> Self {
-        TrainConfig {
-            epochs: 2,
-            batch_size: 32,
-            lr: 3e-3,
-            warmup_steps: 5,
-            patience: 0,
-            log_every: 1,
-            valid_batch_size: 64,
-            ..Self::default()
-        }
+    /// The `[pretrain]` section of preset `name` (`smoke`, `cpu`, `gpu`: [`reg4rec_data::presets`]).
+    pub fn preset(name: &str) -> Result<Self> {
+        Ok(reg4rec_data::presets::section(name, "pretrain")?)
     }
 
     /// The engine's AdamW constants of this config.
@@ -435,15 +390,15 @@ mod tests {
     fn defaults_and_presets_validate_and_bad_fields_are_named() {
         for m in [
             ModelConfig::default(),
-            ModelConfig::cpu_preset(),
-            ModelConfig::smoke_preset(),
+            ModelConfig::preset("cpu").unwrap(),
+            ModelConfig::preset("smoke").unwrap(),
         ] {
             m.validate().unwrap();
         }
         for t in [
             TrainConfig::default(),
-            TrainConfig::cpu_preset(),
-            TrainConfig::smoke_preset(),
+            TrainConfig::preset("cpu").unwrap(),
+            TrainConfig::preset("smoke").unwrap(),
         ] {
             t.validate().unwrap();
         }

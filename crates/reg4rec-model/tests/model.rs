@@ -52,7 +52,7 @@ fn tiny_model(mode: Mode, seed: i64, codes: &Codes) -> Reg4RecModel {
     tch::manual_seed(seed);
     let cfg = ModelConfig {
         mode,
-        ..ModelConfig::smoke_preset()
+        ..ModelConfig::preset("smoke").unwrap()
     };
     Reg4RecModel::new(&cfg, codes, 3, Device::Cpu).unwrap()
 }
@@ -375,7 +375,7 @@ fn weights_round_trip_through_safetensors() {
     let mut c = Reg4RecModel::new(
         &ModelConfig {
             d_model: 16,
-            ..ModelConfig::smoke_preset()
+            ..ModelConfig::preset("smoke").unwrap()
         },
         &codes,
         3,
@@ -403,7 +403,7 @@ fn overfit_configs() -> (ModelConfig, TrainConfig) {
     let m = ModelConfig {
         dropout: 0.0,
         history_len: 8,
-        ..ModelConfig::smoke_preset()
+        ..ModelConfig::preset("smoke").unwrap()
     };
     let t = TrainConfig {
         epochs: 60,
@@ -413,7 +413,7 @@ fn overfit_configs() -> (ModelConfig, TrainConfig) {
         weight_decay: 0.0,
         patience: 0,
         log_every: 5,
-        ..TrainConfig::smoke_preset()
+        ..TrainConfig::preset("smoke").unwrap()
     };
     (m, t)
 }
@@ -481,12 +481,12 @@ fn a_killed_run_resumes_to_the_same_weights() {
     let _serial = serial();
     let (ds, codes) = synthetic(10, 6, 9);
     let split = LeaveOneOut::new(&ds);
-    let m = ModelConfig::smoke_preset(); // dropout 0.1: the per-step reseed must make it reproducible
+    let m = ModelConfig::preset("smoke").unwrap(); // dropout 0.1: the per-step reseed must make it reproducible
     let t = TrainConfig {
         epochs: 3,
         batch_size: 2,
         checkpoint_every: 2,
-        ..TrainConfig::smoke_preset()
+        ..TrainConfig::preset("smoke").unwrap()
     };
     let full = tempfile::tempdir().unwrap();
     let a = pretrain(
@@ -634,11 +634,11 @@ fn ladq_pretraining_assigns_precisions_logs_them_and_resumes_exactly() {
     let _serial = serial();
     let (ds, codes) = synthetic(10, 6, 9);
     let split = LeaveOneOut::new(&ds);
-    let m = ModelConfig::smoke_preset(); // 1 encoder layer + 1 decoder block: 6 + 2 LADQ projections
+    let m = ModelConfig::preset("smoke").unwrap(); // 1 encoder layer + 1 decoder block: 6 + 2 LADQ projections
     let base = TrainConfig {
         epochs: 3,
         batch_size: 2,
-        ..TrainConfig::smoke_preset()
+        ..TrainConfig::preset("smoke").unwrap()
     };
     let t = TrainConfig {
         precision: PrecisionMode::Ladq,

@@ -30,7 +30,13 @@ fn model(seed: i64) -> Reg4RecModel {
     let codes = Codes::new(m, d, false, tuples).unwrap();
     let _guard = reg4rec_model::torch_rng_lock();
     tch::manual_seed(seed);
-    Reg4RecModel::new(&ModelConfig::smoke_preset(), &codes, 3, Device::Cpu).unwrap()
+    Reg4RecModel::new(
+        &ModelConfig::preset("smoke").unwrap(),
+        &codes,
+        3,
+        Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
