@@ -9,8 +9,8 @@
 
 use reg4rec_model::config::ModelConfig;
 use reg4rec_model::crss::{select_order_with, step_losses};
+use reg4rec_model::decoding::{Vocab, BOS, PAD, SEP};
 use reg4rec_model::model::Decoded;
-use reg4rec_model::vocab::{Vocab, BOS, PAD, SEP};
 use reg4rec_tokenizer::Codes;
 use tch::{nn, Kind, Tensor};
 

@@ -22,7 +22,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
 use reg4rec_model::crss::{sequence_loss, target_contexts};
-use reg4rec_model::vocab::N_SPECIAL;
+use reg4rec_model::decoding::decoder_input;
 use reg4rec_model::{Objective, Reg4RecModel, SeqBatch};
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use reg4rec_train::AdamW;
@@ -46,7 +46,7 @@ pub struct SampledPaths {
     pub categories: Vec<Vec<Vec<f32>>>,
 }
 
-/// The tokens allowed after `partial` (vocabulary ids are `N_SPECIAL + token.id(d)`): unused codebooks that
+/// The tokens allowed after `partial` (vocabulary ids: `Vocab::id`): unused codebooks that
 /// keep the set completable to an item; in TIGER mode (ordered codes) only the next codebook.
 pub fn allowed_next(index: &ItemIndex, partial: &[Token], ordered: bool) -> Vec<Token> {
     let next = partial.len() as u16;
@@ -83,19 +83,14 @@ pub fn sample_paths(
     let rows: Vec<i64> = (0..n).map(|i| (i / group_size) as i64).collect();
     let ctx_rep = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
     let mut paths: Vec<Vec<Token>> = vec![Vec::with_capacity(m); n];
-    let mut ids: Vec<i64> = Vec::with_capacity(n * m);
     let mut allowed_all = vec![false; n * m * v];
     let mut logp_all = vec![0f32; n * m];
     let mut categories: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(m); n];
     let first = allowed_next(index, &[], ordered);
+    let flat =
+        |paths: &[Vec<Token>]| -> Vec<usize> { paths.iter().flatten().map(|t| t.id(d)).collect() };
     for k in 0..m {
-        let mut dec = Vec::with_capacity(n * k);
-        for p in &paths {
-            dec.extend(p.iter().map(|t| N_SPECIAL + t.id(d) as i64));
-        }
-        let dec = Tensor::from_slice(&dec)
-            .view([n as i64, k as i64])
-            .to_device(device);
+        let dec = decoder_input(&vocab, &flat(&paths), n, device);
         let mut allowed = vec![false; n * v];
         for (i, p) in paths.iter().enumerate() {
             let next = if k == 0 {
@@ -109,7 +104,7 @@ pub fn sample_paths(
                 )));
             }
             for t in next {
-                allowed[i * v + N_SPECIAL as usize + t.id(d)] = true;
+                allowed[i * v + vocab.id(t) as usize] = true;
             }
         }
         let allowed_t = Tensor::from_slice(&allowed)
@@ -149,23 +144,21 @@ pub fn sample_paths(
             }
             // `pick` is the last allowed token when rounding leaves the cumulative sum below u.
             let t = pick.ok_or_else(|| AlignError::Input("no allowed token to sample".into()))?;
-            let code = t - N_SPECIAL as usize;
-            paths[i].push(Token::new((code / d) as u16, (code % d) as u16));
+            let token = vocab.token_at(t as i64).ok_or_else(|| {
+                AlignError::Input(format!("sampled token {t} is not a codebook token"))
+            })?;
+            paths[i].push(token);
             logp_all[i * m + k] = row[t];
             allowed_all[(i * m + k) * v..(i * m + k + 1) * v]
                 .copy_from_slice(&allowed[i * v..(i + 1) * v]);
             categories[i].push(cat[i * n_cat..(i + 1) * n_cat].to_vec());
         }
     }
-    for p in &paths {
-        ids.extend(p.iter().map(|t| N_SPECIAL + t.id(d) as i64));
-    }
+    let tokens = decoder_input(&vocab, &flat(&paths), n, device);
     Ok(SampledPaths {
         n_contexts: b,
         group_size,
-        tokens: Tensor::from_slice(&ids)
-            .view([n as i64, m as i64])
-            .to_device(device),
+        tokens,
         paths,
         allowed: Tensor::from_slice(&allowed_all)
             .view([n as i64, m as i64, v as i64])

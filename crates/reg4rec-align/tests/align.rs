@@ -10,7 +10,6 @@ use reg4rec_align::{align, AlignConfig, RewardWeights};
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_model::checkpoint::{load_model, Which};
-use reg4rec_model::vocab::N_SPECIAL;
 use reg4rec_model::{
     pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, SeqBatchBuilder, TrainConfig,
     Vocab,
@@ -71,9 +70,9 @@ fn set_probability(
     let mut allowed = vec![false; perms.len() * 3 * v.size()];
     for (i, p) in perms.iter().enumerate() {
         for k in 0..3 {
-            ids.push(N_SPECIAL + p[k].id(v.d) as i64);
+            ids.push(v.id(p[k]));
             for t in allowed_next(index, &p[..k], false) {
-                allowed[(i * 3 + k) * v.size() + N_SPECIAL as usize + t.id(v.d)] = true;
+                allowed[(i * 3 + k) * v.size() + v.id(t) as usize] = true;
             }
         }
     }

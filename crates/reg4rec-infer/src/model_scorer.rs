@@ -7,14 +7,13 @@
 //!
 //! The token distribution is normalised exactly as in training: the softmax over the codebook tokens of the
 //! codebooks not used yet (used codebooks and the special tokens have probability zero, as
-//! `reg4rec_model::mask::codebook_mask` makes them). In TIGER mode (ordered codes) only codebook k is open at
+//! `reg4rec_model::decoding::codebook_mask` makes them). In TIGER mode (ordered codes) only codebook k is open at
 //! step k, as in the model's greedy decoding.
 
 use crate::error::{InferError, Result};
 use crate::scorer::{StepInput, StepOutput, StepScorer};
 use reg4rec_model::config::Mode;
-use reg4rec_model::mask::open_codebook_log_probs;
-use reg4rec_model::vocab::N_SPECIAL;
+use reg4rec_model::decoding::{closed_codebooks, decoder_input, open_codebook_log_probs};
 use reg4rec_model::Reg4RecModel;
 use reg4rec_tokenizer::Codes;
 use tch::{Kind, Tensor};
@@ -115,34 +114,15 @@ impl StepScorer for ModelScorer<'_> {
             )));
         }
         let vocab = self.model.vocab();
-        let (m, d) = (vocab.m, vocab.d);
         let (n, k) = (input.n(), input.len);
         let device = self.model.device();
         let tiger = self.model.config().mode == Mode::Tiger;
-        let mut tokens: Vec<i64> = Vec::with_capacity(n * k);
-        let mut used = vec![false; n * m];
-        for i in 0..n {
-            let u = &mut used[i * m..(i + 1) * m];
-            for &t in input.prefix(i) {
-                tokens.push(N_SPECIAL + t as i64);
-                u[t as usize / d] = true;
-            }
-            if tiger {
-                // only codebook k is open at step k
-                for (r, x) in u.iter_mut().enumerate() {
-                    *x = r != k;
-                }
-            }
-        }
+        let flat: Vec<usize> = input.prefixes.iter().map(|&t| t as usize).collect();
         let rows: Vec<i64> = input.rows.iter().map(|&r| r as i64).collect();
         let (logp, category) = tch::no_grad(|| {
             let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
-            let tokens = Tensor::from_slice(&tokens)
-                .view([n as i64, k as i64])
-                .to_device(device);
-            let used = Tensor::from_slice(&used)
-                .view([n as i64, m as i64])
-                .to_device(device);
+            let tokens = decoder_input(&vocab, &flat, n, device);
+            let used = closed_codebooks(&vocab, &flat, n, k, tiger, device);
             let out = self.model.decode_last(&ctx, &tokens, false);
             let logits = out.token_logits.select(1, 0).to_kind(Kind::Float);
             let logp = open_codebook_log_probs(&vocab, &logits, &used); // [n, m * d]

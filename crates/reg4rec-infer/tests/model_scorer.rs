@@ -126,7 +126,7 @@ fn search_over_the_model_returns_valid_items() {
 
 #[test]
 fn beams_decode_after_their_users_context_and_dense_scores_are_the_item_head() {
-    use reg4rec_model::mask::{codebook_mask, used_codebooks};
+    use reg4rec_model::decoding::{codebook_mask, used_codebooks};
     use tch::{Kind, Tensor};
     let (c, m) = (codes(false), model(Mode::Reg4rec));
     let hist: [&[u32]; 2] = [&[0, 1, 2], &[5, 7]];

@@ -12,8 +12,8 @@
 //! - [`SeqBatchBuilder::last`] (validation, alignment): one (history, target) pair per row, the target at the
 //!   window's last position.
 
+use crate::decoding::Vocab;
 use crate::error::{ModelError, Result};
-use crate::vocab::Vocab;
 use reg4rec_tokenizer::Codes;
 use tch::{Device, Tensor};
 

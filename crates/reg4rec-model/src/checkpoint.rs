@@ -3,9 +3,9 @@
 //! rebuild the model from the directory alone), and loading a trained model back ([`load_model`]).
 
 use crate::config::{ModelConfig, TrainConfig};
+use crate::decoding::Vocab;
 use crate::error::{ModelError, Result};
 use crate::model::Reg4RecModel;
-use crate::vocab::Vocab;
 use reg4rec_data::io::read_json;
 use reg4rec_tokenizer::Codes;
 use reg4rec_train::checkpoint::FORMAT_VERSION;

@@ -3,7 +3,7 @@
 //!
 //! The target item's M tokens form a SET. At decoder step k the model has emitted k tokens from k distinct
 //! codebooks; the step's token loss is `-log sum_{t in remaining targets} p(t)` with `p` the softmax of the
-//! masked logits (used codebooks and the special tokens forbidden, [`crate::mask::codebook_mask`]), and the
+//! masked logits (used codebooks and the special tokens forbidden, [`crate::decoding::codebook_mask`]), and the
 //! token fed to step k + 1 is the remaining target token the model currently rates highest (a choice without
 //! gradient). The category head is trained with cross-entropy to the target item's category at each of the M
 //! steps. With the item head on, the context's full-softmax cross-entropy over every item is added
@@ -25,9 +25,9 @@
 
 use crate::batch::SeqBatch;
 use crate::config::{Mode, StepTarget};
-use crate::mask::codebook_mask;
+use crate::decoding::codebook_mask;
+use crate::decoding::{codebooks_of, flat_codes, Vocab};
 use crate::model::{Decoded, Encoded, Reg4RecModel};
-use crate::vocab::{Vocab, N_SPECIAL};
 use tch::{Kind, Tensor};
 
 /// The pre-training objective: the token loss's step target and the weights of the other terms
@@ -97,15 +97,14 @@ pub fn select_order_with(
 }
 
 /// Used-codebook flags before each step of a fed order: `[N, M steps, M codebooks]` bool.
-fn used_before_each_step(fed: &Tensor, d: i64, m: i64) -> Tensor {
-    let codebook = (fed - N_SPECIAL).divide_scalar_mode(d, "floor"); // [N, M]
-    let onehot = codebook.one_hot(m); // [N, M, M] i64
+fn used_before_each_step(vocab: &Vocab, fed: &Tensor) -> Tensor {
+    let onehot = codebooks_of(vocab, fed).one_hot(vocab.m as i64); // [N, M, M] i64
     (onehot.cumsum(1, Kind::Int64) - &onehot).gt(0)
 }
 
 /// The log-probability `[N, step, codebook]` of each target token (`targets` `[N, M]` in codebook order) at
 /// each step of teacher-forced decoder outputs `out` (`[N, M, ...]`, position k after the first k tokens of
-/// `fed`), under the softmax over the codebooks not used yet ([`crate::mask::open_codebook_log_probs`]); and
+/// `fed`), under the softmax over the codebooks not used yet ([`crate::decoding::open_codebook_log_probs`]); and
 /// the used-codebook flags before each step `[N, step, codebook]`.
 fn target_log_probs(
     vocab: &Vocab,
@@ -113,26 +112,21 @@ fn target_log_probs(
     fed: &Tensor,
     targets: &Tensor,
 ) -> (Tensor, Tensor) {
-    let (n, m, d) = (targets.size()[0], vocab.m as i64, vocab.d as i64);
-    let used = used_before_each_step(fed, d, m);
-    let logp = crate::mask::open_codebook_log_probs(vocab, &out.token_logits, &used); // [N, step, M * D]
-                                                                                      // Target r is codebook r's token.
+    let (n, m) = (targets.size()[0], vocab.m as i64);
+    let used = used_before_each_step(vocab, fed);
+    let logp = crate::decoding::open_codebook_log_probs(vocab, &out.token_logits, &used); // [N, step, M * D]
+                                                                                          // Target r is codebook r's token.
     let target_logp = logp.gather(
         2,
-        &(targets - N_SPECIAL)
-            .view([n, 1, m])
-            .expand([n, m, m], false),
+        &flat_codes(targets).view([n, 1, m]).expand([n, m, m], false),
         false,
     );
     (target_logp, used)
 }
 
 /// One-hot `[N, step, codebook]` of the codebook fed at each step.
-fn fed_codebooks(fed: &Tensor, d: i64, m: i64) -> Tensor {
-    (fed - N_SPECIAL)
-        .divide_scalar_mode(d, "floor")
-        .one_hot(m)
-        .gt(0)
+fn fed_codebooks(vocab: &Vocab, fed: &Tensor) -> Tensor {
+    codebooks_of(vocab, fed).one_hot(vocab.m as i64).gt(0)
 }
 
 /// The teacher-forced path log-probability `[N]` of each target `[N, M]` (codebook order) after `context`
@@ -141,7 +135,7 @@ fn fed_codebooks(fed: &Tensor, d: i64, m: i64) -> Tensor {
 pub fn path_log_probs(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) -> Tensor {
     tch::no_grad(|| {
         let vocab = model.vocab();
-        let (m, d) = (vocab.m as i64, vocab.d as i64);
+        let m = vocab.m as i64;
         let fed = match model.config().mode {
             Mode::Reg4rec => select_order(model, context, targets),
             Mode::Tiger => targets.shallow_clone(),
@@ -149,7 +143,7 @@ pub fn path_log_probs(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) 
         let out = model.decode(context, &fed.narrow(1, 0, m - 1), false);
         let (target_logp, _) = target_log_probs(&vocab, &out, &fed, targets);
         target_logp
-            .masked_fill(&fed_codebooks(&fed, d, m).logical_not(), 0.0)
+            .masked_fill(&fed_codebooks(&vocab, &fed).logical_not(), 0.0)
             .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float)
     })
 }
@@ -159,7 +153,7 @@ pub fn path_log_probs(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) 
 /// their `categories` `[N]`: the set-valued CRSS loss (REG4Rec) or the next-token cross-entropy (TIGER).
 ///
 /// The step distribution is the softmax over the codebook tokens of the codebooks not used yet (the special
-/// tokens and used codebooks have probability zero, as [`crate::mask::codebook_mask`] makes them at inference).
+/// tokens and used codebooks have probability zero, as [`crate::decoding::codebook_mask`] makes them at inference).
 pub fn step_losses(
     mode: Mode,
     step_target: StepTarget,
@@ -169,12 +163,12 @@ pub fn step_losses(
     targets: &Tensor,
     categories: &Tensor,
 ) -> (Tensor, Tensor) {
-    let (n, m, d) = (targets.size()[0], vocab.m as i64, vocab.d as i64);
+    let (n, m) = (targets.size()[0], vocab.m as i64);
     let (target_logp, used) = target_log_probs(vocab, out, fed, targets);
     let in_set = match (mode, step_target) {
         (Mode::Reg4rec, StepTarget::Set) => used.logical_not(),
         // The fed token's codebook at each step (TIGER: codebook k at step k).
-        _ => fed_codebooks(fed, d, m),
+        _ => fed_codebooks(vocab, fed),
     };
     let token = -target_logp
         .masked_fill(&in_set.logical_not(), f64::NEG_INFINITY)
@@ -289,7 +283,7 @@ pub fn greedy_decode(model: &Reg4RecModel, context: &Tensor) -> (Tensor, Tensor)
             let logits = out.token_logits.select(1, 0) + codebook_mask(&vocab, &forbid);
             let token = logits.argmax(1, true); // [N, 1]
             cats.push(out.category_logits.select(1, 0).argmax(1, true));
-            let cb = (&token - N_SPECIAL).divide_scalar_mode(vocab.d as i64, "floor");
+            let cb = codebooks_of(&vocab, &token);
             used = used.scatter_value(1, &cb, 1);
             dec = Tensor::cat(&[dec, token], 1);
         }

@@ -2,10 +2,10 @@
 //! MPQ semantic tokens with a per-step category head, trained with CRSS (confidence-based reasoning step
 //! selection) on every position of a user's sequence at once. Spec section 3.
 //!
-//! - [`vocab`]: token ids (`PAD`, `BOS`, `EOS`, `SEP`, then `4 + r * D + j`).
+//! - [`decoding`]: the vocabulary (`PAD`, `BOS`, `EOS`, `SEP`, then `4 + r * D + j`), the open-codebook rule
+//!   and the decoder's inputs, shared by training, the beam search's scorer and GRPO.
 //! - [`batch`]: streams (the encoder's item windows) and per-user batches ([`SeqBatch`]).
 //! - [`model`]: [`Reg4RecModel`] with `encode` / `decode` / `item_logits` (pre-norm transformer, one file).
-//! - [`mask`]: the used-codebook / EOS decoding mask shared with inference.
 //! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant) over every target of a batch.
 //! - [`train`]: pre-training ([`pretrain`]) through the training engine (`reg4rec-train`: the loop, AdamW,
 //!   checkpoints, exact resume, data parallelism); [`checkpoint`]: the run's `config.json` and [`load_model`].
@@ -14,21 +14,20 @@ pub mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod crss;
+pub mod decoding;
 pub mod error;
-pub mod mask;
 pub mod model;
 pub mod train;
-pub mod vocab;
 
 pub use batch::{SeqBatch, SeqBatchBuilder, StreamIds};
 pub use checkpoint::{load_model, Which};
 pub use config::{Mode, ModelConfig, Schedule, StepTarget, TrainConfig};
 pub use crss::Objective;
+pub use decoding::Vocab;
 pub use error::{ModelError, Result};
 pub use model::{Decoded, Encoded, Reg4RecModel};
 pub use reg4rec_precision::{LadqConfig, PrecisionMode};
 pub use train::{precision_controller, pretrain, PretrainOptions, PretrainReport};
-pub use vocab::Vocab;
 
 /// libtorch's random generator is process-global: code that seeds it and needs reproducible draws (tests
 /// running in parallel threads, several trainings in one process) holds this lock meanwhile.

@@ -15,7 +15,7 @@
 //! - **Decoder** (the *set decoder*): the state before step k is the context (through a linear projection) plus
 //!   the sum of the embeddings of the k tokens emitted so far (the shared token table) plus a step embedding,
 //!   refined by pre-norm feed-forward blocks; it predicts the next token (`token_head`, masked by the caller:
-//!   [`crate::mask::codebook_mask`]) and the item's category (`category_head`). The state depends on the SET
+//!   [`crate::decoding::codebook_mask`]) and the item's category (`category_head`). The state depends on the SET
 //!   of emitted tokens, not their order: CRSS generates a set, two orders of the same tokens continue
 //!   identically (so the beam search merges them exactly), and a step costs one position. Measured against a
 //!   causal self-attention decoder of the same width on Amazon Beauty (10 epochs): the same validation
@@ -34,8 +34,8 @@
 
 use crate::batch::{stream_window, StreamIds};
 use crate::config::ModelConfig;
+use crate::decoding::{Vocab, BOS};
 use crate::error::{ModelError, Result};
-use crate::vocab::{Vocab, BOS};
 use reg4rec_precision::{LayerRegistry, Linear, Precision};
 use reg4rec_tokenizer::Codes;
 use tch::{nn, Device, Kind, Tensor};

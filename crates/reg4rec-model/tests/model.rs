@@ -6,7 +6,7 @@ use reg4rec_model::checkpoint::{load_weights, save_weights, Which};
 use reg4rec_model::crss::{
     greedy_decode, path_log_probs, select_order, sequence_loss, target_contexts,
 };
-use reg4rec_model::mask::{codebook_mask, used_codebooks};
+use reg4rec_model::decoding::{codebook_mask, used_codebooks};
 use reg4rec_model::{
     load_model, pretrain, LadqConfig, Mode, ModelConfig, Objective, PrecisionMode, PretrainOptions,
     Reg4RecModel, SeqBatch, SeqBatchBuilder, StepTarget, TrainConfig,
