@@ -10,8 +10,8 @@
 //! - `per_user_step`: the per-user layout (`reg4rec_model::crss::sequence_loss`) on one batch of
 //!   `pretrain.batch_size` users of length-bucketed training sequences, item head included, + backward + AdamW;
 //!   throughput in the batch's target items (non-padding positions).
-//! - `trainer`: the real trainer (`pretrain_with`: batch building on a background thread, logging) for a fixed
-//!   number of steps, time as the trainer reports it.
+//! - `trainer`: the real trainer (`pretrain` through the training engine: batch building on a background
+//!   thread, logging) for a fixed number of steps, time as the trainer reports it.
 //!
 //! The ratio of the two steps' target items per second is printed and written to
 //! `target/criterion/pretrain-layouts.json`.

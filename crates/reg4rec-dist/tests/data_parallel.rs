@@ -1,4 +1,4 @@
-//! Data-parallel pre-training through `reg4rec_model::pretrain_with` in 2 CPU processes (this test binary
+//! Data-parallel pre-training through `reg4rec_model::pretrain` in 2 CPU processes (this test binary
 //! re-executed as the ranks): an interrupted and resumed run ends with the same weights, bit for bit, as an
 //! uninterrupted one, the replicas are checked after every step, and only rank 0 writes.
 
