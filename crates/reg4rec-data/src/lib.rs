@@ -1,9 +1,12 @@
 //! Data for reg4rec: a registry of named datasets (MovieLens-100k, the Amazon 2014 S3-Rec sets, and your own
 //! RecBole, CSV or Parquet logs, read as streams) with checksummed sources, the leave-one-out protocol, item
 //! features for the tokenizers (computed from training interactions only), batching, and full-ranking
-//! Recall@K / NDCG@K.
+//! Recall@K / NDCG@K. Two pieces every other crate shares live here too: [`tensors`], the one reader and writer
+//! of safetensors files (with checksums), and [`presets`], the `configs/*.toml` files every config reads its
+//! preset from.
 //!
-//! Everything here is pure Rust; the optional `tch` feature converts batches into libtorch tensors.
+//! Everything here is pure Rust; the optional `tch` feature converts batches into libtorch tensors and moves
+//! libtorch tensors in and out of safetensors files.
 
 pub mod batch;
 pub mod dataset;

@@ -5,7 +5,7 @@
 //!   digest of every tensor's name, shape and data (in name order); reading verifies it when present, so a
 //!   flipped byte is an error naming the file, never silently different weights.
 //! - Every tensor is stored as little-endian `f32`; reading refuses other dtypes, naming the tensor.
-//! - With the `tch` feature, [`save_tch`] and [`load_into_tch`] move libtorch tensors (any float kind, stored as
+//! - With the `tch` feature, `save_tch` and `load_into_tch` move libtorch tensors (any float kind, stored as
 //!   `f32`) in and out, checking that the file holds exactly the expected names and shapes.
 //!
 //! ```
