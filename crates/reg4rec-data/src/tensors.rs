@@ -36,7 +36,7 @@ pub struct NamedTensor {
     pub values: Vec<f32>,
 }
 
-/// The contents of a safetensors file read by [`read`]: its metadata and its tensors by name.
+/// The contents of a safetensors file read by [`read()`]: its metadata and its tensors by name.
 #[derive(Debug, Clone)]
 pub struct TensorFile {
     pub path: PathBuf,
@@ -151,7 +151,7 @@ pub fn read(path: &Path) -> Result<TensorFile> {
     read_bytes(path, &bytes)
 }
 
-/// [`read`] from bytes already in memory (`path` names them in errors).
+/// [`read()`] from bytes already in memory (`path` names them in errors).
 pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
     let not_st = |e: safetensors::SafeTensorError| {
         DataError::invalid(
@@ -203,7 +203,7 @@ pub fn read_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
     })
 }
 
-/// Writes libtorch tensors (any float kind, on any device; stored as `f32`) with `metadata`, as [`write`].
+/// Writes libtorch tensors (any float kind, on any device; stored as `f32`) with `metadata`, as [`write()`].
 #[cfg(feature = "tch")]
 pub fn save_tch(
     path: &Path,

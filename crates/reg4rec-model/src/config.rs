@@ -1,5 +1,5 @@
 //! Configuration of the generative model ([`ModelConfig`]) and of pre-training ([`TrainConfig`]). Every spec
-//! [default] is a field here; `M`, `D` and the number of categories are derived from the tokenizer's codes and
+//! default is a field here; `M`, `D` and the number of categories are derived from the tokenizer's codes and
 //! the dataset, never typed in.
 
 use crate::error::{ModelError, Result};
