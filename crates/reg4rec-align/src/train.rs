@@ -526,12 +526,6 @@ pub fn align(
     }
 
     let learner = learner_config(cfg);
-    // Where a resumed run continues (only rank 0 reads the run directory).
-    let start_step = if main && resume {
-        run.latest_step()?.unwrap_or(0)
-    } else {
-        0
-    };
     // The policy's precision (ladq: restored from the history up to the resumed step); the step-0 validation
     // of a fresh run already runs under it.
     let ladq = precision_controller(
@@ -539,7 +533,7 @@ pub fn align(
         cfg.precision,
         &cfg.ladq,
         main.then_some(run_dir),
-        start_step,
+        resume,
     )?;
     let builder = SeqBatchBuilder {
         vocab: policy.vocab(),

@@ -89,19 +89,24 @@ pub struct PretrainReport {
     pub n_parameters: i64,
 }
 
-/// Puts `model` under precision `mode` for a training run that is about to run optimizer step `step` (0 for a
-/// fresh run) and returns the [`Ladq`] controller the trainer calls around each step (`begin_step` before the
+/// Puts `model` under precision `mode` for a training run in `run_dir` (`None` on ranks other than 0, which do
+/// not read it) and returns the [`Ladq`] controller the trainer calls around each step (`begin_step` before the
 /// forward pass, `end_step` after `backward`). `bf16`: every linear layer and attention in bf16; `ladq`: every
-/// LADQ projection fp32 until the first sampling, or the last assignment in `run_dir/<ladq.history_file>` before
-/// `step` when resuming (later history lines are dropped); `fp32`: everything f32. Shared by pre-training and
-/// alignment so that both honour `--precision` the same way.
+/// LADQ projection fp32 until the first sampling, or, when `resume`-ing, the last assignment in
+/// `run_dir/<ladq.history_file>` before the step the run continues from (its latest checkpoint; later history
+/// lines are dropped); `fp32`: everything f32. Shared by pre-training and alignment so that both honour
+/// `--precision` the same way.
 pub fn precision_controller(
     model: &mut Reg4RecModel,
     mode: PrecisionMode,
     ladq: &LadqConfig,
     run_dir: Option<&Path>,
-    step: u64,
+    resume: bool,
 ) -> Result<Ladq> {
+    let step = match run_dir {
+        Some(dir) if resume => RunDir::new(dir).latest_step()?.unwrap_or(0),
+        _ => 0,
+    };
     model.set_bf16(mode == PrecisionMode::Bf16);
     Ok(Ladq::resume(
         mode,
@@ -395,18 +400,12 @@ pub fn pretrain(
     tch::manual_seed(train_cfg.seed as i64);
     let mut model = Reg4RecModel::new(model_cfg, codes, ds.n_categories(), device)?;
     let learner = learner_config(train_cfg);
-    // Where a resumed run continues (only rank 0 reads the run directory).
-    let start_step = if main && resume {
-        run.latest_step()?.unwrap_or(0)
-    } else {
-        0
-    };
     let ladq = precision_controller(
         &mut model,
         train_cfg.precision_mode(),
         &train_cfg.ladq,
         main.then_some(run_dir),
-        start_step,
+        resume,
     )?;
     let rows: Vec<&[u32]> = split
         .train
