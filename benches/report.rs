@@ -21,6 +21,13 @@ pub fn log_log_figure(
     series: &[(String, Vec<(f64, f64)>)],
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
+    // Text is measured and drawn with an embedded face (plotters' ab_glyph backend has no system fonts).
+    plotters::style::register_font(
+        "sans-serif",
+        plotters::style::FontStyle::Normal,
+        epaint_default_fonts::UBUNTU_LIGHT,
+    )
+    .map_err(|_| "the embedded chart font could not be read")?;
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (x_min, x_max, y_min, y_max) = points.fold(
         (f64::MAX, 1.0f64, f64::MAX, 0.0f64),
@@ -84,4 +91,22 @@ pub fn measure_in_child<T: serde::de::DeserializeOwned>(args: &[String], what: &
         return None;
     }
     Some(serde_json::from_slice(&out.stdout).expect("a record"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_log_figure_draws_each_series_with_its_legend() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fig.svg");
+        let series = vec![
+            ("beam 20".to_string(), vec![(1e3, 2.0), (1e4, 5.0)]),
+            ("beam 50".to_string(), vec![(1e3, 4.0), (1e4, 9.0)]),
+        ];
+        super::log_log_figure(&path, "items", "latency", "ms", &series).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        for name in ["beam 20", "beam 50", "latency"] {
+            assert!(svg.contains(name), "{name} missing from the figure");
+        }
+    }
 }

@@ -425,33 +425,48 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| sasrec-ce |"));
     assert!(md.contains("applied to the test split"), "{md}");
-    // Every figure is drawn, is an SVG with data in it, and is linked from report.md.
-    let figures: Vec<&str> = report["figures"]
+    // Every figure is drawn as SVG and PNG, has data in it (the first series' colour marks its legend entry and
+    // at least one curve or bar), and both files are linked from report.md.
+    let figures: Vec<(&str, &str)> = report["figures"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f["file"].as_str().unwrap())
+        .map(|f| (f["file"].as_str().unwrap(), f["png"].as_str().unwrap()))
+        .collect();
+    let names = [
+        "pretrain-loss",
+        "valid-recall",
+        "align-reward",
+        "align-valid-recall",
+        "theta-sweep",
+        "codebooks",
+    ];
+    let expected: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (format!("plots/{n}.svg"), format!("plots/{n}.png")))
         .collect();
     assert_eq!(
-        figures,
-        [
-            "plots/pretrain-loss.svg",
-            "plots/valid-recall.svg",
-            "plots/align-reward.svg",
-            "plots/align-valid-recall.svg",
-            "plots/theta-sweep.svg",
-            "plots/codebooks.svg"
-        ]
+        figures
+            .iter()
+            .map(|(s, p)| (s.to_string(), p.to_string()))
+            .collect::<Vec<_>>(),
+        expected
     );
-    for f in figures {
+    for (f, png) in figures {
         let svg = std::fs::read_to_string(out.join(f)).unwrap();
         assert!(
             svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
             "{f}"
         );
+        assert!(svg.matches("#0072B2").count() >= 2, "{f} draws nothing");
+        let bytes = std::fs::read(out.join(png)).unwrap();
         assert!(
-            svg.contains("<polyline") || svg.contains("</title></rect>"),
-            "{f} draws nothing"
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{png} is not a PNG"
+        );
+        assert!(
+            md.contains(&format!("]({png})")),
+            "report.md does not link {png}"
         );
         assert!(
             md.contains(&format!("]({f})")),

@@ -1,9 +1,9 @@
 //! The report's figures, drawn from what the stages left in the run directory: training curves (pre-training
 //! loss, validation Recall@10 per epoch, GRPO reward and validation Recall@10 per step), the CORP threshold sweep
-//! and the tokenizers' codebook utilisation. Each figure is an SVG under `<run>/plots/`; a stage that did not run
-//! (e.g. `pipeline.generative = false`) just leaves its curve out.
+//! and the tokenizers' codebook utilisation. Each figure is an SVG and a PNG of the same drawing under
+//! `<run>/plots/`; a stage that did not run (e.g. `pipeline.generative = false`) just leaves its curve out.
 
-use super::plot::{BarChart, LineChart, Series};
+use super::plot::{BarChart, Chart, LineChart, Rendered, Series};
 use super::report::Report;
 use super::stage;
 use anyhow::{Context, Result};
@@ -25,10 +25,14 @@ const ALIGN: [(&str, &str); 3] = [
     (stage::ALIGN_NO_MPQ, "reg4rec-no-mpq"),
 ];
 
-/// One figure: its file name under `plots/` and a caption for `report.md`.
+/// One figure: its SVG and PNG files (relative to the run directory) and a caption for `report.md`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Figure {
+    /// `plots/<name>.svg`.
     pub file: String,
+    /// `plots/<name>.png`, the same drawing as a bitmap.
+    #[serde(default)]
+    pub png: String,
     pub caption: String,
 }
 
@@ -107,10 +111,14 @@ fn f64s(v: &Value) -> Vec<f64> {
 pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Result<Vec<Figure>> {
     let stages = run.join("stages");
     let mut figures = Vec::new();
-    let mut save = |file: &str, caption: &str, svg: String| -> Result<()> {
-        write_atomic(&run.join("plots").join(file), svg.as_bytes())?;
+    let mut save = |name: &str, caption: &str, drawn: Result<Rendered>| -> Result<()> {
+        let drawn = drawn.with_context(|| format!("figure {name}"))?;
+        let (svg, png) = (format!("plots/{name}.svg"), format!("plots/{name}.png"));
+        write_atomic(&run.join(&svg), drawn.svg.as_bytes())?;
+        write_atomic(&run.join(&png), &drawn.png)?;
         figures.push(Figure {
-            file: format!("plots/{file}"),
+            file: svg,
+            png,
             caption: caption.to_string(),
         });
         Ok(())
@@ -143,7 +151,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
     }
     if loss.iter().any(|s| !s.points.is_empty()) {
         save(
-            "pretrain-loss.svg",
+            "pretrain-loss",
             "Pre-training loss per logged step (token loss + lambda_cat * category loss)",
             LineChart {
                 title: "Pre-training loss".into(),
@@ -151,12 +159,12 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
                 y_label: "training loss".into(),
                 series: loss,
             }
-            .svg(),
+            .render(),
         )?;
     }
     if valid.iter().any(|s| !s.points.is_empty()) {
         save(
-            "valid-recall.svg",
+            "valid-recall",
             "Validation Recall@10 after each epoch (the pre-training stages search a seeded subset of \
              `pipeline.valid_users` users; SASRec ranks all users)",
             LineChart {
@@ -165,7 +173,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
                 y_label: "Recall@10 (validation)".into(),
                 series: valid,
             }
-            .svg(),
+            .render(),
         )?;
     }
 
@@ -179,7 +187,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
     )?;
     if reward.iter().any(|s| !s.points.is_empty()) {
         save(
-            "align-reward.svg",
+            "align-reward",
             "GRPO: mean total reward of the sampled paths per step (all four rewards, MSRA windows included)",
             LineChart {
                 title: "Alignment reward".into(),
@@ -187,10 +195,10 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
                 y_label: "mean reward".into(),
                 series: reward,
             }
-            .svg(),
+            .render(),
         )?;
         save(
-            "align-valid-recall.svg",
+            "align-valid-recall",
             "GRPO: validation Recall@10 at each validation (step 0 is the pre-trained model; the best is kept)",
             LineChart {
                 title: "Validation Recall@10 during alignment".into(),
@@ -198,7 +206,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
                 y_label: "Recall@10 (validation)".into(),
                 series: align_valid,
             }
-            .svg(),
+            .render(),
         )?;
     }
 
@@ -209,7 +217,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
             .map(|p| p.theta.map_or("off".to_string(), |t| format!("{t:.2}")))
             .collect();
         save(
-            "theta-sweep.svg",
+            "theta-sweep",
             "CORP threshold sweep on the validation split (full model)",
             BarChart {
                 title: "CORP threshold theta".into(),
@@ -226,7 +234,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
                     ),
                 ],
             }
-            .svg(),
+            .render(),
         )?;
     }
 
@@ -254,7 +262,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
     }
     if !groups.is_empty() {
         save(
-            "codebooks.svg",
+            "codebooks",
             "Codebook utilisation (fraction of the D codes used by some item) and perplexity / D per codebook",
             BarChart {
                 title: "Codebook utilisation".into(),
@@ -262,7 +270,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
                 categories: (1..=m).map(|i| format!("codebook {i}")).collect(),
                 groups,
             }
-            .svg(),
+            .render(),
         )?;
     }
     Ok(figures)

@@ -144,7 +144,7 @@ pub struct Report {
     /// Every stage's wall time (cached stages: the time they took when they ran).
     #[serde(default)]
     pub stages: Vec<StageTime>,
-    /// SVG figures under the run directory (training curves, the CORP sweep, codebook utilisation).
+    /// Figures under the run directory, each as SVG and PNG (training curves, the CORP sweep, codebook utilisation).
     #[serde(default)]
     pub figures: Vec<Figure>,
 }
@@ -348,7 +348,10 @@ impl Report {
         if !self.figures.is_empty() {
             s.push_str("\nFigures:\n\n");
             for f in &self.figures {
-                s.push_str(&format!("![{}]({})\n\n", f.caption, f.file));
+                s.push_str(&format!(
+                    "![{}]({}) ([PNG]({}))\n\n",
+                    f.caption, f.file, f.png
+                ));
             }
         }
         s
