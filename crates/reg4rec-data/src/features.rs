@@ -9,7 +9,8 @@
 //!   targets): co-occurrence counts of distinct items at most `window` positions apart in a user's training
 //!   sequence, positive PMI with context-distribution smoothing (`ppmi_alpha`), then a rank-`cf_dim` truncated
 //!   SVD by randomized subspace iteration (Halko, Martinsson & Tropp 2011: `svd_oversample` extra columns,
-//!   `svd_power_iters` power iterations, seeded), item embedding = U * S^`singular_power`.
+//!   `svd_power_iters` power iterations, seeded; the linear algebra is `faer`'s), item embedding =
+//!   U * S^`singular_power`, each column of U signed so its largest entry is positive.
 //!
 //! Width: `min(tfidf_max_tokens, vocabulary) + min(cf_dim, n_items)`. An item with neither attribute tokens nor
 //! training co-occurrences (a cold item) would have a zero row; it gets a seeded random unit vector instead, so
@@ -22,6 +23,9 @@
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
 use crate::split::LeaveOneOut;
+use faer::sparse::linalg::matmul::{sparse_dense_matmul, SparseDenseMatMul};
+use faer::sparse::{SparseRowMat, SymbolicSparseRowMat};
+use faer::{Accum, Mat, MatRef, Par, RowRef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -35,6 +39,10 @@ pub const TENSOR_NAME: &str = "features";
 pub const FORMAT: &str = "reg4rec-item-features";
 /// Current file format version.
 pub const VERSION: u32 = 1;
+/// Revision of how features are computed: it changes whenever the same data and [`FeatureConfig`] give
+/// different features, so caches keyed on it (the pipeline's stages) recompute them. 2: the SVD by faer, with
+/// each singular vector's sign fixed.
+pub const REVISION: u32 = 2;
 
 /// How item features are built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,17 +344,17 @@ pub fn build_item_features(
     let cf = if cfg.cf_dim > 0 {
         let ppmi = ppmi(&split.train, n, cfg)?;
         pb.inc(1);
-        randomized_svd_embedding(&ppmi, cfg)
+        randomized_svd_embedding(&ppmi, cfg)?
     } else {
         pb.inc(1);
-        Dense::zeros(n, 0)
+        Mat::zeros(n, 0)
     };
     pb.inc(1);
     pb.finish_and_clear();
-    let dim = tfidf.cols + cf.cols;
+    let dim = tfidf.ncols() + cf.ncols();
     let mut values = vec![0f32; n * dim];
     values.par_chunks_mut(dim).enumerate().for_each(|(i, row)| {
-        let (a, b) = row.split_at_mut(tfidf.cols);
+        let (a, b) = row.split_at_mut(tfidf.ncols());
         fill_normalised(a, tfidf.row(i), cfg.tfidf_weight);
         fill_normalised(b, cf.row(i), cfg.cf_weight);
         let nrm = norm(row);
@@ -371,36 +379,17 @@ pub fn build_item_features(
 }
 
 /// Writes `weight * src / |src|` into `dst` (zeros when `src` is zero).
-fn fill_normalised(dst: &mut [f32], src: &[f64], weight: f32) {
-    let n = src.iter().map(|v| v * v).sum::<f64>().sqrt();
+fn fill_normalised(dst: &mut [f32], src: RowRef<'_, f64>, weight: f32) {
+    let n = src.norm_l2();
     if n > 0.0 {
-        for (d, s) in dst.iter_mut().zip(src) {
+        for (d, s) in dst.iter_mut().zip(src.iter()) {
             *d = (s / n) as f32 * weight;
         }
     }
 }
 
-/// Row-major dense matrix.
-struct Dense {
-    cols: usize,
-    data: Vec<f64>,
-}
-
-impl Dense {
-    fn zeros(rows: usize, cols: usize) -> Self {
-        Self {
-            cols,
-            data: vec![0.0; rows * cols],
-        }
-    }
-
-    fn row(&self, i: usize) -> &[f64] {
-        &self.data[i * self.cols..(i + 1) * self.cols]
-    }
-}
-
 /// TF-IDF rows (not normalised) over the reduced vocabulary.
-fn tfidf(attributes: &[Vec<String>], cfg: &FeatureConfig) -> Dense {
+fn tfidf(attributes: &[Vec<String>], cfg: &FeatureConfig) -> Mat<f64> {
     let n = attributes.len();
     let mut df: HashMap<&str, usize> = HashMap::new();
     for toks in attributes {
@@ -422,7 +411,7 @@ fn tfidf(attributes: &[Vec<String>], cfg: &FeatureConfig) -> Dense {
         .enumerate()
         .map(|(j, (t, _))| (*t, j))
         .collect();
-    let mut out = Dense::zeros(n, vocab.len());
+    let mut out = Mat::zeros(n, vocab.len());
     for (i, toks) in attributes.iter().enumerate() {
         if toks.is_empty() {
             continue;
@@ -431,68 +420,16 @@ fn tfidf(attributes: &[Vec<String>], cfg: &FeatureConfig) -> Dense {
         for t in toks {
             if let Some(&j) = col.get(t.as_str()) {
                 let idf = ((1 + n) as f64 / (1 + vocab[j].1) as f64).ln() + 1.0;
-                out.data[i * out.cols + j] += tf * idf;
+                out[(i, j)] += tf * idf;
             }
         }
     }
     out
 }
 
-/// Compressed sparse rows.
-struct Csr {
-    n: usize,
-    indptr: Vec<usize>,
-    indices: Vec<u32>,
-    values: Vec<f64>,
-}
-
-impl Csr {
-    fn transpose(&self) -> Csr {
-        let mut counts = vec![0usize; self.n + 1];
-        for &c in &self.indices {
-            counts[c as usize + 1] += 1;
-        }
-        for i in 0..self.n {
-            counts[i + 1] += counts[i];
-        }
-        let mut next = counts.clone();
-        let mut indices = vec![0u32; self.indices.len()];
-        let mut values = vec![0f64; self.values.len()];
-        for r in 0..self.n {
-            for k in self.indptr[r]..self.indptr[r + 1] {
-                let c = self.indices[k] as usize;
-                indices[next[c]] = r as u32;
-                values[next[c]] = self.values[k];
-                next[c] += 1;
-            }
-        }
-        Csr {
-            n: self.n,
-            indptr: counts,
-            indices,
-            values,
-        }
-    }
-
-    /// `self * x` for column-major `x` (`cols` columns of length `n`), parallel over columns.
-    fn mul_cols(&self, x: &[Vec<f64>]) -> Vec<Vec<f64>> {
-        x.par_iter()
-            .map(|xc| {
-                (0..self.n)
-                    .map(|r| {
-                        (self.indptr[r]..self.indptr[r + 1])
-                            .map(|k| self.values[k] * xc[self.indices[k] as usize])
-                            .sum()
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-}
-
 /// Positive PMI of windowed co-occurrences in the training sequences (`n x n`, not symmetric when
 /// `ppmi_alpha < 1`: rows are items, columns contexts).
-fn ppmi(train: &[Vec<u32>], n: usize, cfg: &FeatureConfig) -> Result<Csr> {
+fn ppmi(train: &[Vec<u32>], n: usize, cfg: &FeatureConfig) -> Result<SparseRowMat<usize, f64>> {
     let mut pairs: Vec<u64> = Vec::new();
     for seq in train {
         for (p, &a) in seq.iter().enumerate() {
@@ -522,7 +459,7 @@ fn ppmi(train: &[Vec<u32>], n: usize, cfg: &FeatureConfig) -> Result<Csr> {
             m += 1;
         }
         indptr[(key >> 32) as usize + 1] += 1;
-        indices.push((key & 0xFFFF_FFFF) as u32);
+        indices.push((key & 0xFFFF_FFFF) as usize);
         counts.push((m - k) as f64);
         k = m;
     }
@@ -534,7 +471,7 @@ fn ppmi(train: &[Vec<u32>], n: usize, cfg: &FeatureConfig) -> Result<Csr> {
     for r in 0..n {
         for k in indptr[r]..indptr[r + 1] {
             row_sum[r] += counts[k];
-            col_sum[indices[k] as usize] += counts[k];
+            col_sum[indices[k]] += counts[k];
         }
     }
     let total: f64 = row_sum.iter().sum();
@@ -542,150 +479,64 @@ fn ppmi(train: &[Vec<u32>], n: usize, cfg: &FeatureConfig) -> Result<Csr> {
     let mut values = counts;
     for r in 0..n {
         for k in indptr[r]..indptr[r + 1] {
-            let c = indices[k] as usize;
+            let c = indices[k];
             let p_rc = values[k] / total;
             let p_r = row_sum[r] / total;
             let p_c = col_sum[c].powf(cfg.ppmi_alpha) / ctx_total;
             values[k] = (p_rc / (p_r * p_c)).ln().max(0.0);
         }
     }
-    Ok(Csr {
-        n,
-        indptr,
-        indices,
+    Ok(SparseRowMat::new(
+        SymbolicSparseRowMat::new_checked(n, n, indptr, None, indices),
         values,
-    })
+    ))
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// `a * x` (a sparse row-major or column-major matrix times a dense one).
+fn sparse_times(a: impl SparseDenseMatMul<f64>, rows: usize, x: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(rows, x.ncols());
+    sparse_dense_matmul(out.as_mut(), Accum::Replace, a, x, 1.0, Par::Seq);
+    out
 }
 
-/// Orthonormalises columns in place (modified Gram-Schmidt, twice for stability); columns that vanish
-/// (rank deficiency) become zero.
-fn orthonormalise(cols: &mut [Vec<f64>]) {
-    for _pass in 0..2 {
-        for i in 0..cols.len() {
-            let (done, rest) = cols.split_at_mut(i + 1);
-            let qi = &mut done[i];
-            let nrm = dot(qi, qi).sqrt();
-            if nrm > 1e-10 {
-                qi.iter_mut().for_each(|v| *v /= nrm);
-            } else {
-                qi.iter_mut().for_each(|v| *v = 0.0);
-                continue;
-            }
-            let qi = &*qi;
-            rest.par_iter_mut().for_each(|c| {
-                let d = dot(qi, c);
-                c.iter_mut().zip(qi).for_each(|(v, q)| *v -= d * q);
-            });
-        }
-    }
+/// An orthonormal basis of the column space of `m` (thin Householder QR).
+fn orthonormal(m: Mat<f64>) -> Mat<f64> {
+    m.qr().compute_thin_Q()
 }
 
-/// Eigen-decomposition of a symmetric matrix (cyclic Jacobi): eigenvalues and eigenvectors as columns of
-/// `v` (row-major `m x m`).
-fn jacobi_eigen(mut a: Vec<f64>, m: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut v = vec![0f64; m * m];
-    for i in 0..m {
-        v[i * m + i] = 1.0;
-    }
-    let scale: f64 = a
-        .iter()
-        .map(|x| x * x)
-        .sum::<f64>()
-        .sqrt()
-        .max(f64::MIN_POSITIVE);
-    for _sweep in 0..100 {
-        let off: f64 = (0..m)
-            .flat_map(|i| (0..m).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * m + j] * a[i * m + j])
-            .sum::<f64>()
-            .sqrt();
-        if off <= 1e-14 * scale {
-            break;
-        }
-        for p in 0..m {
-            for q in p + 1..m {
-                let apq = a[p * m + q];
-                if apq.abs() <= 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * m + q] - a[p * m + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..m {
-                    let akp = a[k * m + p];
-                    let akq = a[k * m + q];
-                    a[k * m + p] = c * akp - s * akq;
-                    a[k * m + q] = s * akp + c * akq;
-                }
-                for k in 0..m {
-                    let apk = a[p * m + k];
-                    let aqk = a[q * m + k];
-                    a[p * m + k] = c * apk - s * aqk;
-                    a[q * m + k] = s * apk + c * aqk;
-                }
-                for k in 0..m {
-                    let vkp = v[k * m + p];
-                    let vkq = v[k * m + q];
-                    v[k * m + p] = c * vkp - s * vkq;
-                    v[k * m + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..m).map(|i| a[i * m + i]).collect(), v)
-}
-
-/// Rank-`cf_dim` item embedding `U * S^p` of `a` by randomized subspace iteration (rows not normalised).
-fn randomized_svd_embedding(a: &Csr, cfg: &FeatureConfig) -> Dense {
-    let n = a.n;
+/// Rank-`cf_dim` item embedding `U * S^p` of `a` by randomized subspace iteration (rows not normalised). The
+/// linear algebra is faer's, sequential (the same numbers on every run of a machine).
+fn randomized_svd_embedding(a: &SparseRowMat<usize, f64>, cfg: &FeatureConfig) -> Result<Mat<f64>> {
+    let n = a.nrows();
     let k = cfg.cf_dim.min(n);
     let l = (k + cfg.svd_oversample).min(n);
-    let at = a.transpose();
+    let at = a.as_ref().transpose();
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let omega: Vec<Vec<f64>> = (0..l)
-        .map(|_| (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect())
-        .collect();
-    let mut q = a.mul_cols(&omega); // [n, l] column-major
-    orthonormalise(&mut q);
+    // Column by column, as the seeded stream is drawn.
+    let draws: Vec<f64> = (0..n * l).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let omega = Mat::from_fn(n, l, |i, j| draws[j * n + i]);
+    let mut q = orthonormal(sparse_times(a.as_ref(), n, omega.as_ref()));
     for _ in 0..cfg.svd_power_iters {
-        let mut z = at.mul_cols(&q);
-        orthonormalise(&mut z);
-        q = a.mul_cols(&z);
-        orthonormalise(&mut q);
+        let z = orthonormal(sparse_times(at, n, q.as_ref()));
+        q = orthonormal(sparse_times(a.as_ref(), n, z.as_ref()));
     }
-    // B = Q^T A = (A^T Q)^T; B B^T = W^T W with W = A^T Q.
-    let w = at.mul_cols(&q); // [n, l]
-    let mut g = vec![0f64; l * l];
-    let pairs: Vec<(usize, usize)> = (0..l).flat_map(|i| (i..l).map(move |j| (i, j))).collect();
-    let vals: Vec<f64> = pairs.par_iter().map(|&(i, j)| dot(&w[i], &w[j])).collect();
-    for (&(i, j), v) in pairs.iter().zip(vals) {
-        g[i * l + j] = v;
-        g[j * l + i] = v;
-    }
-    let (eig, vecs) = jacobi_eigen(g, l);
-    let mut order: Vec<usize> = (0..l).collect();
-    order.sort_by(|&x, &y| eig[y].total_cmp(&eig[x]));
-    let mut out = Dense::zeros(n, k);
-    for (c, &e) in order.iter().take(k).enumerate() {
-        let s = eig[e].max(0.0).sqrt();
-        let scale = s.powf(cfg.singular_power);
-        // U[:, c] = Q * V[:, e]
-        for (j, qj) in q.iter().enumerate() {
-            let coef = vecs[j * l + e] * scale;
-            if coef != 0.0 {
-                for (r, q) in qj.iter().enumerate() {
-                    out.data[r * k + c] += coef * q;
-                }
-            }
-        }
-    }
-    out
+    // B = Q^T A = W^T with W = A^T Q; W = U_w S V_w^T gives A ~ Q B = (Q V_w) S U_w^T.
+    let w = sparse_times(at, n, q.as_ref());
+    let svd = w.thin_svd().map_err(|e| {
+        DataError::Other(format!("the SVD of the co-occurrence sketch failed: {e:?}"))
+    })?;
+    let u = &q * svd.V();
+    let s = svd.S().column_vector();
+    // A singular vector's sign is arbitrary; fix it so each column's largest entry (first on ties) is positive,
+    // which makes the features independent of the solver's choice.
+    let scale: Vec<f64> = (0..k)
+        .map(|c| {
+            let col = u.col(c);
+            let big = (0..n).fold(0, |b, r| if col[r].abs() > col[b].abs() { r } else { b });
+            col[big].signum() * s[c].max(0.0).powf(cfg.singular_power)
+        })
+        .collect();
+    Ok(Mat::from_fn(n, k, |r, c| u[(r, c)] * scale[c]))
 }
 
 #[cfg(test)]
@@ -821,33 +672,25 @@ mod tests {
         for r in 0..n {
             for c in 0..n {
                 if dense[r * n + c] != 0.0 {
-                    indices.push(c as u32);
+                    indices.push(c);
                     values.push(dense[r * n + c]);
                 }
             }
             indptr.push(indices.len());
         }
-        let a = Csr {
-            n,
-            indptr,
-            indices,
+        let a = SparseRowMat::new(
+            SymbolicSparseRowMat::new_checked(n, n, indptr, None, indices),
             values,
-        };
+        );
         let cfg = FeatureConfig {
             cf_dim: 2,
             singular_power: 1.0,
             ..FeatureConfig::default()
         };
-        let e = randomized_svd_embedding(&a, &cfg);
-        // U S U^T reconstructs A (A is symmetric PSD here, so U S^1 times U^T equals A).
-        let norms: Vec<f64> = (0..2)
-            .map(|c| {
-                (0..n)
-                    .map(|r| e.data[r * 2 + c].powi(2))
-                    .sum::<f64>()
-                    .sqrt()
-            })
-            .collect();
+        let e = randomized_svd_embedding(&a, &cfg).unwrap();
+        // |U[:,c] * s_c| = s_c.
+        let norms: Vec<f64> = (0..2).map(|c| e.col(c).norm_l2()).collect();
+        let dot = |a: &[f64], b: &[f64]| -> f64 { a.iter().zip(b).map(|(x, y)| x * y).sum() };
         let su = 3.0 * dot(&u, &u);
         let sw = dot(&w, &w);
         // |U[:,c] * s_c| = s_c; the two singular values of A are the eigenvalues of the 2x2 Gram problem.
@@ -858,6 +701,11 @@ mod tests {
         let l2 = tr / 2.0 - ((tr * tr / 4.0) - det).sqrt();
         assert!((norms[0] - l1).abs() < 1e-6 * l1, "{norms:?} vs {l1}");
         assert!((norms[1] - l2).abs() < 1e-6 * l1, "{norms:?} vs {l2}");
+        for c in 0..2 {
+            let col: Vec<f64> = e.col(c).iter().copied().collect();
+            let big = col.iter().map(|v| v.abs()).fold(0.0, f64::max);
+            assert!(col.contains(&big), "column {c}'s largest entry is negative");
+        }
     }
 
     #[test]

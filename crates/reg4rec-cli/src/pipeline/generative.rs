@@ -59,14 +59,16 @@ struct Evaluated {
 
 pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let cfg = ctx.cfg;
-    let features = ctx
-        .runner
-        .run("features", &(data_key, &cfg.features), |dir, _| {
+    let features = ctx.runner.run(
+        "features",
+        &(data_key, &cfg.features, reg4rec_data::features::REVISION),
+        |dir, _| {
             let t = Instant::now();
             let f = ops::features(ctx.ds, ctx.split, cfg, None)?;
             f.save(&dir.join("features.safetensors"))?;
             Ok(t.elapsed().as_secs_f64())
-        })?;
+        },
+    )?;
     let feature_file = features.dir.join("features.safetensors");
     let tok = |kind: TokenizerKind| -> Result<Done<Trained>> {
         let section = match kind {
