@@ -10,7 +10,7 @@
 use reg4rec_model::config::ModelConfig;
 use reg4rec_model::crss::{select_order_with, step_losses};
 use reg4rec_model::decoding::{Vocab, BOS, PAD, SEP};
-use reg4rec_model::model::Decoded;
+use reg4rec_model::Decoded;
 use reg4rec_tokenizer::Codes;
 use tch::{nn, Kind, Tensor};
 

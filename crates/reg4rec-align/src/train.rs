@@ -45,8 +45,9 @@ use reg4rec_data::split::{Example, LeaveOneOut, Stage};
 use reg4rec_data::Dataset;
 use reg4rec_infer::{evaluate, BeamSearch, ModelScorer};
 use reg4rec_model::checkpoint::{codes_hash, load_model, Which};
-use reg4rec_model::train::validation_loss;
-use reg4rec_model::{precision_controller, Objective, Reg4RecModel, SeqBatch, SeqBatchBuilder};
+use reg4rec_model::{
+    precision_controller, validation_loss, Objective, Reg4RecModel, SeqBatch, SeqBatchBuilder,
+};
 use reg4rec_precision::Ladq;
 use reg4rec_tokenizer::{Codes, ItemIndex};
 use reg4rec_train::{

@@ -4,20 +4,20 @@
 //!
 //! - [`decoding`]: the vocabulary (`PAD`, `BOS`, `EOS`, `SEP`, then `4 + r * D + j`), the open-codebook rule
 //!   and the decoder's inputs, shared by training, the beam search's scorer and GRPO.
-//! - [`batch`]: streams (the encoder's item windows) and per-user batches ([`SeqBatch`]).
-//! - [`model`]: [`Reg4RecModel`] with `encode` / `decode` / `item_logits` (pre-norm transformer, one file).
+//! - Per-user batches ([`SeqBatch`], built by [`SeqBatchBuilder`] from the encoder's item windows).
+//! - [`Reg4RecModel`] with `encode` / `decode` / `item_logits` (pre-norm transformer).
 //! - [`crss`]: the CRSS pre-training loss (and the TIGER fixed-order variant) over every target of a batch.
-//! - [`train`]: pre-training ([`pretrain`]) through the training engine (`reg4rec-train`: the loop, AdamW,
-//!   checkpoints, exact resume, data parallelism); [`checkpoint`]: the run's `config.json` and [`load_model`].
+//! - Pre-training ([`pretrain`]) through the training engine (`reg4rec-train`: the loop, AdamW, checkpoints,
+//!   exact resume, data parallelism); [`checkpoint`]: the run's `config.json` and [`load_model`].
 
-pub mod batch;
+mod batch;
 pub mod checkpoint;
 pub mod config;
 pub mod crss;
 pub mod decoding;
-pub mod error;
-pub mod model;
-pub mod train;
+mod error;
+mod model;
+mod train;
 
 pub use batch::{SeqBatch, SeqBatchBuilder, StreamIds};
 pub use checkpoint::{load_model, Which};
@@ -27,7 +27,9 @@ pub use decoding::Vocab;
 pub use error::{ModelError, Result};
 pub use model::{Decoded, Encoded, Reg4RecModel};
 pub use reg4rec_precision::{LadqConfig, PrecisionMode};
-pub use train::{precision_controller, pretrain, PretrainOptions, PretrainReport};
+pub use train::{
+    precision_controller, pretrain, validation_loss, PretrainOptions, PretrainReport, ValidMetric,
+};
 
 /// libtorch's random generator is process-global: code that seeds it and needs reproducible draws (tests
 /// running in parallel threads, several trainings in one process) holds this lock meanwhile.

@@ -1,7 +1,7 @@
-//! Trains SASRec-CE on a dataset and prints the test metrics, the time and the settings (the issue-3 measurement).
+//! Trains SASRec-CE on a dataset and prints the test metrics, the time and the settings.
 //!
 //! ```text
-//! cargo run --release -p reg4rec-baselines --example sasrec_measure -- \
+//! cargo run --release -p reg4rec-benches --example sasrec_measure -- \
 //!     [--dataset amazon-beauty | --s3rec-txt PATH/Beauty.txt] [--preset cpu] [--run-dir DIR] [--resume] \
 //!     [--set field=value ...]
 //! ```

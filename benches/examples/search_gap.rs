@@ -5,7 +5,7 @@
 //! beam search ranks only the items it reaches (`beam-path`: `dense_weight` 0, `beam-combined`). CORP is off.
 //!
 //! ```text
-//! cargo run --release -p reg4rec-infer --example search_gap -- MODEL_DIR TOKENIZER_DIR DATASET valid|test \
+//! cargo run --release -p reg4rec-benches --example search_gap -- MODEL_DIR TOKENIZER_DIR DATASET valid|test \
 //!     [--users 1000] [--beam 40] [--dense-weight 100]
 //! ```
 //! Users are every `n_users / N`-th user (a fixed, spread sample). Prints one JSON line per ranking.

@@ -2,7 +2,7 @@
 //! thresholds (the theta sweep):
 //!
 //! ```text
-//! cargo run --release -p reg4rec-infer --example eval_run -- MODEL_DIR TOKENIZER_DIR DATASET valid|test \
+//! cargo run --release -p reg4rec-benches --example eval_run -- MODEL_DIR TOKENIZER_DIR DATASET valid|test \
 //!     [--beam 20] [--users N] [--theta 0.04,0.06,off] [--from-step 3] [--dense-weight 1]
 //! ```
 //! Prints one JSON `EvalReport` per theta (with the theta, metrics, pruned paths and the model/bookkeeping

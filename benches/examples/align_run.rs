@@ -5,7 +5,7 @@
 //! Prints the AlignReport as JSON.
 //!
 //! ```text
-//! cargo run --release -p reg4rec-align --example align_run -- ml-100k runs/align-ml-100k
+//! cargo run --release -p reg4rec-benches --example align_run -- ml-100k runs/align-ml-100k
 //! ```
 
 use reg4rec_align::{align, AlignConfig};

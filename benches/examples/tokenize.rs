@@ -1,8 +1,8 @@
 //! Trains the tokenizers with their DEFAULT configs on a registry dataset's default item features and prints one
-//! report JSON object per tokenizer (the measurement behind issue 4's done-when).
+//! report JSON object per tokenizer.
 //!
 //! ```text
-//! cargo run --release -p reg4rec-tokenizer --example tokenize -- [DATASET] [mpq|rqvae ...]
+//! cargo run --release -p reg4rec-benches --example tokenize -- [DATASET] [mpq|rqvae ...]
 //! ```
 
 use reg4rec_data::{build_item_features, FeatureConfig, ItemFeatures, LeaveOneOut, LoadOptions};

@@ -4,17 +4,16 @@
 //! target), plus the last LADQ assignment.
 //!
 //! ```text
-//! cargo run --release -p reg4rec-model --example precision_compare -- DATASET TOKENIZER_DIR OUT_DIR [STEPS] [SAMPLE_EVERY] [THREADS]
+//! cargo run --release -p reg4rec-benches --example precision_compare -- DATASET TOKENIZER_DIR OUT_DIR [STEPS] [SAMPLE_EVERY] [THREADS]
 //! ```
 //! STEPS defaults to 150 optimizer steps (the cpu preset's batch of users), SAMPLE_EVERY (LADQ's P) to 50, THREADS (libtorch intra-op
 //! threads) to 1.
 
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::LoadOptions;
-use reg4rec_model::train::validation_loss;
 use reg4rec_model::{
-    load_model, pretrain, LadqConfig, ModelConfig, PrecisionMode, PretrainOptions, SeqBatchBuilder,
-    TrainConfig, Which,
+    load_model, pretrain, validation_loss, LadqConfig, ModelConfig, PrecisionMode, PretrainOptions,
+    SeqBatchBuilder, TrainConfig, Which,
 };
 use std::error::Error;
 use std::path::PathBuf;

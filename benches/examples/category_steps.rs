@@ -1,4 +1,4 @@
-//! The category head along the way to the target (issue: make CORP earn its place). For a spread sample of users
+//! The category head along the way to the target. For a spread sample of users
 //! of a split, the target item's tokens are fed in the order CRSS picks (at each step the target's open token the
 //! model finds most likely) and at every step the category distribution the model predicts there is compared
 //! with the target's category: accuracy of its top category, the probability it gives the target's category, and
@@ -8,7 +8,7 @@
 //! itself has a divergence above the threshold at a step CORP checks (the target CORP would prune).
 //!
 //! ```text
-//! cargo run --release -p reg4rec-recommender --example category_steps -- MODEL_DIR valid|test [--users 2000] [--beam 40]
+//! cargo run --release -p reg4rec-benches --example category_steps -- MODEL_DIR valid|test [--users 2000] [--beam 40]
 //! ```
 //! Prints one JSON object.
 

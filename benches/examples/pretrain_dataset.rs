@@ -1,7 +1,7 @@
 //! Measurement run: pre-train on a registry dataset with the CPU presets and print the report as JSON.
 //!
 //! ```text
-//! cargo run --release -p reg4rec-model --example pretrain_dataset -- DATASET MODE OUT_DIR [EPOCHS] [TOKENIZER_DIR]
+//! cargo run --release -p reg4rec-benches --example pretrain_dataset -- DATASET MODE OUT_DIR [EPOCHS] [TOKENIZER_DIR]
 //! ```
 //! MODE is `reg4rec` (MPQ tokens) or `tiger` (RQ-VAE tokens). The tokenizer is trained with its default config
 //! (and saved to `OUT_DIR/tokenizer`) unless TOKENIZER_DIR names a saved one. The CLI's `reg4rec pretrain` is

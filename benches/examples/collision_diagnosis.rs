@@ -6,7 +6,7 @@
 //! colliding pairs look like.
 //!
 //! ```text
-//! FEATURES_CACHE=/tmp/f.safetensors cargo run --release -p reg4rec-tokenizer --example collision_diagnosis -- \
+//! FEATURES_CACHE=/tmp/f.safetensors cargo run --release -p reg4rec-benches --example collision_diagnosis -- \
 //!     [DATASET] [mpq|rqvae]
 //! ```
 
