@@ -214,6 +214,8 @@ fn measure(n: usize, m: usize, args: &Args) -> Record {
             beam,
             top_n: 20,
             theta: None,
+            // The dense lookahead reads every item per user: linear in the catalog by design (docs/scale.md).
+            dense_lookahead: false,
             ..InferConfig::default()
         };
         let search = BeamSearch::new(&index, &cfg).expect("search");

@@ -26,6 +26,11 @@
 //! path score. Items are ranked by `path score + dense_weight * dense item score` when the scorer has a
 //! dense item score ([`StepScorer::item_scores`]), else by path score; the top `top_n` are returned, best
 //! first (ties: lower item index first). Only generated items are ranked.
+//!
+//! Dense lookahead (`InferConfig::dense_lookahead`): the beam keeps partial paths by the score their best
+//! completion could reach, `path score + dense_weight * the best dense score among the items the path can still
+//! reach`, read from the scorer's dense scores of every item ([`StepScorer::all_item_scores`]). Without it the
+//! beam keeps paths by path score, and the dense score only orders the items the search completed.
 
 use crate::config::InferConfig;
 use crate::corp;
@@ -149,6 +154,9 @@ struct Beam {
 /// A candidate expansion: `parent` (index into the level's beams) followed by `token`.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
+    /// What the beam keeps the best of: `score`, or with the dense lookahead `score + dense_weight * bound`
+    /// where `bound` is the best dense score among the items the candidate can reach.
+    rank: f32,
     score: f32,
     logp: f32,
     parent: u32,
@@ -159,8 +167,8 @@ struct Cand {
 
 /// Best first; ties broken by parent then token so the search is deterministic.
 fn by_score(a: &Cand, b: &Cand) -> Ordering {
-    b.score
-        .total_cmp(&a.score)
+    b.rank
+        .total_cmp(&a.rank)
         .then(a.parent.cmp(&b.parent))
         .then(a.token.cmp(&b.token))
 }
@@ -308,7 +316,24 @@ impl<'a> BeamSearch<'a> {
         }
         let t_begin = Instant::now();
         scorer.begin(histories)?;
+        // Every user's dense score of every item, for the lookahead.
+        let lookahead = if self.cfg.dense_lookahead && self.cfg.dense_weight > 0.0 {
+            let all = scorer.all_item_scores(n_items)?;
+            if let Some(a) = &all {
+                if a.len() != n * n_items {
+                    return Err(InferError::Shape {
+                        name: "all_item_scores".into(),
+                        expected: vec![n, n_items],
+                        found: a.len(),
+                    });
+                }
+            }
+            all
+        } else {
+            None
+        };
         stats.model_secs += t_begin.elapsed().as_secs_f64();
+        let mut slot = vec![0u32; if lookahead.is_some() { m * d } else { 0 }];
 
         let mut arena: Vec<Node> = Vec::new();
         // Category buffers of every step, per chunk, for explanations.
@@ -395,7 +420,14 @@ impl<'a> BeamSearch<'a> {
                     }
                 }
             }
-            self.expand(&mut level, n, &mut stamp, &mut epoch);
+            self.expand(
+                &mut level,
+                n,
+                &mut stamp,
+                &mut epoch,
+                lookahead.as_deref(),
+                &mut slot,
+            );
             for c in level.chunks.iter_mut() {
                 c.logp = Vec::new();
             }
@@ -618,9 +650,22 @@ impl<'a> BeamSearch<'a> {
     }
 
     /// Fills `level.pool` with every valid expansion of every beam, grouped by user, and sets `level.ranges`.
-    fn expand(&self, level: &mut Level, n_users: usize, stamp: &mut [u32], epoch: &mut u32) {
+    /// With `dense` (row-major `[users, items]` dense scores: the lookahead), each candidate is ranked by its
+    /// path score plus `dense_weight` times the best dense score among the items it can reach (`slot`: scratch
+    /// of `m * d` pool positions).
+    fn expand(
+        &self,
+        level: &mut Level,
+        n_users: usize,
+        stamp: &mut [u32],
+        epoch: &mut u32,
+        dense: Option<&[f32]>,
+        slot: &mut [u32],
+    ) {
         let (m, d, v) = (self.m, self.d, self.m * self.d);
         let tuples = &self.index.codes().tuples;
+        let n_items = self.index.n_items();
+        let w = self.cfg.dense_weight;
         let last = level.depth + 1 == m;
         let mut pool = Vec::new();
         let mut ranges = vec![(0u32, 0u32, 0u32); n_users];
@@ -628,39 +673,70 @@ impl<'a> BeamSearch<'a> {
         while i < level.beams.len() {
             let u = level.beams[i].user as usize;
             let start = pool.len() as u32;
+            let dense_u = dense.map(|x| &x[u * n_items..(u + 1) * n_items]);
             while i < level.beams.len() && level.beams[i].user as usize == u {
                 let b = level.beams[i];
                 let out = &level.chunks[b.out.chunk as usize];
                 let lp = &out.logp[b.out.row as usize * v..(b.out.row as usize + 1) * v];
-                let push = |pool: &mut Vec<Cand>, t: u32, item: u32| {
+                // `bound`: the best dense score the candidate can reach (lookahead only).
+                let push = |pool: &mut Vec<Cand>, t: u32, item: u32, bound: f32| {
                     let l = lp[t as usize];
                     let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+                    let score = b.score + l;
                     pool.push(Cand {
-                        score: b.score + l,
+                        rank: if dense.is_some() {
+                            score + w * bound
+                        } else {
+                            score
+                        },
+                        score,
                         logp: l,
                         parent: i as u32,
                         token: t,
                         item,
                     });
                 };
+                let item_bound = |it: u32| dense_u.map_or(0.0, |x| x[it as usize]);
                 match b.reach {
+                    Reach::All if dense_u.is_some() => {
+                        // The best dense score under each first token: one pass over the items.
+                        let x = dense_u.unwrap_or_default();
+                        let mut best = vec![f32::NEG_INFINITY; v];
+                        let open = if self.ordered { 1 } else { m };
+                        for (it, &s) in x.iter().enumerate() {
+                            for r in 0..open {
+                                let t = r * d + tuples[it * m + r] as usize;
+                                best[t] = best[t].max(s);
+                            }
+                        }
+                        for &t in &self.first {
+                            let item = if last {
+                                self.index.posting(t as usize)[0]
+                            } else {
+                                NONE
+                            };
+                            push(&mut pool, t, item, best[t as usize]);
+                        }
+                    }
                     Reach::All => {
                         if last {
                             // m == 1: every first token is an item.
                             for &t in &self.first {
-                                push(&mut pool, t, self.index.posting(t as usize)[0]);
+                                push(&mut pool, t, self.index.posting(t as usize)[0], 0.0);
                             }
                         } else {
                             for &t in &self.first {
-                                push(&mut pool, t, NONE);
+                                push(&mut pool, t, NONE, 0.0);
                             }
                         }
                     }
                     // The tokens that can follow `a` are those whose pair list with it is not empty: a pass
                     // over the open codebooks' tokens instead of over the n / d items having `a`, when that is
-                    // shorter (large catalogs).
+                    // shorter (large catalogs; the lookahead needs the pass over the items).
                     Reach::Posting(a)
-                        if !last && self.index.posting(a as usize).len() > (m - 1) * d =>
+                        if !last
+                            && dense.is_none()
+                            && self.index.posting(a as usize).len() > (m - 1) * d =>
                     {
                         for r in 0..m {
                             if b.used >> r & 1 == 1 || (self.ordered && r != level.depth) {
@@ -668,7 +744,7 @@ impl<'a> BeamSearch<'a> {
                             }
                             for t in r * d..(r + 1) * d {
                                 if !self.index.pair_posting(a as usize, t).is_empty() {
-                                    push(&mut pool, t as u32, NONE);
+                                    push(&mut pool, t as u32, NONE, 0.0);
                                 }
                             }
                         }
@@ -680,7 +756,7 @@ impl<'a> BeamSearch<'a> {
                             let r = (0..m).find(|&r| b.used >> r & 1 == 0).unwrap_or(0);
                             for &it in items {
                                 let t = (r * d) as u32 + tuples[it as usize * m + r] as u32;
-                                push(&mut pool, t, it);
+                                push(&mut pool, t, it, item_bound(it));
                             }
                         } else {
                             *epoch = epoch.wrapping_add(1);
@@ -699,7 +775,17 @@ impl<'a> BeamSearch<'a> {
                                     let t = r * d + tuple[r] as usize;
                                     if stamp[t] != *epoch {
                                         stamp[t] = *epoch;
-                                        push(&mut pool, t as u32, NONE);
+                                        if dense.is_some() {
+                                            slot[t] = pool.len() as u32;
+                                        }
+                                        push(&mut pool, t as u32, NONE, item_bound(it));
+                                    } else if let Some(x) = dense_u {
+                                        // A better item under a token already offered raises its bound.
+                                        let c = &mut pool[slot[t] as usize];
+                                        let s = x[it as usize];
+                                        if c.score + w * s > c.rank {
+                                            c.rank = c.score + w * s;
+                                        }
                                     }
                                 }
                             }

@@ -42,6 +42,16 @@ pub struct InferConfig {
     /// orders the generated items and the path score breaks near-ties (amazon-beauty validation, beam 40, CORP
     /// off: R@10 / N@10 .0684 / .0359 at 3, .0722 / .0383 at 10, .0732 / .0389 at 100).
     pub dense_weight: f32,
+    /// Rank partial paths by what their best completion could score: `path score + dense_weight * the
+    /// highest dense item score among the items the path can still reach`, instead of the path score alone
+    /// (needs a scorer with dense scores of every item, [`crate::StepScorer::all_item_scores`], and
+    /// `dense_weight > 0`). The beam then keeps the prefixes that lead to the items the final ranking prefers;
+    /// at the last step the two rankings are the same. The search reads each user's dense score of every item
+    /// once, so its cost grows with the catalog (a pass over the items per user). Default true: on
+    /// amazon-beauty (cpu preset, beam 40, CORP off, all 22,363 test users) it lifted the generated list's test
+    /// R@10 / N@10 from .0560 / .0291 to .0664 / .0336 (paired 95% intervals [+.0082, +.0128] /
+    /// [+.0033, +.0055]) for 9% more search time, reaching the ranking of every item by the same score.
+    pub dense_lookahead: bool,
 }
 
 impl Default for InferConfig {
@@ -56,6 +66,7 @@ impl Default for InferConfig {
             exclude_history: false,
             explain_categories: 3,
             dense_weight: 100.0,
+            dense_lookahead: true,
         }
     }
 }

@@ -74,6 +74,23 @@ impl<'a> ModelScorer<'a> {
     }
 }
 
+impl ModelScorer<'_> {
+    /// The current batch's contexts when the model has an item head (dense scores), else `None`.
+    fn head_context(&self) -> Option<&Tensor> {
+        self.context
+            .as_ref()
+            .filter(|_| self.model.config().item_head)
+    }
+
+    /// `t` as a flat `Vec<f32>`, timing the copy in `copy_secs`.
+    fn copy(&mut self, t: &Tensor) -> Result<Vec<f32>> {
+        let start = std::time::Instant::now();
+        let v = to_vec(t)?;
+        self.copy_secs += start.elapsed().as_secs_f64();
+        Ok(v)
+    }
+}
+
 impl StepScorer for ModelScorer<'_> {
     fn n_tokens(&self) -> usize {
         self.codes.m * self.codes.d
@@ -133,21 +150,14 @@ impl StepScorer for ModelScorer<'_> {
                 .softmax(-1, Kind::Float); // [n, C]
             (logp, category)
         });
-        let t = std::time::Instant::now();
-        let out = StepOutput {
-            logp: to_vec(&logp)?,
-            category: to_vec(&category)?,
-        };
-        self.copy_secs += t.elapsed().as_secs_f64();
-        Ok(out)
+        Ok(StepOutput {
+            logp: self.copy(&logp)?,
+            category: self.copy(&category)?,
+        })
     }
 
     fn item_scores(&mut self, rows: &[usize], items: &[u32]) -> Result<Option<Vec<f32>>> {
-        let Some(context) = self
-            .context
-            .as_ref()
-            .filter(|_| self.model.config().item_head)
-        else {
+        let Some(context) = self.head_context() else {
             return Ok(None);
         };
         let n_items = self.codes.n_items();
@@ -185,10 +195,30 @@ impl StepScorer for ModelScorer<'_> {
                 Kind::Float,
             )
         });
-        let t = std::time::Instant::now();
-        let v = to_vec(&scores)?;
-        self.copy_secs += t.elapsed().as_secs_f64();
-        Ok(Some(v))
+        self.copy(&scores).map(Some)
+    }
+
+    fn all_item_scores(&mut self, n_items: usize) -> Result<Option<Vec<f32>>> {
+        let Some(context) = self.head_context() else {
+            return Ok(None);
+        };
+        if n_items != self.codes.n_items() {
+            return Err(InferError::Input(format!(
+                "all_item_scores: {n_items} items asked, the model scores {}",
+                self.codes.n_items()
+            )));
+        }
+        // The item head's logits of every item: the contexts against the first n_items rows of the input table.
+        let scores = tch::no_grad(|| {
+            context.to_kind(Kind::Float).matmul(
+                &self
+                    .table
+                    .narrow(0, 0, n_items as i64)
+                    .to_kind(Kind::Float)
+                    .tr(),
+            )
+        });
+        self.copy(&scores).map(Some)
     }
 }
 

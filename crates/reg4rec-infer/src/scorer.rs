@@ -79,6 +79,12 @@ pub trait StepScorer {
     fn item_scores(&mut self, _rows: &[usize], _items: &[u32]) -> Result<Option<Vec<f32>>> {
         Ok(None)
     }
+    /// Row-major `[n_users, n_items]` dense scores of every item for every user of the current batch (the
+    /// same scores as [`StepScorer::item_scores`]), for the search's dense lookahead
+    /// (`InferConfig::dense_lookahead`). `None` (the default): no dense scores.
+    fn all_item_scores(&mut self, _n_items: usize) -> Result<Option<Vec<f32>>> {
+        Ok(None)
+    }
 }
 
 /// In-place log-softmax of one row.
@@ -201,6 +207,9 @@ pub struct FnScorer<F> {
     n_tokens: usize,
     n_categories: usize,
     f: F,
+    /// Dense score of every item, the same for every user ([`FnScorer::with_item_scores`]).
+    dense: Option<Vec<f32>>,
+    n_users: usize,
 }
 
 impl<F: FnMut(usize, &[u32]) -> (Vec<f32>, Vec<f32>)> FnScorer<F> {
@@ -209,7 +218,15 @@ impl<F: FnMut(usize, &[u32]) -> (Vec<f32>, Vec<f32>)> FnScorer<F> {
             n_tokens,
             n_categories,
             f,
+            dense: None,
+            n_users: 0,
         }
+    }
+
+    /// Gives every user the dense item scores `scores` (indexed by item).
+    pub fn with_item_scores(mut self, scores: Vec<f32>) -> Self {
+        self.dense = Some(scores);
+        self
     }
 }
 
@@ -222,8 +239,39 @@ impl<F: FnMut(usize, &[u32]) -> (Vec<f32>, Vec<f32>)> StepScorer for FnScorer<F>
         self.n_categories
     }
 
-    fn begin(&mut self, _histories: &[&[u32]]) -> Result<()> {
+    fn begin(&mut self, histories: &[&[u32]]) -> Result<()> {
+        self.n_users = histories.len();
         Ok(())
+    }
+
+    fn item_scores(&mut self, _rows: &[usize], items: &[u32]) -> Result<Option<Vec<f32>>> {
+        let Some(dense) = &self.dense else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|&i| {
+                dense
+                    .get(i as usize)
+                    .copied()
+                    .ok_or_else(|| InferError::Input(format!("item {i} has no dense score")))
+            })
+            .collect::<Result<Vec<f32>>>()
+            .map(Some)
+    }
+
+    fn all_item_scores(&mut self, n_items: usize) -> Result<Option<Vec<f32>>> {
+        let Some(dense) = &self.dense else {
+            return Ok(None);
+        };
+        if dense.len() != n_items {
+            return Err(InferError::Shape {
+                name: "FnScorer item scores".into(),
+                expected: vec![n_items],
+                found: dense.len(),
+            });
+        }
+        Ok(Some(dense.repeat(self.n_users)))
     }
 
     fn step(&mut self, input: StepInput<'_>) -> Result<StepOutput> {

@@ -219,6 +219,41 @@ proptest! {
         }
     }
 
+    /// With the dense lookahead and a path model indifferent between tokens, the beam follows the dense scores:
+    /// over ordered codes (disjoint prefixes) a beam of width B returns exactly the B best items by dense score,
+    /// and over unordered codes the first item is the best one; both within each user's allowed items.
+    #[test]
+    fn dense_lookahead_finds_the_best_dense_items(
+        m in 1usize..4, d in 2usize..5, max_items in 1usize..30, ordered: bool, seed: u64, beam in 1usize..6,
+        keep in proptest::collection::vec(any::<bool>(), 30),
+    ) {
+        let codes = random_codes(m, d, max_items, ordered, seed);
+        let n = codes.n_items();
+        let index = ItemIndex::new(&codes).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 5);
+        let dense: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0f32..3.0)).collect();
+        let cfg = InferConfig { dense_lookahead: true, dense_weight: 1.0, ..cfg(beam, beam, None) };
+        let search = BeamSearch::new(&index, &cfg).unwrap();
+        let mut scorer =
+            FnScorer::new(m * d, 2, |_, _| (vec![0.0; m * d], vec![0.0; 2])).with_item_scores(dense.clone());
+        let allowed: Vec<u32> = (0..n as u32).filter(|&i| keep[i as usize]).collect();
+        let lists = [None, Some(allowed.as_slice())];
+        let out = search.run_constrained(&mut scorer, &HISTORIES[..2], &lists, false).unwrap();
+        for (list, allow) in out.lists.iter().zip(lists) {
+            let mut want: Vec<u32> = allow.map_or_else(|| (0..n as u32).collect(), |a| a.to_vec());
+            want.sort_by(|&a, &b| dense[b as usize].total_cmp(&dense[a as usize]).then(a.cmp(&b)));
+            let got: Vec<u32> = list.iter().map(|r| r.item).collect();
+            if want.is_empty() {
+                prop_assert!(got.is_empty());
+            } else if ordered {
+                want.truncate(beam);
+                prop_assert_eq!(got, want);
+            } else {
+                prop_assert_eq!(got[0], want[0]);
+            }
+        }
+    }
+
     /// A user's results do not depend on which other users share the batch.
     #[test]
     fn batching_does_not_change_results(seed: u64, theta in proptest::option::of(0.0f32..0.1)) {
@@ -231,6 +266,34 @@ proptest! {
             let alone = search.run(&mut scorer, &[*h], true).unwrap();
             prop_assert_eq!(&alone.lists[0], &together.lists[u]);
         }
+    }
+}
+
+/// The dense lookahead keeps a prefix the path model ranks low when the best dense item lies under it: with
+/// beam 1, the search without it follows the likelier first token and misses the item.
+#[test]
+fn dense_lookahead_keeps_the_prefix_of_the_best_dense_item() {
+    let index = full_2x2();
+    // Token 0 (codebook 0, code 0) is the likelier first step; item 3 = (1, 1) has the best dense score.
+    let path = |_: usize, prefix: &[u32]| {
+        let mut lp = vec![0.0; 4];
+        if prefix.is_empty() {
+            lp[0] = 3.0;
+            lp[2] = 3.0;
+        }
+        (lp, vec![0.0; 1])
+    };
+    let dense = vec![0.0, 0.0, 0.0, 5.0];
+    for (lookahead, want) in [(false, 0u32), (true, 3)] {
+        let cfg = InferConfig {
+            dense_lookahead: lookahead,
+            dense_weight: 1.0,
+            ..cfg(1, 1, None)
+        };
+        let search = BeamSearch::new(&index, &cfg).unwrap();
+        let mut scorer = FnScorer::new(4, 1, path).with_item_scores(dense.clone());
+        let out = search.run(&mut scorer, &[&[0]], false).unwrap();
+        assert_eq!(out.lists[0][0].item, want, "lookahead {lookahead}");
     }
 }
 
