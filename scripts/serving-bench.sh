@@ -1,16 +1,17 @@
 #!/bin/bash
 # Serving latency and throughput (docs/serving.md): for each batch cap and beam width a fresh `reg4rec serve`,
 # a warm-up, then `reg4rec loadtest` with 64 clients; one JSON line per setting in $OUT.
-# MODEL=<model dir> [CAPS="1 8 32"] [BEAMS="10 20 50"] [REQUESTS=4000] scripts/serving-bench.sh (release build first)
+# MODEL=<model dir> [CAPS="1 8 32"] [BEAMS="10 20 50"] [REQUESTS=4000] [SERVE_ARGS="--set infer.X=Y"] \
+#   scripts/serving-bench.sh (release build first)
 cd "$(dirname "$0")/.."
 eval "$(cargo xtask env 2>/dev/null)"
 export REG4REC_LOG=warn REG4REC_NO_PROGRESS=1
-M=${MODEL:-runs/beauty-1/stages/align-reg4rec}
+M=${MODEL:-runs/amazon-beauty-cpu/stages/align-reg4rec}
 OUT=${OUT:-runs/serving/results.jsonl}; mkdir -p "$(dirname "$OUT")"
 : > $OUT
 for cap in ${CAPS:-1 8 32}; do
   for beam in ${BEAMS:-10 20 50}; do
-    ./target/release/reg4rec serve --model $M --set serve.addr=127.0.0.1:0 --set serve.max_batch=$cap > /tmp/bench-serve.out 2>/tmp/bench-serve.err &
+    ./target/release/reg4rec serve --model $M --set serve.addr=127.0.0.1:0 --set serve.max_batch=$cap $SERVE_ARGS > /tmp/bench-serve.out 2>/tmp/bench-serve.err &
     pid=$!
     for i in $(seq 1 120); do grep -q listening /tmp/bench-serve.out && break; sleep 0.5; done
     URL=$(sed -n 's/listening on //p' /tmp/bench-serve.out)
