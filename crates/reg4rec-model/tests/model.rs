@@ -91,7 +91,11 @@ fn encode_and_decode_have_the_documented_shapes() {
     assert_eq!(out.token_logits.isfinite().all().int64_value(&[]), 1);
     let last = model.decode_last(&enc.hidden, &tokens, false);
     assert_eq!(last.token_logits.size(), vec![3, 1, 16]);
-    assert!(last.token_logits.equal(&out.token_logits.narrow(1, 1, 1)));
+    // The same step computed alone: equal up to float rounding (the products have other shapes, and some CPU
+    // kernels, AMD's among them, round them differently).
+    assert!(last
+        .token_logits
+        .allclose(&out.token_logits.narrow(1, 1, 1), 1e-5, 1e-6, false));
     assert_eq!(
         model.item_logits(&enc.hidden, &enc.items, false).size(),
         vec![3, 10]
