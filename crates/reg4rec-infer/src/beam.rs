@@ -157,6 +157,9 @@ struct Cand {
     /// What the beam keeps the best of: `score`, or with the dense lookahead `score + dense_weight * bound`
     /// where `bound` is the best dense score among the items the candidate can reach.
     rank: f32,
+    /// With the dense lookahead, the item the bound comes from (the best item the candidate can reach), else
+    /// `NONE`.
+    best: u32,
     score: f32,
     logp: f32,
     parent: u32,
@@ -204,6 +207,11 @@ struct Level {
     /// Per user: the token sets (sorted, `depth + 1` tokens each, flattened) of the candidates taken so far,
     /// when permutations are merged.
     taken: Vec<Vec<u32>>,
+    /// Per user, with the dense lookahead: the best items of the candidates taken so far. A candidate whose best
+    /// item another taken candidate already leads to is taken only when no other candidate is left, so the beam
+    /// spreads over different items instead of filling with prefixes of the same one (on unordered codes an
+    /// item lies under many prefixes).
+    claimed: Vec<Vec<u32>>,
     /// Merge candidates holding the same token set (unordered codes, at least two tokens).
     merge: bool,
 }
@@ -679,7 +687,7 @@ impl<'a> BeamSearch<'a> {
                 let out = &level.chunks[b.out.chunk as usize];
                 let lp = &out.logp[b.out.row as usize * v..(b.out.row as usize + 1) * v];
                 // `bound`: the best dense score the candidate can reach (lookahead only).
-                let push = |pool: &mut Vec<Cand>, t: u32, item: u32, bound: f32| {
+                let push = |pool: &mut Vec<Cand>, t: u32, item: u32, bound: f32, best: u32| {
                     let l = lp[t as usize];
                     let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
                     let score = b.score + l;
@@ -689,6 +697,7 @@ impl<'a> BeamSearch<'a> {
                         } else {
                             score
                         },
+                        best,
                         score,
                         logp: l,
                         parent: i as u32,
@@ -702,11 +711,15 @@ impl<'a> BeamSearch<'a> {
                         // The best dense score under each first token: one pass over the items.
                         let x = dense_u.unwrap_or_default();
                         let mut best = vec![f32::NEG_INFINITY; v];
+                        let mut arg = vec![NONE; v];
                         let open = if self.ordered { 1 } else { m };
                         for (it, &s) in x.iter().enumerate() {
                             for r in 0..open {
                                 let t = r * d + tuples[it * m + r] as usize;
-                                best[t] = best[t].max(s);
+                                if s > best[t] || arg[t] == NONE {
+                                    best[t] = s;
+                                    arg[t] = it as u32;
+                                }
                             }
                         }
                         for &t in &self.first {
@@ -715,18 +728,18 @@ impl<'a> BeamSearch<'a> {
                             } else {
                                 NONE
                             };
-                            push(&mut pool, t, item, best[t as usize]);
+                            push(&mut pool, t, item, best[t as usize], arg[t as usize]);
                         }
                     }
                     Reach::All => {
                         if last {
                             // m == 1: every first token is an item.
                             for &t in &self.first {
-                                push(&mut pool, t, self.index.posting(t as usize)[0], 0.0);
+                                push(&mut pool, t, self.index.posting(t as usize)[0], 0.0, NONE);
                             }
                         } else {
                             for &t in &self.first {
-                                push(&mut pool, t, NONE, 0.0);
+                                push(&mut pool, t, NONE, 0.0, NONE);
                             }
                         }
                     }
@@ -744,7 +757,7 @@ impl<'a> BeamSearch<'a> {
                             }
                             for t in r * d..(r + 1) * d {
                                 if !self.index.pair_posting(a as usize, t).is_empty() {
-                                    push(&mut pool, t as u32, NONE, 0.0);
+                                    push(&mut pool, t as u32, NONE, 0.0, NONE);
                                 }
                             }
                         }
@@ -756,7 +769,7 @@ impl<'a> BeamSearch<'a> {
                             let r = (0..m).find(|&r| b.used >> r & 1 == 0).unwrap_or(0);
                             for &it in items {
                                 let t = (r * d) as u32 + tuples[it as usize * m + r] as u32;
-                                push(&mut pool, t, it, item_bound(it));
+                                push(&mut pool, t, it, item_bound(it), it);
                             }
                         } else {
                             *epoch = epoch.wrapping_add(1);
@@ -778,13 +791,15 @@ impl<'a> BeamSearch<'a> {
                                         if dense.is_some() {
                                             slot[t] = pool.len() as u32;
                                         }
-                                        push(&mut pool, t as u32, NONE, item_bound(it));
+                                        let best = if dense.is_some() { it } else { NONE };
+                                        push(&mut pool, t as u32, NONE, item_bound(it), best);
                                     } else if let Some(x) = dense_u {
                                         // A better item under a token already offered raises its bound.
                                         let c = &mut pool[slot[t] as usize];
                                         let s = x[it as usize];
                                         if c.score + w * s > c.rank {
                                             c.rank = c.score + w * s;
+                                            c.best = it;
                                         }
                                     }
                                 }
@@ -801,6 +816,11 @@ impl<'a> BeamSearch<'a> {
         level.ranges = ranges;
         level.merge = !self.ordered && level.depth >= 1;
         level.taken = if level.merge {
+            vec![Vec::new(); n_users]
+        } else {
+            Vec::new()
+        };
+        level.claimed = if dense.is_some() {
             vec![Vec::new(); n_users]
         } else {
             Vec::new()
@@ -912,11 +932,15 @@ fn js_of(level: &Level, prev: &Level, prev_cats: &[Vec<f32>], i: usize) -> f32 {
 }
 
 /// Takes the `count` best not-yet-taken candidates of user `u` from `level`'s pool, best first. With
-/// `level.merge`, a candidate whose token set was already taken (in another order) is skipped.
+/// `level.merge`, a candidate whose token set was already taken (in another order) is skipped. With the dense
+/// lookahead (`level.claimed`), a candidate whose best item a taken candidate already leads to waits until the
+/// pool has no other candidate left.
 fn take_best(level: &mut Level, u: usize, count: usize) -> Vec<Cand> {
     let mut out = Vec::with_capacity(count);
+    let mut waiting = Vec::new();
     let k = level.depth;
     let mut key = Vec::with_capacity(k + 1);
+    let diverse = !level.claimed.is_empty();
     while out.len() < count {
         let (_, end, next) = level.ranges[u];
         let slice = &mut level.pool[next as usize..end as usize];
@@ -926,24 +950,48 @@ fn take_best(level: &mut Level, u: usize, count: usize) -> Vec<Cand> {
         }
         select_sorted(slice, want);
         level.ranges[u].2 = next + want as u32;
-        for c in &slice[..want] {
-            if level.merge {
-                key.clear();
-                key.extend_from_slice(
-                    &level.tokens[c.parent as usize * k..(c.parent as usize + 1) * k],
-                );
-                key.push(c.token);
-                key.sort_unstable();
-                let taken = &mut level.taken[u];
-                if taken.chunks_exact(k + 1).any(|t| t == key.as_slice()) {
-                    continue;
-                }
-                taken.extend_from_slice(&key);
+        for j in next as usize..next as usize + want {
+            let c = level.pool[j];
+            if diverse && c.best != NONE && level.claimed[u].contains(&c.best) {
+                waiting.push(c);
+                continue;
             }
-            out.push(*c);
+            if take(level, u, &c, &mut key) {
+                if diverse {
+                    level.claimed[u].push(c.best);
+                }
+                out.push(c);
+            }
+        }
+    }
+    for c in waiting {
+        if out.len() == count {
+            break;
+        }
+        if take(level, u, &c, &mut key) {
+            out.push(c);
         }
     }
     out
+}
+
+/// Records candidate `c` of user `u` as taken; `false` (not taken) when `level.merge` and its token set was
+/// taken already in another order.
+fn take(level: &mut Level, u: usize, c: &Cand, key: &mut Vec<u32>) -> bool {
+    if !level.merge {
+        return true;
+    }
+    let k = level.depth;
+    key.clear();
+    key.extend_from_slice(&level.tokens[c.parent as usize * k..(c.parent as usize + 1) * k]);
+    key.push(c.token);
+    key.sort_unstable();
+    let taken = &mut level.taken[u];
+    if taken.chunks_exact(k + 1).any(|t| t == key.as_slice()) {
+        return false;
+    }
+    taken.extend_from_slice(key);
+    true
 }
 
 /// Moves the `k` best of `slice` to its front, sorted best first.
