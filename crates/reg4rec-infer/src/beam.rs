@@ -466,7 +466,19 @@ impl<'a> BeamSearch<'a> {
                 let mut seen = vec![NONE; n_items];
                 let w = self.cfg.dense_weight;
                 // Dense item log-probabilities of every completion, in pool order (one scorer call).
-                let dense = if w > 0.0 {
+                let dense = if let Some(all) = &lookahead {
+                    // The lookahead already holds every user's dense score of every item.
+                    Some(
+                        level
+                            .pool
+                            .iter()
+                            .map(|c| {
+                                let u = level.beams[c.parent as usize].user as usize;
+                                all[u * n_items + c.item as usize]
+                            })
+                            .collect(),
+                    )
+                } else if w > 0.0 {
                     let rows: Vec<usize> = level
                         .pool
                         .iter()

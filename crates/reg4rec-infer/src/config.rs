@@ -49,8 +49,7 @@ pub struct InferConfig {
     /// at the last step the two rankings are the same. The search reads each user's dense score of every item
     /// once, so its cost grows with the catalog (a pass over the items per user). Default true: on
     /// amazon-beauty (cpu preset, beam 40, CORP off, all 22,363 test users) it lifted the generated list's test
-    /// R@10 / N@10 from .0560 / .0291 to .0664 / .0336 (paired 95% intervals [+.0082, +.0128] /
-    /// [+.0033, +.0055]) for 9% more search time, reaching the ranking of every item by the same score.
+    /// R@10 / N@10 from .0570 / .0302 to .0705 / .0355 (paired 95% intervals above 0; docs/RESULTS.md).
     pub dense_lookahead: bool,
 }
 
