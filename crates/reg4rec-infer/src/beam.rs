@@ -953,17 +953,23 @@ fn take_best(level: &mut Level, u: usize, count: usize) -> Vec<Cand> {
     let k = level.depth;
     let mut key = Vec::with_capacity(k + 1);
     let diverse = !level.claimed.is_empty();
+    let mut round = 0u32;
     while out.len() < count {
         let (_, end, next) = level.ranges[u];
         let slice = &mut level.pool[next as usize..end as usize];
-        let want = (count - out.len()).min(slice.len());
+        // Skipped (merged) and waiting candidates do not fill the list: each round selects twice as many as
+        // the round before, so a user whose best candidates are mostly skipped costs a few passes over its
+        // pool rather than one pass per skipped candidate.
+        let want = ((count - out.len()) << round.min(20)).min(slice.len());
         if want == 0 {
             break;
         }
+        round += 1;
         select_sorted(slice, want);
-        level.ranges[u].2 = next + want as u32;
-        for j in next as usize..next as usize + want {
+        let mut j = next as usize;
+        while j < next as usize + want && out.len() < count {
             let c = level.pool[j];
+            j += 1;
             if diverse && c.best != NONE && level.claimed[u].contains(&c.best) {
                 waiting.push(c);
                 continue;
@@ -975,6 +981,8 @@ fn take_best(level: &mut Level, u: usize, count: usize) -> Vec<Cand> {
                 out.push(c);
             }
         }
+        // The selected candidates not looked at stay in the pool (still best first).
+        level.ranges[u].2 = j as u32;
     }
     for c in waiting {
         if out.len() == count {
