@@ -65,6 +65,12 @@ pub struct AlignConfig {
     pub beta: f64,
     /// Weight of the CRSS pre-training loss on the same contexts as an auxiliary term (0 = off). Default 0.0.
     pub aux_weight: f64,
+    /// Treat the item head as the policy's last step (models with an item head): a sampled path's completed
+    /// item adds its item-head log-probability (log-softmax over every item, divided by `temperature`) as one
+    /// more step of the path, so the clipped surrogate and the KL move the item head too. The search ranks
+    /// the list by the item head (`infer.dense_weight`, the dense lookahead), so without this term alignment
+    /// only reaches the path score, which breaks near-ties. Default false.
+    pub item_head: bool,
     /// Learning rate (constant after `warmup_steps`). Default 1e-5.
     pub lr: f64,
     /// Linear warmup steps from 0 to `lr`. Default 10.
@@ -121,6 +127,7 @@ impl Default for AlignConfig {
             ppo_epochs: 1,
             beta: 0.04,
             aux_weight: 0.0,
+            item_head: false,
             lr: 1e-5,
             warmup_steps: 10,
             weight_decay: 0.0,

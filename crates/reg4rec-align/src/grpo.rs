@@ -13,6 +13,12 @@
 //! the frozen pre-trained model, averaged over tokens; plus optionally `aux_weight` times the CRSS pre-training
 //! loss of the contexts' true targets. Policy passes run without dropout so that rho is exactly 1 on the
 //! first of `ppo_epochs` updates.
+//!
+//! With `AlignConfig::item_head` (models with an item head) the completed item is one more step of the policy:
+//! its log-probability under the item head (log-softmax over every item, divided by the temperature) joins the
+//! path's token log-probabilities in the surrogate and the KL. The search ranks the list by the item head, so
+//! this is the term through which alignment reaches the ranking; the rollouts still come from the token
+//! decoder, so for the item head they are samples of another policy, weighted by their group advantage.
 
 use crate::config::AlignConfig;
 use crate::error::{AlignError, Result};
@@ -44,6 +50,8 @@ pub struct SampledPaths {
     pub logp: Tensor,
     /// Per path, per step: the category distribution the model predicted at that step.
     pub categories: Vec<Vec<Vec<f32>>>,
+    /// The item each path completes.
+    pub items: Vec<u32>,
 }
 
 /// The tokens allowed after `partial` (vocabulary ids: `Vocab::id`): unused codebooks that
@@ -155,6 +163,16 @@ pub fn sample_paths(
         }
     }
     let tokens = decoder_input(&vocab, &flat(&paths), n, device);
+    let items = paths
+        .iter()
+        .map(|p| {
+            index.item_of_tokens(p).ok_or_else(|| {
+                AlignError::Input(format!(
+                    "sampled path {p:?} is not an item (the item index and the paths disagree)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<u32>>>()?;
     Ok(SampledPaths {
         n_contexts: b,
         group_size,
@@ -167,6 +185,7 @@ pub fn sample_paths(
             .view([n as i64, m as i64])
             .to_device(device),
         categories,
+        items,
     })
 }
 
@@ -187,6 +206,25 @@ pub fn path_log_probs(
         .masked_fill(&allowed.logical_not(), f64::NEG_INFINITY)
         .log_softmax(-1, Kind::Float)
         .gather(2, &tokens.unsqueeze(-1), false)
+        .squeeze_dim(-1)
+}
+
+/// The item head's log-probability `[N]` of `items` `[N]` i64 after `context` `[N, d]`: the log-softmax over
+/// every item of `table` (the [`reg4rec_model::Encoded::items`] of the same weights) of the logits divided by
+/// `temperature`. Differentiable.
+pub fn item_log_probs(
+    model: &Reg4RecModel,
+    context: &Tensor,
+    table: &Tensor,
+    items: &Tensor,
+    temperature: f64,
+) -> Tensor {
+    (model
+        .item_logits(context, table, false)
+        .to_kind(Kind::Float)
+        / temperature)
+        .log_softmax(-1, Kind::Float)
+        .gather(1, &items.unsqueeze(-1), false)
         .squeeze_dim(-1)
 }
 
@@ -273,7 +311,12 @@ pub struct SampledStep {
     batch: SeqBatch,
     sampled: SampledPaths,
     adv: Tensor,
+    /// `[N, M]` (or `[N, M + 1]` with the item head as the last step, `AlignConfig::item_head`): each step's
+    /// log-probability under the sampling policy.
+    old_logp: Tensor,
     ref_logp: Tensor,
+    /// `[N]` i64 completed items when the item head is a step of the policy.
+    items: Option<Tensor>,
     /// Context row of each path.
     rows: Tensor,
     /// The sampling's statistics (rewards); the losses are filled in by [`grpo_loss`].
@@ -311,9 +354,28 @@ pub fn sample_step(
         )));
     }
     let batch = batch.to_device(device);
-    let context = tch::no_grad(|| target_contexts(policy, &batch, false).0);
+    let (context, enc) = tch::no_grad(|| target_contexts(policy, &batch, false));
     let sampled = sample_paths(policy, ctx.index, &context, g, cfg.temperature, rng)?;
     let n = sampled.paths.len();
+    let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
+    let rows = Tensor::from_slice(&rows).to_device(device);
+    let items = (cfg.item_head && policy.config().item_head).then(|| {
+        let ids: Vec<i64> = sampled.items.iter().map(|&i| i64::from(i)).collect();
+        Tensor::from_slice(&ids).to_device(device)
+    });
+    let old_logp = match &items {
+        Some(items) => tch::no_grad(|| {
+            let lp = item_log_probs(
+                policy,
+                &context.index_select(0, &rows),
+                &enc.items,
+                items,
+                cfg.temperature,
+            );
+            Tensor::cat(&[sampled.logp.shallow_clone(), lp.unsqueeze(1)], 1)
+        }),
+        None => sampled.logp.shallow_clone(),
+    };
 
     let rule = RewardRule {
         consistency: cfg.consistency,
@@ -347,17 +409,13 @@ pub fn sample_step(
         .collect();
     let adv = Tensor::from_slice(&adv).to_device(device);
 
-    let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
-    let rows = Tensor::from_slice(&rows).to_device(device);
     let ref_logp = tch::no_grad(|| {
-        let ctx_ref = target_contexts(ctx.reference, &batch, false)
-            .0
-            .index_select(0, &rows);
-        path_log_probs(
+        policy_log_probs(
             ctx.reference,
-            &ctx_ref,
-            &sampled.tokens,
-            &sampled.allowed,
+            &batch,
+            &rows,
+            &sampled,
+            items.as_ref(),
             cfg.temperature,
         )
     });
@@ -365,10 +423,41 @@ pub fn sample_step(
         batch,
         sampled,
         adv,
+        old_logp,
         ref_logp,
+        items,
         rows,
         stats,
     })
+}
+
+/// Each step's log-probability `[N, M]` of the sampled paths under `model` (path `i` after context row
+/// `rows[i]` of `batch`), with the item head's log-probability of each completed item as one more column when
+/// `items` is given. Differentiable.
+fn policy_log_probs(
+    model: &Reg4RecModel,
+    batch: &SeqBatch,
+    rows: &Tensor,
+    sampled: &SampledPaths,
+    items: Option<&Tensor>,
+    temperature: f64,
+) -> Tensor {
+    let (context, enc) = target_contexts(model, batch, false);
+    let context = context.index_select(0, rows);
+    let steps = path_log_probs(
+        model,
+        &context,
+        &sampled.tokens,
+        &sampled.allowed,
+        temperature,
+    );
+    match items {
+        Some(items) => {
+            let item = item_log_probs(model, &context, &enc.items, items, temperature);
+            Tensor::cat(&[steps, item.unsqueeze(1)], 1)
+        }
+        None => steps,
+    }
 }
 
 /// The GRPO loss of one update on a sampled step (the clipped surrogate, `beta` x KL to the reference, the
@@ -381,17 +470,17 @@ pub fn grpo_loss(
     update: usize,
 ) -> Tensor {
     let cfg = ctx.cfg;
-    let context = target_contexts(policy, &step.batch, false).0;
-    let new_logp = path_log_probs(
+    let new_logp = policy_log_probs(
         policy,
-        &context.index_select(0, &step.rows),
-        &step.sampled.tokens,
-        &step.sampled.allowed,
+        &step.batch,
+        &step.rows,
+        &step.sampled,
+        step.items.as_ref(),
         cfg.temperature,
     );
     let (pl, kl, clip) = clipped_objective(
         &new_logp,
-        &step.sampled.logp,
+        &step.old_logp,
         &step.ref_logp,
         &step.adv,
         cfg.epsilon,

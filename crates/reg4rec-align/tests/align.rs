@@ -210,6 +210,96 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     );
 }
 
+/// The item head's probability of `item` after `history`.
+fn item_head_probability(model: &Reg4RecModel, history: &[u32], item: u32) -> f64 {
+    tch::no_grad(|| {
+        let enc = model.contexts(&[history]).unwrap();
+        model
+            .item_logits(&enc.hidden, &enc.items, false)
+            .softmax(-1, Kind::Float)
+            .double_value(&[0, item as i64])
+    })
+}
+
+#[test]
+fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() {
+    let _rng = reg4rec_model::torch_rng_lock();
+    let (ds, codes) = synthetic(12, 4, 6);
+    let index = ItemIndex::new(&codes).unwrap();
+    let mcfg = ModelConfig {
+        dropout: 0.0,
+        ..ModelConfig::preset("smoke").unwrap()
+    };
+    assert!(mcfg.item_head);
+    let target_item = 5u32;
+    let history: &[u32] = &[1, 2, 3, 4];
+    let windows = vec![window(&[1, 2, 3, 4, target_item], 4, 1, 0.8)];
+    // The same seeded run with and without the item head as the policy's last step.
+    let run = |item_head: bool| -> (f64, f64) {
+        tch::manual_seed(3);
+        let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        tch::manual_seed(3);
+        let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        let cfg = AlignConfig {
+            group_size: 16,
+            lr: 3e-3,
+            beta: 0.01,
+            msra_h: 1,
+            item_head,
+            rewards: RewardWeights {
+                step_hit: 0.0,
+                global_path: 1.0,
+                category_hit: 0.0,
+                step_consistency: 0.0,
+            },
+            ..AlignConfig::default()
+        };
+        let ctx = GrpoContext {
+            reference: &reference,
+            index: &index,
+            codes: &codes,
+            item_category: &ds.item_category,
+            cfg: &cfg,
+            weights: TrainConfig::default().objective(),
+        };
+        let batch = SeqBatchBuilder {
+            vocab: policy.vocab(),
+            history_len: 5,
+            codes: &codes,
+            item_category: &ds.item_category,
+        }
+        .last(&[(history, target_item)])
+        .unwrap();
+        let before = item_head_probability(&policy, history, target_item);
+        let mut opt = AdamW::new(
+            policy.var_store(),
+            TrainConfig {
+                weight_decay: 0.0,
+                ..TrainConfig::default()
+            }
+            .adamw(),
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..25 {
+            let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng).unwrap();
+            assert!(s.kl >= 0.0 && s.loss.is_finite(), "{s:?}");
+        }
+        (before, item_head_probability(&policy, history, target_item))
+    };
+    let (before, with_head) = run(true);
+    let (same_start, without_head) = run(false);
+    assert!((before - same_start).abs() < 1e-9);
+    assert!(before < 0.3, "an untrained head: about 1/12, got {before}");
+    assert!(
+        with_head > before + 0.3,
+        "item head P(target) {before:.3} -> {with_head:.3} with the item head as a step"
+    );
+    assert!(
+        with_head > without_head + 0.2,
+        "with the item head as a step {with_head:.3}, without {without_head:.3}"
+    );
+}
+
 #[test]
 fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
     // The tests seed libtorch's process-global generator: one at a time.
