@@ -121,6 +121,9 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("reg4rec-engine".into())
             .spawn(move || {
+                if cfg.torch_threads > 0 {
+                    tch::set_num_threads(cfg.torch_threads.min(i32::MAX as usize) as i32);
+                }
                 let rec = match load() {
                     Ok(r) => r,
                     Err(e) => {
