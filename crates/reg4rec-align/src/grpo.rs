@@ -359,7 +359,13 @@ pub fn sample_step(
     let n = sampled.paths.len();
     let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
     let rows = Tensor::from_slice(&rows).to_device(device);
-    let items = (cfg.item_head && policy.config().item_head).then(|| {
+    if cfg.item_head && !policy.config().item_head {
+        return Err(AlignError::config(
+            "item_head",
+            "needs a model with an item head (`model.item_head = true`); this one was trained without",
+        ));
+    }
+    let items = cfg.item_head.then(|| {
         let ids: Vec<i64> = sampled.items.iter().map(|&i| i64::from(i)).collect();
         Tensor::from_slice(&ids).to_device(device)
     });

@@ -235,11 +235,11 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
     let history: &[u32] = &[1, 2, 3, 4];
     let windows = vec![window(&[1, 2, 3, 4, target_item], 4, 1, 0.8)];
     // The same seeded run with and without the item head as the policy's last step.
-    let run = |item_head: bool| -> (f64, f64) {
+    let run = |mcfg: &ModelConfig, item_head: bool| -> reg4rec_align::Result<(f64, f64)> {
         tch::manual_seed(3);
-        let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        let policy = Reg4RecModel::new(mcfg, &codes, 3, Device::Cpu).unwrap();
         tch::manual_seed(3);
-        let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        let reference = Reg4RecModel::new(mcfg, &codes, 3, Device::Cpu).unwrap();
         let cfg = AlignConfig {
             group_size: 16,
             lr: 3e-3,
@@ -281,13 +281,13 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
         );
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for _ in 0..25 {
-            let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng).unwrap();
+            let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng)?;
             assert!(s.kl >= 0.0 && s.loss.is_finite(), "{s:?}");
         }
-        (before, item_head_probability(&policy, history, target_item))
+        Ok((before, item_head_probability(&policy, history, target_item)))
     };
-    let (before, with_head) = run(true);
-    let (same_start, without_head) = run(false);
+    let (before, with_head) = run(&mcfg, true).unwrap();
+    let (same_start, without_head) = run(&mcfg, false).unwrap();
     assert!((before - same_start).abs() < 1e-9);
     assert!(before < 0.3, "an untrained head: about 1/12, got {before}");
     assert!(
@@ -298,6 +298,13 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
         with_head > without_head + 0.2,
         "with the item head as a step {with_head:.3}, without {without_head:.3}"
     );
+    // A model without an item head cannot take it as a step: a clear error, not a silent token-only run.
+    let headless = ModelConfig {
+        item_head: false,
+        ..mcfg.clone()
+    };
+    let e = run(&headless, true).unwrap_err().to_string();
+    assert!(e.contains("item_head"), "{e}");
 }
 
 #[test]
