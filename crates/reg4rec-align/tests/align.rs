@@ -92,6 +92,35 @@ fn set_probability(
     })
 }
 
+/// AdamW without weight decay over `model`'s weights.
+fn adamw(model: &Reg4RecModel) -> AdamW {
+    AdamW::new(
+        model.var_store(),
+        TrainConfig {
+            weight_decay: 0.0,
+            ..TrainConfig::default()
+        }
+        .adamw(),
+    )
+}
+
+/// The GRPO tests' settings: groups of 16, MSRA off, the global-path reward alone.
+fn global_path_only() -> AlignConfig {
+    AlignConfig {
+        group_size: 16,
+        lr: 3e-3,
+        beta: 0.01,
+        msra_h: 1,
+        rewards: RewardWeights {
+            step_hit: 0.0,
+            global_path: 1.0,
+            category_hit: 0.0,
+            step_consistency: 0.0,
+        },
+        ..AlignConfig::default()
+    }
+}
+
 #[test]
 fn grpo_raises_the_probability_of_the_rewarded_path() {
     // The tests seed libtorch's process-global generator: one at a time.
@@ -106,19 +135,7 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     tch::manual_seed(3);
     let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
-    let cfg = AlignConfig {
-        group_size: 16,
-        lr: 3e-3,
-        beta: 0.01,
-        msra_h: 1,
-        rewards: RewardWeights {
-            step_hit: 0.0,
-            global_path: 1.0,
-            category_hit: 0.0,
-            step_consistency: 0.0,
-        },
-        ..AlignConfig::default()
-    };
+    let cfg = global_path_only();
     let ctx = GrpoContext {
         reference: &reference,
         index: &index,
@@ -139,14 +156,7 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let windows = vec![window(&[1, 2, 3, 4, target_item], 4, 1, 0.8)];
     let target = codes.tokens(target_item as usize);
     let before = set_probability(&policy, &index, history, &target);
-    let mut opt = AdamW::new(
-        policy.var_store(),
-        TrainConfig {
-            weight_decay: 0.0,
-            ..TrainConfig::default()
-        }
-        .adamw(),
-    );
+    let mut opt = adamw(&policy);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut hits = Vec::new();
     for _ in 0..25 {
@@ -175,14 +185,7 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let flat_ctx = GrpoContext { cfg: &flat, ..ctx };
     tch::manual_seed(3);
     let fresh = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
-    let mut opt = AdamW::new(
-        fresh.var_store(),
-        TrainConfig {
-            weight_decay: 0.0,
-            ..TrainConfig::default()
-        }
-        .adamw(),
-    );
+    let mut opt = adamw(&fresh);
     let s = grpo_step(
         &flat_ctx, &fresh, &mut opt, &batch, &windows, cfg.lr, &mut rng,
     )
@@ -241,18 +244,8 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
         tch::manual_seed(3);
         let reference = Reg4RecModel::new(mcfg, &codes, 3, Device::Cpu).unwrap();
         let cfg = AlignConfig {
-            group_size: 16,
-            lr: 3e-3,
-            beta: 0.01,
-            msra_h: 1,
             item_head,
-            rewards: RewardWeights {
-                step_hit: 0.0,
-                global_path: 1.0,
-                category_hit: 0.0,
-                step_consistency: 0.0,
-            },
-            ..AlignConfig::default()
+            ..global_path_only()
         };
         let ctx = GrpoContext {
             reference: &reference,
@@ -271,14 +264,7 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
         .last(&[(history, target_item)])
         .unwrap();
         let before = item_head_probability(&policy, history, target_item);
-        let mut opt = AdamW::new(
-            policy.var_store(),
-            TrainConfig {
-                weight_decay: 0.0,
-                ..TrainConfig::default()
-            }
-            .adamw(),
-        );
+        let mut opt = adamw(&policy);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         for _ in 0..25 {
             let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng)?;
