@@ -123,9 +123,17 @@ pub fn pretrain(
     let infer = cfg.infer.for_mode(mode);
     let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);
     let mut recall = |m: &Reg4RecModel| -> reg4rec_model::Result<f64> {
-        evaluate_model(m, &codes, &valid, Stage::Valid, &infer)
-            .map(|r| r.metrics.recall_10)
-            .map_err(|e| reg4rec_model::ModelError::Callback(format!("{e:#}")))
+        let r = evaluate_model(m, &codes, &valid, Stage::Valid, &infer)
+            .map_err(|e| reg4rec_model::ModelError::Callback(format!("{e:#}")))?;
+        let x = &r.metrics;
+        tracing::info!(
+            users = valid.n_users(),
+            r10 = format_args!("{:.4}", x.recall_10),
+            n10 = format_args!("{:.4}", x.ndcg_10),
+            r20 = format_args!("{:.4}", x.recall_20),
+            "validation beam search"
+        );
+        Ok(x.recall_10)
     };
     let opts = PretrainOptions {
         valid_metric: if cfg.pipeline.valid_recall {
