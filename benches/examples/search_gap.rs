@@ -22,6 +22,7 @@ use reg4rec_infer::{evaluate, BeamSearch, InferConfig, ModelScorer};
 use reg4rec_model::crss::path_log_probs;
 use reg4rec_model::{load_model, Reg4RecModel, Which};
 use reg4rec_tokenizer::{Codes, ItemIndex};
+use reg4rec_train::repeat;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
 
@@ -96,8 +97,11 @@ fn main() -> Result<()> {
             let history = split.history(u, stage, l);
             let enc = model.contexts(&[history.as_slice()])?;
             let path = path_logp(&model, &enc.hidden, &tuples);
+            // The window the encoder read carries the repeat bias, as in the beam's dense scores.
+            let (r, i) = repeat::seen_pairs([&history[history.len().saturating_sub(l)..]]);
+            let seen = (Tensor::from_slice(&r), Tensor::from_slice(&i));
             let item = model
-                .item_logits(&enc.hidden, &enc.items, false)
+                .item_logits(&enc.hidden, &enc.items, &seen, false)
                 .log_softmax(-1, Kind::Float)
                 .squeeze_dim(0);
             let combined = &path + &item * f64::from(dense_weight);

@@ -209,18 +209,22 @@ pub fn path_log_probs(
         .squeeze_dim(-1)
 }
 
-/// The item head's log-probability `[N]` of `items` `[N]` i64 after `context` `[N, d]`: the log-softmax over
-/// every item of `table` (the [`reg4rec_model::Encoded::items`] of the same weights) of the logits divided by
-/// `temperature`. Differentiable.
+/// The item head's log-probability `[N]` of `items` `[N]` i64 after context row `rows[i]` of `context`
+/// `[C, d]`: the log-softmax over every item of `table` (the [`reg4rec_model::Encoded::items`] of the same
+/// weights) of the logits divided by `temperature`, with the model's repeat bias at the `seen` (context row,
+/// item) pairs ([`SeqBatch::seen`]). Differentiable.
 pub fn item_log_probs(
     model: &Reg4RecModel,
     context: &Tensor,
     table: &Tensor,
+    seen: &(Tensor, Tensor),
+    rows: &Tensor,
     items: &Tensor,
     temperature: f64,
 ) -> Tensor {
     (model
-        .item_logits(context, table, false)
+        .item_logits(context, table, seen, false)
+        .index_select(0, rows)
         .to_kind(Kind::Float)
         / temperature)
         .log_softmax(-1, Kind::Float)
@@ -373,8 +377,10 @@ pub fn sample_step(
         Some(items) => tch::no_grad(|| {
             let lp = item_log_probs(
                 policy,
-                &context.index_select(0, &rows),
+                &context,
                 &enc.items,
+                &batch.seen,
+                &rows,
                 items,
                 cfg.temperature,
             );
@@ -448,8 +454,8 @@ fn policy_log_probs(
     items: Option<&Tensor>,
     temperature: f64,
 ) -> Tensor {
-    let (context, enc) = target_contexts(model, batch, false);
-    let context = context.index_select(0, rows);
+    let (all, enc) = target_contexts(model, batch, false);
+    let context = all.index_select(0, rows);
     let steps = path_log_probs(
         model,
         &context,
@@ -459,7 +465,15 @@ fn policy_log_probs(
     );
     match items {
         Some(items) => {
-            let item = item_log_probs(model, &context, &enc.items, items, temperature);
+            let item = item_log_probs(
+                model,
+                &all,
+                &enc.items,
+                &batch.seen,
+                rows,
+                items,
+                temperature,
+            );
             Tensor::cat(&[steps, item.unsqueeze(1)], 1)
         }
         None => steps,

@@ -10,6 +10,7 @@ use reg4rec_align::{align, AlignConfig, RewardWeights};
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_model::checkpoint::{load_model, Which};
+use reg4rec_model::no_seen_items;
 use reg4rec_model::{
     pretrain, LadqConfig, ModelConfig, PrecisionMode, Reg4RecModel, SeqBatchBuilder, TrainConfig,
     Vocab,
@@ -218,7 +219,7 @@ fn item_head_probability(model: &Reg4RecModel, history: &[u32], item: u32) -> f6
     tch::no_grad(|| {
         let enc = model.contexts(&[history]).unwrap();
         model
-            .item_logits(&enc.hidden, &enc.items, false)
+            .item_logits(&enc.hidden, &enc.items, &no_seen_items(), false)
             .softmax(-1, Kind::Float)
             .double_value(&[0, item as i64])
     })

@@ -76,6 +76,10 @@ pub struct SasRecConfig {
     pub threads: usize,
     /// Seed of the initialisation, the dropout masks and the batch order. Default 42.
     pub seed: u64,
+    /// A learned scalar added to the logit of every item already in the history the model read
+    /// (`reg4rec_train::repeat`), the same component as the generative model's `model.repeat_bias`. Default
+    /// false (the published SASRec).
+    pub repeat_bias: bool,
     /// Evaluation protocol: remove each user's own history items from the ranking (validation for early stopping
     /// and the final metrics alike). Default false: nothing is filtered, as REG4REC.md's protocol states.
     pub exclude_history: bool,
@@ -106,6 +110,7 @@ impl Default for SasRecConfig {
             time_budget_s: 0,
             threads: 0,
             seed: 42,
+            repeat_bias: false,
             exclude_history: false,
         }
     }
@@ -298,6 +303,8 @@ pub struct SasRec {
     item_emb: nn::Embedding,
     /// [n_items, d_model]: the output item table when it is not tied to `item_emb`.
     out_emb: Option<Tensor>,
+    /// [1]: the repeat bias (`repeat_bias`).
+    repeat_bias: Option<Tensor>,
     /// [max_len, d_model].
     pos_emb: nn::Embedding,
     layers: Vec<Block>,
@@ -340,6 +347,7 @@ impl SasRec {
                     },
                 )
             }),
+            repeat_bias: cfg.repeat_bias.then(|| p.zeros("repeat_bias", &[1])),
             n_items: n_items as i64,
             max_len: cfg.max_len as i64,
             dropout: cfg.dropout,
@@ -384,11 +392,22 @@ impl SasRec {
         }
     }
 
-    /// Scores of every item after the last position of each left-padded history [batch, steps] -> [batch, n_items].
-    pub fn score_last(&self, items: &Tensor) -> Tensor {
+    /// [`Self::logits`] `[N, n_items]` with the repeat bias (when the model has one) at the `seen` (row, item)
+    /// pairs (`reg4rec_train::repeat::seen_pairs`, on the logits' device).
+    pub fn logits_seen(&self, h: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
+        let logits = self.logits(h);
+        match &self.repeat_bias {
+            Some(b) => reg4rec_train::repeat::add_repeat_bias(&logits, seen, b),
+            None => logits,
+        }
+    }
+
+    /// Scores of every item after the last position of each left-padded history [batch, steps] -> [batch, n_items],
+    /// with the repeat bias at the `seen` pairs of each row's items.
+    pub fn score_last(&self, items: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
         let h = self.forward(items, false); // [batch, steps, d_model]
         let last = h.select(1, -1); // [batch, d_model]
-        self.logits(&last)
+        self.logits_seen(&last, seen)
     }
 }
 

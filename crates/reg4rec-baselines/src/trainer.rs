@@ -164,13 +164,9 @@ impl SasRecModel {
         let h = self.net.forward(&batch.items, true); // [batch, steps, d_model]
         let d = h.size()[2];
         let h = h.view([-1, d]).index_select(0, &batch.at); // [positions, d_model]
-        self.net.logits(&h).cross_entropy_loss::<Tensor>(
-            &batch.next,
-            None,
-            Reduction::Mean,
-            -100,
-            0.0,
-        )
+        self.net
+            .logits_seen(&h, &batch.seen)
+            .cross_entropy_loss::<Tensor>(&batch.next, None, Reduction::Mean, -100, 0.0)
     }
 
     /// Scores of every item for each history (oldest first, at most `max_len` used) -> [users, n_items].
@@ -188,7 +184,13 @@ impl SasRecModel {
             .map(|h| reg4rec_data::split::truncate_front(h, self.config.max_len))
             .collect();
         let items = pad_left(&rows, self.net.pad_id());
-        Ok(tch::no_grad(|| self.net.score_last(&items)))
+        let device = items.device();
+        let (r, i) = reg4rec_train::repeat::seen_pairs(rows.iter().copied());
+        let seen = (
+            Tensor::from_slice(&r).to_device(device),
+            Tensor::from_slice(&i).to_device(device),
+        );
+        Ok(tch::no_grad(|| self.net.score_last(&items, &seen)))
     }
 
     /// Full-ranking metrics on `stage`: users in batches of `eval_batch_size`, one matmul against the item table
@@ -339,6 +341,8 @@ pub struct SasRecBatch {
     items: Tensor,
     at: Tensor,
     next: Tensor,
+    /// The (predicted position, item) pairs of the items each position has read (`reg4rec_train::repeat`).
+    seen: (Tensor, Tensor),
 }
 
 /// The training batch of `seqs` (see [`SasRecModel::training_batch`]).
@@ -371,17 +375,24 @@ fn build_batch(seqs: &[&[u32]], n_items: usize, max_len: usize, pad: i64) -> Res
     // Flat indices (row * steps + step) of the predicted positions, and their next items.
     let mut at = Vec::new();
     let mut next = Vec::new();
+    let mut read = Vec::new();
     for (r, seq) in seqs.iter().enumerate() {
         let offset = t + 1 - seq.len();
         for (j, &item) in seq.iter().enumerate().skip(1) {
             at.push((r * t + offset + j - 1) as i64);
             next.push(item as i64);
+            read.push(&seq[..j]);
         }
     }
+    let (seen_rows, seen_items) = reg4rec_train::repeat::seen_pairs(read);
     Ok(SasRecBatch {
         items: pad_left(&inputs, pad),
         at: Tensor::from_slice(&at),
         next: Tensor::from_slice(&next),
+        seen: (
+            Tensor::from_slice(&seen_rows),
+            Tensor::from_slice(&seen_items),
+        ),
     })
 }
 

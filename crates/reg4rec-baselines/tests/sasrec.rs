@@ -394,3 +394,43 @@ fn an_untied_output_table_scores_items_and_checkpoints_say_when_it_is_missing() 
         "{e}"
     );
 }
+
+/// With `repeat_bias`, the score of an item the history holds is its logit plus the learned bias, and on data
+/// where no user repeats an item training pushes the bias below zero.
+#[test]
+fn the_repeat_bias_is_learned_and_added_to_history_items() {
+    let _rng = rng_lock();
+    let ds = cyclic(120, 20, 12);
+    let split = LeaveOneOut::new(&ds);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SasRecConfig {
+        repeat_bias: true,
+        max_epochs: 3,
+        ..tiny_config()
+    };
+    train_sasrec(&split, 20, &cfg, dir.path(), false).unwrap();
+    let m = SasRecModel::load(dir.path()).unwrap();
+    let bias = m
+        .named_weights()
+        .into_iter()
+        .find(|(n, _)| n == "repeat_bias")
+        .unwrap()
+        .1
+        .double_value(&[0]);
+    assert!(
+        bias < 0.0,
+        "no user repeats an item, yet the bias is {bias}"
+    );
+    let h = vec![1u32, 2, 3, 2];
+    let scores = Vec::<f32>::try_from(&m.score(std::slice::from_ref(&h)).unwrap().get(0)).unwrap();
+    let hidden = m.net().forward(&ids(&[1, 2, 3, 2]), false).select(1, -1);
+    let plain = Vec::<f32>::try_from(&m.net().logits(&hidden).get(0)).unwrap();
+    for (i, (s, p)) in scores.iter().zip(&plain).enumerate() {
+        let want = p + if h.contains(&(i as u32)) {
+            bias as f32
+        } else {
+            0.0
+        };
+        assert!((s - want).abs() < 1e-5, "item {i}: {s} vs {want}");
+    }
+}

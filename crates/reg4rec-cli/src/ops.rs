@@ -131,6 +131,7 @@ pub fn pretrain(
             r10 = format_args!("{:.4}", x.recall_10),
             n10 = format_args!("{:.4}", x.ndcg_10),
             r20 = format_args!("{:.4}", x.recall_20),
+            repeat_bias = ?m.repeat_bias(),
             "validation beam search"
         );
         Ok(x.recall_10)

@@ -3,7 +3,9 @@
 //! returns the masked next-token log-probabilities (over the `M * D` codebook tokens) and the category
 //! distribution at that step. With the model's item head, the items the search generated get their dense score
 //! (the head's logit: the context's dot product with the item's embedding), which the search adds (weighted) to
-//! their path scores; only those items are scored, so the cost does not grow with the catalog.
+//! their path scores; only those items are scored, so the cost does not grow with the catalog. With the model's
+//! `repeat_bias`, the dense score of an item in the user's encoder window carries the learned bias, as in
+//! training.
 //!
 //! The token distribution is normalised exactly as in training: the softmax over the codebook tokens of the
 //! codebooks not used yet (used codebooks and the special tokens have probability zero, as
@@ -27,6 +29,9 @@ pub struct ModelScorer<'a> {
     /// `[n_users, d]` contexts of the current batch.
     context: Option<Tensor>,
     n_users: usize,
+    /// The model's repeat bias, and each user's window items (sorted, once each) when it has one.
+    repeat_bias: Option<f32>,
+    seen: Vec<Vec<u32>>,
     /// Seconds spent copying outputs off the device into the search's buffers.
     pub copy_secs: f64,
 }
@@ -69,6 +74,12 @@ impl<'a> ModelScorer<'a> {
             table,
             context: None,
             n_users: 0,
+            repeat_bias: model
+                .config()
+                .item_head
+                .then(|| model.repeat_bias())
+                .flatten(),
+            seen: Vec::new(),
             copy_secs: 0.0,
         })
     }
@@ -116,6 +127,16 @@ impl StepScorer for ModelScorer<'_> {
             .map_err(|e| InferError::Input(format!("encoding the histories: {e}")))?;
         self.context = Some(enc.hidden);
         self.n_users = histories.len();
+        self.seen.clear();
+        if self.repeat_bias.is_some() {
+            let l = model.config().history_len;
+            self.seen.extend(histories.iter().map(|h| {
+                let mut w = h[h.len().saturating_sub(l)..].to_vec();
+                w.sort_unstable();
+                w.dedup();
+                w
+            }));
+        }
         Ok(())
     }
 
@@ -179,6 +200,20 @@ impl StepScorer for ModelScorer<'_> {
             )));
         }
         let device = context.device();
+        let bias: Vec<f32> = match self.repeat_bias {
+            Some(b) => rows
+                .iter()
+                .zip(items)
+                .map(|(&r, i)| {
+                    if self.seen[r].binary_search(i).is_ok() {
+                        b
+                    } else {
+                        0.0
+                    }
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
         let items: Vec<i64> = items.iter().map(|&i| i as i64).collect();
         let scores = tch::no_grad(|| {
@@ -195,7 +230,11 @@ impl StepScorer for ModelScorer<'_> {
                 Kind::Float,
             )
         });
-        self.copy(&scores).map(Some)
+        let mut scores = self.copy(&scores)?;
+        for (s, b) in scores.iter_mut().zip(&bias) {
+            *s += b;
+        }
+        Ok(Some(scores))
     }
 
     fn all_item_scores(&mut self, n_items: usize) -> Result<Option<Vec<f32>>> {
@@ -218,7 +257,15 @@ impl StepScorer for ModelScorer<'_> {
                     .tr(),
             )
         });
-        self.copy(&scores).map(Some)
+        let mut scores = self.copy(&scores)?;
+        if let Some(b) = self.repeat_bias {
+            for (u, items) in self.seen.iter().enumerate() {
+                for &i in items {
+                    scores[u * n_items + i as usize] += b;
+                }
+            }
+        }
+        Ok(Some(scores))
     }
 }
 

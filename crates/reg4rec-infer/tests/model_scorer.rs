@@ -1,7 +1,7 @@
 //! The model adapter: masked, normalised step distributions from a tiny random model, and a search over it.
 
 use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, StepInput, StepScorer};
-use reg4rec_model::{Mode, ModelConfig, Reg4RecModel};
+use reg4rec_model::{no_seen_items, Mode, ModelConfig, Reg4RecModel};
 use reg4rec_tokenizer::{Codes, ItemIndex};
 use tch::Device;
 
@@ -169,7 +169,7 @@ fn beams_decode_after_their_users_context_and_dense_scores_are_the_item_head() {
     }
     // Dense scores: the item head's logits over every item, for the asked (user, item) pairs; they differ
     // from its log-softmax by one constant per user, so they order each user's items the same way.
-    let logits = tch::no_grad(|| m.item_logits(&enc.hidden, &enc.items, false));
+    let logits = tch::no_grad(|| m.item_logits(&enc.hidden, &enc.items, &no_seen_items(), false));
     let logp = logits.log_softmax(-1, Kind::Float);
     let got = s.item_scores(&[1, 0, 1], &[7, 3, 0]).unwrap().unwrap();
     for (k, (r, i)) in [(1i64, 7i64), (0, 3), (1, 0)].into_iter().enumerate() {
@@ -179,4 +179,53 @@ fn beams_decode_after_their_users_context_and_dense_scores_are_the_item_head() {
     assert!((shift(1, 7) - shift(1, 0)).abs() < 1e-4);
     assert!(s.item_scores(&[2], &[0]).is_err(), "row outside the batch");
     assert!(s.item_scores(&[0], &[8]).is_err(), "item outside the codes");
+}
+
+/// With the model's repeat bias, the dense score of an item in the user's window is the head's logit plus the
+/// learned bias, for the scored pairs and for the lookahead's scores of every item alike.
+#[test]
+fn dense_scores_carry_the_repeat_bias_on_window_items() {
+    tch::manual_seed(0);
+    let cfg = ModelConfig {
+        repeat_bias: true,
+        ..ModelConfig::preset("smoke").unwrap()
+    };
+    let c = codes(false);
+    let m = Reg4RecModel::new(&cfg, &c, 3, Device::Cpu).unwrap();
+    tch::no_grad(|| {
+        let mut b = m.var_store().variables()["repeat_bias"].shallow_clone();
+        let _ = b.fill_(-1.5);
+    });
+    let hist: [&[u32]; 2] = [&[0, 1, 2, 1], &[5, 7]];
+    let mut s = ModelScorer::new(&m, &c).unwrap();
+    s.begin(&hist).unwrap();
+    let enc = tch::no_grad(|| m.contexts(&hist)).unwrap();
+    let logits = tch::no_grad(|| m.item_logits(&enc.hidden, &enc.items, &no_seen_items(), false));
+    let want = |u: usize, i: usize| {
+        let b = if hist[u].contains(&(i as u32)) {
+            -1.5
+        } else {
+            0.0
+        };
+        logits.double_value(&[u as i64, i as i64]) + b
+    };
+    let all = s.all_item_scores(8).unwrap().unwrap();
+    for u in 0..2 {
+        for i in 0..8 {
+            assert!(
+                (all[u * 8 + i] as f64 - want(u, i)).abs() < 1e-5,
+                "user {u}, item {i}"
+            );
+        }
+    }
+    let got = s
+        .item_scores(&[0, 0, 1, 1], &[1, 3, 7, 0])
+        .unwrap()
+        .unwrap();
+    for (k, (u, i)) in [(0, 1), (0, 3), (1, 7), (1, 0)].into_iter().enumerate() {
+        assert!(
+            (got[k] as f64 - want(u, i)).abs() < 1e-5,
+            "user {u}, item {i}"
+        );
+    }
 }

@@ -79,6 +79,12 @@ pub fn stream_window(history: &[u32], l: usize, ids: StreamIds) -> Result<Vec<i6
     Ok(out)
 }
 
+/// No (target, item) history pairs ([`SeqBatch::seen`]): item logits without the repeat bias.
+pub fn no_seen_items() -> (Tensor, Tensor) {
+    let empty = || Tensor::zeros([0], (tch::Kind::Int64, Device::Cpu));
+    (empty(), empty())
+}
+
 /// A batch of streams with the positions that carry a target.
 #[derive(Debug)]
 pub struct SeqBatch {
@@ -92,6 +98,10 @@ pub struct SeqBatch {
     pub targets: Tensor,
     /// `[N]` i64: the target item's category.
     pub categories: Tensor,
+    /// `[K]` i64 and `[K]` i64: the (target, item) pairs of the items already in each target's history as the
+    /// encoder reads it (the stream up to the target's position), each pair once: where the item head's
+    /// `repeat_bias` applies.
+    pub seen: (Tensor, Tensor),
     /// Rows B.
     pub rows: usize,
     /// Targets N (non-padding positions that are trained).
@@ -106,8 +116,26 @@ impl SeqBatch {
             items: self.items.to_device(device),
             targets: self.targets.to_device(device),
             categories: self.categories.to_device(device),
+            seen: (self.seen.0.to_device(device), self.seen.1.to_device(device)),
             rows: self.rows,
             n_targets: self.n_targets,
+        }
+    }
+
+    /// The same streams with only targets `start..start + len` (their history pairs renumbered from 0).
+    pub fn targets_slice(&self, start: usize, len: usize) -> SeqBatch {
+        let (s, l) = (start as i64, len as i64);
+        let (rows, items) = &self.seen;
+        let keep = rows.ge(s).logical_and(&rows.lt(s + l));
+        SeqBatch {
+            stream: self.stream.shallow_clone(),
+            positions: self.positions.narrow(0, s, l),
+            items: self.items.narrow(0, s, l),
+            targets: self.targets.narrow(0, s, l),
+            categories: self.categories.narrow(0, s, l),
+            seen: (rows.masked_select(&keep) - s, items.masked_select(&keep)),
+            rows: self.rows,
+            n_targets: len,
         }
     }
 }
@@ -179,9 +207,18 @@ impl SeqBatchBuilder<'_> {
         let mut stream = vec![ids.pad; b * t];
         let (mut positions, mut items, mut targets, mut categories) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut histories: Vec<Vec<u32>> = Vec::new();
         for (r, (s, tg)) in rows.iter().enumerate() {
             stream[r * t..r * t + s.len()].copy_from_slice(s);
             for &(at, item) in tg {
+                // What the target's position reads: the real items of the stream up to it.
+                histories.push(
+                    s[..=at]
+                        .iter()
+                        .filter(|&&i| (i as usize) < ids.n_items)
+                        .map(|&i| i as u32)
+                        .collect(),
+                );
                 check_item(item, ids)?;
                 let c = self.item_category.get(item as usize).ok_or_else(|| {
                     ModelError::Input(format!(
@@ -196,12 +233,18 @@ impl SeqBatchBuilder<'_> {
             }
         }
         let n = items.len();
+        let (seen_rows, seen_items) =
+            reg4rec_train::repeat::seen_pairs(histories.iter().map(Vec::as_slice));
         Ok(SeqBatch {
             stream: Tensor::from_slice(&stream).view([b as i64, t as i64]),
             positions: Tensor::from_slice(&positions),
             items: Tensor::from_slice(&items),
             targets: Tensor::from_slice(&targets).view([n as i64, m as i64]),
             categories: Tensor::from_slice(&categories),
+            seen: (
+                Tensor::from_slice(&seen_rows),
+                Tensor::from_slice(&seen_items),
+            ),
             rows: b,
             n_targets: n,
         })
@@ -249,6 +292,11 @@ mod tests {
         assert_eq!(batch.n_targets, 6);
         let cat: Vec<i64> = Vec::try_from(&batch.categories).unwrap();
         assert_eq!(cat, vec![1, 2, 2, 0, 1, 2]);
+        // Each target's history as its position reads it (START and padding are not items).
+        let seen_rows: Vec<i64> = Vec::try_from(&batch.seen.0).unwrap();
+        let seen_items: Vec<i64> = Vec::try_from(&batch.seen.1).unwrap();
+        assert_eq!(seen_rows, vec![1, 2, 3, 3, 4, 4, 4]);
+        assert_eq!(seen_items, vec![1, 1, 1, 2, 1, 2, 3]);
         let t: Vec<Vec<i64>> = Vec::try_from(&batch.targets).unwrap();
         let v = Vocab::new(2, 3);
         assert_eq!(t[0], vec![v.token(0, 0), v.token(1, 1)]);

@@ -44,6 +44,11 @@ pub struct ModelConfig {
     /// trained with full-softmax cross-entropy (`pretrain.lambda_item`) and used by inference to re-rank the
     /// items the beam search generated (`infer.dense_weight`). Default true.
     pub item_head: bool,
+    /// A learned scalar added to the item head's logit of every item already in the history the context
+    /// was read from (the encoder's window): the model learns from the training positions how likely a user
+    /// is to pick an item again (negative where items are rarely repeated, positive where they are). The
+    /// ranking itself never drops a history item. Needs `item_head`. Default false.
+    pub repeat_bias: bool,
 }
 
 impl Default for ModelConfig {
@@ -58,6 +63,7 @@ impl Default for ModelConfig {
             history_len: 20,
             item_id_embedding: true,
             item_head: true,
+            repeat_bias: false,
         }
     }
 }
@@ -95,6 +101,12 @@ impl ModelConfig {
         }
         if self.history_len == 0 {
             return Err(ModelError::config("history_len", "must be >= 1"));
+        }
+        if self.repeat_bias && !self.item_head {
+            return Err(ModelError::config(
+                "repeat_bias",
+                "biases the item head's logits: it needs item_head = true",
+            ));
         }
         Ok(())
     }

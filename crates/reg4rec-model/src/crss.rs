@@ -183,7 +183,8 @@ pub fn step_losses(
 }
 
 /// The losses of targets `[N, M]` (tokens in codebook order), their `categories` `[N]` and `items` `[N]` after
-/// `context` `[N, d]` (a row of [`Encoded::hidden`] each); `enc` supplies the item table of the item head.
+/// `context` `[N, d]` (a row of [`Encoded::hidden`] each); `enc` supplies the item table of the item head and
+/// `seen` the items already in each target's history ([`SeqBatch::seen`]).
 #[allow(clippy::too_many_arguments)]
 pub fn crss_loss(
     model: &Reg4RecModel,
@@ -192,6 +193,7 @@ pub fn crss_loss(
     targets: &Tensor,
     categories: &Tensor,
     items: &Tensor,
+    seen: &(Tensor, Tensor),
     weights: Objective,
     train: bool,
 ) -> CrssLoss {
@@ -218,7 +220,7 @@ pub fn crss_loss(
     };
     let item = if model.config().item_head {
         model
-            .item_logits(context, &enc.items, train)
+            .item_logits(context, &enc.items, seen, train)
             .cross_entropy_for_logits(items)
     } else {
         Tensor::zeros([], (Kind::Float, targets.device()))
@@ -255,6 +257,7 @@ pub fn sequence_loss(
         &batch.targets,
         &batch.categories,
         &batch.items,
+        &batch.seen,
         weights,
         train,
     )

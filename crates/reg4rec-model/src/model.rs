@@ -257,8 +257,9 @@ pub struct Reg4RecModel {
     dec_pos: nn::Embedding, // [M, d]
     decoder: Vec<DecoderBlock>, // N/2
     dec_norm: nn::LayerNorm,
-    token_head: nn::Linear,    // [d] -> [vocab]
-    category_head: nn::Linear, // [d] -> [n_categories]
+    token_head: nn::Linear,      // [d] -> [vocab]
+    category_head: nn::Linear,   // [d] -> [n_categories]
+    repeat_bias: Option<Tensor>, // [1]: added to the item logits of history items
 }
 
 impl Reg4RecModel {
@@ -334,6 +335,7 @@ impl Reg4RecModel {
                 n_categories as i64,
                 Default::default(),
             ),
+            repeat_bias: cfg.repeat_bias.then(|| root.zeros("repeat_bias", &[1])),
             vs,
             cfg: cfg.clone(),
             vocab,
@@ -592,10 +594,29 @@ impl Reg4RecModel {
         })
     }
 
-    /// Logits of every item after contexts `[..., d]` -> `[..., n_items]` against `items` (the
-    /// [`Encoded::items`] table of the same weights).
-    pub fn item_logits(&self, context: &Tensor, items: &Tensor, train: bool) -> Tensor {
-        self.ctx(train).matmul_t(context, items)
+    /// Logits of every item after contexts `[N, d]` -> `[N, n_items]` against `items` (the
+    /// [`Encoded::items`] table of the same weights). With `repeat_bias`, the learned bias is added at the
+    /// `seen` (row, item) pairs (`[K]` i64 each, every pair once: [`crate::batch::SeqBatch::seen`]), the items
+    /// already in each row's history.
+    pub fn item_logits(
+        &self,
+        context: &Tensor,
+        items: &Tensor,
+        seen: &(Tensor, Tensor),
+        train: bool,
+    ) -> Tensor {
+        let logits = self.ctx(train).matmul_t(context, items);
+        match &self.repeat_bias {
+            Some(b) => reg4rec_train::repeat::add_repeat_bias(&logits, seen, b),
+            None => logits,
+        }
+    }
+
+    /// The learned bias on the item logits of history items (`repeat_bias`), when the model has one.
+    pub fn repeat_bias(&self) -> Option<f32> {
+        self.repeat_bias
+            .as_ref()
+            .map(|b| b.double_value(&[0]) as f32)
     }
 
     /// Decoder states `[N, k + 1, d]` before each step (`last_only`: `[N, 1, d]`, before step k only).

@@ -8,8 +8,8 @@ use reg4rec_model::crss::{
 };
 use reg4rec_model::decoding::{codebook_mask, used_codebooks};
 use reg4rec_model::{
-    load_model, pretrain, LadqConfig, Mode, ModelConfig, Objective, PrecisionMode, PretrainOptions,
-    Reg4RecModel, SeqBatch, SeqBatchBuilder, StepTarget, TrainConfig,
+    load_model, no_seen_items, pretrain, LadqConfig, Mode, ModelConfig, Objective, PrecisionMode,
+    PretrainOptions, Reg4RecModel, SeqBatch, SeqBatchBuilder, StepTarget, TrainConfig,
 };
 use reg4rec_tokenizer::Codes;
 use tch::{Device, Kind, Tensor};
@@ -52,9 +52,16 @@ fn tiny_model(mode: Mode, seed: i64, codes: &Codes) -> Reg4RecModel {
     tch::manual_seed(seed);
     let cfg = ModelConfig {
         mode,
+        repeat_bias: true,
         ..ModelConfig::preset("smoke").unwrap()
     };
-    Reg4RecModel::new(&cfg, codes, 3, Device::Cpu).unwrap()
+    let model = Reg4RecModel::new(&cfg, codes, 3, Device::Cpu).unwrap();
+    // A non-zero repeat bias, so every loss below depends on which items each position has seen.
+    tch::no_grad(|| {
+        let mut b = model.var_store().variables()["repeat_bias"].shallow_clone();
+        let _ = b.fill_(-0.7);
+    });
+    model
 }
 
 fn builder<'a>(model: &Reg4RecModel, ds: &'a Dataset, codes: &'a Codes) -> SeqBatchBuilder<'a> {
@@ -97,7 +104,9 @@ fn encode_and_decode_have_the_documented_shapes() {
         .token_logits
         .allclose(&out.token_logits.narrow(1, 1, 1), 1e-5, 1e-6, false));
     assert_eq!(
-        model.item_logits(&enc.hidden, &enc.items, false).size(),
+        model
+            .item_logits(&enc.hidden, &enc.items, &no_seen_items(), false)
+            .size(),
         vec![3, 10]
     );
     // Histories longer than L read their last L items; an unknown item is an error naming it.
@@ -125,14 +134,7 @@ fn the_layout_is_causal() {
     assert!(ha.narrow(1, 0, 3).equal(&hc.narrow(1, 0, 3)));
     assert!(!ha.narrow(1, 3, 1).equal(&hc.narrow(1, 3, 1)));
     // The loss terms of positions 0 and 1 (targets 1 and 2) only.
-    let first_two = |batch: SeqBatch| SeqBatch {
-        positions: batch.positions.narrow(0, 0, 2),
-        items: batch.items.narrow(0, 0, 2),
-        targets: batch.targets.narrow(0, 0, 2),
-        categories: batch.categories.narrow(0, 0, 2),
-        n_targets: 2,
-        ..batch
-    };
+    let first_two = |batch: SeqBatch| batch.targets_slice(0, 2);
     let la = sequence_loss(&model, &first_two(a), W, false);
     let lc = sequence_loss(&model, &first_two(c), W, false);
     assert_eq!(value(&la.total), value(&lc.total));
@@ -177,18 +179,48 @@ fn a_per_user_batch_equals_its_positions_one_at_a_time() {
         }
         // Each row alone (no padding) gives the same per-row loss as inside the padded batch.
         let short = b.sequences(&[seqs[1]]).unwrap();
-        let padded = SeqBatch {
-            positions: batch.positions.narrow(0, 4, 1),
-            items: batch.items.narrow(0, 4, 1),
-            targets: batch.targets.narrow(0, 4, 1),
-            categories: batch.categories.narrow(0, 4, 1),
-            n_targets: 1,
-            ..batch
-        };
+        let padded = batch.targets_slice(4, 1);
         let a = sequence_loss(&model, &short, W, false);
         let p = sequence_loss(&model, &padded, W, false);
         assert!((value(&a.total) - value(&p.total)).abs() < 1e-5);
     }
+}
+
+/// The repeat bias moves exactly the logits of the items each position has already seen, and learns from the
+/// positions: where no target repeats a history item, its gradient pushes it down.
+#[test]
+fn the_repeat_bias_applies_to_seen_items_only_and_is_learned() {
+    let _serial = serial();
+    let (ds, codes) = synthetic(10, 1, 3);
+    let model = tiny_model(Mode::Reg4rec, 9, &codes);
+    let batch = builder(&model, &ds, &codes)
+        .sequences(&[&[1, 2, 3, 4], &[5, 6]])
+        .unwrap();
+    let (context, enc) = target_contexts(&model, &batch, false);
+    let plain = model.item_logits(&context, &enc.items, &no_seen_items(), false);
+    let biased = model.item_logits(&context, &enc.items, &batch.seen, false);
+    let diff: Vec<Vec<f32>> = Vec::try_from(&(biased - plain)).unwrap();
+    // Targets 1, 2, 3, 4 (row 0) and 5, 6 (row 1): each position has seen the items before its target.
+    let seen: [&[usize]; 6] = [&[], &[1], &[1, 2], &[1, 2, 3], &[], &[5]];
+    for (t, row) in diff.iter().enumerate() {
+        for (item, &d) in row.iter().enumerate() {
+            let want = if seen[t].contains(&item) { -0.7 } else { 0.0 };
+            assert!((d - want).abs() < 1e-6, "target {t}, item {item}: {d}");
+        }
+    }
+    assert!((model.repeat_bias().unwrap() + 0.7).abs() < 1e-6);
+    // No target here repeats a history item: the loss falls as the bias falls.
+    let loss = sequence_loss(&model, &batch, W, true);
+    loss.total.backward();
+    let grad = model.var_store().variables()["repeat_bias"].grad();
+    assert!(value(&grad.sum(Kind::Float)) > 0.0);
+    let bad = ModelConfig {
+        item_head: false,
+        repeat_bias: true,
+        ..ModelConfig::default()
+    };
+    let e = bad.validate().unwrap_err();
+    assert!(e.to_string().contains("repeat_bias"), "{e}");
 }
 
 #[test]

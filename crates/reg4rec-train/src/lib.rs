@@ -7,6 +7,8 @@
 //! - [`optim`]: [`AdamW`] with exportable moments and the [`LrSchedule`].
 //! - [`checkpoint`]: the run directory ([`RunDir`]): checkpoints, best weights, `metrics.jsonl`; weights in
 //!   safetensors files with checksums.
+//! - [`repeat`]: the repeat bias, a learned scalar on the logits of the items already in a history, shared
+//!   by the models that score every item.
 //! - [`dist`]: the [`Collective`] a data-parallel run synchronises through (implemented over c10d by
 //!   `reg4rec-dist`) and the steps built on it.
 //!
@@ -64,6 +66,7 @@ pub mod dist;
 pub mod error;
 pub mod learner;
 pub mod optim;
+pub mod repeat;
 
 pub use checkpoint::{load_weights, save_weights, Best, RunDir, TrainState};
 pub use dist::{Collective, DataParallel};
