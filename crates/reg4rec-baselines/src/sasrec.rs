@@ -397,7 +397,7 @@ impl SasRec {
     pub fn logits_seen(&self, h: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
         let logits = self.logits(h);
         match &self.repeat_bias {
-            Some(b) => reg4rec_train::repeat::add_repeat_bias(&logits, seen, b),
+            Some(b) => reg4rec_train::repeat::add_repeat_bias(logits, seen, b),
             None => logits,
         }
     }

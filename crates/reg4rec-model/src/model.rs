@@ -23,7 +23,9 @@
 //!   25% faster search (docs/RESULTS.md).
 //! - **Item head** (`item_head`, the dense second channel): the logit of item i after a context h is
 //!   `<h, E_i>` with `E_i` the item's input embedding (tied, as in SASRec). Pre-training adds its full-softmax
-//!   cross-entropy; inference uses it to re-rank the items the beam search produced.
+//!   cross-entropy; inference uses it to re-rank the items the beam search produced. With `repeat_bias`, one
+//!   learned scalar is added to the logit of every item already in the window the context was read from
+//!   (`reg4rec_train::repeat`): the model learns how often users pick an item again; nothing is filtered.
 //! - N/2 encoder layers and N/2 decoder blocks, pre-norm (LayerNorm before each attention / feed-forward block,
 //!   residual around it, a final LayerNorm on each stack), GELU feed-forward.
 //! - Optional bf16 compute: linear layers, attention and the item head run in bf16 while weights, norms,
@@ -607,7 +609,7 @@ impl Reg4RecModel {
     ) -> Tensor {
         let logits = self.ctx(train).matmul_t(context, items);
         match &self.repeat_bias {
-            Some(b) => reg4rec_train::repeat::add_repeat_bias(&logits, seen, b),
+            Some(b) => reg4rec_train::repeat::add_repeat_bias(logits, seen, b),
             None => logits,
         }
     }

@@ -23,19 +23,17 @@ pub fn seen_pairs<'a>(histories: impl IntoIterator<Item = &'a [u32]>) -> (Vec<i6
 }
 
 /// `logits` `[N, n_items]` with `bias` (a one-element tensor; differentiable) added at the `seen` (row, item)
-/// pairs (`[K]` i64 each, on the logits' device, every pair at most once).
-pub fn add_repeat_bias(logits: &Tensor, seen: &(Tensor, Tensor), bias: &Tensor) -> Tensor {
+/// pairs (`[K]` i64 each, on the logits' device, every pair at most once). Takes `logits` by value and adds in
+/// place: K scattered additions instead of another `[N, n_items]` pass (autograd allows it: a product's
+/// backward does not read its output).
+pub fn add_repeat_bias(mut logits: Tensor, seen: &(Tensor, Tensor), bias: &Tensor) -> Tensor {
     let k = seen.0.size()[0];
     if k == 0 {
-        return logits.shallow_clone();
+        return logits;
     }
     let values = bias.to_kind(logits.kind()).reshape([1]).expand([k], false);
-    let at = Tensor::zeros_like(logits).index_put(
-        &[Some(seen.0.shallow_clone()), Some(seen.1.shallow_clone())],
-        &values,
-        false,
-    );
-    logits + at
+    let _ = logits.index_put_(&[Some(&seen.0), Some(&seen.1)], &values, true);
+    logits
 }
 
 #[cfg(test)]
@@ -48,21 +46,24 @@ mod tests {
         let (rows, items) = seen_pairs([&[3u32, 1, 3][..], &[], &[0]]);
         assert_eq!(rows, vec![0, 0, 2]);
         assert_eq!(items, vec![1, 3, 0]);
-        let logits = Tensor::zeros([3, 4], (Kind::Float, tch::Device::Cpu));
+        // A product's output, as in the models (a leaf tensor cannot be changed in place).
+        let w = Tensor::ones([3, 4], (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
+        let logits = &w * 1.0;
         let b = Tensor::from_slice(&[-2.0f32]).set_requires_grad(true);
         let seen = (Tensor::from_slice(&rows), Tensor::from_slice(&items));
-        let out = add_repeat_bias(&logits, &seen, &b);
+        let out = add_repeat_bias(logits, &seen, &b);
         let got: Vec<Vec<f32>> = Vec::try_from(&out).unwrap();
         assert_eq!(
             got,
             vec![
-                vec![0.0, -2.0, 0.0, -2.0],
-                vec![0.0; 4],
-                vec![-2.0, 0.0, 0.0, 0.0]
+                vec![1.0, -1.0, 1.0, -1.0],
+                vec![1.0; 4],
+                vec![-1.0, 1.0, 1.0, 1.0]
             ]
         );
-        // The gradient of the sum is the number of pairs.
+        // The gradient of the sum is the number of pairs for the bias, and passes through to the logits.
         out.sum(Kind::Float).backward();
         assert_eq!(b.grad().double_value(&[0]), 3.0);
+        assert_eq!(w.grad().sum(Kind::Float).double_value(&[]), 12.0);
     }
 }
