@@ -51,8 +51,8 @@ pub struct Recommendation {
     pub score: f32,
     /// Sum of the path's log-probabilities.
     pub path_score: f32,
-    /// The model's dense item score (its item head's logit: the log-probability up to a constant per user),
-    /// when the scorer has one.
+    /// The model's dense item score (its item head's logit, with the learned repeat bias when the item is in
+    /// the user's history: the log-probability up to a constant per user), when the scorer has one.
     pub item_score: Option<f32>,
     /// The best-scoring path to the item, in generation order.
     pub path: Vec<PathStep>,
