@@ -97,8 +97,9 @@ fn main() -> Result<()> {
             let history = split.history(u, stage, l);
             let enc = model.contexts(&[history.as_slice()])?;
             let path = path_logp(&model, &enc.hidden, &tuples);
-            // The window the encoder read carries the repeat bias, as in the beam's dense scores.
-            let (r, i) = repeat::seen_pairs([&history[history.len().saturating_sub(l)..]]);
+            // The window the encoder read (`history` holds at most L items) carries the repeat bias, as in
+            // the beam's dense scores.
+            let (r, i) = repeat::seen_pairs([history.iter().map(|&i| i64::from(i))]);
             let seen = (Tensor::from_slice(&r), Tensor::from_slice(&i));
             let item = model
                 .item_logits(&enc.hidden, &enc.items, &seen, false)

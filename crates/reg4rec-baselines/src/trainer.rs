@@ -184,12 +184,9 @@ impl SasRecModel {
             .map(|h| reg4rec_data::split::truncate_front(h, self.config.max_len))
             .collect();
         let items = pad_left(&rows, self.net.pad_id());
-        let device = items.device();
-        let (r, i) = reg4rec_train::repeat::seen_pairs(rows.iter().copied());
-        let seen = (
-            Tensor::from_slice(&r).to_device(device),
-            Tensor::from_slice(&i).to_device(device),
-        );
+        let (r, i) =
+            reg4rec_train::repeat::seen_pairs(rows.iter().map(|h| h.iter().map(|&i| i64::from(i))));
+        let seen = (Tensor::from_slice(&r), Tensor::from_slice(&i));
         Ok(tch::no_grad(|| self.net.score_last(&items, &seen)))
     }
 
@@ -384,7 +381,8 @@ fn build_batch(seqs: &[&[u32]], n_items: usize, max_len: usize, pad: i64) -> Res
             read.push(&seq[..j]);
         }
     }
-    let (seen_rows, seen_items) = reg4rec_train::repeat::seen_pairs(read);
+    let (seen_rows, seen_items) =
+        reg4rec_train::repeat::seen_pairs(read.iter().map(|h| h.iter().map(|&i| i64::from(i))));
     Ok(SasRecBatch {
         items: pad_left(&inputs, pad),
         at: Tensor::from_slice(&at),

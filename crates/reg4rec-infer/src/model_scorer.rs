@@ -74,11 +74,8 @@ impl<'a> ModelScorer<'a> {
             table,
             context: None,
             n_users: 0,
-            repeat_bias: model
-                .config()
-                .item_head
-                .then(|| model.repeat_bias())
-                .flatten(),
+            // `ModelConfig::validate` allows the bias only with an item head.
+            repeat_bias: model.repeat_bias(),
             seen: Vec::new(),
             copy_secs: 0.0,
         })

@@ -207,18 +207,13 @@ impl SeqBatchBuilder<'_> {
         let mut stream = vec![ids.pad; b * t];
         let (mut positions, mut items, mut targets, mut categories) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut histories: Vec<Vec<u32>> = Vec::new();
+        // What each target's position reads: the stream up to it, without `START` (unpadded rows).
+        let mut histories: Vec<&[i64]> = Vec::new();
         for (r, (s, tg)) in rows.iter().enumerate() {
             stream[r * t..r * t + s.len()].copy_from_slice(s);
+            let first = usize::from(s.first() == Some(&ids.start));
             for &(at, item) in tg {
-                // What the target's position reads: the real items of the stream up to it.
-                histories.push(
-                    s[..=at]
-                        .iter()
-                        .filter(|&&i| (i as usize) < ids.n_items)
-                        .map(|&i| i as u32)
-                        .collect(),
-                );
+                histories.push(&s[first..=at]);
                 check_item(item, ids)?;
                 let c = self.item_category.get(item as usize).ok_or_else(|| {
                     ModelError::Input(format!(
@@ -234,7 +229,7 @@ impl SeqBatchBuilder<'_> {
         }
         let n = items.len();
         let (seen_rows, seen_items) =
-            reg4rec_train::repeat::seen_pairs(histories.iter().map(Vec::as_slice));
+            reg4rec_train::repeat::seen_pairs(histories.iter().map(|h| h.iter().copied()));
         Ok(SeqBatch {
             stream: Tensor::from_slice(&stream).view([b as i64, t as i64]),
             positions: Tensor::from_slice(&positions),

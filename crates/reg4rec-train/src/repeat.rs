@@ -8,12 +8,14 @@ use tch::Tensor;
 
 /// The (row, item) pairs of the items in each row's history, each pair once, rows numbered from 0 in order:
 /// `[K]` i64 row indices and `[K]` i64 items.
-pub fn seen_pairs<'a>(histories: impl IntoIterator<Item = &'a [u32]>) -> (Vec<i64>, Vec<i64>) {
+pub fn seen_pairs<H: IntoIterator<Item = i64>>(
+    histories: impl IntoIterator<Item = H>,
+) -> (Vec<i64>, Vec<i64>) {
     let (mut rows, mut items) = (Vec::new(), Vec::new());
     let mut h = Vec::new();
     for (r, history) in histories.into_iter().enumerate() {
         h.clear();
-        h.extend(history.iter().map(|&i| i64::from(i)));
+        h.extend(history);
         h.sort_unstable();
         h.dedup();
         rows.extend(std::iter::repeat_n(r as i64, h.len()));
@@ -43,7 +45,7 @@ mod tests {
 
     #[test]
     fn pairs_are_unique_per_row_and_the_bias_lands_on_them_only() {
-        let (rows, items) = seen_pairs([&[3u32, 1, 3][..], &[], &[0]]);
+        let (rows, items) = seen_pairs([vec![3, 1, 3], vec![], vec![0]]);
         assert_eq!(rows, vec![0, 0, 2]);
         assert_eq!(items, vec![1, 3, 0]);
         // A product's output, as in the models (a leaf tensor cannot be changed in place).
