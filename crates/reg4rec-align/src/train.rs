@@ -121,20 +121,6 @@ fn adamw_config(cfg: &AlignConfig) -> AdamWConfig {
     }
 }
 
-/// The first `n` users of `split` (all when `n` is 0 or larger).
-fn first_users(split: &LeaveOneOut, n: usize) -> LeaveOneOut {
-    if n == 0 || n >= split.n_users() {
-        return split.clone();
-    }
-    LeaveOneOut {
-        users: split.users[..n].to_vec(),
-        train: split.train[..n].to_vec(),
-        valid: split.valid[..n].to_vec(),
-        test: split.test[..n].to_vec(),
-        dropped_users: split.dropped_users,
-    }
-}
-
 /// Validation metrics through the inference search (with the `valid` search settings) and the CRSS validation
 /// loss, in eval mode.
 fn validate_model(
@@ -567,7 +553,7 @@ pub fn align(
         model: &policy,
         codes,
         index: &index,
-        split: first_users(split, cfg.valid_users),
+        split: split.subset(cfg.valid_users, cfg.seed),
         builder,
         cfg,
         weights,

@@ -79,25 +79,6 @@ pub fn evaluate_model(
     )?)
 }
 
-/// A seeded subset of the split's users (all when `n` is 0 or at least the number of users).
-pub fn subset(split: &LeaveOneOut, n: usize, seed: u64) -> LeaveOneOut {
-    if n == 0 || n >= split.n_users() {
-        return split.clone();
-    }
-    // A multiplicative-hash order is deterministic and spreads over the users.
-    let mut order: Vec<usize> = (0..split.n_users()).collect();
-    order.sort_by_key(|&u| (u as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    order.truncate(n);
-    order.sort_unstable();
-    LeaveOneOut {
-        users: order.iter().map(|&u| split.users[u]).collect(),
-        train: order.iter().map(|&u| split.train[u].clone()).collect(),
-        valid: order.iter().map(|&u| split.valid[u]).collect(),
-        test: order.iter().map(|&u| split.test[u]).collect(),
-        dropped_users: split.dropped_users,
-    }
-}
-
 /// Pre-trains a model of `mode` on the codes of the tokenizer in `tokenizer` into `out`, selecting checkpoints by validation Recall@10 when the
 /// pipeline section says so, and records the codes and the data source beside the run. With `dp`, this
 /// process is one rank of a data-parallel run (only rank 0 writes to `out`).
@@ -121,7 +102,7 @@ pub fn pretrain(
         artifacts::write_extras(out, data, ds, &codes, tokenizer)?;
     }
     let infer = cfg.infer.for_mode(mode);
-    let valid = subset(split, cfg.pipeline.valid_users, cfg.pretrain.seed);
+    let valid = split.subset(cfg.pipeline.valid_users, cfg.pretrain.seed);
     let mut recall = |m: &Reg4RecModel| -> reg4rec_model::Result<f64> {
         let r = evaluate_model(m, &codes, &valid, Stage::Valid, &infer)
             .map_err(|e| reg4rec_model::ModelError::Callback(format!("{e:#}")))?;

@@ -76,6 +76,27 @@ impl LeaveOneOut {
         self.users.len()
     }
 
+    /// A seeded subset of `n` users (all of them when `n` is 0 or at least [`Self::n_users`]), in their
+    /// original order: validation on a sample of users (checkpoint selection) without the bias of taking the
+    /// first users of the file. The same `(n, seed)` always picks the same users.
+    pub fn subset(&self, n: usize, seed: u64) -> LeaveOneOut {
+        if n == 0 || n >= self.n_users() {
+            return self.clone();
+        }
+        // A multiplicative-hash order is deterministic and spreads over the users.
+        let mut order: Vec<usize> = (0..self.n_users()).collect();
+        order.sort_by_key(|&u| (u as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        order.truncate(n);
+        order.sort_unstable();
+        LeaveOneOut {
+            users: order.iter().map(|&u| self.users[u]).collect(),
+            train: order.iter().map(|&u| self.train[u].clone()).collect(),
+            valid: order.iter().map(|&u| self.valid[u]).collect(),
+            test: order.iter().map(|&u| self.test[u]).collect(),
+            dropped_users: self.dropped_users,
+        }
+    }
+
     /// The evaluation history of user `u` (kept-user index) for `stage`, most recent `max_len` items:
     /// training part for validation, training part plus the validation target for test.
     pub fn history(&self, u: usize, stage: Stage, max_len: usize) -> Vec<u32> {
@@ -164,6 +185,35 @@ mod tests {
         assert_eq!(s.history(0, Stage::Valid, 50), vec![0, 1, 2]);
         assert_eq!(s.history(0, Stage::Test, 2), vec![2, 3]);
         assert_eq!(s.train[1], vec![1]);
+    }
+
+    #[test]
+    fn a_subset_is_seeded_spread_and_keeps_each_users_parts_together() {
+        // User u's sequence is 10u, 10u + 1, ..., so every part names its user.
+        let d = ds((0..100)
+            .map(|u| (0..4).map(|t| 10 * u + t).collect())
+            .collect());
+        let s = LeaveOneOut::new(&d);
+        let a = s.subset(20, 42);
+        assert_eq!(a.n_users(), 20);
+        assert_eq!(
+            a.users,
+            s.subset(20, 42).users,
+            "the same seed picks the same users"
+        );
+        assert_ne!(a.users, s.subset(20, 7).users, "another seed picks others");
+        assert!(a.users.windows(2).all(|w| w[0] < w[1]), "original order");
+        assert!(
+            a.users.iter().any(|&u| u >= 50),
+            "not the first users: {:?}",
+            a.users
+        );
+        for (i, &u) in a.users.iter().enumerate() {
+            assert_eq!(a.train[i], vec![10 * u, 10 * u + 1]);
+            assert_eq!((a.valid[i], a.test[i]), (10 * u + 2, 10 * u + 3));
+        }
+        assert_eq!(s.subset(0, 42).users, s.users, "0 = every user");
+        assert_eq!(s.subset(500, 42).users, s.users);
     }
 
     #[test]
