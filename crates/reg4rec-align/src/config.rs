@@ -16,6 +16,18 @@ pub enum Consistency {
     Argmax,
 }
 
+/// Where a GRPO group's paths come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rollout {
+    /// `group_size` paths sampled from the policy (with replacement), [`crate::grpo::sample_paths`].
+    Sample,
+    /// The `group_size` most likely distinct items of a constrained beam search over the token policy: the
+    /// group is the model's own top of the list, so the target ranks inside it far more often than among
+    /// samples ([`crate::grpo::beam_paths`]).
+    Beam,
+}
+
 /// Weights of the four rewards in the path reward (a weighted sum).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +66,8 @@ pub struct AlignConfig {
     pub batch_contexts: usize,
     /// Group size G: paths sampled per context. Default 8.
     pub group_size: usize,
+    /// Where the group's paths come from: `sample` or `beam`. Default `sample`.
+    pub rollout: Rollout,
     /// Sampling temperature (logits are divided by it; the policy log-probabilities use the same). Default 1.0.
     pub temperature: f64,
     /// Clip range epsilon of the policy ratio. Default 0.2.
@@ -95,7 +109,8 @@ pub struct AlignConfig {
     /// Validate (Recall@10 on the validation split) every this many steps; the pre-trained model is step 0 and
     /// the last step is always validated. Default 100.
     pub valid_every: u64,
-    /// Validate on the first this many users only (0 = all). Default 0.
+    /// Validate on this many users only (0 = all): a subset seeded by `seed`
+    /// ([`reg4rec_data::split::LeaveOneOut::subset`]), the same at every validation. Default 0.
     pub valid_users: usize,
     /// Search used for validation (beam, CORP theta, ...). Default: [`InferConfig::default`].
     pub valid: InferConfig,
@@ -122,6 +137,7 @@ impl Default for AlignConfig {
             steps: 1000,
             batch_contexts: 32,
             group_size: 8,
+            rollout: Rollout::Sample,
             temperature: 1.0,
             epsilon: 0.2,
             ppo_epochs: 1,

@@ -1,10 +1,13 @@
 //! GRPO (group relative policy optimisation) for the generative recommender (spec section 4).
 //!
-//! For each training context, G paths are **sampled** (not beam-searched) under exactly the constraints of
-//! inference: at every step the candidates are the tokens of the codebooks the path has not used yet (all open
-//! codebooks compete, as in CRSS) that keep the partial token set completable to an existing item
-//! ([`ItemIndex::valid_next_tokens`]); a token is drawn from `softmax(logits / temperature)` restricted to them.
-//! The sampled log-probabilities, the allowed sets and the per-step category distributions are recorded.
+//! For each training context, G paths are **rolled out** under exactly the constraints of inference: at every
+//! step the candidates are the tokens of the codebooks the path has not used yet (all open codebooks compete,
+//! as in CRSS) that keep the partial token set completable to an existing item
+//! ([`ItemIndex::valid_next_tokens`]), scored by `softmax(logits / temperature)` restricted to them. With
+//! `rollout = "sample"` (the default) each path draws its tokens from that distribution ([`sample_paths`]);
+//! with `rollout = "beam"` the group is the G most likely distinct items of a constrained beam search of width
+//! G ([`beam_paths`]). The log-probabilities, the allowed sets and the per-step category distributions are
+//! recorded.
 //!
 //! Each path's reward (the four PARS rewards, with the MSRA window, [`crate::msra`]) is normalised within its
 //! group to an advantage `A = (r - mean) / (std + eps)`. The loss per sampled token is the clipped surrogate
@@ -20,7 +23,7 @@
 //! this is the term through which alignment reaches the ranking; the rollouts still come from the token
 //! decoder, so for the item head they are samples of another policy, weighted by their group advantage.
 
-use crate::config::AlignConfig;
+use crate::config::{AlignConfig, Rollout};
 use crate::error::{AlignError, Result};
 use crate::msra::{window_rewards, WindowItem};
 use crate::rewards::{RewardBreakdown, RewardRule, ScoredPath};
@@ -29,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
 use reg4rec_model::crss::{sequence_loss, target_contexts};
 use reg4rec_model::decoding::decoder_input;
-use reg4rec_model::{Objective, Reg4RecModel, SeqBatch};
+use reg4rec_model::{Objective, Reg4RecModel, SeqBatch, Vocab};
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use reg4rec_train::AdamW;
 use serde::{Deserialize, Serialize};
@@ -65,6 +68,170 @@ pub fn allowed_next(index: &ItemIndex, partial: &[Token], ordered: bool) -> Vec<
         .collect()
 }
 
+/// The codes of `index` must be the model's vocabulary.
+fn check_vocab(model: &Reg4RecModel, index: &ItemIndex) -> Result<()> {
+    let (vocab, codes) = (model.vocab(), index.codes());
+    if codes.m != vocab.m || codes.d != vocab.d {
+        return Err(AlignError::Input(format!(
+            "codes have m = {}, d = {} but the model's vocabulary has m = {}, d = {}",
+            codes.m, codes.d, vocab.m, vocab.d
+        )));
+    }
+    Ok(())
+}
+
+/// One decoder step of the policy for partial paths (`paths[i]` after context row `i` of `context`, all of the
+/// same length k): the allowed next tokens `[N * vocab]` (open codebooks that keep the set completable to an
+/// item), their log-probabilities `[N * vocab]` under `softmax(logits / temperature)` restricted to them, and
+/// the category distribution `[N * n_categories]` predicted at this step.
+struct StepScores {
+    allowed: Vec<bool>,
+    logp: Vec<f32>,
+    categories: Vec<f32>,
+    n_categories: usize,
+}
+
+fn next_token_scores(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    context: &Tensor,
+    paths: &[&[Token]],
+    temperature: f64,
+) -> Result<StepScores> {
+    let vocab = model.vocab();
+    let (d, v) = (vocab.d, vocab.size());
+    let ordered = model.config().mode == Mode::Tiger;
+    let n = paths.len();
+    let device = model.device();
+    let flat: Vec<usize> = paths
+        .iter()
+        .flat_map(|p| p.iter())
+        .map(|t| t.id(d))
+        .collect();
+    let dec = decoder_input(&vocab, &flat, n, device);
+    let mut allowed = vec![false; n * v];
+    for (i, p) in paths.iter().enumerate() {
+        let next = allowed_next(index, p, ordered);
+        if next.is_empty() {
+            return Err(AlignError::Input(format!(
+                "path {p:?} cannot be completed to an item (the item index and the paths disagree)"
+            )));
+        }
+        for t in next {
+            allowed[i * v + vocab.id(t) as usize] = true;
+        }
+    }
+    let allowed_t = Tensor::from_slice(&allowed)
+        .view([n as i64, v as i64])
+        .to_device(device);
+    let (logp, cat) = tch::no_grad(|| {
+        let out = model.decode_last(context, &dec, false);
+        let logits = out.token_logits.select(1, 0).to_kind(Kind::Float) / temperature;
+        let logp = logits
+            .masked_fill(&allowed_t.logical_not(), f64::NEG_INFINITY)
+            .log_softmax(-1, Kind::Float);
+        let cat = out
+            .category_logits
+            .select(1, 0)
+            .to_kind(Kind::Float)
+            .softmax(-1, Kind::Float);
+        (logp, cat)
+    });
+    let cpu = |t: Tensor| -> Result<Vec<f32>> {
+        Ok(Vec::try_from(
+            t.to_device(tch::Device::Cpu).contiguous().view([-1]),
+        )?)
+    };
+    Ok(StepScores {
+        allowed,
+        logp: cpu(logp)?,
+        categories: cpu(cat)?,
+        n_categories: model.n_categories(),
+    })
+}
+
+/// A path being built: its tokens in generation order and, per step, the token's log-probability, the
+/// allowed set and the category distribution.
+#[derive(Clone, Default)]
+struct PartialPath {
+    tokens: Vec<Token>,
+    score: f64,
+    logp: Vec<f32>,
+    allowed: Vec<Vec<bool>>,
+    categories: Vec<Vec<f32>>,
+}
+
+impl PartialPath {
+    /// This path extended by vocabulary id `t` of row `i` of a step's scores.
+    fn extend(&self, s: &StepScores, i: usize, t: usize, vocab: &Vocab) -> Result<PartialPath> {
+        let (v, n_cat) = (vocab.size(), s.n_categories);
+        let token = vocab
+            .token_at(t as i64)
+            .ok_or_else(|| AlignError::Input(format!("token {t} is not a codebook token")))?;
+        let lp = s.logp[i * v + t];
+        let mut p = self.clone();
+        p.tokens.push(token);
+        p.score += f64::from(lp);
+        p.logp.push(lp);
+        p.allowed.push(s.allowed[i * v..(i + 1) * v].to_vec());
+        p.categories
+            .push(s.categories[i * n_cat..(i + 1) * n_cat].to_vec());
+        Ok(p)
+    }
+}
+
+/// Complete paths (`group_size` per context, context-major) as [`SampledPaths`].
+fn finish_paths(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    n_contexts: usize,
+    group_size: usize,
+    done: Vec<PartialPath>,
+) -> Result<SampledPaths> {
+    let vocab = model.vocab();
+    let (m, d, v) = (vocab.m, vocab.d, vocab.size());
+    let n = done.len();
+    let device = model.device();
+    let items = done
+        .iter()
+        .map(|p| {
+            index.item_of_tokens(&p.tokens).ok_or_else(|| {
+                AlignError::Input(format!(
+                    "path {:?} is not an item (the item index and the paths disagree)",
+                    p.tokens
+                ))
+            })
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let flat: Vec<usize> = done
+        .iter()
+        .flat_map(|p| p.tokens.iter())
+        .map(|t| t.id(d))
+        .collect();
+    let allowed: Vec<bool> = done.iter().flat_map(|p| p.allowed.concat()).collect();
+    let logp: Vec<f32> = done.iter().flat_map(|p| p.logp.iter().copied()).collect();
+    let mut paths = Vec::with_capacity(n);
+    let mut categories = Vec::with_capacity(n);
+    for p in done {
+        paths.push(p.tokens);
+        categories.push(p.categories);
+    }
+    Ok(SampledPaths {
+        n_contexts,
+        group_size,
+        tokens: decoder_input(&vocab, &flat, n, device),
+        paths,
+        allowed: Tensor::from_slice(&allowed)
+            .view([n as i64, m as i64, v as i64])
+            .to_device(device),
+        logp: Tensor::from_slice(&logp)
+            .view([n as i64, m as i64])
+            .to_device(device),
+        categories,
+        items,
+    })
+}
+
 /// Samples `group_size` paths per row of `context` (`[B, d]`, one row per context) with the model in inference
 /// mode.
 pub fn sample_paths(
@@ -75,118 +242,117 @@ pub fn sample_paths(
     temperature: f64,
     rng: &mut ChaCha8Rng,
 ) -> Result<SampledPaths> {
+    check_vocab(model, index)?;
     let vocab = model.vocab();
-    let (m, d, v) = (vocab.m, vocab.d, vocab.size());
-    let codes = index.codes();
-    if codes.m != m || codes.d != d {
-        return Err(AlignError::Input(format!(
-            "codes have m = {}, d = {} but the model's vocabulary has m = {m}, d = {d}",
-            codes.m, codes.d
-        )));
-    }
-    let ordered = model.config().mode == Mode::Tiger;
+    let v = vocab.size();
     let b = context.size()[0] as usize;
     let n = b * group_size;
-    let device = model.device();
     let rows: Vec<i64> = (0..n).map(|i| (i / group_size) as i64).collect();
-    let ctx_rep = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
-    let mut paths: Vec<Vec<Token>> = vec![Vec::with_capacity(m); n];
-    let mut allowed_all = vec![false; n * m * v];
-    let mut logp_all = vec![0f32; n * m];
-    let mut categories: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(m); n];
-    let first = allowed_next(index, &[], ordered);
-    let flat =
-        |paths: &[Vec<Token>]| -> Vec<usize> { paths.iter().flatten().map(|t| t.id(d)).collect() };
-    for k in 0..m {
-        let dec = decoder_input(&vocab, &flat(&paths), n, device);
-        let mut allowed = vec![false; n * v];
-        for (i, p) in paths.iter().enumerate() {
-            let next = if k == 0 {
-                first.clone()
-            } else {
-                allowed_next(index, p, ordered)
-            };
-            if next.is_empty() {
-                return Err(AlignError::Input(format!(
-                    "path {p:?} cannot be completed to an item (the item index and the paths disagree)"
-                )));
-            }
-            for t in next {
-                allowed[i * v + vocab.id(t) as usize] = true;
-            }
-        }
-        let allowed_t = Tensor::from_slice(&allowed)
-            .view([n as i64, v as i64])
-            .to_device(device);
-        let (logp, cat) = tch::no_grad(|| {
-            let out = model.decode_last(&ctx_rep, &dec, false);
-            let logits = out.token_logits.select(1, 0).to_kind(Kind::Float) / temperature;
-            let logp = logits
-                .masked_fill(&allowed_t.logical_not(), f64::NEG_INFINITY)
-                .log_softmax(-1, Kind::Float);
-            let cat = out
-                .category_logits
-                .select(1, 0)
-                .to_kind(Kind::Float)
-                .softmax(-1, Kind::Float);
-            (logp, cat)
-        });
-        let logp: Vec<f32> =
-            Vec::try_from(logp.to_device(tch::Device::Cpu).contiguous().view([-1]))?;
-        let n_cat = model.n_categories();
-        let cat: Vec<f32> = Vec::try_from(cat.to_device(tch::Device::Cpu).contiguous().view([-1]))?;
-        for i in 0..n {
-            let row = &logp[i * v..(i + 1) * v];
+    let ctx_rep = context.index_select(0, &Tensor::from_slice(&rows).to_device(model.device()));
+    let mut paths = vec![PartialPath::default(); n];
+    for _ in 0..vocab.m {
+        let partial: Vec<&[Token]> = paths.iter().map(|p| p.tokens.as_slice()).collect();
+        let s = next_token_scores(model, index, &ctx_rep, &partial, temperature)?;
+        for (i, path) in paths.iter_mut().enumerate() {
             let u: f64 = rng.gen();
             let mut acc = 0.0f64;
             let mut pick = None;
-            for (t, &lp) in row.iter().enumerate() {
-                if !allowed[i * v + t] {
+            for t in 0..v {
+                if !s.allowed[i * v + t] {
                     continue;
                 }
                 pick = Some(t);
-                acc += (lp as f64).exp();
+                acc += f64::from(s.logp[i * v + t]).exp();
                 if acc > u {
                     break;
                 }
             }
             // `pick` is the last allowed token when rounding leaves the cumulative sum below u.
             let t = pick.ok_or_else(|| AlignError::Input("no allowed token to sample".into()))?;
-            let token = vocab.token_at(t as i64).ok_or_else(|| {
-                AlignError::Input(format!("sampled token {t} is not a codebook token"))
-            })?;
-            paths[i].push(token);
-            logp_all[i * m + k] = row[t];
-            allowed_all[(i * m + k) * v..(i * m + k + 1) * v]
-                .copy_from_slice(&allowed[i * v..(i + 1) * v]);
-            categories[i].push(cat[i * n_cat..(i + 1) * n_cat].to_vec());
+            *path = path.extend(&s, i, t, &vocab)?;
         }
     }
-    let tokens = decoder_input(&vocab, &flat(&paths), n, device);
-    let items = paths
-        .iter()
-        .map(|p| {
-            index.item_of_tokens(p).ok_or_else(|| {
-                AlignError::Input(format!(
-                    "sampled path {p:?} is not an item (the item index and the paths disagree)"
-                ))
-            })
-        })
-        .collect::<Result<Vec<u32>>>()?;
-    Ok(SampledPaths {
-        n_contexts: b,
-        group_size,
-        tokens,
-        paths,
-        allowed: Tensor::from_slice(&allowed_all)
-            .view([n as i64, m as i64, v as i64])
-            .to_device(device),
-        logp: Tensor::from_slice(&logp_all)
-            .view([n as i64, m as i64])
-            .to_device(device),
-        categories,
-        items,
-    })
+    finish_paths(model, index, b, group_size, paths)
+}
+
+/// The `group_size` most likely distinct items per row of `context` (`[B, d]`) under the token policy
+/// (`softmax(logits / temperature)`, the constraints of [`sample_paths`]), from a constrained beam search in
+/// inference mode: at each step every kept path is extended by each allowed token and the best extensions of
+/// each context are kept (`M * group_size` partial sets, then `group_size` items), a token set reached in
+/// several orders only once (its best order). Paths are ordered best first within each context. A context
+/// whose search ends with fewer than `group_size` items (a tiny catalog) repeats them in order to fill the
+/// group (duplicates share their reward, so they change no advantage's sign).
+pub fn beam_paths(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    context: &Tensor,
+    group_size: usize,
+    temperature: f64,
+) -> Result<SampledPaths> {
+    check_vocab(model, index)?;
+    let vocab = model.vocab();
+    let (d, v) = (vocab.d, vocab.size());
+    let b = context.size()[0] as usize;
+    let device = model.device();
+    // Kept paths, grouped by context: (context row, path).
+    let mut beams: Vec<(usize, PartialPath)> =
+        (0..b).map(|c| (c, PartialPath::default())).collect();
+    for k in 0..vocab.m {
+        // Partial sets of one item reach the same completion (with M = 4 an item has 4 three-token subsets),
+        // so the partial steps keep M times the group to end with `group_size` distinct items.
+        let width = if k + 1 == vocab.m {
+            group_size
+        } else {
+            group_size * vocab.m
+        };
+        let rows: Vec<i64> = beams.iter().map(|(c, _)| *c as i64).collect();
+        let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
+        let partial: Vec<&[Token]> = beams.iter().map(|(_, p)| p.tokens.as_slice()).collect();
+        let s = next_token_scores(model, index, &ctx, &partial, temperature)?;
+        let mut next = Vec::with_capacity(b * group_size);
+        let mut i = 0;
+        while i < beams.len() {
+            let c = beams[i].0;
+            // (score, row, token) of every allowed extension of this context's paths.
+            let mut cands: Vec<(f64, usize, usize)> = Vec::new();
+            while i < beams.len() && beams[i].0 == c {
+                let p = &beams[i].1;
+                for t in (0..v).filter(|&t| s.allowed[i * v + t]) {
+                    cands.push((p.score + f64::from(s.logp[i * v + t]), i, t));
+                }
+                i += 1;
+            }
+            // Best first; ties by row then token, so the search is deterministic.
+            cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut sets = std::collections::HashSet::new();
+            for &(_, row, t) in &cands {
+                if sets.len() == width {
+                    break;
+                }
+                let p = &beams[row].1;
+                let mut key: Vec<usize> = p.tokens.iter().map(|x| x.id(d)).collect();
+                key.push(vocab.token_at(t as i64).map_or(usize::MAX, |x| x.id(d)));
+                key.sort_unstable();
+                if sets.insert(key) {
+                    next.push((c, p.extend(&s, row, t, &vocab)?));
+                }
+            }
+        }
+        beams = next;
+    }
+    let mut done = Vec::with_capacity(b * group_size);
+    let mut i = 0;
+    while i < beams.len() {
+        let c = beams[i].0;
+        let start = i;
+        while i < beams.len() && beams[i].0 == c {
+            i += 1;
+        }
+        for j in 0..group_size {
+            done.push(beams[start + j % (i - start)].1.clone());
+        }
+    }
+    finish_paths(model, index, b, group_size, done)
 }
 
 /// Log-probabilities `[N, M]` of `tokens` `[N, M]` under `model` with the recorded `allowed` sets
@@ -359,7 +525,10 @@ pub fn sample_step(
     }
     let batch = batch.to_device(device);
     let (context, enc) = tch::no_grad(|| target_contexts(policy, &batch, false));
-    let sampled = sample_paths(policy, ctx.index, &context, g, cfg.temperature, rng)?;
+    let sampled = match cfg.rollout {
+        Rollout::Sample => sample_paths(policy, ctx.index, &context, g, cfg.temperature, rng)?,
+        Rollout::Beam => beam_paths(policy, ctx.index, &context, g, cfg.temperature)?,
+    };
     let n = sampled.paths.len();
     let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
     let rows = Tensor::from_slice(&rows).to_device(device);

@@ -15,7 +15,7 @@ pub mod msra;
 pub mod rewards;
 pub mod train;
 
-pub use config::{AlignConfig, Consistency, RewardWeights};
+pub use config::{AlignConfig, Consistency, RewardWeights, Rollout};
 pub use error::{AlignError, Result};
 pub use rewards::RewardBreakdown;
 pub use train::{align, AlignOptions, AlignReport, AlignRun, CurvePoint};

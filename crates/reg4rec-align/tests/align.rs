@@ -4,9 +4,9 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use reg4rec_align::grpo::{allowed_next, grpo_step, path_log_probs, GrpoContext};
+use reg4rec_align::grpo::{allowed_next, grpo_step, path_log_probs, GrpoContext, StepStats};
 use reg4rec_align::msra::window;
-use reg4rec_align::{align, AlignConfig, RewardWeights};
+use reg4rec_align::{align, AlignConfig, RewardWeights, Rollout};
 use reg4rec_data::split::LeaveOneOut;
 use reg4rec_data::Dataset;
 use reg4rec_model::checkpoint::{load_model, Which};
@@ -122,10 +122,10 @@ fn global_path_only() -> AlignConfig {
     }
 }
 
-#[test]
-fn grpo_raises_the_probability_of_the_rewarded_path() {
-    // The tests seed libtorch's process-global generator: one at a time.
-    let _rng = reg4rec_model::torch_rng_lock();
+/// `steps` GRPO steps under `cfg` on one context (history 1 2 3 4, target 5) of the 12-item catalog, from a
+/// fresh policy (seed 3, no dropout). Returns the exact probability of the target's token set before and after,
+/// and each step's statistics.
+fn grpo_on_one_context(cfg: &AlignConfig, steps: usize) -> (f64, f64, Vec<StepStats>) {
     let (ds, codes) = synthetic(12, 4, 6);
     let index = ItemIndex::new(&codes).unwrap();
     tch::manual_seed(3);
@@ -136,13 +136,12 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
     tch::manual_seed(3);
     let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
-    let cfg = global_path_only();
     let ctx = GrpoContext {
         reference: &reference,
         index: &index,
         codes: &codes,
         item_category: &ds.item_category,
-        cfg: &cfg,
+        cfg,
         weights: TrainConfig::default().objective(),
     };
     let target_item = 5u32;
@@ -159,19 +158,64 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
     let before = set_probability(&policy, &index, history, &target);
     let mut opt = adamw(&policy);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let mut hits = Vec::new();
-    for _ in 0..25 {
-        let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng).unwrap();
-        assert!(s.kl >= 0.0 && s.loss.is_finite());
-        hits.push(s.target.global_path);
-    }
+    let stats = (0..steps)
+        .map(|_| {
+            let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng).unwrap();
+            assert!(s.kl >= 0.0 && s.loss.is_finite());
+            s
+        })
+        .collect();
     let after = set_probability(&policy, &index, history, &target);
+    (before, after, stats)
+}
+
+#[test]
+fn grpo_raises_the_probability_of_the_rewarded_path() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    let cfg = global_path_only();
+    let (before, after, stats) = grpo_on_one_context(&cfg, 25);
+    let hits: Vec<f64> = stats.iter().map(|s| s.target.global_path).collect();
     // 12 items: an untrained model gives the target about 1/12.
     assert!(before < 0.3, "before {before}");
     assert!(
         after > before + 0.3,
         "P(target path) {before:.3} -> {after:.3}; sampled hit rates {hits:?}"
     );
+}
+
+#[test]
+fn grpo_with_beam_rollouts_raises_the_probability_of_the_rewarded_path() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    // A group of 6 of the 12 items: the graded step-hit reward leads the beam to the target's tokens, then the
+    // global-path reward to the target itself.
+    let cfg = AlignConfig {
+        rollout: Rollout::Beam,
+        group_size: 6,
+        rewards: RewardWeights {
+            step_hit: 1.0,
+            ..global_path_only().rewards
+        },
+        ..global_path_only()
+    };
+    let (before, after, stats) = grpo_on_one_context(&cfg, 25);
+    let hits: Vec<f64> = stats.iter().map(|s| s.target.global_path).collect();
+    assert!(before < 0.3, "before {before}");
+    assert!(
+        after > before + 0.3,
+        "P(target path) {before:.3} -> {after:.3}; hit rates in the beam group {hits:?}"
+    );
+    assert!(
+        hits.iter().rev().take(5).all(|&h| h > 0.0),
+        "the target ends inside the group: {hits:?}"
+    );
+}
+
+#[test]
+fn constant_rewards_give_no_policy_gradient_and_the_anchor_still_trains() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
     // A constant reward gives zero advantages: the policy gradient vanishes (only the KL term could act, and
     // it is zero at the reference).
     let flat = AlignConfig {
@@ -181,36 +225,36 @@ fn grpo_raises_the_probability_of_the_rewarded_path() {
             category_hit: 0.0,
             step_consistency: 0.0,
         },
-        ..cfg.clone()
+        ..global_path_only()
     };
-    let flat_ctx = GrpoContext { cfg: &flat, ..ctx };
-    tch::manual_seed(3);
-    let fresh = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
-    let mut opt = adamw(&fresh);
-    let s = grpo_step(
-        &flat_ctx, &fresh, &mut opt, &batch, &windows, cfg.lr, &mut rng,
-    )
-    .unwrap();
-    assert_eq!(s.flat_groups, 1.0);
-    assert!(s.grad_norm < 1e-6, "{}", s.grad_norm);
+    for rollout in [Rollout::Sample, Rollout::Beam] {
+        let cfg = AlignConfig {
+            rollout,
+            ..flat.clone()
+        };
+        let (before, after, stats) = grpo_on_one_context(&cfg, 1);
+        assert_eq!(stats[0].flat_groups, 1.0, "{rollout:?}");
+        assert!(
+            stats[0].grad_norm < 1e-6,
+            "{rollout:?}: {}",
+            stats[0].grad_norm
+        );
+        assert!(
+            (after - before).abs() < 1e-6,
+            "{rollout:?}: {before} -> {after}"
+        );
+    }
     // The auxiliary CRSS loss adds a gradient even when the rewards carry no signal.
     let aux = AlignConfig {
         aux_weight: 0.5,
-        ..flat.clone()
+        ..flat
     };
-    let aux_ctx = GrpoContext {
-        cfg: &aux,
-        ..flat_ctx
-    };
-    let s = grpo_step(
-        &aux_ctx, &fresh, &mut opt, &batch, &windows, cfg.lr, &mut rng,
-    )
-    .unwrap();
+    let (_, _, stats) = grpo_on_one_context(&aux, 1);
     assert!(
-        s.aux_loss > 0.0 && s.grad_norm > 1e-4,
+        stats[0].aux_loss > 0.0 && stats[0].grad_norm > 1e-4,
         "aux {} grad {}",
-        s.aux_loss,
-        s.grad_norm
+        stats[0].aux_loss,
+        stats[0].grad_norm
     );
 }
 
@@ -294,13 +338,11 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
     assert!(e.contains("item_head"), "{e}");
 }
 
-#[test]
-fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
-    // The tests seed libtorch's process-global generator: one at a time.
-    let _rng = reg4rec_model::torch_rng_lock();
+/// The 12-item catalog, its index and an untrained smoke-preset model (weights seeded by `seed`).
+fn untrained(seed: i64) -> (Codes, ItemIndex, Reg4RecModel) {
     let (_, codes) = synthetic(12, 1, 3);
     let index = ItemIndex::new(&codes).unwrap();
-    tch::manual_seed(1);
+    tch::manual_seed(seed);
     let model = Reg4RecModel::new(
         &ModelConfig::preset("smoke").unwrap(),
         &codes,
@@ -308,6 +350,14 @@ fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
         Device::Cpu,
     )
     .unwrap();
+    (codes, index, model)
+}
+
+#[test]
+fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    let (_, index, model) = untrained(1);
     let ctx = model.contexts(&[&[0, 1], &[4]]).unwrap().hidden;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let s = reg4rec_align::grpo::sample_paths(&model, &index, &ctx, 50, 2.0, &mut rng).unwrap();
@@ -335,6 +385,109 @@ fn sampled_paths_respect_masks_and_the_valid_item_constraint() {
         &s.tokens,
         &s.allowed,
         2.0,
+    );
+    let diff = (re - &s.logp).abs().max().double_value(&[]);
+    assert!(diff < 1e-4, "{diff}");
+}
+
+#[test]
+fn beam_rollouts_are_the_most_likely_distinct_items() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    let (codes, index, model) = untrained(3);
+    let v = model.vocab();
+    let history: &[u32] = &[0, 5];
+    let ctx = model.contexts(&[history]).unwrap().hidden;
+    // Every item's best score over its 3! generation orders, exhaustively.
+    let mut expected: Vec<(f64, u32)> = (0..12u32)
+        .map(|item| {
+            let t: Vec<Token> = (0..3)
+                .map(|r| Token::new(r as u16, codes.tuple(item as usize)[r]))
+                .collect();
+            let mut best = f64::NEG_INFINITY;
+            for (a, b, c) in [
+                (0, 1, 2),
+                (0, 2, 1),
+                (1, 0, 2),
+                (1, 2, 0),
+                (2, 0, 1),
+                (2, 1, 0),
+            ] {
+                let p = [t[a], t[b], t[c]];
+                let mut allowed = vec![false; 3 * v.size()];
+                for k in 0..3 {
+                    for x in allowed_next(&index, &p[..k], false) {
+                        allowed[k * v.size() + v.id(x) as usize] = true;
+                    }
+                }
+                let ids: Vec<i64> = p.iter().map(|&x| v.id(x)).collect();
+                let lp = tch::no_grad(|| {
+                    path_log_probs(
+                        &model,
+                        &ctx,
+                        &Tensor::from_slice(&ids).view([1, 3]),
+                        &Tensor::from_slice(&allowed).view([1, 3, v.size() as i64]),
+                        1.0,
+                    )
+                    .sum(Kind::Float)
+                    .double_value(&[])
+                });
+                best = best.max(lp);
+            }
+            (best, item)
+        })
+        .collect();
+    expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+
+    // A group of 40 keeps every partial set of this catalog, so the search is exact: all 12 items, best first,
+    // each once (at its best order), then the group is filled by repeating them.
+    let s = reg4rec_align::grpo::beam_paths(&model, &index, &ctx, 40, 1.0).unwrap();
+    assert_eq!(s.paths.len(), 40);
+    let scores: Vec<f64> = Vec::<f32>::try_from(s.logp.sum_dim_intlist(1, false, Kind::Float))
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    for (j, &(score, item)) in expected.iter().enumerate() {
+        assert_eq!(
+            s.items[j],
+            item,
+            "rank {j}: {:?} vs {expected:?}",
+            &s.items[..12]
+        );
+        assert!(
+            (scores[j] - score).abs() < 1e-4,
+            "rank {j}: {} vs {score}",
+            scores[j]
+        );
+    }
+    assert_eq!(
+        s.items[12..24],
+        s.items[..12],
+        "the group is filled by repeating the items in order"
+    );
+
+    // A narrower beam: distinct valid items, best first, and the recorded log-probabilities are the policy's.
+    let s = reg4rec_align::grpo::beam_paths(&model, &index, &ctx, 4, 1.0).unwrap();
+    let distinct: std::collections::HashSet<u32> = s.items.iter().copied().collect();
+    assert_eq!(distinct.len(), 4, "{:?}", s.items);
+    let scores: Vec<f32> = Vec::try_from(s.logp.sum_dim_intlist(1, false, Kind::Float)).unwrap();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "best first: {scores:?}"
+    );
+    for p in &s.paths {
+        assert!(
+            index.item_of_tokens(p).is_some(),
+            "path {p:?} is not an item"
+        );
+    }
+    let re = path_log_probs(
+        &model,
+        &ctx.index_select(0, &Tensor::zeros([4], (Kind::Int64, Device::Cpu))),
+        &s.tokens,
+        &s.allowed,
+        1.0,
     );
     let diff = (re - &s.logp).abs().max().double_value(&[]);
     assert!(diff < 1e-4, "{diff}");
