@@ -60,11 +60,11 @@ impl Default for RewardWeights {
 pub struct AlignConfig {
     /// Seed of context shuffling (seed + epoch) and path sampling (seed + step). Default 42.
     pub seed: u64,
-    /// Optimizer steps (each: one batch of contexts, G sampled paths each). Default 1000.
+    /// Optimizer steps (each: one batch of contexts, G paths each). Default 1000.
     pub steps: u64,
     /// Training contexts (history, target) per step. Default 32.
     pub batch_contexts: usize,
-    /// Group size G: paths sampled per context. Default 8.
+    /// Group size G: paths per context (sampled, or the beam's best, as `rollout` says). Default 8.
     pub group_size: usize,
     /// Where the group's paths come from: `sample` or `beam`. Default `sample`.
     pub rollout: Rollout,
