@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
 use reg4rec_model::crss::{sequence_loss, target_contexts};
 use reg4rec_model::decoding::decoder_input;
-use reg4rec_model::{Objective, Reg4RecModel, SeqBatch, Vocab};
+use reg4rec_model::{check_codes, Objective, Reg4RecModel, SeqBatch, Vocab};
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use reg4rec_train::AdamW;
 use serde::{Deserialize, Serialize};
@@ -66,18 +66,6 @@ pub fn allowed_next(index: &ItemIndex, partial: &[Token], ordered: bool) -> Vec<
         .into_iter()
         .filter(|t| !ordered || t.codebook == next)
         .collect()
-}
-
-/// The codes of `index` must be the model's vocabulary.
-fn check_vocab(model: &Reg4RecModel, index: &ItemIndex) -> Result<()> {
-    let (vocab, codes) = (model.vocab(), index.codes());
-    if codes.m != vocab.m || codes.d != vocab.d {
-        return Err(AlignError::Input(format!(
-            "codes have m = {}, d = {} but the model's vocabulary has m = {}, d = {}",
-            codes.m, codes.d, vocab.m, vocab.d
-        )));
-    }
-    Ok(())
 }
 
 /// One decoder step of the policy for partial paths (`paths[i]` after context row `i` of `context`, all of the
@@ -242,7 +230,7 @@ pub fn sample_paths(
     temperature: f64,
     rng: &mut ChaCha8Rng,
 ) -> Result<SampledPaths> {
-    check_vocab(model, index)?;
+    check_codes(&model.vocab(), index.codes())?;
     let vocab = model.vocab();
     let v = vocab.size();
     let b = context.size()[0] as usize;
@@ -289,7 +277,7 @@ pub fn beam_paths(
     group_size: usize,
     temperature: f64,
 ) -> Result<SampledPaths> {
-    check_vocab(model, index)?;
+    check_codes(&model.vocab(), index.codes())?;
     let vocab = model.vocab();
     let (d, v) = (vocab.d, vocab.size());
     let b = context.size()[0] as usize;

@@ -19,7 +19,7 @@ mod error;
 mod model;
 mod train;
 
-pub use batch::{no_seen_items, SeqBatch, SeqBatchBuilder, StreamIds};
+pub use batch::{check_codes, no_seen_items, SeqBatch, SeqBatchBuilder, StreamIds};
 pub use checkpoint::{load_model, Which};
 pub use config::{Mode, ModelConfig, Schedule, StepTarget, TrainConfig};
 pub use crss::Objective;
