@@ -54,9 +54,9 @@ pub struct StagesConfig {
     pub valid_users: usize,
     /// Run the generative stages (tokenizers, pre-training, alignment, their evaluation). Default true.
     pub generative: bool,
-    /// Choose the CORP threshold of the rows that use CORP (reg4rec, no-mpq, no-pars, no-msra) on the
-    /// validation split: the point of `theta_sweep` (CORP off included) where the full model's Recall@10 is
-    /// highest (ties: NDCG@10, then the earlier point). False uses `infer.theta`. Default true.
+    /// Choose the CORP threshold of the rows that use CORP (reg4rec, no-mpq, no-pars, no-msra, last-step) on
+    /// the validation split: the point of `theta_sweep` (CORP off included) where the full model's Recall@10
+    /// is highest (ties: NDCG@10, then the earlier point). False uses `infer.theta`. Default true.
     pub choose_theta: bool,
     /// Also pre-train the REG4Rec model under these precisions and report them beside `pretrain.precision`
     /// in the precision table (`["bf16", "ladq"]` compares all three). Default [] (no table).

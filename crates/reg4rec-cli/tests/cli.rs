@@ -364,6 +364,34 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }
+    // What each alignment's validation kept is in the report; when the full model's alignment kept an earlier
+    // step than its last, the aligned model's own last weights are a row too (checked like every other row).
+    let alignment = report["alignment"].as_array().unwrap();
+    let stages: Vec<&str> = alignment
+        .iter()
+        .map(|a| a["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "align-reg4rec",
+            "align-reg4rec-no-msra",
+            "align-reg4rec-no-mpq"
+        ]
+    );
+    for a in alignment {
+        assert!(
+            a["kept_step"].as_u64().unwrap() <= a["steps"].as_u64().unwrap(),
+            "{a}"
+        );
+    }
+    let full_align = &alignment[0];
+    let kept_earlier = full_align["kept_step"].as_u64() < full_align["steps"].as_u64();
+    assert_eq!(
+        names.contains(&"reg4rec-last-step"),
+        kept_earlier,
+        "{full_align}"
+    );
     for m in methods {
         for k in ["recall@5", "recall@10", "ndcg@5", "ndcg@10"] {
             let v = m[k].as_f64().unwrap();

@@ -158,6 +158,12 @@ mod tests {
             .collect();
         let [lo, hi] = paired_bootstrap_95(&a, &b, 1000, 7).unwrap();
         assert!(0.0 < lo && lo < 0.06 && 0.06 < hi, "[{lo}, {hi}]");
+        // By hand: the 1000 differences are 60 ones and 940 zeros, so the mean of a resample has standard
+        // error sqrt(0.06 * 0.94 / 1000) = 0.00751 and the interval is close to 0.06 -/+ 1.96 x 0.00751
+        // = [0.0453, 0.0747] (the percentile bootstrap of a mean is nearly normal at n = 1000).
+        let se = (0.06f64 * 0.94 / 1000.0).sqrt();
+        assert!((lo - (0.06 - 1.96 * se)).abs() < 0.003, "{lo}");
+        assert!((hi - (0.06 + 1.96 * se)).abs() < 0.003, "{hi}");
         assert_eq!(paired_bootstrap_95(&a, &b, 1000, 7), Some([lo, hi]));
         // Identical methods: the interval is exactly zero.
         assert_eq!(paired_bootstrap_95(&a, &a, 200, 1), Some([0.0, 0.0]));

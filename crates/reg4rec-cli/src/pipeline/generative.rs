@@ -12,9 +12,13 @@
 //! `infer.theta`.
 //! | `reg4rec-no-corp` | MPQ | CRSS + category head | PARS + MSRA | off |
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
+//! | `reg4rec-last-step` | MPQ | CRSS + category head | PARS + MSRA, its last step | theta |
+//!
+//! `reg4rec-last-step` appears only when the full model's alignment kept an earlier step than its last (step 0:
+//! the pre-trained model): the aligned model's own numbers, never a model chosen on validation.
 
 use super::report::{
-    MethodRow, PairedDiff, PrecisionPoint, SweepPoint, ThetaChoice, TrainingPoint,
+    AlignPoint, MethodRow, PairedDiff, PrecisionPoint, SweepPoint, ThetaChoice, TrainingPoint,
 };
 use super::stage::{self, Done};
 use super::Ctx;
@@ -24,7 +28,7 @@ use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::split::Stage;
 use reg4rec_infer::{EvalReport, InferConfig};
 use reg4rec_model::config::Mode;
-use reg4rec_model::PrecisionMode;
+use reg4rec_model::{PrecisionMode, Which};
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -33,6 +37,7 @@ use std::time::Instant;
 pub struct Generative {
     pub rows: Vec<MethodRow>,
     pub training: Vec<TrainingPoint>,
+    pub alignment: Vec<AlignPoint>,
     pub theta_sweep: Vec<SweepPoint>,
     /// The CORP threshold the CORP rows were evaluated with (`None`: off) and how it was chosen.
     pub theta: ThetaChoice,
@@ -163,23 +168,39 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1)?;
     let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h)?;
 
-    let eval = |name: &str, model: &Done<Trained>, stage: Stage, theta: Option<Option<f32>>| {
+    // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`). The best weights' stage
+    // key is the one it has always had, so runs cached before `which` existed are reused.
+    let eval_weights = |name: &str,
+                        model: &Done<Trained>,
+                        stage: Stage,
+                        theta: Option<Option<f32>>,
+                        which: Which| {
         let mut infer = cfg.infer.clone();
         if let Some(t) = theta {
             infer.theta = t;
         }
         let stage_name = format!("eval-{name}");
-        ctx.runner
-            .run(&stage_name, &(&model.key, stage, &infer), |_, _| {
-                evaluate_dir(&model.dir, ctx, stage, &infer)
-            })
-            .map(|d| d.result)
+        let work = |_: &Path, _: bool| evaluate_dir(&model.dir, which, ctx, stage, &infer);
+        match which {
+            Which::Best => ctx
+                .runner
+                .run(&stage_name, &(&model.key, stage, &infer), work),
+            Which::Latest => {
+                ctx.runner
+                    .run(&stage_name, &(&model.key, stage, &infer, "latest"), work)
+            }
+        }
+        .map(|d| d.result)
     };
-    let row = |name: &str,
-               model: &Done<Trained>,
-               theta: Option<Option<f32>>|
+    let eval = |name: &str, model: &Done<Trained>, stage: Stage, theta: Option<Option<f32>>| {
+        eval_weights(name, model, stage, theta, Which::Best)
+    };
+    let row_weights = |name: &str,
+                       model: &Done<Trained>,
+                       theta: Option<Option<f32>>,
+                       which: Which|
      -> Result<(MethodRow, Vec<Option<u32>>)> {
-        let test = eval(name, model, Stage::Test, theta)?;
+        let test = eval_weights(name, model, Stage::Test, theta, which)?;
         let row = MethodRow::new(
             name,
             &test.report.metrics,
@@ -187,6 +208,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             test.seconds,
         );
         Ok((row, test.ranks))
+    };
+    let row = |name: &str, model: &Done<Trained>, theta: Option<Option<f32>>| {
+        row_weights(name, model, theta, Which::Best)
     };
     // Pre-training in target items per epoch, alignment in contexts per step.
     let point = |name: &str, d: &Done<Trained>, rate: &str, unit: &str, iterations: &str| {
@@ -218,6 +242,14 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         .map(|(name, d)| point(name, d, "contexts_per_s", "contexts", "steps")),
     )
     .collect();
+    let alignment: Vec<AlignPoint> = [
+        (stage::ALIGN_REG4REC, &full),
+        (stage::ALIGN_NO_MSRA, &no_msra),
+        (stage::ALIGN_NO_MPQ, &no_mpq),
+    ]
+    .into_iter()
+    .map(|(name, d)| align_point(name, &d.result.report))
+    .collect();
     let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
     thetas.push(None);
     let mut theta_sweep = Vec::new();
@@ -245,7 +277,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         cfg.infer.theta
     };
     let corp = Some(chosen);
-    let ranked = vec![
+    let mut ranked = vec![
         row("tiger", &pre_tiger, Some(None))?,
         row("reg4rec", &full, corp)?,
         row("reg4rec-no-mpq", &no_mpq, corp)?,
@@ -253,6 +285,10 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         row("reg4rec-no-msra", &no_msra, corp)?,
         row("reg4rec-no-corp", &full, Some(None))?,
     ];
+    // When validation kept earlier weights than alignment's last step, the aligned model's own numbers too.
+    if alignment[0].kept_step < alignment[0].steps {
+        ranked.push(row_weights(LAST_STEP_ROW, &full, corp, Which::Latest)?);
+    }
     // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
     let reference = ranked
         .iter()
@@ -308,6 +344,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     Ok(Generative {
         rows,
         training,
+        alignment,
         theta_sweep,
         theta: ThetaChoice {
             theta: chosen,
@@ -317,9 +354,37 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     })
 }
 
-fn evaluate_dir(dir: &Path, ctx: &Ctx<'_>, stage: Stage, infer: &InferConfig) -> Result<Evaluated> {
+/// The row of the full model's alignment at its last step, shown when validation kept an earlier step.
+pub const LAST_STEP_ROW: &str = "reg4rec-last-step";
+
+/// What an alignment stage's validation kept, from its [`reg4rec_align::AlignReport`] (as JSON).
+fn align_point(stage: &str, r: &serde_json::Value) -> AlignPoint {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let pair = |m: &serde_json::Value| [f(&m["recall@10"]), f(&m["ndcg@10"])];
+    AlignPoint {
+        stage: stage.to_string(),
+        steps: r["steps"].as_u64().unwrap_or(0),
+        kept_step: r["best_step"].as_u64().unwrap_or(0),
+        step0: pair(&r["initial_valid"]),
+        last: pair(&r["final_valid"]),
+        kept_recall_10: f(&r["best_valid_recall_10"]),
+    }
+}
+
+fn evaluate_dir(
+    dir: &Path,
+    which: Which,
+    ctx: &Ctx<'_>,
+    stage: Stage,
+    infer: &InferConfig,
+) -> Result<Evaluated> {
     let t = Instant::now();
-    let mut rec = reg4rec_recommender::Recommender::load(dir)?;
+    let mut rec = reg4rec_recommender::Recommender::load_weights(
+        dir,
+        which,
+        &InferConfig::default(),
+        tch::Device::Cpu,
+    )?;
     rec.set_infer(infer)?;
     let mut report = ops::evaluate_model(rec.model(), rec.codes(), ctx.split, stage, rec.infer())?;
     Ok(Evaluated {

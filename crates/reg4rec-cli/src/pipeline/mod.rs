@@ -110,7 +110,8 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         })?;
     methods.push(sasrec.result);
 
-    let (mut sweep, mut precision, mut training) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sweep, mut precision, mut training, mut alignment) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut theta = None;
     if cfg.pipeline.generative {
         let g = generative::run(&ctx, &data_key)?;
@@ -119,6 +120,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         theta = Some(g.theta);
         precision = g.precision;
         training = g.training;
+        alignment = g.alignment;
     }
 
     let report = Report {
@@ -137,6 +139,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         theta,
         precision,
         training,
+        alignment,
         stages: ctx.runner.times.take(),
         figures: Vec::new(),
     };

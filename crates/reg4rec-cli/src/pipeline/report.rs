@@ -141,6 +141,9 @@ pub struct Report {
     /// Throughput of every generative training stage.
     #[serde(default)]
     pub training: Vec<TrainingPoint>,
+    /// What each alignment stage's validation kept (absent in reports written before it was recorded).
+    #[serde(default)]
+    pub alignment: Vec<AlignPoint>,
     /// Every stage's wall time (cached stages: the time they took when they ran).
     #[serde(default)]
     pub stages: Vec<StageTime>,
@@ -175,6 +178,21 @@ pub struct TrainingPoint {
     pub iterations: u64,
     pub train_seconds: f64,
     pub valid_seconds: f64,
+}
+
+/// One alignment stage's model selection on validation: the pre-trained model (step 0), the kept (best) step
+/// and the last step, so the report shows the aligned model's own numbers even when selection keeps step 0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlignPoint {
+    pub stage: String,
+    /// GRPO steps run.
+    pub steps: u64,
+    /// The step whose weights the stage keeps (0: the pre-trained model).
+    pub kept_step: u64,
+    /// Validation Recall@10 / NDCG@10 at step 0 and at the last step, and Recall@10 of the kept step.
+    pub step0: [f64; 2],
+    pub last: [f64; 2],
+    pub kept_recall_10: f64,
 }
 
 /// The CORP threshold of the rows that use CORP.
@@ -307,7 +325,7 @@ impl Report {
                 let t = c.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
                 s.push_str(&match c.on_validation {
                     true => format!(
-                        "The rows that use CORP (reg4rec, no-mpq, no-pars, no-msra) ran with theta = {t}: the \
+                        "The rows that use CORP (reg4rec, no-mpq, no-pars, no-msra, last-step) ran with theta = {t}: the \
                          point below with the highest Recall@10 (CORP off included), applied to the test split.\n\n"
                     ),
                     false => format!("The rows that use CORP ran with the configured theta = {t}.\n\n"),
@@ -331,6 +349,26 @@ impl Report {
                 s.push_str(&format!(
                     "| {} | {:.0} | {} | {} | {:.1} | {:.1} |\n",
                     t.stage, t.per_second, t.unit, t.iterations, t.train_seconds, t.valid_seconds
+                ));
+            }
+        }
+        if !self.alignment.is_empty() {
+            s.push_str(
+                "\nAlignment on validation (`align.valid_users` seeded users, the `[align.valid]` search; step 0 is \
+                 the pre-trained model, and each stage keeps its best step; R@10 / N@10):\n\n\
+                 | stage | steps | step 0 | last step | kept step | kept R@10 |\n|---|---|---|---|---|---|\n",
+            );
+            for a in &self.alignment {
+                s.push_str(&format!(
+                    "| {} | {} | {:.4} / {:.4} | {:.4} / {:.4} | {} | {:.4} |\n",
+                    a.stage,
+                    a.steps,
+                    a.step0[0],
+                    a.step0[1],
+                    a.last[0],
+                    a.last[1],
+                    a.kept_step,
+                    a.kept_recall_10
                 ));
             }
         }
