@@ -23,7 +23,7 @@ use super::report::{
 use super::stage::{self, Done};
 use super::Ctx;
 use crate::ops;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::split::Stage;
 use reg4rec_infer::{EvalReport, InferConfig};
@@ -170,11 +170,11 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
 
     // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`). The best weights' stage
     // key is the one it has always had, so runs cached before `which` existed are reused.
-    let eval_weights = |name: &str,
-                        model: &Done<Trained>,
-                        stage: Stage,
-                        theta: Option<Option<f32>>,
-                        which: Which| {
+    let eval = |name: &str,
+                model: &Done<Trained>,
+                stage: Stage,
+                theta: Option<Option<f32>>,
+                which: Which| {
         let mut infer = cfg.infer.clone();
         if let Some(t) = theta {
             infer.theta = t;
@@ -192,15 +192,12 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         }
         .map(|d| d.result)
     };
-    let eval = |name: &str, model: &Done<Trained>, stage: Stage, theta: Option<Option<f32>>| {
-        eval_weights(name, model, stage, theta, Which::Best)
-    };
-    let row_weights = |name: &str,
-                       model: &Done<Trained>,
-                       theta: Option<Option<f32>>,
-                       which: Which|
+    let row = |name: &str,
+               model: &Done<Trained>,
+               theta: Option<Option<f32>>,
+               which: Which|
      -> Result<(MethodRow, Vec<Option<u32>>)> {
-        let test = eval_weights(name, model, Stage::Test, theta, which)?;
+        let test = eval(name, model, Stage::Test, theta, which)?;
         let row = MethodRow::new(
             name,
             &test.report.metrics,
@@ -208,9 +205,6 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             test.seconds,
         );
         Ok((row, test.ranks))
-    };
-    let row = |name: &str, model: &Done<Trained>, theta: Option<Option<f32>>| {
-        row_weights(name, model, theta, Which::Best)
     };
     // Pre-training in target items per epoch, alignment in contexts per step.
     let point = |name: &str, d: &Done<Trained>, rate: &str, unit: &str, iterations: &str| {
@@ -249,13 +243,19 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     ]
     .into_iter()
     .map(|(name, d)| align_point(name, &d.result.report))
-    .collect();
+    .collect::<Result<_>>()?;
     let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
     thetas.push(None);
     let mut theta_sweep = Vec::new();
     for theta in thetas {
         let label = theta.map_or("off".to_string(), |t| format!("{t}"));
-        let e = eval(&format!("sweep-{label}"), &full, Stage::Valid, Some(theta))?;
+        let e = eval(
+            &format!("sweep-{label}"),
+            &full,
+            Stage::Valid,
+            Some(theta),
+            Which::Best,
+        )?;
         theta_sweep.push(SweepPoint {
             theta,
             recall_10: e.report.metrics.recall_10,
@@ -277,17 +277,21 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         cfg.infer.theta
     };
     let corp = Some(chosen);
+    let best = Which::Best;
     let mut ranked = vec![
-        row("tiger", &pre_tiger, Some(None))?,
-        row("reg4rec", &full, corp)?,
-        row("reg4rec-no-mpq", &no_mpq, corp)?,
-        row("reg4rec-no-pars", &pre, corp)?,
-        row("reg4rec-no-msra", &no_msra, corp)?,
-        row("reg4rec-no-corp", &full, Some(None))?,
+        row("tiger", &pre_tiger, Some(None), best)?,
+        row("reg4rec", &full, corp, best)?,
+        row("reg4rec-no-mpq", &no_mpq, corp, best)?,
+        row("reg4rec-no-pars", &pre, corp, best)?,
+        row("reg4rec-no-msra", &no_msra, corp, best)?,
+        row("reg4rec-no-corp", &full, Some(None), best)?,
     ];
     // When validation kept earlier weights than alignment's last step, the aligned model's own numbers too.
-    if alignment[0].kept_step < alignment[0].steps {
-        ranked.push(row_weights(LAST_STEP_ROW, &full, corp, Which::Latest)?);
+    let kept_earlier = alignment
+        .iter()
+        .any(|a| a.stage == stage::ALIGN_REG4REC && a.kept_step < a.steps);
+    if kept_earlier {
+        ranked.push(row(LAST_STEP_ROW, &full, corp, Which::Latest)?);
     }
     // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
     let reference = ranked
@@ -329,6 +333,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                 &model,
                 Stage::Test,
                 None,
+                Which::Best,
             )?;
             let r = &model.result.report;
             precision.push(PrecisionPoint {
@@ -357,18 +362,21 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
 /// The row of the full model's alignment at its last step, shown when validation kept an earlier step.
 pub const LAST_STEP_ROW: &str = "reg4rec-last-step";
 
-/// What an alignment stage's validation kept, from its [`reg4rec_align::AlignReport`] (as JSON).
-fn align_point(stage: &str, r: &serde_json::Value) -> AlignPoint {
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
-    let pair = |m: &serde_json::Value| [f(&m["recall@10"]), f(&m["ndcg@10"])];
-    AlignPoint {
+/// What an alignment stage's validation kept, from its [`reg4rec_align::AlignReport`].
+fn align_point(stage: &str, report: &serde_json::Value) -> Result<AlignPoint> {
+    let r: reg4rec_align::AlignReport =
+        serde_json::from_value(report.clone()).with_context(|| {
+            format!("stage {stage}: its result.json does not hold an alignment report")
+        })?;
+    let pair = |m: &reg4rec_data::Metrics| [m.recall_10, m.ndcg_10];
+    Ok(AlignPoint {
         stage: stage.to_string(),
-        steps: r["steps"].as_u64().unwrap_or(0),
-        kept_step: r["best_step"].as_u64().unwrap_or(0),
-        step0: pair(&r["initial_valid"]),
-        last: pair(&r["final_valid"]),
-        kept_recall_10: f(&r["best_valid_recall_10"]),
-    }
+        steps: r.steps,
+        kept_step: r.best_step,
+        step0: pair(&r.initial_valid),
+        last: pair(&r.final_valid),
+        kept_recall_10: r.best_valid_recall_10,
+    })
 }
 
 fn evaluate_dir(
@@ -379,13 +387,7 @@ fn evaluate_dir(
     infer: &InferConfig,
 ) -> Result<Evaluated> {
     let t = Instant::now();
-    let mut rec = reg4rec_recommender::Recommender::load_weights(
-        dir,
-        which,
-        &InferConfig::default(),
-        tch::Device::Cpu,
-    )?;
-    rec.set_infer(infer)?;
+    let rec = reg4rec_recommender::Recommender::load_weights(dir, which, infer, tch::Device::Cpu)?;
     let mut report = ops::evaluate_model(rec.model(), rec.codes(), ctx.split, stage, rec.infer())?;
     Ok(Evaluated {
         ranks: std::mem::take(&mut report.ranks),

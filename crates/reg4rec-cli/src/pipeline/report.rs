@@ -325,8 +325,9 @@ impl Report {
                 let t = c.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
                 s.push_str(&match c.on_validation {
                     true => format!(
-                        "The rows that use CORP (reg4rec, no-mpq, no-pars, no-msra, last-step) ran with theta = {t}: the \
-                         point below with the highest Recall@10 (CORP off included), applied to the test split.\n\n"
+                        "The rows that use CORP (reg4rec, no-mpq, no-pars, no-msra, last-step) ran with theta = \
+                         {t}: the point below with the highest Recall@10 (CORP off included), applied to the test \
+                         split.\n\n"
                     ),
                     false => format!("The rows that use CORP ran with the configured theta = {t}.\n\n"),
                 });
