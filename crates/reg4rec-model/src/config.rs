@@ -17,6 +17,27 @@ pub enum Mode {
     Tiger,
 }
 
+/// How a reasoning path's tokens are scored: the distribution each step's token is drawn from, in training,
+/// in the beam search and in every path score. The path score is the sum of its steps' log-probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathScore {
+    /// The spec's CRSS step: each step conditioned on the tokens emitted so far, one softmax over every token
+    /// of the codebooks still open (choosing the codebook and the code together).
+    Open,
+    /// Each step conditioned on the tokens emitted so far, each open codebook's tokens normalised on their own
+    /// (a step's log-probability is its codebook's): the path score is a chain-rule log-probability of the
+    /// item's tokens in the order CRSS chose.
+    Codebook,
+    /// Every token scored from the context alone (the decoder's first state, before any token), each
+    /// codebook normalised on its own, as RPG predicts long parallel codes: the path score is the sum of the
+    /// item's M token log-probabilities, the same in every order, so one first-step pass scores every item of
+    /// any catalogue exactly. The later decoder steps still predict the step's category (CORP) and CRSS still
+    /// emits the most confident token first. Training scores the first step only, so its cost does not grow
+    /// with M's square.
+    Parallel,
+}
+
 /// Architecture of the encoder-decoder transformer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,6 +70,9 @@ pub struct ModelConfig {
     /// is to pick an item again (negative where items are rarely repeated, positive where they are). The
     /// ranking itself never drops a history item. Needs `item_head`. Default false.
     pub repeat_bias: bool,
+    /// How the reasoning path's tokens are scored ([`PathScore`]): `open`, `codebook` or `parallel`.
+    /// Default `open` (the spec's CRSS step).
+    pub path: PathScore,
 }
 
 impl Default for ModelConfig {
@@ -64,6 +88,7 @@ impl Default for ModelConfig {
             item_id_embedding: true,
             item_head: true,
             repeat_bias: false,
+            path: PathScore::Open,
         }
     }
 }
@@ -160,6 +185,12 @@ pub struct TrainConfig {
     pub lambda_cat: f64,
     /// Weight of the item head's full-softmax cross-entropy (models with `item_head`). Default 1.0.
     pub lambda_item: f64,
+    /// Weight of the path's item-level cross-entropy: the full softmax over every item of its first-step path
+    /// score (the sum of its M tokens' logits at the decoder's first state, the [`PathScore::Parallel`]
+    /// score up to a constant per context), so the tokens are trained to rank whole items against each
+    /// other, not only token by token. Its cost grows with the catalogue, as the item head's; 0 turns it off.
+    /// Default 0.
+    pub lambda_path: f64,
     /// Run the linear layers and attention in bf16 (weights, optimizer and loss stay f32). Default false.
     pub bf16: bool,
     /// Compute precision of the transformer's linear layers (`--precision`): `fp32`, `bf16` (the same as
@@ -200,6 +231,7 @@ impl Default for TrainConfig {
             step_target: StepTarget::Set,
             lambda_cat: 0.5,
             lambda_item: 1.0,
+            lambda_path: 0.0,
             bf16: false,
             precision: PrecisionMode::Fp32,
             ladq: LadqConfig::default(),
@@ -279,6 +311,7 @@ impl TrainConfig {
             ("grad_clip", self.grad_clip),
             ("lambda_cat", self.lambda_cat),
             ("lambda_item", self.lambda_item),
+            ("lambda_path", self.lambda_path),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(ModelError::config(field, format!("must be >= 0, got {v}")));
@@ -300,6 +333,7 @@ impl TrainConfig {
             step_target: self.step_target,
             lambda_cat: self.lambda_cat,
             lambda_item: self.lambda_item,
+            lambda_path: self.lambda_path,
         }
     }
 

@@ -20,12 +20,16 @@
 //! TIGER mode ([`Mode::Tiger`]): the order is the fixed codebook order 0..M and each step's target set is the
 //! single next token (plain teacher forcing with cross-entropy); the category loss gets weight 0.
 //!
+//! The model's [`PathScore`] sets how a step's tokens are normalised (one softmax over the open codebooks, or
+//! each codebook alone, or every token from the first state as RPG does); `lambda_path` adds an item-level
+//! cross-entropy over the first-step path scores of every item.
+//!
 //! Every loss is a mean over the batch's targets (non-padding positions): [`sequence_loss`] trains all
 //! positions of a batch of users in one encoder pass.
 
 use crate::batch::SeqBatch;
-use crate::config::{Mode, StepTarget};
-use crate::decoding::codebook_mask;
+use crate::config::{Mode, PathScore, StepTarget};
+use crate::decoding::{codebook_mask, step_log_probs, N_SPECIAL};
 use crate::decoding::{codebooks_of, flat_codes, Vocab};
 use crate::model::{Decoded, Encoded, Reg4RecModel};
 use tch::{Kind, Tensor};
@@ -40,12 +44,14 @@ pub struct Objective {
     pub lambda_cat: f64,
     /// Item-head cross-entropy (only when the model has an item head).
     pub lambda_item: f64,
+    /// The path's item-level cross-entropy over first-step path scores (`TrainConfig::lambda_path`).
+    pub lambda_path: f64,
 }
 
 /// Losses of one batch (scalars, means over its targets).
 #[derive(Debug)]
 pub struct CrssLoss {
-    /// `token + lambda_cat * category + lambda_item * item`.
+    /// `token + lambda_cat * category + lambda_item * item + lambda_path * path`.
     pub total: Tensor,
     /// The set-valued token loss, per step.
     pub token: Tensor,
@@ -53,18 +59,53 @@ pub struct CrssLoss {
     pub category: Tensor,
     /// The item head's cross-entropy (zero without an item head).
     pub item: Tensor,
+    /// The path's item-level cross-entropy (zero when `lambda_path` is 0).
+    pub path: Tensor,
 }
 
 /// The order in which `targets` (`[N, M]` tokens in codebook order) are fed to the decoder after `context`
 /// (`[N, d]`): at each step the remaining target token with the highest logit. Returns `[N, M]` fed tokens, a
 /// permutation of each row.
+///
+/// How the model rates a token follows its [`PathScore`]: the raw logit (`open`: the same order as the
+/// open-codebook softmax), the per-codebook log-probability (`codebook`), or the first step's per-codebook
+/// log-probability for every step (`parallel`: one decoder pass sorts the targets).
 pub fn select_order(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) -> Tensor {
-    select_order_with(targets, |fed| {
-        model
-            .decode_last(context, fed, false)
-            .token_logits
-            .select(1, 0)
-    })
+    let vocab = model.vocab();
+    match model.config().path {
+        PathScore::Open => select_order_with(targets, |fed| {
+            model
+                .decode_last(context, fed, false)
+                .token_logits
+                .select(1, 0)
+        }),
+        PathScore::Codebook => select_order_with(targets, |fed| {
+            let logits = model
+                .decode_last(context, fed, false)
+                .token_logits
+                .select(1, 0);
+            per_codebook_vocab_scores(&vocab, &logits)
+        }),
+        PathScore::Parallel => tch::no_grad(|| {
+            let first = model.token_logits(&model.first_state(context, false), false);
+            let scores = per_codebook_vocab_scores(&vocab, &first).gather(1, targets, false);
+            targets.gather(1, &scores.argsort(1, true), false)
+        }),
+    }
+}
+
+/// Per-codebook log-probabilities laid out over the whole vocabulary `[N, vocab]` (the special tokens get
+/// `-inf`), so target vocabulary ids index them directly.
+fn per_codebook_vocab_scores(vocab: &Vocab, logits: &Tensor) -> Tensor {
+    let n = logits.size()[0];
+    let none = Tensor::zeros([n, vocab.m as i64], (Kind::Bool, logits.device()));
+    let codes = crate::decoding::codebook_log_probs(vocab, &logits.to_kind(Kind::Float), &none);
+    let specials = Tensor::full(
+        [n, N_SPECIAL],
+        f64::NEG_INFINITY,
+        (Kind::Float, logits.device()),
+    );
+    Tensor::cat(&[specials, codes], 1)
 }
 
 /// [`select_order`] for any decoder: `next_logits(fed)` gives the `[N, vocab]` logits of the token following
@@ -107,6 +148,7 @@ fn used_before_each_step(vocab: &Vocab, fed: &Tensor) -> Tensor {
 /// `fed`), under the softmax over the codebooks not used yet ([`crate::decoding::open_codebook_log_probs`]); and
 /// the used-codebook flags before each step `[N, step, codebook]`.
 fn target_log_probs(
+    path: PathScore,
     vocab: &Vocab,
     out: &Decoded,
     fed: &Tensor,
@@ -114,8 +156,8 @@ fn target_log_probs(
 ) -> (Tensor, Tensor) {
     let (n, m) = (targets.size()[0], vocab.m as i64);
     let used = used_before_each_step(vocab, fed);
-    let logp = crate::decoding::open_codebook_log_probs(vocab, &out.token_logits, &used); // [N, step, M * D]
-                                                                                          // Target r is codebook r's token.
+    let logp = step_log_probs(path, vocab, &out.token_logits, &used); // [N, step, M * D]
+                                                                      // Target r is codebook r's token.
     let target_logp = logp.gather(
         2,
         &flat_codes(targets).view([n, 1, m]).expand([n, m, m], false),
@@ -136,12 +178,19 @@ pub fn path_log_probs(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) 
     tch::no_grad(|| {
         let vocab = model.vocab();
         let m = vocab.m as i64;
+        if model.config().path == PathScore::Parallel {
+            // Every token from the first state: the same sum in every order.
+            let first = model.token_logits(&model.first_state(context, false), false);
+            return per_codebook_vocab_scores(&vocab, &first)
+                .gather(1, targets, false)
+                .sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        }
         let fed = match model.config().mode {
             Mode::Reg4rec => select_order(model, context, targets),
             Mode::Tiger => targets.shallow_clone(),
         };
         let out = model.decode(context, &fed.narrow(1, 0, m - 1), false);
-        let (target_logp, _) = target_log_probs(&vocab, &out, &fed, targets);
+        let (target_logp, _) = target_log_probs(model.config().path, &vocab, &out, &fed, targets);
         target_logp
             .masked_fill(&fed_codebooks(&vocab, &fed).logical_not(), 0.0)
             .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float)
@@ -152,10 +201,16 @@ pub fn path_log_probs(model: &Reg4RecModel, context: &Tensor, targets: &Tensor) 
 /// (`[N, M, ...]`, position k after the first k tokens of `fed`) for `targets` `[N, M]` in codebook order and
 /// their `categories` `[N]`: the set-valued CRSS loss (REG4Rec) or the next-token cross-entropy (TIGER).
 ///
-/// The step distribution is the softmax over the codebook tokens of the codebooks not used yet (the special
-/// tokens and used codebooks have probability zero, as [`crate::decoding::codebook_mask`] makes them at inference).
+/// The step distribution is the model's [`PathScore`] ([`crate::decoding::step_log_probs`]): under `open` the
+/// softmax over the codebook tokens of the codebooks not used yet (the special tokens and used codebooks have
+/// probability zero, as [`crate::decoding::codebook_mask`] makes them at inference) and the set loss is
+/// `-log sum` over the remaining targets; under `codebook` each open codebook is normalised alone and the set
+/// loss averages the remaining codebooks' cross-entropies; under `parallel` `out.token_logits` holds the first
+/// state only (`[N, 1, vocab]`) and the loss averages every codebook's cross-entropy there.
+#[allow(clippy::too_many_arguments)]
 pub fn step_losses(
     mode: Mode,
+    path: PathScore,
     step_target: StepTarget,
     vocab: &Vocab,
     out: &Decoded,
@@ -163,22 +218,41 @@ pub fn step_losses(
     targets: &Tensor,
     categories: &Tensor,
 ) -> (Tensor, Tensor) {
-    let (n, m) = (targets.size()[0], vocab.m as i64);
-    let (target_logp, used) = target_log_probs(vocab, out, fed, targets);
+    let n = targets.size()[0];
+    let (steps, n_cat) = (out.category_logits.size()[1], out.category_logits.size()[2]);
+    let category = out
+        .category_logits
+        .reshape([n * steps, n_cat])
+        .cross_entropy_for_logits(&categories.repeat_interleave_self_int(steps, 0, None));
+    if path == PathScore::Parallel {
+        // Every target token at the first state, each codebook's cross-entropy (RPG's multi-token loss).
+        let none = Tensor::zeros([n, vocab.m as i64], (Kind::Bool, targets.device()));
+        let logp =
+            crate::decoding::codebook_log_probs(vocab, &out.token_logits.select(1, 0), &none);
+        let token = -logp
+            .gather(1, &flat_codes(targets), false)
+            .mean(Kind::Float);
+        return (token, category);
+    }
+    let (target_logp, used) = target_log_probs(path, vocab, out, fed, targets);
     let in_set = match (mode, step_target) {
         (Mode::Reg4rec, StepTarget::Set) => used.logical_not(),
         // The fed token's codebook at each step (TIGER: codebook k at step k).
         _ => fed_codebooks(vocab, fed),
     };
-    let token = -target_logp
-        .masked_fill(&in_set.logical_not(), f64::NEG_INFINITY)
-        .logsumexp([-1], false)
-        .mean(Kind::Float);
-    let n_cat = out.category_logits.size()[2];
-    let category = out
-        .category_logits
-        .reshape([n * m, n_cat])
-        .cross_entropy_for_logits(&categories.repeat_interleave_self_int(m, 0, None));
+    let token = match path {
+        PathScore::Open => -target_logp
+            .masked_fill(&in_set.logical_not(), f64::NEG_INFINITY)
+            .logsumexp([-1], false)
+            .mean(Kind::Float),
+        // Each remaining target codebook's own cross-entropy, averaged over (target, step, codebook).
+        _ => {
+            -target_logp
+                .masked_fill(&in_set.logical_not(), 0.0)
+                .sum(Kind::Float)
+                / in_set.sum(Kind::Float)
+        }
+    };
     (token, category)
 }
 
@@ -200,13 +274,25 @@ pub fn crss_loss(
     let vocab = model.vocab();
     let m = vocab.m as i64;
     let mode = model.config().mode;
+    let path = model.config().path;
     let fed = match mode {
         Mode::Reg4rec => select_order(model, &context.detach(), targets),
         Mode::Tiger => targets.shallow_clone(),
     };
-    let out = model.decode(context, &fed.narrow(1, 0, m - 1), train); // [N, M, ...]
+    let hidden = model.decode_hidden(context, &fed.narrow(1, 0, m - 1), train); // [N, M, d]
+                                                                                // A parallel path scores its tokens at the first state only: the [N, M, vocab] logits of the later steps
+                                                                                // (the cost that grows with M's square) are never formed.
+    let token_hidden = match path {
+        PathScore::Parallel => hidden.narrow(1, 0, 1),
+        _ => hidden.shallow_clone(),
+    };
+    let out = Decoded {
+        token_logits: model.token_logits(&token_hidden, train),
+        category_logits: model.category_logits(&hidden, train),
+    };
     let (token, category) = step_losses(
         mode,
+        path,
         weights.step_target,
         &vocab,
         &out,
@@ -218,18 +304,30 @@ pub fn crss_loss(
         Mode::Reg4rec => weights.lambda_cat,
         Mode::Tiger => 0.0,
     };
+    let zero = || Tensor::zeros([], (Kind::Float, targets.device()));
     let item = if model.config().item_head {
         model
             .item_logits(context, &enc.items, seen, train)
             .cross_entropy_for_logits(items)
     } else {
-        Tensor::zeros([], (Kind::Float, targets.device()))
+        zero()
+    };
+    let path_loss = if weights.lambda_path > 0.0 {
+        model
+            .path_item_logits(&hidden.select(1, 0), train)
+            .cross_entropy_for_logits(items)
+    } else {
+        zero()
     };
     CrssLoss {
-        total: &token + &category * lambda_cat + &item * weights.lambda_item,
+        total: &token
+            + &category * lambda_cat
+            + &item * weights.lambda_item
+            + &path_loss * weights.lambda_path,
         token,
         category,
         item,
+        path: path_loss,
     }
 }
 

@@ -146,6 +146,41 @@ pub fn open_codebook_log_probs(vocab: &Vocab, logits: &Tensor, used: &Tensor) ->
     (blocks - offset).reshape(shape(&[m * d]).as_slice())
 }
 
+/// Log-probabilities over the `M * D` codebook tokens (codebook-major) of token logits `[..., vocab]` with
+/// each codebook normalised on its own (a log-softmax over its D codes); the tokens of `used` codebooks
+/// (`[..., M]` bool) get `-inf` ([`crate::PathScore::Codebook`] and [`crate::PathScore::Parallel`]).
+pub fn codebook_log_probs(vocab: &Vocab, logits: &Tensor, used: &Tensor) -> Tensor {
+    let (m, d) = (vocab.m as i64, vocab.d as i64);
+    let lead: Vec<i64> = logits.size()[..logits.dim() - 1].to_vec();
+    let shape = |tail: &[i64]| [lead.as_slice(), tail].concat();
+    let logp = logits
+        .narrow(-1, N_SPECIAL, m * d)
+        .reshape(shape(&[m, d]).as_slice())
+        .log_softmax(-1, Kind::Float);
+    // As in `open_codebook_log_probs`: subtracting +inf closes a codebook without a masked fill over every token.
+    let used = used.to_kind(Kind::Bool).unsqueeze(-1); // [..., M, 1]
+    let zero = Tensor::zeros(used.size(), (Kind::Float, logits.device()));
+    let offset = Tensor::full_like(&zero, f64::INFINITY).where_self(&used, &zero);
+    (logp - offset).reshape(shape(&[m * d]).as_slice())
+}
+
+/// The step distribution of a path under `path` ([`crate::PathScore`]): log-probabilities `[..., M * D]` of
+/// the next codebook token from logits `[..., vocab]`, the codebooks in `used` (`[..., M]` bool) closed. The
+/// one place training, the beam search's scorer and every path score take it from.
+pub fn step_log_probs(
+    path: crate::PathScore,
+    vocab: &Vocab,
+    logits: &Tensor,
+    used: &Tensor,
+) -> Tensor {
+    match path {
+        crate::PathScore::Open => open_codebook_log_probs(vocab, logits, used),
+        crate::PathScore::Codebook | crate::PathScore::Parallel => {
+            codebook_log_probs(vocab, logits, used)
+        }
+    }
+}
+
 /// Used-codebook flags `[B, M]` of decoder prefixes `[B, k]` of codebook tokens (no BOS).
 pub fn used_codebooks(vocab: &Vocab, prefix: &Tensor) -> Tensor {
     let device = prefix.device();
@@ -288,6 +323,30 @@ mod tests {
             .abs()
             .max();
         assert!(diff.double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn codebook_log_probs_normalise_each_open_codebook_alone() {
+        let v = Vocab::new(3, 4);
+        let used = Tensor::from_slice(&[true, false, false, false, true, true]).view([2, 3]);
+        let logits = Tensor::randn([2, v.size() as i64], tch::kind::FLOAT_CPU);
+        let got = codebook_log_probs(&v, &logits, &used).view([2, 3, 4]);
+        let mass: Vec<Vec<f32>> = Vec::try_from(&got.exp().sum_dim_intlist(
+            [-1i64].as_slice(),
+            false,
+            Kind::Float,
+        ))
+        .unwrap();
+        let want = [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]];
+        for (row, w) in mass.iter().zip(want) {
+            for (x, y) in row.iter().zip(w) {
+                assert!((x - y).abs() < 1e-5, "{mass:?}");
+            }
+        }
+        // Within an open codebook, the order of the logits is kept.
+        let a = logits.narrow(1, N_SPECIAL + 4, 4).get(0);
+        let b = got.get(0).get(1);
+        assert!(a.argsort(0, false).equal(&b.argsort(0, false)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod train;
 
 pub use batch::{check_codes, no_seen_items, SeqBatch, SeqBatchBuilder, StreamIds};
 pub use checkpoint::{load_model, Which};
-pub use config::{Mode, ModelConfig, Schedule, StepTarget, TrainConfig};
+pub use config::{Mode, ModelConfig, PathScore, Schedule, StepTarget, TrainConfig};
 pub use crss::Objective;
 pub use decoding::Vocab;
 pub use error::{ModelError, Result};

@@ -656,6 +656,98 @@ impl Reg4RecModel {
         x.apply(&self.dec_norm)
     }
 
+    /// The decoder states `[N, k + 1, d]` of `[context, tokens...]` (`tokens` `[N, k]`, `k < M`): the state
+    /// before each step, from which [`Self::token_logits`] and [`Self::category_logits`] predict.
+    pub fn decode_hidden(&self, context: &Tensor, tokens: &Tensor, train: bool) -> Tensor {
+        self.decoder_hidden(context, tokens, self.ctx(train), false)
+    }
+
+    /// The decoder state `[N, d]` before the step that follows `tokens` (`[N, k]`, `k < M`) after `context`:
+    /// the last position of [`Self::decode_hidden`], at the cost of one position.
+    pub fn last_state(&self, context: &Tensor, tokens: &Tensor, train: bool) -> Tensor {
+        self.decoder_hidden(context, tokens, self.ctx(train), true)
+            .select(1, 0)
+    }
+
+    /// Token logits `[..., vocab]` of decoder states `[..., d]`.
+    pub fn token_logits(&self, hidden: &Tensor, train: bool) -> Tensor {
+        linear(&self.token_head, hidden, self.ctx(train))
+    }
+
+    /// Category logits `[..., n_categories]` of decoder states `[..., d]`.
+    pub fn category_logits(&self, hidden: &Tensor, train: bool) -> Tensor {
+        linear(&self.category_head, hidden, self.ctx(train))
+    }
+
+    /// The decoder's first state `[N, d]` after contexts `[N, d]` (before any token): where every token of a
+    /// [`crate::PathScore::Parallel`] path is scored.
+    pub fn first_state(&self, context: &Tensor, train: bool) -> Tensor {
+        let empty = Tensor::zeros([context.size()[0], 0], (Kind::Int64, context.device()));
+        self.last_state(context, &empty, train)
+    }
+
+    /// Every item's first-step path logit after first states `[N, d]` ([`Self::first_state`]) -> `[N, n_items]`:
+    /// the sum of the token head's logits of the item's M tokens, computed as one product with the sum of the
+    /// item's token-head rows (so the cost is the item head's, not M times it). Up to a constant per row
+    /// (the per-codebook normalisers) it is the item's [`crate::PathScore::Parallel`] path score, so its softmax
+    /// over the items is the path's item-level distribution (`pretrain.lambda_path`).
+    pub fn path_item_logits(&self, first: &Tensor, train: bool) -> Tensor {
+        let (w, b) = self.path_item_table();
+        self.ctx(train).matmul_t(first, &w) + b.unsqueeze(0)
+    }
+
+    /// The item table of [`Self::path_item_logits`]: `[n_items, d]` sums of the item's token-head rows and
+    /// `[n_items]` sums of their biases.
+    fn path_item_table(&self) -> (Tensor, Tensor) {
+        let (n, m, d) = (
+            self.n_items as i64,
+            self.vocab.m as i64,
+            self.cfg.d_model as i64,
+        );
+        let ids = self.item_tokens.view([n, m]);
+        let bias = self
+            .token_head
+            .bs
+            .as_ref()
+            .expect("the token head has a bias");
+        let (mut ws, mut bs) = (Vec::new(), Vec::new());
+        for start in (0..n).step_by(ITEM_CHUNK as usize) {
+            let len = ITEM_CHUNK.min(n - start);
+            let chunk = ids.narrow(0, start, len).reshape([-1]);
+            ws.push(
+                self.token_head
+                    .ws
+                    .index_select(0, &chunk)
+                    .view([len, m, d])
+                    .sum_dim_intlist([1i64].as_slice(), false, Kind::Float),
+            );
+            bs.push(bias.index_select(0, &chunk).view([len, m]).sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                Kind::Float,
+            ));
+        }
+        (Tensor::cat(&ws, 0), Tensor::cat(&bs, 0))
+    }
+
+    /// The [`crate::PathScore::Parallel`] path score of every item after contexts `[N, d]` -> `[N, n_items]`:
+    /// the sum of its M tokens' per-codebook log-probabilities at the first decoder state, in inference mode.
+    /// Exact for any catalogue (the beam search's path-ranked lists are checked against it).
+    pub fn parallel_path_scores(&self, context: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let first = self.first_state(context, false);
+            let (m, d) = (self.vocab.m as i64, self.vocab.d as i64);
+            let norm = self
+                .token_logits(&first, false)
+                .to_kind(Kind::Float)
+                .narrow(-1, crate::decoding::N_SPECIAL, m * d)
+                .reshape([-1, m, d])
+                .logsumexp([-1], false)
+                .sum_dim_intlist([-1i64].as_slice(), true, Kind::Float); // [N, 1]
+            self.path_item_logits(&first, false).to_kind(Kind::Float) - norm
+        })
+    }
+
     /// Decodes `[context, tokens...]`: `context` `[N, d]`, `tokens` `[N, k]` i64 vocabulary ids in generation
     /// order (`k < M`). Outputs at every one of the `k + 1` positions.
     pub fn decode(&self, context: &Tensor, tokens: &Tensor, train: bool) -> Decoded {

@@ -220,6 +220,7 @@ impl reg4rec_train::Objective<SeqBatch> for CrssObjective<'_> {
                 ("token_loss", loss.token.double_value(&[])),
                 ("category_loss", loss.category.double_value(&[])),
                 ("item_loss", loss.item.double_value(&[])),
+                ("path_loss", loss.path.double_value(&[])),
             ],
         })
     }

@@ -8,8 +8,9 @@ use reg4rec_model::crss::{
 };
 use reg4rec_model::decoding::{codebook_mask, used_codebooks};
 use reg4rec_model::{
-    load_model, no_seen_items, pretrain, LadqConfig, Mode, ModelConfig, Objective, PrecisionMode,
-    PretrainOptions, Reg4RecModel, SeqBatch, SeqBatchBuilder, StepTarget, TrainConfig,
+    load_model, no_seen_items, pretrain, LadqConfig, Mode, ModelConfig, Objective, PathScore,
+    PrecisionMode, PretrainOptions, Reg4RecModel, SeqBatch, SeqBatchBuilder, StepTarget,
+    TrainConfig,
 };
 use reg4rec_tokenizer::Codes;
 use tch::{Device, Kind, Tensor};
@@ -77,6 +78,7 @@ const W: Objective = Objective {
     step_target: StepTarget::Set,
     lambda_cat: 0.5,
     lambda_item: 1.0,
+    lambda_path: 0.0,
 };
 
 fn value(t: &Tensor) -> f64 {
@@ -510,6 +512,72 @@ fn overfits_a_tiny_dataset_and_regenerates_the_items() {
             .count(),
         60
     );
+}
+
+/// Path-ranked models learn to put the target first by its path score alone: the parallel path (every token
+/// from the first decoder state, with the item-level path loss) and the per-codebook chain. For the parallel
+/// path, the teacher-forced path score of an item is exactly its entry in the every-item scoring.
+#[test]
+fn path_scored_models_rank_the_target_first() {
+    let _serial = serial();
+    let (ds, codes) = synthetic(8, 8, 8);
+    let split = LeaveOneOut::new(&ds);
+    for path in [PathScore::Parallel, PathScore::Codebook] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, mut t) = overfit_configs();
+        m.path = path;
+        m.item_head = false;
+        t.lambda_path = if path == PathScore::Parallel {
+            1.0
+        } else {
+            0.0
+        };
+        pretrain(
+            &ds,
+            &split,
+            &codes,
+            &m,
+            &t,
+            dir.path(),
+            false,
+            Default::default(),
+        )
+        .unwrap();
+        let (model, _) = load_model(dir.path(), Which::Latest, &codes, Device::Cpu).unwrap();
+        assert_eq!(model.config().path, path);
+        let mut pairs: Vec<(&[u32], u32)> = Vec::new();
+        for s in &split.train {
+            for t in 1..s.len() {
+                pairs.push((&s[..t], s[t]));
+            }
+        }
+        let hist: Vec<&[u32]> = pairs.iter().map(|p| p.0).collect();
+        let ctx = model.contexts(&hist).unwrap().hidden;
+        let n = pairs.len() as i64;
+        // Every item's path score after every context: [n, 8].
+        let all_targets = builder(&model, &ds, &codes)
+            .last(&(0..8u32).map(|i| (&[][..], i)).collect::<Vec<_>>())
+            .unwrap()
+            .targets; // [8, M]
+        let mut scores = vec![vec![0f32; 8]; n as usize];
+        for i in 0..8i64 {
+            let targets = all_targets.get(i).unsqueeze(0).expand([n, 3], false);
+            let col: Vec<f32> = Vec::try_from(&path_log_probs(&model, &ctx, &targets)).unwrap();
+            for (row, x) in scores.iter_mut().zip(col) {
+                row[i as usize] = x;
+            }
+        }
+        if path == PathScore::Parallel {
+            let every: Vec<Vec<f32>> = Vec::try_from(&model.parallel_path_scores(&ctx)).unwrap();
+            for (a, b) in every.iter().flatten().zip(scores.iter().flatten()) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+        }
+        for (row, (_, target)) in scores.iter().zip(&pairs) {
+            let best = (0..8).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            assert_eq!(best, *target as usize, "{path:?}: {row:?}");
+        }
+    }
 }
 
 #[test]

@@ -145,6 +145,37 @@ fn mpq_codes_follow_clusters_and_end_distinct() {
     );
 }
 
+/// Long parallel codes: 32 codebooks train, every one of them carries information (several codes in use, a
+/// perplexity well above one), and every item ends with its own tuple.
+#[test]
+fn mpq_at_32_codebooks_is_collision_free_and_uses_every_codebook() {
+    let (values, labels) = clustered_items();
+    let features = FeatureMatrix::new(labels.len(), DIM, &values).unwrap();
+    let cfg = MpqConfig {
+        m: 32,
+        ..small_mpq()
+    };
+    let (tok, report) = train(features, &TokenizerConfig::Mpq(cfg)).unwrap();
+    let codes = tok.codes();
+    assert_eq!((codes.m, codes.n_items()), (32, labels.len()));
+    assert_eq!(report.collision_rate_after, 0.0);
+    assert_eq!(codes.collision_rate(), 0.0);
+    let tuples: std::collections::HashSet<&[u16]> =
+        (0..codes.n_items()).map(|i| codes.tuple(i)).collect();
+    assert_eq!(tuples.len(), labels.len(), "every item has its own tuple");
+    assert_eq!(report.utilisation.len(), 32);
+    for (r, (&u, &p)) in report
+        .utilisation
+        .iter()
+        .zip(&report.perplexity)
+        .enumerate()
+    {
+        assert!(u >= 0.25, "codebook {r}: {u} of its codes used");
+        assert!(p >= 1.5, "codebook {r}: perplexity {p}");
+    }
+    assert!(ItemIndex::new(codes).is_ok());
+}
+
 #[test]
 fn rqvae_first_level_follows_clusters_and_codes_are_ordered() {
     let (values, labels) = clustered_items();
