@@ -93,6 +93,10 @@ pub struct SearchArgs {
     /// CORP threshold, or `off` (default: the config's `infer.theta`; a TIGER model is searched without CORP).
     #[arg(long)]
     pub theta: Option<String>,
+    /// What orders the list: `paths` (the reasoning path's score alone) or `hybrid` (the path score with the
+    /// item head and its lookahead). Default: the config's `infer.rank`.
+    #[arg(long)]
+    pub rank: Option<reg4rec_infer::Rank>,
 }
 
 impl SearchArgs {
@@ -102,6 +106,9 @@ impl SearchArgs {
         let mut c = base.clone();
         if let Some(b) = self.beam {
             c.beam = b;
+        }
+        if let Some(r) = self.rank {
+            c.rank = r;
         }
         if let Some(t) = &self.theta {
             c.theta = InferConfig::parse_theta(t)?;

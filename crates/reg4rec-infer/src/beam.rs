@@ -246,7 +246,7 @@ impl<'a> BeamSearch<'a> {
             .collect();
         Ok(BeamSearch {
             index,
-            cfg: cfg.clone(),
+            cfg: cfg.effective(),
             m,
             d,
             ordered: codes.ordered,
@@ -699,9 +699,13 @@ impl<'a> BeamSearch<'a> {
                 let out = &level.chunks[b.out.chunk as usize];
                 let lp = &out.logp[b.out.row as usize * v..(b.out.row as usize + 1) * v];
                 // `bound`: the best dense score the candidate can reach (lookahead only).
+                // A token the scorer closed (probability zero: `-inf`, or undefined) is never emitted, so a
+                // scorer may open fewer codebooks than the search would (a parallel path's per-user order).
                 let push = |pool: &mut Vec<Cand>, t: u32, item: u32, bound: f32, best: u32| {
                     let l = lp[t as usize];
-                    let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+                    if l.is_nan() || l == f32::NEG_INFINITY {
+                        return;
+                    }
                     let score = b.score + l;
                     pool.push(Cand {
                         rank: if dense.is_some() {

@@ -3,6 +3,44 @@
 use crate::error::{InferError, Result};
 use serde::{Deserialize, Serialize};
 
+/// What orders the items a search generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rank {
+    /// The path score plus `dense_weight` times the model's dense item score, with the dense lookahead when
+    /// `dense_lookahead` is on (models with an item head; best quality at moderate catalogue sizes, cost
+    /// linear in the catalogue per user).
+    Hybrid,
+    /// The reasoning path alone (the method as published): the beam keeps and the list orders items by their
+    /// path score; no item-level score is read (`dense_weight` and `dense_lookahead` are ignored), so the cost
+    /// of a search does not grow with the catalogue and CRSS, PARS and CORP decide the list.
+    Paths,
+}
+
+impl std::str::FromStr for Rank {
+    type Err = InferError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hybrid" => Ok(Rank::Hybrid),
+            "paths" | "path" => Ok(Rank::Paths),
+            _ => Err(InferError::config(
+                "rank",
+                format!("`{s}`: expected `paths` or `hybrid`"),
+            )),
+        }
+    }
+}
+
+impl Rank {
+    /// The name reports and the CLI use: `paths` or `hybrid`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rank::Hybrid => "hybrid",
+            Rank::Paths => "paths",
+        }
+    }
+}
+
 /// How to search and evaluate. Every field has a documented default; `theta: null` in JSON turns CORP off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -14,7 +52,9 @@ pub struct InferConfig {
     pub top_n: usize,
     /// CORP threshold on the Jensen-Shannon divergence (natural log, so in `[0, ln 2]`) between a path's
     /// category distributions at consecutive steps; a path above it is pruned and rolled back. `None` turns
-    /// CORP off. Default `Some(0.06)` (the paper's sweep is 0.04..0.08 with a peak near 0.06).
+    /// CORP off. Default `Some(0.06)` (the paper's sweep is 0.04..0.08 with a peak near 0.06). In a config
+    /// file or `--set`, `"off"` (or JSON `null`) turns CORP off.
+    #[serde(deserialize_with = "theta_or_off")]
     pub theta: Option<f32>,
     /// First step (1-based) whose category distribution CORP compares with the previous step's. Step k's
     /// distribution is the one the decoder predicts where it emits token k, so step 1's comes from the history
@@ -51,6 +91,9 @@ pub struct InferConfig {
     /// amazon-beauty (cpu preset, beam 40, CORP off, all 22,363 test users) it lifted the generated list's test
     /// R@10 / N@10 from .0570 / .0302 to .0705 / .0355 (paired 95% intervals above 0; docs/RESULTS.md).
     pub dense_lookahead: bool,
+    /// What orders the generated items ([`Rank`]): `hybrid` (path score, item head and lookahead as
+    /// `dense_weight` and `dense_lookahead` say) or `paths` (the path score alone). Default `hybrid`.
+    pub rank: Rank,
 }
 
 impl Default for InferConfig {
@@ -66,6 +109,7 @@ impl Default for InferConfig {
             explain_categories: 3,
             dense_weight: 100.0,
             dense_lookahead: true,
+            rank: Rank::Hybrid,
         }
     }
 }
@@ -106,6 +150,17 @@ impl InferConfig {
         Ok(())
     }
 
+    /// The settings the search runs with: under [`Rank::Paths`] no dense score is read (`dense_weight` 0, no
+    /// lookahead); otherwise these settings.
+    pub fn effective(&self) -> InferConfig {
+        let mut c = self.clone();
+        if c.rank == Rank::Paths {
+            c.dense_weight = 0.0;
+            c.dense_lookahead = false;
+        }
+        c
+    }
+
     /// These settings as a model of `mode` is searched: a TIGER model (ordered codes) without CORP, which
     /// prunes paths over unordered codes. The one place the model kind's rule lives.
     pub fn for_mode(&self, mode: reg4rec_model::config::Mode) -> InferConfig {
@@ -127,6 +182,23 @@ impl InferConfig {
     }
 }
 
+/// `theta` as a number, `null`, or the word `off` / `none` (TOML has no null).
+fn theta_or_off<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<f32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Theta {
+        Number(f32),
+        Word(String),
+    }
+    match Option::<Theta>::deserialize(d)? {
+        None => Ok(None),
+        Some(Theta::Number(t)) => Ok(Some(t)),
+        Some(Theta::Word(w)) => InferConfig::parse_theta(&w).map_err(serde::de::Error::custom),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +211,12 @@ mod tests {
         assert_eq!(back, c);
         let partial: InferConfig = serde_json::from_str(r#"{"beam": 50, "theta": null}"#).unwrap();
         assert_eq!((partial.beam, partial.theta, partial.top_n), (50, None, 20));
+        let off: InferConfig =
+            serde_json::from_str(r#"{"theta": "off", "rank": "paths"}"#).unwrap();
+        assert_eq!((off.theta, off.rank), (None, Rank::Paths));
+        let t: InferConfig = serde_json::from_str(r#"{"theta": 0.04}"#).unwrap();
+        assert_eq!(t.theta, Some(0.04));
+        assert!(serde_json::from_str::<InferConfig>(r#"{"theta": "often"}"#).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod model_scorer;
 pub mod scorer;
 
 pub use beam::{BeamSearch, PathStep, Recommendation, SearchOutput, SearchStats};
-pub use config::InferConfig;
+pub use config::{InferConfig, Rank};
 pub use error::{InferError, Result};
 pub use eval::{evaluate, EvalReport};
 pub use explain::Explanation;

@@ -7,15 +7,18 @@
 //! `repeat_bias`, the dense score of an item in the user's encoder window carries the learned bias, as in
 //! training.
 //!
-//! The token distribution is normalised exactly as in training: the softmax over the codebook tokens of the
+//! The token distribution is normalised exactly as in training, by the model's `PathScore`
+//! (`reg4rec_model::decoding::step_log_probs`): by default the softmax over the codebook tokens of the
 //! codebooks not used yet (used codebooks and the special tokens have probability zero, as
-//! `reg4rec_model::decoding::codebook_mask` makes them). In TIGER mode (ordered codes) only codebook k is open at
-//! step k, as in the model's greedy decoding.
+//! `reg4rec_model::decoding::codebook_mask` makes them), or each open codebook alone; a `parallel` model scores
+//! every step's tokens from the first decoder state (computed once per user), while the step's category still
+//! comes from the decoder at the path's prefix. In TIGER mode (ordered codes) only codebook k is open at step
+//! k, as in the model's greedy decoding.
 
 use crate::error::{InferError, Result};
 use crate::scorer::{StepInput, StepOutput, StepScorer};
-use reg4rec_model::config::Mode;
-use reg4rec_model::decoding::{closed_codebooks, decoder_input, open_codebook_log_probs};
+use reg4rec_model::config::{Mode, PathScore};
+use reg4rec_model::decoding::{closed_codebooks, decoder_input, step_log_probs};
 use reg4rec_model::Reg4RecModel;
 use reg4rec_tokenizer::Codes;
 use tch::{Kind, Tensor};
@@ -28,6 +31,15 @@ pub struct ModelScorer<'a> {
     table: Tensor,
     /// `[n_users, d]` contexts of the current batch.
     context: Option<Tensor>,
+    /// Row-major `[n_users, M * D]` per-codebook token log-probabilities at the first decoder state
+    /// ([`PathScore::Parallel`] models: every step's tokens are scored from them, so a step only closes the
+    /// used codebooks of its user's row and decodes the step's category).
+    first_logp: Option<Vec<f32>>,
+    /// Each user's codebook order for a parallel path: codebooks by their most likely token's log-probability,
+    /// most confident first (CRSS; the scores do not depend on the prefix, so the order is the user's, and every
+    /// path of the user opens the same codebook at a step: the beam spends its width on distinct items, not on
+    /// the orders of one item's tokens, which at M = 32 fill any beam).
+    order: Vec<Vec<usize>>,
     n_users: usize,
     /// The model's repeat bias, and each user's window items (sorted, once each) when it has one.
     repeat_bias: Option<f32>,
@@ -73,6 +85,8 @@ impl<'a> ModelScorer<'a> {
             codes,
             table,
             context: None,
+            first_logp: None,
+            order: Vec::new(),
             n_users: 0,
             // `ModelConfig::validate` allows the bias only with an item head.
             repeat_bias: model.repeat_bias(),
@@ -122,6 +136,39 @@ impl StepScorer for ModelScorer<'_> {
         let model = self.model;
         let enc = tch::no_grad(|| model.contexts_with(histories, &self.table))
             .map_err(|e| InferError::Input(format!("encoding the histories: {e}")))?;
+        self.first_logp = if model.config().path == PathScore::Parallel {
+            let vocab = model.vocab();
+            let logp = tch::no_grad(|| {
+                let first = model.token_logits(&model.first_state(&enc.hidden, false), false);
+                let open = Tensor::zeros(
+                    [histories.len() as i64, vocab.m as i64],
+                    (Kind::Bool, model.device()),
+                );
+                step_log_probs(
+                    PathScore::Parallel,
+                    &vocab,
+                    &first.to_kind(Kind::Float),
+                    &open,
+                )
+            });
+            let logp = self.copy(&logp)?;
+            let (m, d) = (vocab.m, vocab.d);
+            self.order = logp
+                .chunks(m * d)
+                .map(|row| {
+                    let best: Vec<f32> = row
+                        .chunks(d)
+                        .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                        .collect();
+                    let mut order: Vec<usize> = (0..m).collect();
+                    order.sort_by(|&a, &b| best[b].total_cmp(&best[a]).then(a.cmp(&b)));
+                    order
+                })
+                .collect();
+            Some(logp)
+        } else {
+            None
+        };
         self.context = Some(enc.hidden);
         self.n_users = histories.len();
         self.seen.clear();
@@ -154,13 +201,37 @@ impl StepScorer for ModelScorer<'_> {
         let tiger = self.model.config().mode == Mode::Tiger;
         let flat: Vec<usize> = input.prefixes.iter().map(|&t| t as usize).collect();
         let rows: Vec<i64> = input.rows.iter().map(|&r| r as i64).collect();
+        if let Some(first) = &self.first_logp {
+            // Parallel path: step k opens one codebook, the user's k-th most confident (TIGER: codebook k),
+            // with its first-step scores; every other token is closed (-inf). The decoder runs for the step's
+            // category only.
+            let (v, d) = (vocab.m * vocab.d, vocab.d);
+            let mut logp = vec![f32::NEG_INFINITY; n * v];
+            for (row, &u) in logp.chunks_mut(v).zip(input.rows) {
+                let r = if tiger { k } else { self.order[u][k] };
+                row[r * d..(r + 1) * d].copy_from_slice(&first[u * v + r * d..u * v + (r + 1) * d]);
+            }
+            let category = tch::no_grad(|| {
+                let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
+                let tokens = decoder_input(&vocab, &flat, n, device);
+                let h = self.model.last_state(&ctx, &tokens, false);
+                self.model
+                    .category_logits(&h, false)
+                    .to_kind(Kind::Float)
+                    .softmax(-1, Kind::Float)
+            });
+            return Ok(StepOutput {
+                logp,
+                category: self.copy(&category)?,
+            });
+        }
         let (logp, category) = tch::no_grad(|| {
             let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(device));
             let tokens = decoder_input(&vocab, &flat, n, device);
             let used = closed_codebooks(&vocab, &flat, n, k, tiger, device);
             let out = self.model.decode_last(&ctx, &tokens, false);
             let logits = out.token_logits.select(1, 0).to_kind(Kind::Float);
-            let logp = open_codebook_log_probs(&vocab, &logits, &used); // [n, m * d]
+            let logp = step_log_probs(self.model.config().path, &vocab, &logits, &used); // [n, m * d]
             let category = out
                 .category_logits
                 .select(1, 0)

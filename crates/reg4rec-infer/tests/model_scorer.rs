@@ -1,7 +1,7 @@
 //! The model adapter: masked, normalised step distributions from a tiny random model, and a search over it.
 
-use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, StepInput, StepScorer};
-use reg4rec_model::{no_seen_items, Mode, ModelConfig, Reg4RecModel};
+use reg4rec_infer::{BeamSearch, InferConfig, ModelScorer, Rank, StepInput, StepScorer};
+use reg4rec_model::{no_seen_items, Mode, ModelConfig, PathScore, Reg4RecModel};
 use reg4rec_tokenizer::{Codes, ItemIndex};
 use tch::Device;
 
@@ -227,5 +227,127 @@ fn dense_scores_carry_the_repeat_bias_on_window_items() {
             (got[k] as f64 - want(u, i)).abs() < 1e-5,
             "user {u}, item {i}"
         );
+    }
+}
+
+fn parallel_model(item_head: bool) -> Reg4RecModel {
+    tch::manual_seed(3);
+    let cfg = ModelConfig {
+        path: PathScore::Parallel,
+        item_head,
+        ..ModelConfig::preset("smoke").unwrap()
+    };
+    Reg4RecModel::new(&cfg, &codes(false), 3, Device::Cpu).unwrap()
+}
+
+/// A parallel path scores every token from the first decoder state, each codebook a distribution of its own;
+/// every path of a user opens the codebooks in one order, most confident first (CRSS), and a codebook's scores
+/// do not depend on the tokens emitted before it.
+#[test]
+fn parallel_steps_open_the_users_codebooks_in_confidence_order() {
+    let (c, m) = (codes(false), parallel_model(false));
+    let mut s = ModelScorer::new(&m, &c).unwrap();
+    s.begin(&[&[0, 1, 2]]).unwrap();
+    let first = s
+        .step(StepInput {
+            rows: &[0],
+            len: 0,
+            prefixes: &[],
+        })
+        .unwrap();
+    let open: Vec<usize> = (0..2)
+        .filter(|&r| first.logp[r * 4..(r + 1) * 4].iter().any(|x| x.is_finite()))
+        .collect();
+    assert_eq!(open.len(), 1, "one codebook per step: {:?}", first.logp);
+    let (a, b) = (open[0], 1 - open[0]);
+    let z: f32 = first.logp[a * 4..(a + 1) * 4].iter().map(|x| x.exp()).sum();
+    assert!((z - 1.0).abs() < 1e-4, "the open codebook sums to 1: {z}");
+    // The first codebook is the more confident one: its best token is likelier than the other's.
+    let enc = tch::no_grad(|| m.contexts(&[&[0, 1, 2]])).unwrap();
+    let full: Vec<f32> = tch::no_grad(|| {
+        let logits = m.token_logits(&m.first_state(&enc.hidden, false), false);
+        Vec::<f32>::try_from(
+            logits
+                .narrow(1, 4, 8)
+                .view([2, 4])
+                .log_softmax(-1, tch::Kind::Float)
+                .view([-1]),
+        )
+    })
+    .unwrap();
+    let best = |r: usize| {
+        full[r * 4..(r + 1) * 4]
+            .iter()
+            .copied()
+            .fold(f32::MIN, f32::max)
+    };
+    assert!(best(a) >= best(b));
+    // After either of two tokens of that codebook, the other codebook is open with the same scores.
+    let next = s
+        .step(StepInput {
+            rows: &[0, 0],
+            len: 1,
+            prefixes: &[(a * 4) as u32, (a * 4 + 3) as u32],
+        })
+        .unwrap();
+    for row in next.logp.chunks(8) {
+        assert!(row[a * 4..(a + 1) * 4]
+            .iter()
+            .all(|x| *x == f32::NEG_INFINITY));
+        for (x, y) in row[b * 4..(b + 1) * 4]
+            .iter()
+            .zip(&full[b * 4..(b + 1) * 4])
+        {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+    // The step's category still reads the prefix.
+    assert_ne!(next.category[..3], next.category[3..]);
+}
+
+/// The path-ranked list of a parallel model is exactly the catalogue ranked by every item's path score (sum
+/// of its tokens' log-probabilities), with a beam wide enough to hold every partial path; the item head of the
+/// model is never read, and every listed item exists with its own tokens.
+#[test]
+fn path_ranked_top_k_equals_exhaustive_path_scoring() {
+    let c = codes(false);
+    let index = ItemIndex::new(&c).unwrap();
+    for item_head in [false, true] {
+        let m = parallel_model(item_head);
+        let hist: [&[u32]; 2] = [&[0, 1, 2], &[6]];
+        let search = BeamSearch::new(
+            &index,
+            &InferConfig {
+                beam: 16,
+                top_n: 8,
+                theta: None,
+                rank: Rank::Paths,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut s = ModelScorer::new(&m, &c).unwrap();
+        let out = search.run(&mut s, &hist, true).unwrap();
+        let enc = tch::no_grad(|| m.contexts(&hist)).unwrap();
+        let all: Vec<Vec<f32>> = Vec::try_from(&m.parallel_path_scores(&enc.hidden)).unwrap();
+        for (list, scores) in out.lists.iter().zip(&all) {
+            let mut want: Vec<u32> = (0..8).collect();
+            want.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]));
+            let got: Vec<u32> = list.iter().map(|r| r.item).collect();
+            assert_eq!(got, want, "item head {item_head}");
+            for r in list {
+                assert!((r.score - scores[r.item as usize]).abs() < 1e-4);
+                assert_eq!(r.score, r.path_score);
+                assert!(r.item_score.is_none(), "no item-level score in path mode");
+                let mut toks: Vec<(u16, u16)> = r
+                    .path
+                    .iter()
+                    .map(|p| (p.token.codebook, p.token.code))
+                    .collect();
+                toks.sort();
+                let tuple = c.tuple(r.item as usize);
+                assert_eq!(toks, vec![(0, tuple[0]), (1, tuple[1])]);
+            }
+        }
     }
 }

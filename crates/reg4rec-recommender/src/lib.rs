@@ -29,6 +29,8 @@ pub use model_dir::{seal, verify, write_extras, Manifest};
 pub use recommender::{
     AddedItem, Info, NewItem, Query, RecommendOptions, Recommendations, Recommended, Recommender,
 };
+/// What orders a list (`RecommendOptions::rank`, `infer.rank`): the reasoning path alone or with the item head.
+pub use reg4rec_infer::Rank;
 pub use source::DataSource;
 /// The device type [`Recommender::load_with`] takes (re-exported so servers need not depend on tch).
 pub use tch::Device as TchDevice;

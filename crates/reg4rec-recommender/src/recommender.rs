@@ -6,7 +6,7 @@ use crate::model_dir::{self, CATALOG_FILE, SOURCE_FILE};
 use crate::source::DataSource;
 use reg4rec_data::io::read_json;
 use reg4rec_data::Dataset;
-use reg4rec_infer::{BeamSearch, Explanation, InferConfig, ModelScorer, SearchStats};
+use reg4rec_infer::{BeamSearch, Explanation, InferConfig, ModelScorer, Rank, SearchStats};
 use reg4rec_model::config::Mode;
 use reg4rec_model::{load_model, Reg4RecModel, Which};
 use reg4rec_tokenizer::{Codes, ItemIndex};
@@ -22,6 +22,9 @@ pub struct RecommendOptions {
     pub k: usize,
     /// Beam width (default: the recommender's `infer.beam`).
     pub beam: Option<usize>,
+    /// What orders the list: `paths` (the reasoning path's score alone) or `hybrid` (with the item head);
+    /// default: the recommender's `infer.rank`.
+    pub rank: Option<Rank>,
     /// Only recommend items of these categories (by name; empty: every category).
     pub allowed_categories: Vec<String>,
     /// Never recommend items of these categories.
@@ -39,6 +42,7 @@ impl Default for RecommendOptions {
         RecommendOptions {
             k: 10,
             beam: None,
+            rank: None,
             allowed_categories: Vec::new(),
             blocked_categories: Vec::new(),
             exclude_items: Vec::new(),
@@ -283,18 +287,22 @@ impl Recommender {
     ) -> Result<(Vec<Result<Recommendations>>, SearchStats)> {
         let mut out: Vec<Option<Result<Recommendations>>> =
             (0..queries.len()).map(|_| None).collect();
-        let mut groups: BTreeMap<usize, Vec<(usize, Prepared)>> = BTreeMap::new();
+        let mut groups: BTreeMap<(usize, &'static str), Vec<(usize, Prepared)>> = BTreeMap::new();
         for (i, q) in queries.iter().enumerate() {
             match self.prepare(q) {
-                Ok(p) => groups.entry(p.beam).or_default().push((i, p)),
+                Ok(p) => groups
+                    .entry((p.beam, p.rank.name()))
+                    .or_default()
+                    .push((i, p)),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
         let mut stats = SearchStats::default();
         let _guard = tch::no_grad_guard();
-        for (beam, group) in groups {
+        for ((beam, _), group) in groups {
             let cfg = InferConfig {
                 beam,
+                rank: group[0].1.rank,
                 top_n: group.iter().map(|(_, p)| p.k).max().unwrap_or(1),
                 exclude_history: false,
                 ..self.infer.clone()
@@ -425,6 +433,7 @@ impl Recommender {
             allowed,
             k: o.k,
             beam,
+            rank: o.rank.unwrap_or(self.infer.rank),
             explain: o.explain,
         })
     }
@@ -577,6 +586,7 @@ struct Prepared {
     allowed: Option<Vec<u32>>,
     k: usize,
     beam: usize,
+    rank: Rank,
     explain: bool,
 }
 

@@ -5,6 +5,7 @@
 use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::registry::{self, LoadOptions};
 use reg4rec_data::{Dataset, LeaveOneOut};
+use reg4rec_infer::{InferConfig, Rank};
 use reg4rec_model::{ModelConfig, TrainConfig};
 use reg4rec_recommender::{model_dir, Catalog, DataSource, NewItem, RecommendOptions, Recommender};
 use reg4rec_tokenizer::{FeatureMatrix, MpqConfig, TokenizerConfig};
@@ -330,4 +331,43 @@ fn changed_files_and_changed_data_are_errors_naming_the_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a model directory"), "{e}");
+}
+
+/// One model directory ranks in both modes, chosen per request or for the recommender: path-ranked lists are
+/// ordered by the path score alone and never read the item head; hybrid lists carry the item head's score.
+#[test]
+fn a_model_directory_ranks_by_its_paths_or_with_its_item_head() {
+    let f = fixture();
+    let mut rec = Recommender::load(&f.model).unwrap();
+    let history = ids(&["i1", "i4", "i7"]);
+    let ask = |rec: &Recommender, rank: Option<Rank>| {
+        let opts = RecommendOptions {
+            k: 8,
+            rank,
+            ..Default::default()
+        };
+        rec.recommend(&history, &opts).unwrap()
+    };
+    let hybrid = ask(&rec, Some(Rank::Hybrid));
+    assert!(hybrid
+        .items
+        .iter()
+        .all(|r| r.explanation.item_score.is_some()));
+    let paths = ask(&rec, Some(Rank::Paths));
+    assert_eq!(paths.items.len(), 8);
+    for r in &paths.items {
+        assert!(r.explanation.item_score.is_none(), "{:?}", r.explanation);
+        assert_eq!(r.explanation.score, r.explanation.path_score);
+        assert!(f.ds.item_index(&r.item_id).is_some(), "a catalogue item");
+    }
+    for w in paths.items.windows(2) {
+        assert!(w[0].explanation.path_score >= w[1].explanation.path_score);
+    }
+    // The recommender's own setting is the default of its requests.
+    rec.set_infer(&InferConfig {
+        rank: Rank::Paths,
+        ..rec.infer().clone()
+    })
+    .unwrap();
+    assert_eq!(ask(&rec, None), paths);
 }

@@ -48,6 +48,8 @@ impl RecommendArgs {
         RecommendOptions {
             k: self.top,
             beam: None,
+            // `--rank` is applied through `set_infer`.
+            rank: None,
             allowed_categories: self.allow_category.clone(),
             blocked_categories: self.block_category.clone(),
             exclude_items: self.exclude.clone(),
