@@ -361,6 +361,9 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         "reg4rec-no-pars",
         "reg4rec-no-msra",
         "reg4rec-no-corp",
+        "tiger-paths",
+        "reg4rec-paths",
+        "reg4rec-no-mpq-paths",
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }
@@ -401,12 +404,22 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         assert!(m["eval_seconds"].as_f64().unwrap() >= 0.0);
         // Every generative row but the full model carries its paired difference to it, inside its interval,
         // and the difference is the difference of the rows' metrics.
-        let generative =
-            m["name"].as_str().unwrap().starts_with("reg4rec-") || m["name"] == "tiger";
-        assert_eq!(m.get("vs_reg4rec").is_some(), generative, "{}", m["name"]);
+        let name = m["name"].as_str().unwrap();
+        let generative = name.starts_with("reg4rec-") || name.starts_with("tiger");
+        assert_eq!(m.get("vs_reg4rec").is_some(), generative, "{name}");
+        // A path-ranked row also carries its difference to the full model ranked by its paths.
+        let against_paths = name.ends_with("-paths") && name != "reg4rec-paths";
+        assert_eq!(m.get("vs_reg4rec_paths").is_some(), against_paths, "{name}");
+        let mut checks = Vec::new();
         if generative {
-            let full = methods.iter().find(|f| f["name"] == "reg4rec").unwrap();
-            let d = &m["vs_reg4rec"];
+            checks.push(("reg4rec", "vs_reg4rec"));
+        }
+        if against_paths {
+            checks.push(("reg4rec-paths", "vs_reg4rec_paths"));
+        }
+        for (reference, field) in checks {
+            let full = methods.iter().find(|f| f["name"] == reference).unwrap();
+            let d = &m[field];
             for (k, field) in [("recall@10", "recall_10"), ("ndcg@10", "ndcg_10")] {
                 let diff = d[field].as_f64().unwrap();
                 let want = m[k].as_f64().unwrap() - full[k].as_f64().unwrap();

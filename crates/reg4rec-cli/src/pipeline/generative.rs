@@ -14,6 +14,10 @@
 //! | `tiger` | RQ-VAE (ordered) | fixed order | none | off |
 //! | `reg4rec-last-step` | MPQ | CRSS + category head | PARS + MSRA, its last step | theta |
 //!
+//! Every generative model is also reported path-ranked (`infer.rank = paths`: the list ordered by the path's
+//! score alone, no item head, no dense lookahead): `reg4rec-paths`, `reg4rec-no-mpq-paths` and `tiger-paths`
+//! (TIGER ranked by its path, as published), each with its paired interval against `reg4rec-paths`.
+//!
 //! `reg4rec-last-step` appears only when the full model's alignment kept an earlier step than its last (step 0:
 //! the pre-trained model): the aligned model's own numbers, never a model chosen on validation.
 
@@ -26,7 +30,7 @@ use crate::ops;
 use anyhow::{Context, Result};
 use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::split::Stage;
-use reg4rec_infer::{EvalReport, InferConfig};
+use reg4rec_infer::{EvalReport, InferConfig, Rank};
 use reg4rec_model::config::Mode;
 use reg4rec_model::{PrecisionMode, Which};
 use reg4rec_tokenizer::{TokenizerKind, TokenizerReport};
@@ -170,6 +174,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
 
     // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`). The best weights' stage
     // key is the one it has always had, so runs cached before `which` existed are reused.
+    // A row named `*-paths` is searched path-ranked (`Rank::Paths`), every other one as `infer.rank` says.
     let eval = |name: &str,
                 model: &Done<Trained>,
                 stage: Stage,
@@ -178,6 +183,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         let mut infer = cfg.infer.clone();
         if let Some(t) = theta {
             infer.theta = t;
+        }
+        if name.ends_with(PATHS_SUFFIX) {
+            infer.rank = Rank::Paths;
         }
         let stage_name = format!("eval-{name}");
         let work = |_: &Path, _: bool| evaluate_dir(&model.dir, which, ctx, stage, &infer);
@@ -282,6 +290,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         row("tiger", &pre_tiger, Some(None), best)?,
         row("reg4rec", &full, corp, best)?,
         row("reg4rec-no-mpq", &no_mpq, corp, best)?,
+        row("tiger-paths", &pre_tiger, Some(None), best)?,
+        row(REG4REC_PATHS_ROW, &full, corp, best)?,
+        row("reg4rec-no-mpq-paths", &no_mpq, corp, best)?,
         row("reg4rec-no-pars", &pre, corp, best)?,
         row("reg4rec-no-msra", &no_msra, corp, best)?,
         row("reg4rec-no-corp", &full, Some(None), best)?,
@@ -299,11 +310,19 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         .find(|(r, _)| r.name == "reg4rec")
         .map(|(_, ranks)| ranks.clone())
         .unwrap_or_default();
+    let path_reference = ranked
+        .iter()
+        .find(|(r, _)| r.name == REG4REC_PATHS_ROW)
+        .map(|(_, ranks)| ranks.clone())
+        .unwrap_or_default();
     let rows = ranked
         .into_iter()
         .map(|(mut r, ranks)| {
             if r.name != "reg4rec" {
                 r.vs_reg4rec = PairedDiff::new(&ranks, &reference, cfg.pretrain.seed);
+            }
+            if r.name.ends_with(PATHS_SUFFIX) && r.name != REG4REC_PATHS_ROW {
+                r.vs_reg4rec_paths = PairedDiff::new(&ranks, &path_reference, cfg.pretrain.seed);
             }
             r
         })
@@ -358,6 +377,12 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         precision,
     })
 }
+
+/// The suffix of the path-ranked rows: the same model searched with `Rank::Paths`.
+pub const PATHS_SUFFIX: &str = "-paths";
+
+/// The full model, path-ranked: the reference of every other path-ranked row.
+pub const REG4REC_PATHS_ROW: &str = "reg4rec-paths";
 
 /// The row of the full model's alignment at its last step, shown when validation kept an earlier step.
 pub const LAST_STEP_ROW: &str = "reg4rec-last-step";

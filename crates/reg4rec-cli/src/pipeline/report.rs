@@ -55,6 +55,10 @@ pub struct MethodRow {
     /// (the generative rows, whose per-user ranks the pipeline keeps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_reg4rec: Option<PairedDiff>,
+    /// For a path-ranked row (`*-paths`), its test metrics minus `reg4rec-paths`'s on the same users, with
+    /// paired bootstrap 95% intervals: each mechanism against the full model in the mode where it acts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_reg4rec_paths: Option<PairedDiff>,
 }
 
 /// Resampled users for [`PairedDiff`].
@@ -99,6 +103,7 @@ impl MethodRow {
             eval_seconds,
             valid: None,
             vs_reg4rec: None,
+            vs_reg4rec_paths: None,
         }
     }
 
@@ -274,25 +279,26 @@ impl Report {
             .iter()
             .filter_map(|m| m.vs_reg4rec.map(|d| (m.name.as_str(), d)))
             .collect();
-        if !diffs.is_empty() {
-            s.push_str(&format!(
-                "\nEach row minus reg4rec on the same test users, with paired bootstrap 95% intervals \
-                 ({} resamples of the users; an interval that excludes 0 is a difference the test users \
-                 support):\n\n| method | R@10 diff | 95% interval | N@10 diff | 95% interval |\n|---|---|---|---|---|\n",
-                diffs[0].1.resamples
-            ));
-            for (name, d) in diffs {
-                s.push_str(&format!(
-                    "| {name} | {:+.4} | [{:+.4}, {:+.4}] | {:+.4} | [{:+.4}, {:+.4}] |\n",
-                    d.recall_10,
-                    d.recall_10_ci95[0],
-                    d.recall_10_ci95[1],
-                    d.ndcg_10,
-                    d.ndcg_10_ci95[0],
-                    d.ndcg_10_ci95[1]
-                ));
-            }
-        }
+        diff_table(
+            &mut s,
+            &format!(
+                "Each row minus reg4rec on the same test users, with paired bootstrap 95% intervals ({} \
+                 resamples of the users; an interval that excludes 0 is a difference the test users support):",
+                BOOTSTRAP_RESAMPLES
+            ),
+            &diffs,
+        );
+        let path_diffs: Vec<(&str, PairedDiff)> = self
+            .methods
+            .iter()
+            .filter_map(|m| m.vs_reg4rec_paths.map(|d| (m.name.as_str(), d)))
+            .collect();
+        diff_table(
+            &mut s,
+            "Path-ranked rows (`*-paths`: the list ordered by the reasoning path's score alone, no item head and \
+             no dense lookahead) minus reg4rec-paths on the same test users, paired bootstrap 95% intervals:",
+            &path_diffs,
+        );
         if let Some(anchors) = published_anchors(&self.dataset) {
             s.push_str(
                 "\nPublished anchors on the same dataset (test; R@5 / N@5 / R@10 / N@10), not from this run and \
@@ -435,5 +441,26 @@ mod tests {
         assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
         assert_eq!(relative_change(0.05, 0.05), "+0.0%");
         assert_eq!(relative_change(0.01, 0.0), "n/a");
+    }
+}
+
+/// A markdown table of paired differences under `header`, when there are any.
+fn diff_table(s: &mut String, header: &str, diffs: &[(&str, PairedDiff)]) {
+    if diffs.is_empty() {
+        return;
+    }
+    s.push_str(&format!(
+        "\n{header}\n\n| method | R@10 diff | 95% interval | N@10 diff | 95% interval |\n|---|---|---|---|---|\n"
+    ));
+    for (name, d) in diffs {
+        s.push_str(&format!(
+            "| {name} | {:+.4} | [{:+.4}, {:+.4}] | {:+.4} | [{:+.4}, {:+.4}] |\n",
+            d.recall_10,
+            d.recall_10_ci95[0],
+            d.recall_10_ci95[1],
+            d.ndcg_10,
+            d.ndcg_10_ci95[0],
+            d.ndcg_10_ci95[1]
+        ));
     }
 }
