@@ -31,8 +31,8 @@ for m in "${ms[@]}"; do
     "$bin" pretrain --dataset "$dataset" --preset "$preset" --tokenizer "$tok" --out "$pre" \
       "${path_sets[@]}" "${sets[@]}" > "$out/pretrain-m$m.json"
   fi
-  if [ ! -f "$out/test-m$m.json" ]; then
-    "$bin" eval --model "$pre" --split test --preset "$preset" --rank paths --json \
+  if [ ! -f "$out/test-m$m.json" ] || [ ! -f "$out/ranks-m$m.json" ]; then
+    "$bin" eval --model "$pre" --split test --preset "$preset" --rank paths --json --ranks "$out/ranks-m$m.json" \
       "${path_sets[@]}" "${sets[@]}" > "$out/test-m$m.json"
   fi
 done
@@ -57,7 +57,7 @@ print("| M | test R@10 | test N@10 | R@10 vs M=%s [95%%] | N@10 vs M=%s [95%%] |
 print("|---|---|---|---|---|---|---|---|---|")
 for m in ms:
     test, pre, tok = load(f"test-m{m}.json"), load(f"pretrain-m{m}.json"), load(f"tokenize-m{m}.json")
-    hit, ndcg = per_user(test["ranks"])
+    hit, ndcg = per_user(load(f"ranks-m{m}.json"))
     if base is None:
         base = (hit, ndcg)
         cmp = ("", "")

@@ -452,6 +452,16 @@ pub fn align(
     let device = cfg.device()?;
     let (mut policy, pre_cfg) = load_model(pretrained, Which::Best, codes, device)?;
     let (reference, _) = load_model(pretrained, Which::Best, codes, device)?;
+    if policy.config().path != reg4rec_model::PathScore::Open {
+        // GRPO's rollouts and surrogate score each step with the open-codebook softmax of the decoder at the
+        // path's prefix; a `codebook` or `parallel` path scores its tokens otherwise, so aligning it would train
+        // a policy that is not the one the search follows.
+        return Err(AlignError::Input(format!(
+            "{}: model.path = {:?}; alignment (GRPO) supports the `open` path score only",
+            pretrained.display(),
+            policy.config().path
+        )));
+    }
     let pre_best: Best = read_json(&RunDir::new(pretrained).best())?;
     let hash = codes_hash(codes);
     if pre_cfg.n_items != ds.n_items() || pre_cfg.n_categories != ds.n_categories() {

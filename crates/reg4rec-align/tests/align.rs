@@ -511,6 +511,46 @@ fn pretrained(dir: &std::path::Path, ds: &Dataset, split: &LeaveOneOut, codes: &
     .unwrap();
 }
 
+/// GRPO scores steps with the open-codebook softmax: a model whose paths are scored otherwise is refused with
+/// an error naming the directory and the setting, before any step.
+#[test]
+fn align_refuses_a_model_whose_paths_it_does_not_score() {
+    let _rng = reg4rec_model::torch_rng_lock();
+    std::env::set_var("REG4REC_NO_PROGRESS", "1");
+    let (ds, codes) = synthetic(12, 24, 7);
+    let split = LeaveOneOut::new(&ds);
+    let tmp = tempfile::tempdir().unwrap();
+    let pre = tmp.path().join("pre");
+    let m = ModelConfig {
+        path: reg4rec_model::PathScore::Parallel,
+        ..ModelConfig::preset("smoke").unwrap()
+    };
+    let t = TrainConfig {
+        epochs: 1,
+        ..TrainConfig::preset("smoke").unwrap()
+    };
+    pretrain(&ds, &split, &codes, &m, &t, &pre, false, Default::default()).unwrap();
+    let cfg = AlignConfig::preset("smoke").unwrap();
+    let out = tmp.path().join("aligned");
+    let e = align(
+        &ds,
+        &split,
+        &codes,
+        &pre,
+        &cfg,
+        &out,
+        false,
+        Default::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model.path = Parallel") && e.contains("pre"),
+        "{e}"
+    );
+    assert!(!out.join("metrics.jsonl").exists(), "nothing was trained");
+}
+
 #[test]
 fn align_logs_keeps_the_best_and_resumes_exactly() {
     // The tests seed libtorch's process-global generator: one at a time.

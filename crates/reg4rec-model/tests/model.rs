@@ -437,6 +437,17 @@ fn weights_round_trip_through_safetensors() {
     );
 }
 
+/// Every (history, next item) pair of the training sequences after their first position.
+fn training_pairs(split: &LeaveOneOut) -> Vec<(&[u32], u32)> {
+    let mut pairs: Vec<(&[u32], u32)> = Vec::new();
+    for s in &split.train {
+        for t in 1..s.len() {
+            pairs.push((&s[..t], s[t]));
+        }
+    }
+    pairs
+}
+
 fn overfit_configs() -> (ModelConfig, TrainConfig) {
     let m = ModelConfig {
         dropout: 0.0,
@@ -479,12 +490,7 @@ fn overfits_a_tiny_dataset_and_regenerates_the_items() {
     assert_eq!(cfg.n_items, 8);
     // Every training position after the first (whose empty history cannot tell the users apart) is learnt: a
     // near-zero loss, and greedy decoding regenerates its target and category.
-    let mut pairs: Vec<(&[u32], u32)> = Vec::new();
-    for s in &split.train {
-        for t in 1..s.len() {
-            pairs.push((&s[..t], s[t]));
-        }
-    }
+    let pairs = training_pairs(&split);
     let batch = builder(&model, &ds, &codes).last(&pairs).unwrap();
     let loss = value(&sequence_loss(&model, &batch, W, false).total);
     assert!(loss < 0.1, "loss {loss}");
@@ -545,12 +551,7 @@ fn path_scored_models_rank_the_target_first() {
         .unwrap();
         let (model, _) = load_model(dir.path(), Which::Latest, &codes, Device::Cpu).unwrap();
         assert_eq!(model.config().path, path);
-        let mut pairs: Vec<(&[u32], u32)> = Vec::new();
-        for s in &split.train {
-            for t in 1..s.len() {
-                pairs.push((&s[..t], s[t]));
-            }
-        }
+        let pairs = training_pairs(&split);
         let hist: Vec<&[u32]> = pairs.iter().map(|p| p.0).collect();
         let ctx = model.contexts(&hist).unwrap().hidden;
         let n = pairs.len() as i64;

@@ -2,7 +2,7 @@
 
 use crate::args::{ConfigArgs, SearchArgs};
 use crate::ops;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use reg4rec_data::split::Stage;
 use reg4rec_data::LeaveOneOut;
@@ -30,6 +30,10 @@ pub struct EvalArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Also write each user's 0-based target rank (`null`: not in the list), in the split's user order, to this
+    /// JSON file: paired comparisons of two models on the same users (`scripts/m-curve.sh`).
+    #[arg(long)]
+    pub ranks: Option<PathBuf>,
 }
 
 /// The `--checkpoint` choices.
@@ -51,6 +55,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let ds = rec.training_data()?;
     let split = LeaveOneOut::new(&ds);
     let report = ops::evaluate_model(rec.model(), rec.codes(), &split, a.split, rec.infer())?;
+    if let Some(path) = &a.ranks {
+        reg4rec_data::io::write_json_atomic(path, &report.ranks)
+            .with_context(|| format!("writing the ranks to {}", path.display()))?;
+    }
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
