@@ -236,6 +236,7 @@ impl PerExampleModel {
         let out = self.decode(&memory, &fed.narrow(1, 0, m - 1));
         let (token, category) = step_losses(
             reg4rec_model::Mode::Reg4rec,
+            reg4rec_model::PathScore::Open,
             reg4rec_model::config::StepTarget::Set,
             &self.vocab,
             &out,
