@@ -431,19 +431,6 @@ fn published_anchors(dataset: &str) -> Option<&'static [(&'static str, [f64; 4])
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::relative_change;
-
-    #[test]
-    fn relative_change_is_a_signed_percentage_of_the_reference() {
-        assert_eq!(relative_change(0.0475, 0.05), "-5.0%");
-        assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
-        assert_eq!(relative_change(0.05, 0.05), "+0.0%");
-        assert_eq!(relative_change(0.01, 0.0), "n/a");
-    }
-}
-
 /// A markdown table of paired differences under `header`, when there are any.
 fn diff_table(s: &mut String, header: &str, diffs: &[(&str, PairedDiff)]) {
     if diffs.is_empty() {
@@ -462,5 +449,18 @@ fn diff_table(s: &mut String, header: &str, diffs: &[(&str, PairedDiff)]) {
             d.ndcg_10_ci95[0],
             d.ndcg_10_ci95[1]
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_change;
+
+    #[test]
+    fn relative_change_is_a_signed_percentage_of_the_reference() {
+        assert_eq!(relative_change(0.0475, 0.05), "-5.0%");
+        assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
+        assert_eq!(relative_change(0.05, 0.05), "+0.0%");
+        assert_eq!(relative_change(0.01, 0.0), "n/a");
     }
 }
