@@ -4,7 +4,7 @@ use crate::error::{InferError, Result};
 use serde::{Deserialize, Serialize};
 
 /// What orders the items a search generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rank {
     /// The path score plus `dense_weight` times the model's dense item score, with the dense lookahead when
@@ -27,16 +27,6 @@ impl std::str::FromStr for Rank {
                 "rank",
                 format!("`{s}`: expected `paths` or `hybrid`"),
             )),
-        }
-    }
-}
-
-impl Rank {
-    /// The name reports and the CLI use: `paths` or `hybrid`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rank::Hybrid => "hybrid",
-            Rank::Paths => "paths",
         }
     }
 }

@@ -287,22 +287,19 @@ impl Recommender {
     ) -> Result<(Vec<Result<Recommendations>>, SearchStats)> {
         let mut out: Vec<Option<Result<Recommendations>>> =
             (0..queries.len()).map(|_| None).collect();
-        let mut groups: BTreeMap<(usize, &'static str), Vec<(usize, Prepared)>> = BTreeMap::new();
+        let mut groups: BTreeMap<(usize, Rank), Vec<(usize, Prepared)>> = BTreeMap::new();
         for (i, q) in queries.iter().enumerate() {
             match self.prepare(q) {
-                Ok(p) => groups
-                    .entry((p.beam, p.rank.name()))
-                    .or_default()
-                    .push((i, p)),
+                Ok(p) => groups.entry((p.beam, p.rank)).or_default().push((i, p)),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
         let mut stats = SearchStats::default();
         let _guard = tch::no_grad_guard();
-        for ((beam, _), group) in groups {
+        for ((beam, rank), group) in groups {
             let cfg = InferConfig {
                 beam,
-                rank: group[0].1.rank,
+                rank,
                 top_n: group.iter().map(|(_, p)| p.k).max().unwrap_or(1),
                 exclude_history: false,
                 ..self.infer.clone()
