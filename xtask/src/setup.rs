@@ -18,9 +18,13 @@ const LEAN_PACKAGES: [&str; 3] = [
     "nvidia-cuda-cupti==13.0.85",
 ];
 
-/// Workspace root (the parent of `xtask/`).
+/// Workspace root (the parent of `xtask/`). `cargo xtask` (`cargo run`) sets `CARGO_MANIFEST_DIR` when it runs the
+/// binary, so a checkout whose `CARGO_TARGET_DIR` is shared with another one sets itself up and tests itself, not
+/// the checkout the binary was first compiled in; the compile-time value is the fallback.
 pub fn root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
