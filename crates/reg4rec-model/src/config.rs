@@ -191,6 +191,11 @@ pub struct TrainConfig {
     /// other, not only token by token. Its cost grows with the catalogue, as the item head's; 0 turns it off.
     /// Default 0.
     pub lambda_path: f64,
+    /// Weight of the item head's distillation into the path: the cross-entropy of the path's item-level
+    /// distribution (as `lambda_path`'s) against the item head's softmax over every item (detached: the item
+    /// head teaches, the path learns). Needs an item head; inference still never reads the item head in a
+    /// path-ranked list. 0 turns it off. Default 0.
+    pub lambda_distill: f64,
     /// Run the linear layers and attention in bf16 (weights, optimizer and loss stay f32). Default false.
     pub bf16: bool,
     /// Compute precision of the transformer's linear layers (`--precision`): `fp32`, `bf16` (the same as
@@ -232,6 +237,7 @@ impl Default for TrainConfig {
             lambda_cat: 0.5,
             lambda_item: 1.0,
             lambda_path: 0.0,
+            lambda_distill: 0.0,
             bf16: false,
             precision: PrecisionMode::Fp32,
             ladq: LadqConfig::default(),
@@ -312,6 +318,7 @@ impl TrainConfig {
             ("lambda_cat", self.lambda_cat),
             ("lambda_item", self.lambda_item),
             ("lambda_path", self.lambda_path),
+            ("lambda_distill", self.lambda_distill),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(ModelError::config(field, format!("must be >= 0, got {v}")));
@@ -334,6 +341,7 @@ impl TrainConfig {
             lambda_cat: self.lambda_cat,
             lambda_item: self.lambda_item,
             lambda_path: self.lambda_path,
+            lambda_distill: self.lambda_distill,
         }
     }
 

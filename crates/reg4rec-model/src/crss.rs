@@ -46,12 +46,14 @@ pub struct Objective {
     pub lambda_item: f64,
     /// The path's item-level cross-entropy over first-step path scores (`TrainConfig::lambda_path`).
     pub lambda_path: f64,
+    /// The item head's distillation into the path's item-level distribution (`TrainConfig::lambda_distill`).
+    pub lambda_distill: f64,
 }
 
 /// Losses of one batch (scalars, means over its targets).
 #[derive(Debug)]
 pub struct CrssLoss {
-    /// `token + lambda_cat * category + lambda_item * item + lambda_path * path`.
+    /// `token + lambda_cat * category + lambda_item * item + lambda_path * path + lambda_distill * distill`.
     pub total: Tensor,
     /// The set-valued token loss, per step.
     pub token: Tensor,
@@ -61,6 +63,9 @@ pub struct CrssLoss {
     pub item: Tensor,
     /// The path's item-level cross-entropy (zero when `lambda_path` is 0).
     pub path: Tensor,
+    /// The path's item-level cross-entropy against the item head's distribution (zero when `lambda_distill`
+    /// is 0).
+    pub distill: Tensor,
 }
 
 /// The order in which `targets` (`[N, M]` tokens in codebook order) are fed to the decoder after `context`
@@ -305,29 +310,41 @@ pub fn crss_loss(
         Mode::Tiger => 0.0,
     };
     let zero = || Tensor::zeros([], (Kind::Float, targets.device()));
-    let item = if model.config().item_head {
-        model
-            .item_logits(context, &enc.items, seen, train)
-            .cross_entropy_for_logits(items)
-    } else {
-        zero()
+    let item_logits = model
+        .config()
+        .item_head
+        .then(|| model.item_logits(context, &enc.items, seen, train));
+    let item = match &item_logits {
+        Some(l) => l.cross_entropy_for_logits(items),
+        None => zero(),
     };
-    let path_loss = if weights.lambda_path > 0.0 {
+    let distill_on = weights.lambda_distill > 0.0 && item_logits.is_some();
+    let path_logp = (weights.lambda_path > 0.0 || distill_on).then(|| {
         model
             .path_item_logits(&hidden.select(1, 0), train)
-            .cross_entropy_for_logits(items)
-    } else {
-        zero()
+            .log_softmax(-1, Kind::Float)
+    });
+    let path_loss = match &path_logp {
+        Some(l) if weights.lambda_path > 0.0 => l.nll_loss(items),
+        _ => zero(),
+    };
+    let distill = match (&path_logp, &item_logits) {
+        (Some(l), Some(teacher)) if distill_on => -(teacher.detach().softmax(-1, Kind::Float) * l)
+            .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+            .mean(Kind::Float),
+        _ => zero(),
     };
     CrssLoss {
         total: &token
             + &category * lambda_cat
             + &item * weights.lambda_item
-            + &path_loss * weights.lambda_path,
+            + &path_loss * weights.lambda_path
+            + &distill * weights.lambda_distill,
         token,
         category,
         item,
         path: path_loss,
+        distill,
     }
 }
 

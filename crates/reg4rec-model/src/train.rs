@@ -221,6 +221,7 @@ impl reg4rec_train::Objective<SeqBatch> for CrssObjective<'_> {
                 ("category_loss", loss.category.double_value(&[])),
                 ("item_loss", loss.item.double_value(&[])),
                 ("path_loss", loss.path.double_value(&[])),
+                ("distill_loss", loss.distill.double_value(&[])),
             ],
         })
     }

@@ -79,6 +79,7 @@ const W: Objective = Objective {
     lambda_cat: 0.5,
     lambda_item: 1.0,
     lambda_path: 0.0,
+    lambda_distill: 0.0,
 };
 
 fn value(t: &Tensor) -> f64 {
@@ -223,6 +224,56 @@ fn the_repeat_bias_applies_to_seen_items_only_and_is_learned() {
     };
     let e = bad.validate().unwrap_err();
     assert!(e.to_string().contains("repeat_bias"), "{e}");
+}
+
+/// The item head's distillation into a parallel path: the cross-entropy of the path's item-level
+/// distribution against the item head's softmax, with the item head a fixed teacher (no gradient reaches what
+/// only the item head reads, such as its repeat bias).
+#[test]
+fn distillation_is_the_path_cross_entropy_against_the_detached_item_head() {
+    let _serial = serial();
+    let (ds, codes) = synthetic(10, 1, 3);
+    tch::manual_seed(4);
+    let cfg = ModelConfig {
+        path: PathScore::Parallel,
+        repeat_bias: true,
+        ..ModelConfig::preset("smoke").unwrap()
+    };
+    let model = Reg4RecModel::new(&cfg, &codes, 3, Device::Cpu).unwrap();
+    let batch = builder(&model, &ds, &codes)
+        .sequences(&[&[1, 2, 3, 4], &[5, 6]])
+        .unwrap();
+    let only_distill = Objective {
+        lambda_cat: 0.0,
+        lambda_item: 0.0,
+        lambda_distill: 1.0,
+        ..W
+    };
+    let loss = sequence_loss(&model, &batch, only_distill, false);
+    let (context, enc) = target_contexts(&model, &batch, false);
+    let teacher = model
+        .item_logits(&context, &enc.items, &batch.seen, false)
+        .softmax(-1, Kind::Float);
+    let first = model.first_state(&context, false);
+    let student = model
+        .path_item_logits(&first, false)
+        .log_softmax(-1, Kind::Float);
+    let want = value(&-(teacher * student).sum(Kind::Float)) / batch.n_targets as f64;
+    assert!(
+        (value(&loss.distill) - want).abs() < 1e-5,
+        "{} vs {want}",
+        value(&loss.distill)
+    );
+    assert_eq!(value(&loss.path), 0.0);
+    // Only the token loss and the distillation: the repeat bias (read by the item head alone) gets no gradient.
+    loss.total.backward();
+    let grad = model.var_store().variables()["repeat_bias"].grad();
+    assert!(!grad.defined() || value(&grad.abs().sum(Kind::Float)) == 0.0);
+    let head = model.var_store().variables()["token_head.weight"].grad();
+    assert!(
+        value(&head.abs().sum(Kind::Float)) > 0.0,
+        "the path's token rows learn from the distillation"
+    );
 }
 
 #[test]
