@@ -57,7 +57,8 @@ print("| M | test R@10 | test N@10 | R@10 vs M=%s [95%%] | N@10 vs M=%s [95%%] |
 print("|---|---|---|---|---|---|---|---|---|")
 for m in ms:
     test, pre, tok = load(f"test-m{m}.json"), load(f"pretrain-m{m}.json"), load(f"tokenize-m{m}.json")
-    hit, ndcg = per_user(load(f"ranks-m{m}.json"))
+    ranks = load(f"ranks-m{m}.json")
+    hit, ndcg = per_user(ranks["all"] if isinstance(ranks, dict) else ranks)
     if base is None:
         base = (hit, ndcg)
         cmp = ("", "")

@@ -149,8 +149,8 @@ fn main() -> Result<()> {
         ranks.push(report.ranks);
     }
     // The lookahead against re-ranking the beam's items, over the same users.
-    let (r_a, n_a) = per_user_at(&ranks[2], 10);
-    let (r_b, n_b) = per_user_at(&ranks[1], 10);
+    let (r_a, n_a) = per_user_at(&ranks[2].all, 10);
+    let (r_b, n_b) = per_user_at(&ranks[1].all, 10);
     let line = serde_json::json!({
         "paired": "beam-lookahead minus beam-combined",
         "recall_10": paired_bootstrap_95(&r_a, &r_b, 1000, 0),

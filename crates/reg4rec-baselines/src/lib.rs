@@ -12,6 +12,6 @@ pub mod sasrec;
 pub mod trainer;
 
 pub use error::{BaselineError, Result};
-pub use popularity::evaluate_popularity;
+pub use popularity::{evaluate_popularity, popularity_ranks};
 pub use sasrec::{SasRec, SasRecConfig};
 pub use trainer::{train_sasrec, EpochLog, SasRecModel, SasRecReport};

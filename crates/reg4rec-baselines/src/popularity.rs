@@ -6,7 +6,7 @@
 //! Ranking is full (all items; the user's own history items only leave it when asked) with the pessimistic ties of `reg4rec_data::metrics`, so all items
 //! sharing the target's count rank above it.
 
-use reg4rec_data::metrics::MetricAccumulator;
+use reg4rec_data::metrics::{filtered_rank, sorted_history, UserRanks};
 use reg4rec_data::split::Stage;
 use reg4rec_data::{LeaveOneOut, Metrics};
 
@@ -31,7 +31,8 @@ pub fn popularity_scores(split: &LeaveOneOut, n_items: usize) -> Vec<f32> {
 
 /// Full-ranking Recall/NDCG@{5,10,20} of the popularity ranking on `stage`'s targets. With `exclude_history`
 /// each user's own history items (training part, plus the validation item for the test stage) leave the ranking
-/// first (a target that is itself a history item is then not ranked, as in `reg4rec-infer`).
+/// first (a target that is itself a history item is then not ranked, as in `reg4rec-infer`): the filtered
+/// protocol of [`popularity_ranks`].
 ///
 /// A target outside `0..n_items` counts as not ranked (it cannot be recommended).
 pub fn evaluate_popularity(
@@ -40,45 +41,47 @@ pub fn evaluate_popularity(
     stage: Stage,
     exclude_history: bool,
 ) -> Metrics {
+    let ranks = popularity_ranks(split, n_items, stage);
+    match exclude_history {
+        true => ranks.filtered_metrics(),
+        false => ranks.metrics(),
+    }
+}
+
+/// Every user's 0-based target rank in the popularity ranking on `stage`, under both protocols (all items;
+/// the user's whole history removed first).
+pub fn popularity_ranks(split: &LeaveOneOut, n_items: usize, stage: Stage) -> UserRanks {
     let counts = popularity_counts(split, n_items);
     // rank(target) = #items with count >= count(target), minus the target itself (pessimistic ties):
     // one sort, then a binary search per user instead of a pass over all items.
     let mut sorted = counts.clone();
     sorted.sort_unstable();
-    let mut acc = MetricAccumulator::new();
+    let mut ranks = UserRanks::default();
     for u in 0..split.n_users() {
-        let target = split.target(u, stage) as usize;
-        match counts.get(target) {
+        let target = split.target(u, stage);
+        match counts.get(target as usize) {
             Some(&c) => {
                 let below = sorted.partition_point(|&x| x < c);
-                let mut rank = Some(n_items - below - 1);
-                if exclude_history {
-                    let mut history = split.history(u, stage, usize::MAX);
-                    history.sort_unstable();
-                    history.dedup();
-                    if history.binary_search(&(target as u32)).is_ok() {
-                        rank = None; // a repeated item left the ranking with the rest of the history
-                    } else {
-                        // History items that ranked above the target leave the ranking.
-                        let above = history
-                            .iter()
-                            .filter(|&&i| counts.get(i as usize).is_some_and(|&h| h >= c))
-                            .count();
-                        rank = rank.map(|r| r - above);
-                    }
-                }
-                acc.add_rank(rank);
+                let rank = n_items - below - 1;
+                let history = sorted_history(&split.history(u, stage, usize::MAX));
+                let score_at = |i: u32| {
+                    counts
+                        .get(i as usize)
+                        .map_or(f32::NEG_INFINITY, |&h| h as f32)
+                };
+                let filtered = filtered_rank(rank, target, c as f32, &history, score_at);
+                ranks.push(Some(rank), filtered);
             }
-            None => acc.add_rank(None),
+            None => ranks.push(None, None),
         }
     }
-    acc.finish()
+    ranks
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reg4rec_data::metrics::rank_of;
+    use reg4rec_data::metrics::{rank_of, MetricAccumulator};
 
     fn split(train: Vec<Vec<u32>>, valid: Vec<u32>, test: Vec<u32>) -> LeaveOneOut {
         LeaveOneOut {

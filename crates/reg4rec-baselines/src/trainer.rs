@@ -15,7 +15,8 @@
 use crate::error::{BaselineError, Result};
 use crate::sasrec::{SasRec, SasRecConfig};
 use reg4rec_data::io::{read_json, write_json_atomic};
-use reg4rec_data::metrics::MetricAccumulator;
+use reg4rec_data::metrics::UserRanks;
+use reg4rec_data::ranking::tensor_ranks;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{LeaveOneOut, Metrics};
 use reg4rec_train::checkpoint::FORMAT_VERSION;
@@ -26,7 +27,7 @@ use reg4rec_train::{
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Reduction, Tensor};
 
 /// What a finished training run reports (also written to `report.json` in the run directory).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,16 @@ pub struct SasRecReport {
     pub valid: Metrics,
     /// Test metrics of the restored best checkpoint (history = training part + validation item).
     pub test: Metrics,
+    /// Validation metrics under the history-filtered protocol (the user's history removed before ranking;
+    /// the same as `valid` when `exclude_history` is on). All zeros in reports written before it was kept.
+    #[serde(default)]
+    pub valid_filtered: Metrics,
+    /// Test metrics under the history-filtered protocol.
+    #[serde(default)]
+    pub test_filtered: Metrics,
+    /// Every test user's target rank under both protocols, in the split's user order (paired comparisons).
+    #[serde(default)]
+    pub test_ranks: UserRanks,
     /// Wall-clock seconds of the training loop, periodic validation included, summed over resumed runs.
     pub train_seconds: f64,
     /// Wall-clock seconds of the final validation + test scoring.
@@ -193,13 +204,25 @@ impl SasRecModel {
     /// Full-ranking metrics on `stage`: users in batches of `eval_batch_size`, one matmul against the item table
     /// per batch, the target's rank counted on the tensor (pessimistic ties, as `reg4rec_data::metrics::rank_of`).
     /// With `config.exclude_history` every item of the user's whole history (not only the `max_len` the model
-    /// reads) is removed from the ranking first, and a target that repeats a history item is not ranked.
+    /// reads) is removed from the ranking first, and a target that repeats a history item is not ranked: the
+    /// filtered protocol of [`Self::ranks`].
     pub fn evaluate(&self, split: &LeaveOneOut, stage: Stage) -> Result<Metrics> {
+        let ranks = self.ranks(split, stage)?;
+        Ok(match self.config.exclude_history {
+            true => ranks.filtered_metrics(),
+            false => ranks.metrics(),
+        })
+    }
+
+    /// Every user's 0-based full-ranking target rank on `stage`, in the split's user order, under both
+    /// protocols: every item ranked, and the items of the user's whole history removed first (a target that
+    /// repeats one is not ranked). Pessimistic ties in both.
+    pub fn ranks(&self, split: &LeaveOneOut, stage: Stage) -> Result<UserRanks> {
         check_split(split, self.n_items)?;
         // Similar lengths together: less padding, same results (padding is masked out).
         let mut users: Vec<usize> = (0..split.n_users()).collect();
         users.sort_by_key(|&u| split.train[u].len());
-        let mut acc = MetricAccumulator::new();
+        let mut by_user = vec![(None, None); split.n_users()];
         for chunk in users.chunks(self.config.eval_batch_size) {
             let histories: Vec<Vec<u32>> = chunk
                 .iter()
@@ -209,76 +232,20 @@ impl SasRecModel {
                 .iter()
                 .map(|&u| split.target(u, stage) as i64)
                 .collect();
-            let mut scores = self.score(&histories)?; // [users, n_items]
-            if self.config.exclude_history {
-                exclude_items(&mut scores, &histories);
-            }
-            for ((r, h), &t) in ranks_on_tensor(&scores, &targets)?
-                .into_iter()
-                .zip(&histories)
-                .zip(&targets)
+            let scores = self.score(&histories)?; // [users, n_items]
+            for (&u, (all, filtered)) in chunk
+                .iter()
+                .zip(tensor_ranks(&scores, &targets, &histories)?)
             {
-                // A repeated target left the ranking with the rest of the history.
-                let repeated = self.config.exclude_history && h.contains(&(t as u32));
-                acc.add_rank((!repeated).then_some(r));
+                by_user[u] = (Some(all), filtered);
             }
         }
-        Ok(acc.finish())
+        let mut out = UserRanks::default();
+        for (all, filtered) in by_user {
+            out.push(all, filtered);
+        }
+        Ok(out)
     }
-}
-
-/// 0-based pessimistic rank of each row's target: the number of other items whose score is not below the
-/// target's (`!(s < t)`, so NaN scores count as above, exactly like `reg4rec_data::metrics::rank_of`).
-/// `scores`: [users, n_items]; `targets`: one item per row, each below `n_items`.
-///
-/// A shape that does not match or a target out of range is an error, never a shorter list: every user of an
-/// evaluation gets a rank.
-pub fn ranks_on_tensor(scores: &Tensor, targets: &[i64]) -> Result<Vec<usize>> {
-    let &[rows, n_items] = scores.size().as_slice() else {
-        return Err(BaselineError::input(
-            "scores",
-            format!("expected [users, items], got shape {:?}", scores.size()),
-        ));
-    };
-    if rows != targets.len() as i64 {
-        return Err(BaselineError::input(
-            "targets",
-            format!("{} targets for {rows} rows of scores", targets.len()),
-        ));
-    }
-    if let Some(&t) = targets.iter().find(|&&t| !(0..n_items).contains(&t)) {
-        return Err(BaselineError::input(
-            "targets",
-            format!("item {t} is outside the {n_items} scored items"),
-        ));
-    }
-    let ranks = || -> std::result::Result<Vec<i64>, tch::TchError> {
-        let t = Tensor::from_slice(targets)
-            .to_device(scores.device())
-            .unsqueeze(1); // [users, 1]
-        let target_scores = scores.f_gather(1, &t, false)?; // [users, 1]
-        let not_below = scores
-            .f_lt_tensor(&target_scores)?
-            .f_logical_not()?
-            .f_sum_dim_intlist(1, false, Kind::Int64)?; // [users], includes the target itself
-        Vec::<i64>::try_from(&(not_below - 1))
-    };
-    let ranks = ranks().map_err(|e| BaselineError::torch("ranking the targets", e))?;
-    Ok(ranks.into_iter().map(|r| r.max(0) as usize).collect())
-}
-
-/// Sets the score of every listed item of each row to -inf, so it ranks after every other item (a target among
-/// them can still be ranked: pessimistic ties put it last). `scores`: [rows, n_items], contiguous (as
-/// [`SasRecModel::score`] returns them); `items`: one list per row, ids below `n_items`.
-fn exclude_items(scores: &mut Tensor, items: &[Vec<u32>]) {
-    let n_items = scores.size()[1];
-    let flat: Vec<i64> = items
-        .iter()
-        .enumerate()
-        .flat_map(|(r, row)| row.iter().map(move |&i| r as i64 * n_items + i as i64))
-        .collect();
-    let mut view = scores.view([-1]);
-    let _ = view.index_fill_(0, &Tensor::from_slice(&flat), f64::NEG_INFINITY);
 }
 
 /// Left-pads histories to the longest one: [rows, steps] int64 with `pad` in front.
@@ -588,11 +555,18 @@ pub fn train_sasrec(
     })?;
     model.load_weights(&run_dir.join(&best.weights))?;
     let started = Instant::now();
-    let valid = model.evaluate(split, Stage::Valid)?;
-    let test = model.evaluate(split, Stage::Test)?;
+    let valid_ranks = model.ranks(split, Stage::Valid)?;
+    let test_ranks = model.ranks(split, Stage::Test)?;
+    let configured = |r: &UserRanks| match config.exclude_history {
+        true => r.filtered_metrics(),
+        false => r.metrics(),
+    };
     let report = SasRecReport {
-        valid,
-        test,
+        valid: configured(&valid_ranks),
+        test: configured(&test_ranks),
+        valid_filtered: valid_ranks.filtered_metrics(),
+        test_filtered: test_ranks.filtered_metrics(),
+        test_ranks,
         train_seconds: report.total_seconds,
         eval_seconds: started.elapsed().as_secs_f64(),
         epochs: report.epochs,

@@ -1,12 +1,11 @@
 //! Behaviour of SASRec-CE a user relies on: causality, padding invariance, learning, checkpoints and resume.
 
-use reg4rec_baselines::trainer::ranks_on_tensor;
 use reg4rec_baselines::{train_sasrec, SasRecConfig, SasRecModel};
-use reg4rec_data::metrics::{rank_of, MetricAccumulator};
+use reg4rec_data::metrics::MetricAccumulator;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use reg4rec_train::{LrSchedule, Schedule};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// libtorch's random generator is global: tests that initialise or train models take turns, so that each run's
 /// dropout masks and initial weights come from its own seed only.
@@ -93,37 +92,6 @@ fn scores_do_not_depend_on_the_batch() {
     assert!(alone.get(0).allclose(&batched.get(0), 1e-5, 1e-5, false));
     let e = m.score(&[vec![30]]).unwrap_err().to_string();
     assert!(e.contains("item 30"), "{e}");
-}
-
-#[test]
-fn tensor_ranks_equal_rank_of_including_ties_and_nan() {
-    let _rng = rng_lock();
-    tch::manual_seed(3);
-    let scores = Tensor::randn([6, 50], (Kind::Float, tch::Device::Cpu)).round(); // many ties
-    let _ = scores.get(5).get(7).fill_(f64::NAN);
-    let targets = [0i64, 3, 49, 10, 25, 7];
-    let ranks = ranks_on_tensor(&scores, &targets).unwrap();
-    for (r, &t) in targets.iter().enumerate() {
-        let row = Vec::<f32>::try_from(&scores.get(r as i64)).unwrap();
-        assert_eq!(ranks[r], rank_of(&row, t as usize), "row {r}");
-    }
-    assert_eq!(ranks[5], 49);
-}
-
-/// A failed ranking is an error naming what is wrong, never a shorter list (which would let the metrics
-/// silently cover fewer users).
-#[test]
-fn tensor_ranks_refuse_mismatched_input() {
-    let scores = Tensor::zeros([3, 10], (Kind::Float, tch::Device::Cpu));
-    let e = ranks_on_tensor(&scores, &[0, 1]).unwrap_err().to_string();
-    assert!(e.contains("2 targets for 3 rows"), "{e}");
-    let e = ranks_on_tensor(&scores, &[0, 10, 1])
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("item 10 is outside the 10 scored items"), "{e}");
-    let flat = Tensor::zeros([10], (Kind::Float, tch::Device::Cpu));
-    assert!(ranks_on_tensor(&flat, &[0]).is_err());
-    assert_eq!(ranks_on_tensor(&scores, &[0, 9, 4]).unwrap(), [9, 9, 9]);
 }
 
 #[test]

@@ -364,6 +364,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         "tiger-paths",
         "reg4rec-paths",
         "reg4rec-no-mpq-paths",
+        "item-head",
     ] {
         assert!(names.contains(&expected), "{names:?}");
     }
@@ -405,24 +406,43 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         // Every generative row but the full model carries its paired difference to it, inside its interval,
         // and the difference is the difference of the rows' metrics.
         let name = m["name"].as_str().unwrap();
-        let generative = name.starts_with("reg4rec-") || name.starts_with("tiger");
+        let generative =
+            name.starts_with("reg4rec-") || name.starts_with("tiger") || name == "item-head";
         assert_eq!(m.get("vs_reg4rec").is_some(), generative, "{name}");
         // A path-ranked row also carries its difference to the full model ranked by its paths.
         let against_paths = name.ends_with("-paths") && name != "reg4rec-paths";
         assert_eq!(m.get("vs_reg4rec_paths").is_some(), against_paths, "{name}");
+        // Every row has its metrics under the history-filtered protocol, and every row but the baseline its
+        // paired difference to sasrec-ce under that protocol.
+        for k in ["recall@5", "recall@10", "ndcg@10", "ndcg@20"] {
+            let v = m["filtered"][k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{name} filtered {k} = {v}");
+        }
+        assert_eq!(
+            m.get("vs_sasrec_ce").is_some(),
+            name != "sasrec-ce",
+            "{name}"
+        );
         let mut checks = Vec::new();
         if generative {
-            checks.push(("reg4rec", "vs_reg4rec"));
+            checks.push(("reg4rec", "vs_reg4rec", false));
         }
         if against_paths {
-            checks.push(("reg4rec-paths", "vs_reg4rec_paths"));
+            checks.push(("reg4rec-paths", "vs_reg4rec_paths", false));
         }
-        for (reference, field) in checks {
+        if name != "sasrec-ce" {
+            checks.push(("sasrec-ce", "vs_sasrec_ce", true));
+        }
+        for (reference, field, filtered) in checks {
             let full = methods.iter().find(|f| f["name"] == reference).unwrap();
             let d = &m[field];
+            let (row, full) = match filtered {
+                true => (&m["filtered"], &full["filtered"]),
+                false => (m, full),
+            };
             for (k, field) in [("recall@10", "recall_10"), ("ndcg@10", "ndcg_10")] {
                 let diff = d[field].as_f64().unwrap();
-                let want = m[k].as_f64().unwrap() - full[k].as_f64().unwrap();
+                let want = row[k].as_f64().unwrap() - full[k].as_f64().unwrap();
                 assert!(
                     (diff - want).abs() < 1e-9,
                     "{} {k}: {diff} vs {want}",
@@ -466,6 +486,10 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| sasrec-ce |"));
     assert!(md.contains("applied to the test split"), "{md}");
+    assert!(md.contains("history-filtered protocol"), "{md}");
+    // The protocol counts the targets that repeat a history item (a known answer: the toy log has none).
+    let history = report["protocol"]["history"].as_str().unwrap();
+    assert!(history.starts_with("0 of 60 test targets"), "{history}");
     // Every figure is drawn as SVG and PNG, has data in it (the first series' colour marks its legend entry and
     // at least one curve or bar), and both files are linked from report.md.
     let figures: Vec<(&str, &str)> = report["figures"]

@@ -102,6 +102,23 @@ pub struct DatasetStats {
     pub largest_category_share: f64,
     /// Number of items per category, in `category_names` order.
     pub category_items: Vec<(String, usize)>,
+    /// How often an interaction repeats an item already in its user's history: what a learned repeat bias
+    /// (a score added to history items) can learn, and how far the history-filtered protocol differs from
+    /// the unfiltered one.
+    pub repeats: RepeatStats,
+}
+
+/// Repeated items in the leave-one-out split (users with at least 3 interactions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RepeatStats {
+    /// Users whose test target (last item) is already in their history.
+    pub test_targets: usize,
+    /// Users whose validation target (second to last item) is already in their history.
+    pub valid_targets: usize,
+    /// Training positions (every item before the validation target but the first) that repeat an earlier
+    /// item of the same user, and all such positions.
+    pub train_positions: usize,
+    pub train_positions_total: usize,
 }
 
 /// What a k-core filter removed.
@@ -141,7 +158,30 @@ impl Dataset {
             largest_category_share: per_cat.iter().copied().max().unwrap_or(0) as f64
                 / items.max(1) as f64,
             category_items: self.category_names.iter().cloned().zip(per_cat).collect(),
+            repeats: self.repeats(),
         }
+    }
+
+    /// Counts the repeated items of the leave-one-out split ([`RepeatStats`]).
+    pub fn repeats(&self) -> RepeatStats {
+        let mut r = RepeatStats::default();
+        for s in self.sequences.iter().filter(|s| s.len() >= 3) {
+            let mut seen = std::collections::HashSet::new();
+            let n = s.len();
+            for (t, &item) in s.iter().enumerate() {
+                let repeat = !seen.insert(item);
+                match t {
+                    0 => {}
+                    t if t + 2 < n => {
+                        r.train_positions_total += 1;
+                        r.train_positions += usize::from(repeat);
+                    }
+                    t if t + 2 == n => r.valid_targets += usize::from(repeat),
+                    _ => r.test_targets += usize::from(repeat),
+                }
+            }
+        }
+        r
     }
 
     /// Keeps the k-core: repeatedly removes users and items with fewer than `k` interactions until every
@@ -265,6 +305,28 @@ mod tests {
         let mut e = toy();
         e.item_category[0] = (e.item_category[0] + 1) % d.n_categories() as u32;
         assert_ne!(e.fingerprint(), d.fingerprint());
+    }
+
+    /// Repeats are counted per part of the leave-one-out split, and users it drops (fewer than 3 items) are not.
+    #[test]
+    fn repeats_count_each_part_of_the_split() {
+        let mut d = toy();
+        assert_eq!(
+            d.repeats(),
+            RepeatStats {
+                train_positions_total: 1,
+                ..Default::default()
+            }
+        );
+        // User a: 0 1 0 3 0 -> training positions 1, 0 (second 0 repeats), validation 3, test 0 (repeats).
+        d.sequences[0] = vec![0, 1, 0, 3, 0];
+        // User d: 1 1 2 -> validation target 1 repeats; user c (2 items) is dropped by the split.
+        d.sequences[3] = vec![1, 1, 2];
+        d.sequences[2] = vec![1, 1];
+        let r = d.repeats();
+        assert_eq!((r.test_targets, r.valid_targets), (1, 1));
+        assert_eq!((r.train_positions, r.train_positions_total), (1, 2));
+        assert_eq!(d.stats().repeats, r);
     }
 
     #[test]

@@ -18,11 +18,13 @@ pub mod io;
 pub mod metrics;
 pub mod presets;
 pub mod progress;
+#[cfg(feature = "tch")]
+pub mod ranking;
 pub mod registry;
 pub mod split;
 pub mod tensors;
 
-pub use dataset::{Dataset, DatasetStats, KCoreReport};
+pub use dataset::{Dataset, DatasetStats, KCoreReport, RepeatStats};
 pub use error::{DataError, Result};
 pub use features::{build_item_features, FeatureConfig, ItemFeatures};
 pub use interactions::InteractionLog;

@@ -28,6 +28,83 @@ pub fn rank_in_list(list: &[u32], target: u32) -> Option<usize> {
     list.iter().position(|&i| i == target)
 }
 
+/// 0-based rank of `target` in a ranked `list` once the items of `history` (sorted, as
+/// [`sorted_history`] gives it) are removed from it: the history-filtered protocol on a generated list.
+/// `None` when the target is absent or repeats a history item (it leaves the ranking with the history).
+pub fn filtered_rank_in_list(list: &[u32], target: u32, history: &[u32]) -> Option<usize> {
+    if history.binary_search(&target).is_ok() {
+        return None;
+    }
+    list.iter()
+        .filter(|i| history.binary_search(i).is_err())
+        .position(|&i| i == target)
+}
+
+/// The history-filtered rank of a target whose unfiltered (pessimistic) rank is `rank`: every item of
+/// `history` (sorted, deduplicated) that ranks at or above it, `score_at(item) >= target_score` or NaN, leaves the
+/// ranking first. `None` when the target repeats a history item.
+pub fn filtered_rank(
+    rank: usize,
+    target: u32,
+    target_score: f32,
+    history: &[u32],
+    score_at: impl Fn(u32) -> f32,
+) -> Option<usize> {
+    if history.binary_search(&target).is_ok() {
+        return None;
+    }
+    let above = history
+        .iter()
+        .filter(|&&i| score_at(i).partial_cmp(&target_score) != Some(std::cmp::Ordering::Less))
+        .count();
+    Some(rank - above)
+}
+
+/// A history sorted and deduplicated, for [`filtered_rank_in_list`] and [`filtered_rank`].
+pub fn sorted_history(history: &[u32]) -> Vec<u32> {
+    let mut h = history.to_vec();
+    h.sort_unstable();
+    h.dedup();
+    h
+}
+
+/// Per-user 0-based target ranks of one evaluation under both protocols, in the split's user order (`None`:
+/// the target was not ranked: outside a generated list, or, filtered, a repeat of a history item).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRanks {
+    /// Every item ranked, history items included (unless the evaluation itself excluded them).
+    pub all: Vec<Option<u32>>,
+    /// The items of the user's whole history removed before ranking.
+    pub filtered: Vec<Option<u32>>,
+}
+
+impl UserRanks {
+    /// Adds the next user's ranks.
+    pub fn push(&mut self, all: Option<usize>, filtered: Option<usize>) {
+        self.all.push(all.map(|r| r as u32));
+        self.filtered.push(filtered.map(|r| r as u32));
+    }
+
+    /// Metrics of the unfiltered ranks.
+    pub fn metrics(&self) -> Metrics {
+        metrics_of(&self.all)
+    }
+
+    /// Metrics of the history-filtered ranks.
+    pub fn filtered_metrics(&self) -> Metrics {
+        metrics_of(&self.filtered)
+    }
+}
+
+/// [`Metrics`] of per-user 0-based ranks (`None`: not ranked).
+pub fn metrics_of(ranks: &[Option<u32>]) -> Metrics {
+    let mut acc = MetricAccumulator::new();
+    for r in ranks {
+        acc.add_rank(r.map(|r| r as usize));
+    }
+    acc.finish()
+}
+
 /// Averaged metrics for the cut-offs in [`KS`].
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Metrics {
@@ -139,6 +216,40 @@ pub fn paired_bootstrap_95(a: &[f64], b: &[f64], resamples: usize, seed: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The filtered protocol removes exactly the history items: from a generated list and from a full
+    /// ranking, with the same answer for the same scores.
+    #[test]
+    fn the_filtered_protocol_removes_exactly_the_history_items() {
+        let history = sorted_history(&[7, 2, 7, 5]);
+        assert_eq!(history, vec![2, 5, 7]);
+        // List 9, 2, 4, 7, 1: without 2 and 7 the target 1 is third (0-based 2), 4 second.
+        let list = [9, 2, 4, 7, 1];
+        assert_eq!(rank_in_list(&list, 1), Some(4));
+        assert_eq!(filtered_rank_in_list(&list, 1, &history), Some(2));
+        assert_eq!(filtered_rank_in_list(&list, 4, &history), Some(1));
+        assert_eq!(filtered_rank_in_list(&list, 3, &history), None);
+        // A target that repeats a history item leaves the ranking with it.
+        assert_eq!(filtered_rank_in_list(&list, 2, &history), None);
+        // The same ranking as scores over items 0..10 (higher first; ties pessimistic).
+        let mut scores = vec![0.0f32; 10];
+        for (pos, &i) in list.iter().enumerate() {
+            scores[i as usize] = 10.0 - pos as f32;
+        }
+        scores[5] = scores[1]; // history item 5 ties with the target: it ranked above, and leaves
+        let rank = rank_of(&scores, 1);
+        assert_eq!(rank, 5);
+        let f = filtered_rank(rank, 1, scores[1], &history, |i| scores[i as usize]);
+        assert_eq!(f, Some(2));
+        assert_eq!(filtered_rank(0, 5, 1.0, &history, |_| 0.0), None);
+        let mut both = UserRanks::default();
+        both.push(Some(4), Some(2));
+        both.push(None, None);
+        assert_eq!(both.metrics().recall_5, 0.5);
+        assert_eq!(both.filtered_metrics().recall_5, 0.5);
+        assert!((both.filtered_metrics().ndcg_5 - 0.5 / 4f64.log2()).abs() < 1e-12);
+        assert!((both.metrics().ndcg_5 - 0.5 / 6f64.log2()).abs() < 1e-12);
+    }
 
     #[test]
     fn per_user_values_follow_the_cut_off() {

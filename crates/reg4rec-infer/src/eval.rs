@@ -1,11 +1,15 @@
 //! Full-ranking evaluation of the generative search: the generated top-N list gives the target's rank, an item
 //! the search did not generate ranks after every generated one (so Recall@K for K > `top_n` equals
-//! Recall@`top_n`). History items are not filtered unless `exclude_history` is set.
+//! Recall@`top_n`). History items are not filtered unless `exclude_history` is set; the report also gives the
+//! history-filtered protocol of the same lists ([`EvalReport::filtered`]: the items of the user's whole history
+//! removed from the list before the cut-offs).
 
 use crate::beam::{BeamSearch, SearchStats};
 use crate::error::{InferError, Result};
 use crate::scorer::StepScorer;
-use reg4rec_data::metrics::{rank_in_list, MetricAccumulator, Metrics};
+use reg4rec_data::metrics::{
+    filtered_rank, filtered_rank_in_list, rank_in_list, rank_of, sorted_history, Metrics, UserRanks,
+};
 use reg4rec_data::split::{LeaveOneOut, Stage};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +18,11 @@ use serde::{Deserialize, Serialize};
 pub struct EvalReport {
     pub stage: Stage,
     pub metrics: Metrics,
+    /// The same lists under the history-filtered protocol: the items of each user's whole history removed
+    /// from its list before the cut-offs (a target that repeats one is a miss). All zeros in reports written
+    /// before it was recorded.
+    #[serde(default)]
+    pub filtered: Metrics,
     /// Paths pruned by CORP over all users.
     pub pruned_paths: u64,
     pub beam: usize,
@@ -24,10 +33,11 @@ pub struct EvalReport {
     /// History length given to the scorer.
     pub max_history: usize,
     pub stats: SearchStats,
-    /// 0-based rank of each user's target in the generated list, in the split's user order (`None`: not
-    /// generated); for paired comparisons ([`reg4rec_data::metrics::paired_bootstrap_95`]). Not serialised.
+    /// 0-based rank of each user's target in the generated list under both protocols, in the split's user
+    /// order (`None`: not generated); for paired comparisons
+    /// ([`reg4rec_data::metrics::paired_bootstrap_95`]). Not serialised.
     #[serde(skip)]
-    pub ranks: Vec<Option<u32>>,
+    pub ranks: UserRanks,
 }
 
 /// Evaluates every user of `split` on `stage` with `search` and `scorer`, in batches of `batch_users`.
@@ -45,9 +55,8 @@ pub fn evaluate<S: StepScorer>(
     }
     let n_items = search.index().n_items() as u32;
     let n = split.n_users();
-    let mut acc = MetricAccumulator::new();
     let mut stats = SearchStats::default();
-    let mut ranks = Vec::with_capacity(n);
+    let mut ranks = UserRanks::default();
     let bar = reg4rec_data::progress::bar(n as u64, "evaluate");
     for start in (0..n).step_by(cfg.batch_users) {
         let users: Vec<usize> = (start..(start + cfg.batch_users).min(n)).collect();
@@ -71,9 +80,12 @@ pub fn evaluate<S: StepScorer>(
         let out = search.run(scorer, &refs, false)?;
         for (&u, list) in users.iter().zip(&out.lists) {
             let items: Vec<u32> = list.iter().map(|r| r.item).collect();
-            let rank = rank_in_list(&items, split.target(u, stage));
-            acc.add_rank(rank);
-            ranks.push(rank.map(|r| r as u32));
+            let target = split.target(u, stage);
+            let history = sorted_history(&split.history(u, stage, usize::MAX));
+            ranks.push(
+                rank_in_list(&items, target),
+                filtered_rank_in_list(&items, target, &history),
+            );
         }
         stats.merge(&out.stats);
         bar.inc(users.len() as u64);
@@ -81,7 +93,8 @@ pub fn evaluate<S: StepScorer>(
     bar.finish_and_clear();
     Ok(EvalReport {
         stage,
-        metrics: acc.finish(),
+        metrics: ranks.metrics(),
+        filtered: ranks.filtered_metrics(),
         pruned_paths: stats.pruned_paths,
         beam: cfg.beam,
         top_n: cfg.top_n,
@@ -91,4 +104,57 @@ pub fn evaluate<S: StepScorer>(
         stats,
         ranks,
     })
+}
+
+/// Full ranking by a scorer's dense item scores ([`StepScorer::all_item_scores`]; the model's item head with
+/// its repeat bias): every item of the catalogue scored for every user of `split` on `stage`, in batches of
+/// `batch_users`, with the pessimistic ties of [`reg4rec_data::metrics::rank_of`], under both protocols. No
+/// search runs: this is what the item head ranks alone. An error when the scorer has no dense scores.
+pub fn evaluate_dense<S: StepScorer>(
+    scorer: &mut S,
+    split: &LeaveOneOut,
+    stage: Stage,
+    max_history: usize,
+    n_items: usize,
+    batch_users: usize,
+) -> Result<UserRanks> {
+    if max_history == 0 || batch_users == 0 {
+        return Err(InferError::Input(
+            "max_history and batch_users must be at least 1".into(),
+        ));
+    }
+    let n = split.n_users();
+    let mut ranks = UserRanks::default();
+    let bar = reg4rec_data::progress::bar(n as u64, "evaluate the item head");
+    for start in (0..n).step_by(batch_users) {
+        let users: Vec<usize> = (start..(start + batch_users).min(n)).collect();
+        let histories: Vec<Vec<u32>> = users
+            .iter()
+            .map(|&u| split.history(u, stage, max_history))
+            .collect();
+        let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
+        scorer.begin(&refs)?;
+        let scores = scorer.all_item_scores(n_items)?.ok_or_else(|| {
+            InferError::Input(
+                "the scorer has no dense item scores (a model without an item head)".into(),
+            )
+        })?;
+        for (row, &u) in scores.chunks(n_items).zip(&users) {
+            let target = split.target(u, stage);
+            if target as usize >= n_items {
+                return Err(InferError::Input(format!(
+                    "target item {target} is outside the {n_items} scored items"
+                )));
+            }
+            let all = rank_of(row, target as usize);
+            let history = sorted_history(&split.history(u, stage, usize::MAX));
+            let filtered = filtered_rank(all, target, row[target as usize], &history, |i| {
+                row.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY)
+            });
+            ranks.push(Some(all), filtered);
+        }
+        bar.inc(users.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ranks)
 }

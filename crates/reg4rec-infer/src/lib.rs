@@ -17,7 +17,7 @@ pub mod scorer;
 pub use beam::{BeamSearch, PathStep, Recommendation, SearchOutput, SearchStats};
 pub use config::{InferConfig, Rank};
 pub use error::{InferError, Result};
-pub use eval::{evaluate, EvalReport};
+pub use eval::{evaluate, evaluate_dense, EvalReport};
 pub use explain::Explanation;
 pub use model_scorer::ModelScorer;
 pub use scorer::{FnScorer, RandomScorer, StepInput, StepOutput, StepScorer};

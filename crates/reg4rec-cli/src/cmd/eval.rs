@@ -31,7 +31,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// Also write each user's 0-based target rank (`null`: not in the list), in the split's user order, to this
-    /// JSON file: paired comparisons of two models on the same users (`scripts/m-curve.sh`).
+    /// JSON file as `{"all": [...], "filtered": [...]}` (the history-filtered protocol's ranks beside): paired
+    /// comparisons of two models on the same users (`scripts/m-curve.sh`).
     #[arg(long)]
     pub ranks: Option<PathBuf>,
 }

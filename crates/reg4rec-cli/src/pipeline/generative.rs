@@ -18,17 +18,22 @@
 //! score alone, no item head, no dense lookahead): `reg4rec-paths`, `reg4rec-no-mpq-paths` and `tiger-paths`
 //! (TIGER ranked by its path, as published), each with its paired interval against `reg4rec-paths`.
 //!
+//! `item-head` is the full model's item head alone ranking every item (full ranking, no search), so the report
+//! shows what the generative search adds.
+//!
 //! `reg4rec-last-step` appears only when the full model's alignment kept an earlier step than its last (step 0:
 //! the pre-trained model): the aligned model's own numbers, never a model chosen on validation.
 
 use super::report::{
-    AlignPoint, MethodRow, PairedDiff, PrecisionPoint, SweepPoint, ThetaChoice, TrainingPoint,
+    AlignPoint, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SweepPoint, ThetaChoice,
+    TrainingPoint,
 };
 use super::stage::{self, Done};
 use super::Ctx;
 use crate::ops;
 use anyhow::{Context, Result};
 use reg4rec_data::features::ItemFeatures;
+use reg4rec_data::metrics::UserRanks;
 use reg4rec_data::split::Stage;
 use reg4rec_infer::{EvalReport, InferConfig, Rank};
 use reg4rec_model::config::Mode;
@@ -39,7 +44,8 @@ use std::path::Path;
 use std::time::Instant;
 
 pub struct Generative {
-    pub rows: Vec<MethodRow>,
+    /// The rows with their per-user test ranks.
+    pub rows: Vec<RankedRow>,
     pub training: Vec<TrainingPoint>,
     pub alignment: Vec<AlignPoint>,
     pub theta_sweep: Vec<SweepPoint>,
@@ -61,9 +67,8 @@ struct Trained {
 struct Evaluated {
     report: EvalReport,
     seconds: f64,
-    /// Per-user target ranks ([`EvalReport::ranks`]; empty in results written before they were kept).
-    #[serde(default)]
-    ranks: Vec<Option<u32>>,
+    /// Per-user target ranks under both protocols ([`EvalReport::ranks`]).
+    ranks: UserRanks,
 }
 
 pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
@@ -204,15 +209,14 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                model: &Done<Trained>,
                theta: Option<Option<f32>>,
                which: Which|
-     -> Result<(MethodRow, Vec<Option<u32>>)> {
+     -> Result<RankedRow> {
         let test = eval(name, model, Stage::Test, theta, which)?;
-        let row = MethodRow::new(
+        Ok(MethodRow::ranked(
             name,
-            &test.report.metrics,
+            test.ranks,
             model.result.seconds,
             test.seconds,
-        );
-        Ok((row, test.ranks))
+        ))
     };
     // Pre-training in target items per epoch, alignment in contexts per step.
     let point = |name: &str, d: &Done<Trained>, rate: &str, unit: &str, iterations: &str| {
@@ -297,6 +301,50 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         row("reg4rec-no-msra", &no_msra, corp, best)?,
         row("reg4rec-no-corp", &full, Some(None), best)?,
     ];
+    // The full model's item head alone, ranking every item (what the generative search adds is the
+    // difference).
+    if cfg.model.item_head {
+        let head = ctx.runner.run(
+            &format!("eval-{ITEM_HEAD_ROW}"),
+            &(&full.key, Stage::Test, &cfg.infer.batch_users),
+            |_, _| {
+                let t = Instant::now();
+                let rec = reg4rec_recommender::Recommender::load_weights(
+                    &full.dir,
+                    Which::Best,
+                    &cfg.infer,
+                    tch::Device::Cpu,
+                )?;
+                let mut scorer = reg4rec_infer::ModelScorer::new(rec.model(), rec.codes())?;
+                let _guard = tch::no_grad_guard();
+                let ranks = reg4rec_infer::evaluate_dense(
+                    &mut scorer,
+                    ctx.split,
+                    Stage::Test,
+                    rec.model().config().history_len,
+                    rec.codes().n_items(),
+                    cfg.infer.batch_users,
+                )?;
+                Ok(DenseEvaluated {
+                    ranks,
+                    seconds: t.elapsed().as_secs_f64(),
+                })
+            },
+        )?;
+        let ranks = match cfg.infer.exclude_history {
+            true => UserRanks {
+                all: head.result.ranks.filtered.clone(),
+                filtered: head.result.ranks.filtered,
+            },
+            false => head.result.ranks,
+        };
+        ranked.push(MethodRow::ranked(
+            ITEM_HEAD_ROW,
+            ranks,
+            full.result.seconds,
+            head.result.seconds,
+        ));
+    }
     // When validation kept earlier weights than alignment's last step, the aligned model's own numbers too.
     let kept_earlier = alignment
         .iter()
@@ -305,28 +353,24 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         ranked.push(row(LAST_STEP_ROW, &full, corp, Which::Latest)?);
     }
     // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
-    let reference = ranked
-        .iter()
-        .find(|(r, _)| r.name == "reg4rec")
-        .map(|(_, ranks)| ranks.clone())
-        .unwrap_or_default();
-    let path_reference = ranked
-        .iter()
-        .find(|(r, _)| r.name == REG4REC_PATHS_ROW)
-        .map(|(_, ranks)| ranks.clone())
-        .unwrap_or_default();
-    let rows = ranked
-        .into_iter()
-        .map(|(mut r, ranks)| {
-            if r.name != "reg4rec" {
-                r.vs_reg4rec = PairedDiff::new(&ranks, &reference, cfg.pretrain.seed);
-            }
-            if r.name.ends_with(PATHS_SUFFIX) && r.name != REG4REC_PATHS_ROW {
-                r.vs_reg4rec_paths = PairedDiff::new(&ranks, &path_reference, cfg.pretrain.seed);
-            }
-            r
-        })
-        .collect();
+    let reference_of = |name: &str| {
+        ranked
+            .iter()
+            .find(|r| r.row.name == name)
+            .map(|r| r.ranks.all.clone())
+            .unwrap_or_default()
+    };
+    let reference = reference_of("reg4rec");
+    let path_reference = reference_of(REG4REC_PATHS_ROW);
+    for RankedRow { row: r, ranks } in &mut ranked {
+        if r.name != "reg4rec" {
+            r.vs_reg4rec = PairedDiff::new(&ranks.all, &reference, cfg.pretrain.seed);
+        }
+        if r.name.ends_with(PATHS_SUFFIX) && r.name != REG4REC_PATHS_ROW {
+            r.vs_reg4rec_paths = PairedDiff::new(&ranks.all, &path_reference, cfg.pretrain.seed);
+        }
+    }
+    let rows = ranked;
 
     let mut precision = Vec::new();
     if !cfg.pipeline.precisions.is_empty() {
@@ -376,6 +420,16 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         },
         precision,
     })
+}
+
+/// The full model's item head ranking every item alone (no search).
+pub const ITEM_HEAD_ROW: &str = "item-head";
+
+/// A full-ranking evaluation's per-user ranks and seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DenseEvaluated {
+    ranks: UserRanks,
+    seconds: f64,
 }
 
 /// The suffix of the path-ranked rows: the same model searched with `Rank::Paths`.

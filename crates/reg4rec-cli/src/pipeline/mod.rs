@@ -8,13 +8,14 @@ mod ranks;
 mod report;
 mod stage;
 
-use report::{CategorySplit, Protocol};
+use report::{CategorySplit, PairedDiff, Protocol, RankedRow};
 pub use report::{MethodRow, Report};
 
 use crate::args::{ConfigArgs, DataArgs};
 use crate::config::PipelineConfig;
 use anyhow::{Context, Result};
 use clap::Args;
+use reg4rec_data::metrics::UserRanks;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use sha2::{Digest, Sha256};
@@ -85,43 +86,82 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         },
     };
     let data_key = data_key(&ds);
-    let mut methods = Vec::new();
 
     let filter = cfg.infer.exclude_history;
-    let pop = ctx.runner.run("popularity", &(&data_key, filter), |_, _| {
-        let t = Instant::now();
-        let test =
-            reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Test, filter);
-        let valid =
-            reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid, filter);
-        Ok(MethodRow::new("popularity", &test, 0.0, t.elapsed().as_secs_f64()).with_valid(valid))
-    })?;
-    methods.push(pop.result);
+    // Under `exclude_history` the rows' main metrics are the filtered protocol's too (the generative searches
+    // skip history items themselves).
+    let configured = |r: UserRanks| match filter {
+        true => UserRanks {
+            all: r.filtered.clone(),
+            filtered: r.filtered,
+        },
+        false => r,
+    };
+    let pop = ctx.runner.run(
+        "popularity",
+        &(&data_key, filter, RANKS_REVISION),
+        |_, _| {
+            let t = Instant::now();
+            let test = reg4rec_baselines::popularity_ranks(&split, ds.n_items(), Stage::Test);
+            let valid =
+                reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid, filter);
+            let mut r = MethodRow::ranked(
+                "popularity",
+                configured(test),
+                0.0,
+                t.elapsed().as_secs_f64(),
+            );
+            r.row = r.row.with_valid(valid);
+            Ok(r)
+        },
+    )?;
+    let mut ranked = vec![pop.result];
 
-    let sasrec = ctx
-        .runner
-        .run(stage::SASREC, &(&data_key, &cfg.sasrec), |dir, resume| {
+    let sasrec = ctx.runner.run(
+        stage::SASREC,
+        &(&data_key, &cfg.sasrec, RANKS_REVISION),
+        |dir, resume| {
             let r =
                 reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
-            Ok(
-                MethodRow::new("sasrec-ce", &r.test, r.train_seconds, r.eval_seconds)
-                    .with_valid(r.valid),
-            )
-        })?;
-    methods.push(sasrec.result);
+            let mut row = MethodRow::ranked(
+                SASREC_ROW,
+                configured(r.test_ranks),
+                r.train_seconds,
+                r.eval_seconds,
+            );
+            row.row = row.row.with_valid(r.valid);
+            Ok(row)
+        },
+    )?;
+    ranked.push(sasrec.result);
 
     let (mut sweep, mut precision, mut training, mut alignment) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut theta = None;
     if cfg.pipeline.generative {
         let g = generative::run(&ctx, &data_key)?;
-        methods.extend(g.rows);
+        ranked.extend(g.rows);
         sweep = g.theta_sweep;
         theta = Some(g.theta);
         precision = g.precision;
         training = g.training;
         alignment = g.alignment;
     }
+    // Every row against SASRec-CE on the same users, both lists history-filtered.
+    let reference = ranked
+        .iter()
+        .find(|r| r.row.name == SASREC_ROW)
+        .map(|r| r.ranks.filtered.clone())
+        .unwrap_or_default();
+    let methods = ranked
+        .into_iter()
+        .map(|RankedRow { mut row, ranks }| {
+            if row.name != SASREC_ROW {
+                row.vs_sasrec_ce = PairedDiff::new(&ranks.filtered, &reference, cfg.pretrain.seed);
+            }
+            row
+        })
+        .collect();
 
     let report = Report {
         dataset: name,
@@ -133,7 +173,13 @@ pub fn run(args: PipelineArgs) -> Result<()> {
             count: ds.n_categories(),
             largest_share: ds.stats().largest_category_share,
         }),
-        protocol: Protocol::new(filter, cfg.infer.beam, cfg.infer.top_n),
+        protocol: Protocol::new(
+            filter,
+            cfg.infer.beam,
+            cfg.infer.top_n,
+            &ds.repeats(),
+            split.n_users(),
+        ),
         methods,
         theta_sweep: sweep,
         theta,
@@ -177,6 +223,13 @@ pub fn rerender(args: ReportArgs) -> Result<()> {
         toml::from_str(&text).with_context(|| format!("parsing {}", config_path.display()))?;
     publish(run, report, &cfg)
 }
+
+/// The report row of the SASRec baseline, the reference of every row's `vs_sasrec_ce`.
+pub const SASREC_ROW: &str = "sasrec-ce";
+
+/// Part of the key of the stages whose result holds per-user ranks under both protocols: results written
+/// before they were kept are recomputed, not read without them.
+const RANKS_REVISION: &str = "ranks-both-protocols";
 
 /// What every stage reads.
 pub(crate) struct Ctx<'a> {

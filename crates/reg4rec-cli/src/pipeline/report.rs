@@ -7,6 +7,7 @@ use super::figures::Figure;
 use super::stage::StageTime;
 use anyhow::Result;
 use reg4rec_data::io::{write_atomic, write_json_atomic};
+use reg4rec_data::metrics::UserRanks;
 use reg4rec_data::Metrics;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -17,13 +18,24 @@ pub struct Protocol {
     pub ranking: String,
     pub filter_history: bool,
     pub tie_breaking: String,
+    /// What the learned repeat bias does and how often targets repeat a history item in this dataset (the
+    /// difference between the two protocols), from the data.
+    #[serde(default)]
+    pub history: String,
 }
 
 impl Protocol {
     /// The protocol of a pipeline run: what each kind of row ranks and how it breaks ties. The generative rows
     /// rank only the items their beam search produces (`beam` paths kept per step, up to `top_n` items), so a
     /// target it never reaches counts as a miss; popularity and SASRec score every item.
-    pub fn new(filter_history: bool, beam: usize, top_n: usize) -> Self {
+    pub fn new(
+        filter_history: bool,
+        beam: usize,
+        top_n: usize,
+        repeats: &reg4rec_data::RepeatStats,
+        users: usize,
+    ) -> Self {
+        let share = |n: usize, of: usize| 100.0 * n as f64 / of.max(1) as f64;
         Protocol {
             split: "leave-one-out (last item test, second-to-last validation)".into(),
             ranking: format!(
@@ -35,6 +47,20 @@ impl Protocol {
             tie_breaking: "popularity and sasrec-ce: pessimistic (the target ranks after every item with an \
                            equal score); generative rows: equal scores ordered by item index"
                 .into(),
+            history: format!(
+                "{} of {users} test targets ({:.2}%) and {} validation targets ({:.2}%) repeat an item of \
+                 their user's history, as do {} of {} training positions ({:.2}%); the models with a learned \
+                 repeat bias (reg4rec's item head, sasrec-ce) add one learned score to every history item, so \
+                 where repeats are rare it learns to push history items down: a learned history filter. Both \
+                 protocols are reported: every item ranked, and the history-filtered one",
+                repeats.test_targets,
+                share(repeats.test_targets, users),
+                repeats.valid_targets,
+                share(repeats.valid_targets, users),
+                repeats.train_positions,
+                repeats.train_positions_total,
+                share(repeats.train_positions, repeats.train_positions_total),
+            ),
         }
     }
 }
@@ -51,6 +77,14 @@ pub struct MethodRow {
     /// Validation metrics of the same model, when it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid: Option<Metrics>,
+    /// Test metrics under the history-filtered protocol: the items of each user's whole history removed before
+    /// the cut-offs (from the full ranking, or from the generated list), a target that repeats one a miss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filtered: Option<Metrics>,
+    /// This row's filtered test metrics minus `sasrec-ce`'s on the same users, with paired bootstrap 95%
+    /// intervals (the history-filtered protocol: both lists without the user's history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_sasrec_ce: Option<PairedDiff>,
     /// Paired bootstrap 95% intervals of this row's test metrics minus the full model's, over the same users
     /// (the generative rows, whose per-user ranks the pipeline keeps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +136,8 @@ impl MethodRow {
             train_seconds,
             eval_seconds,
             valid: None,
+            filtered: None,
+            vs_sasrec_ce: None,
             vs_reg4rec: None,
             vs_reg4rec_paths: None,
         }
@@ -111,6 +147,25 @@ impl MethodRow {
         self.valid = Some(valid);
         self
     }
+
+    /// The row of test `ranks` under both protocols (metrics of `ranks.all`, and `filtered`).
+    pub fn ranked(
+        name: &str,
+        ranks: UserRanks,
+        train_seconds: f64,
+        eval_seconds: f64,
+    ) -> RankedRow {
+        let mut row = MethodRow::new(name, &ranks.metrics(), train_seconds, eval_seconds);
+        row.filtered = Some(ranks.filtered_metrics());
+        RankedRow { row, ranks }
+    }
+}
+
+/// A report row with its per-user test ranks under both protocols (kept for paired intervals).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankedRow {
+    pub row: MethodRow,
+    pub ranks: UserRanks,
 }
 
 /// How a dataset's items fall into categories.
@@ -231,7 +286,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = format!(
             "# reg4rec report: {} ({} preset)\n\n{} users, {} items, {} interactions{}. Protocol: {}; {}; \
-             history items {}filtered; ties: {}.\n\nTest split (the two `vs reg4rec` columns: each row's relative change against the full model):\n\n",
+             history items {}filtered; ties: {}. History: {}.\n\nTest split (the two `vs reg4rec` columns: each row's relative change against the full model):\n\n",
             self.dataset,
             self.preset,
             self.users,
@@ -247,6 +302,7 @@ impl Report {
             self.protocol.ranking,
             if self.protocol.filter_history { "" } else { "not " },
             self.protocol.tie_breaking,
+            self.protocol.history,
         );
         let full = self.methods.iter().find(|m| m.name == "reg4rec");
         s.push_str(
@@ -273,6 +329,36 @@ impl Report {
                 m.train_seconds,
                 m.eval_seconds
             ));
+        }
+        if self.methods.iter().any(|m| m.filtered.is_some()) {
+            s.push_str(
+                "\nTest split, history-filtered protocol (the same lists and rankings with each user's whole \
+                 history removed before the cut-offs, a target that repeats a history item a miss; the protocol \
+                 of the published filtered rows; a generative row filters the list its search produced, so it \
+                 gains no item beyond that list; the last two columns: minus sasrec-ce on the same users, \
+                 paired bootstrap 95% intervals):\n\n\
+                 | method | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 | R@10 vs sasrec-ce [95%] | N@10 vs sasrec-ce [95%] |\n\
+                 |---|---|---|---|---|---|---|---|---|\n",
+            );
+            for m in &self.methods {
+                let Some(f) = &m.filtered else { continue };
+                let (dr, dn) = m.vs_sasrec_ce.map_or((String::new(), String::new()), |d| {
+                    (
+                        format!(
+                            "{:+.4} [{:+.4}, {:+.4}]",
+                            d.recall_10, d.recall_10_ci95[0], d.recall_10_ci95[1]
+                        ),
+                        format!(
+                            "{:+.4} [{:+.4}, {:+.4}]",
+                            d.ndcg_10, d.ndcg_10_ci95[0], d.ndcg_10_ci95[1]
+                        ),
+                    )
+                });
+                s.push_str(&format!(
+                    "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {dr} | {dn} |\n",
+                    m.name, f.recall_5, f.ndcg_5, f.recall_10, f.ndcg_10, f.recall_20, f.ndcg_20
+                ));
+            }
         }
         let diffs: Vec<(&str, PairedDiff)> = self
             .methods
