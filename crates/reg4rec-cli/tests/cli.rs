@@ -331,7 +331,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     );
     let ties = report["protocol"]["tie_breaking"].as_str().unwrap();
     assert!(
-        ties.contains("pessimistic") && ties.contains("item index"),
+        ties.contains("pessimistic for every row") && ties.contains("generated list"),
         "{ties}"
     );
     let methods = report["methods"].as_array().unwrap();

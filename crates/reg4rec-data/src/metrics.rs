@@ -28,16 +28,24 @@ pub fn rank_in_list(list: &[u32], target: u32) -> Option<usize> {
     list.iter().position(|&i| i == target)
 }
 
-/// 0-based rank of `target` in a ranked `list` once the items of `history` (sorted, as
-/// [`sorted_history`] gives it) are removed from it: the history-filtered protocol on a generated list.
-/// `None` when the target is absent or repeats a history item (it leaves the ranking with the history).
-pub fn filtered_rank_in_list(list: &[u32], target: u32, history: &[u32]) -> Option<usize> {
+/// 0-based rank of `target` in a generated list of `(item, score)` with the pessimistic ties of [`rank_of`]: the
+/// number of other listed items whose score is not below the target's (NaN counts as above), once the items of
+/// `history` (sorted, as [`sorted_history`] gives it; empty for the unfiltered protocol) are removed. `None`
+/// when the target is not in the list or repeats a history item (it leaves the ranking with the history).
+pub fn rank_in_scored_list(list: &[(u32, f32)], target: u32, history: &[u32]) -> Option<usize> {
     if history.binary_search(&target).is_ok() {
         return None;
     }
-    list.iter()
-        .filter(|i| history.binary_search(i).is_err())
-        .position(|&i| i == target)
+    let &(_, t) = list.iter().find(|(i, _)| *i == target)?;
+    Some(
+        list.iter()
+            .filter(|(i, s)| {
+                *i != target
+                    && history.binary_search(i).is_err()
+                    && s.partial_cmp(&t) != Some(std::cmp::Ordering::Less)
+            })
+            .count(),
+    )
 }
 
 /// The history-filtered rank of a target whose unfiltered (pessimistic) rank is `rank`: every item of
@@ -60,7 +68,7 @@ pub fn filtered_rank(
     Some(rank - above)
 }
 
-/// A history sorted and deduplicated, for [`filtered_rank_in_list`] and [`filtered_rank`].
+/// A history sorted and deduplicated, for [`rank_in_scored_list`] and [`filtered_rank`].
 pub fn sorted_history(history: &[u32]) -> Vec<u32> {
     let mut h = history.to_vec();
     h.sort_unstable();
@@ -225,12 +233,24 @@ mod tests {
         assert_eq!(history, vec![2, 5, 7]);
         // List 9, 2, 4, 7, 1: without 2 and 7 the target 1 is third (0-based 2), 4 second.
         let list = [9, 2, 4, 7, 1];
+        let scored: Vec<(u32, f32)> = list
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| (i, 10.0 - pos as f32))
+            .collect();
         assert_eq!(rank_in_list(&list, 1), Some(4));
-        assert_eq!(filtered_rank_in_list(&list, 1, &history), Some(2));
-        assert_eq!(filtered_rank_in_list(&list, 4, &history), Some(1));
-        assert_eq!(filtered_rank_in_list(&list, 3, &history), None);
+        assert_eq!(rank_in_scored_list(&scored, 1, &[]), Some(4));
+        assert_eq!(rank_in_scored_list(&scored, 1, &history), Some(2));
+        assert_eq!(rank_in_scored_list(&scored, 4, &history), Some(1));
+        assert_eq!(rank_in_scored_list(&scored, 3, &history), None);
         // A target that repeats a history item leaves the ranking with it.
-        assert_eq!(filtered_rank_in_list(&list, 2, &history), None);
+        assert_eq!(rank_in_scored_list(&scored, 2, &history), None);
+        // Ties are pessimistic in a generated list too: an item after the target with the same score ranks
+        // above it, as in a full ranking.
+        let tied = [(9, 3.0), (4, 2.0), (1, 2.0), (6, 1.0)];
+        assert_eq!(rank_in_scored_list(&tied, 4, &[]), Some(2));
+        assert_eq!(rank_in_scored_list(&tied, 1, &[]), Some(2));
+        assert_eq!(rank_in_scored_list(&tied, 6, &[]), Some(3));
         // The same ranking as scores over items 0..10 (higher first; ties pessimistic).
         let mut scores = vec![0.0f32; 10];
         for (pos, &i) in list.iter().enumerate() {

@@ -1,4 +1,5 @@
-//! Full-ranking evaluation of the generative search: the generated top-N list gives the target's rank, an item
+//! Full-ranking evaluation of the generative search: the generated top-N list gives the target's rank
+//! (pessimistic ties: a listed item with the target's score ranks above it), an item
 //! the search did not generate ranks after every generated one (so Recall@K for K > `top_n` equals
 //! Recall@`top_n`). History items are not filtered unless `exclude_history` is set; the report also gives the
 //! history-filtered protocol of the same lists ([`EvalReport::filtered`]: the items of the user's whole history
@@ -8,7 +9,7 @@ use crate::beam::{BeamSearch, SearchStats};
 use crate::error::{InferError, Result};
 use crate::scorer::StepScorer;
 use reg4rec_data::metrics::{
-    filtered_rank, filtered_rank_in_list, rank_in_list, rank_of, sorted_history, Metrics, UserRanks,
+    filtered_rank, rank_in_scored_list, rank_of, sorted_history, Metrics, UserRanks,
 };
 use reg4rec_data::split::{LeaveOneOut, Stage};
 use serde::{Deserialize, Serialize};
@@ -79,12 +80,14 @@ pub fn evaluate<S: StepScorer>(
         let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
         let out = search.run(scorer, &refs, false)?;
         for (&u, list) in users.iter().zip(&out.lists) {
-            let items: Vec<u32> = list.iter().map(|r| r.item).collect();
+            // Pessimistic ties, as every full ranking: an item the list holds with the target's score ranks
+            // above it wherever the search put it.
+            let items: Vec<(u32, f32)> = list.iter().map(|r| (r.item, r.score)).collect();
             let target = split.target(u, stage);
             let history = sorted_history(&split.history(u, stage, usize::MAX));
             ranks.push(
-                rank_in_list(&items, target),
-                filtered_rank_in_list(&items, target, &history),
+                rank_in_scored_list(&items, target, &[]),
+                rank_in_scored_list(&items, target, &history),
             );
         }
         stats.merge(&out.stats);

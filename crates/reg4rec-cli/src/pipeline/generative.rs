@@ -177,8 +177,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1)?;
     let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h)?;
 
-    // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`). The best weights' stage
-    // key is the one it has always had, so runs cached before `which` existed are reused.
+    // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`).
     // A row named `*-paths` is searched path-ranked (`Rank::Paths`), every other one as `infer.rank` says.
     let eval = |name: &str,
                 model: &Done<Trained>,
@@ -195,13 +194,16 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         let stage_name = format!("eval-{name}");
         let work = |_: &Path, _: bool| evaluate_dir(&model.dir, which, ctx, stage, &infer);
         match which {
-            Which::Best => ctx
-                .runner
-                .run(&stage_name, &(&model.key, stage, &infer), work),
-            Which::Latest => {
-                ctx.runner
-                    .run(&stage_name, &(&model.key, stage, &infer, "latest"), work)
-            }
+            Which::Best => ctx.runner.run(
+                &stage_name,
+                &(&model.key, stage, &infer, EVAL_REVISION),
+                work,
+            ),
+            Which::Latest => ctx.runner.run(
+                &stage_name,
+                &(&model.key, stage, &infer, "latest", EVAL_REVISION),
+                work,
+            ),
         }
         .map(|d| d.result)
     };
@@ -421,6 +423,10 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         precision,
     })
 }
+
+/// Part of every evaluation stage's key: evaluations cached before generated lists broke ties pessimistically
+/// (they ordered equal scores by item index) are recomputed.
+const EVAL_REVISION: &str = "pessimistic-ties";
 
 /// The full model's item head ranking every item alone (no search).
 pub const ITEM_HEAD_ROW: &str = "item-head";

@@ -44,8 +44,9 @@ impl Protocol {
                  outside that list counts as a miss"
             ),
             filter_history,
-            tie_breaking: "popularity and sasrec-ce: pessimistic (the target ranks after every item with an \
-                           equal score); generative rows: equal scores ordered by item index"
+            tie_breaking: "pessimistic for every row (the target ranks after every item with an equal score: \
+                           in the full ranking of popularity, sasrec-ce and item-head, in the generated list of \
+                           the generative rows)"
                 .into(),
             history: format!(
                 "{} of {users} test targets ({:.2}%) and {} validation targets ({:.2}%) repeat an item of \
