@@ -494,21 +494,30 @@ fn beam_rollouts_are_the_most_likely_distinct_items() {
 }
 
 fn pretrained(dir: &std::path::Path, ds: &Dataset, split: &LeaveOneOut, codes: &Codes) {
-    let t = TrainConfig {
-        epochs: 3,
-        ..TrainConfig::preset("smoke").unwrap()
-    };
-    pretrain(
+    pretrained_as(
+        dir,
         ds,
         split,
         codes,
         &ModelConfig::preset("smoke").unwrap(),
-        &t,
-        dir,
-        false,
-        Default::default(),
-    )
-    .unwrap();
+        3,
+    );
+}
+
+/// The smoke pre-training of `model` for `epochs` epochs into `dir`.
+fn pretrained_as(
+    dir: &std::path::Path,
+    ds: &Dataset,
+    split: &LeaveOneOut,
+    codes: &Codes,
+    model: &ModelConfig,
+    epochs: usize,
+) {
+    let t = TrainConfig {
+        epochs,
+        ..TrainConfig::preset("smoke").unwrap()
+    };
+    pretrain(ds, split, codes, model, &t, dir, false, Default::default()).unwrap();
 }
 
 /// GRPO scores steps with the open-codebook softmax: a model whose paths are scored otherwise is refused with
@@ -525,11 +534,7 @@ fn align_refuses_a_model_whose_paths_it_does_not_score() {
         path: reg4rec_model::PathScore::Parallel,
         ..ModelConfig::preset("smoke").unwrap()
     };
-    let t = TrainConfig {
-        epochs: 1,
-        ..TrainConfig::preset("smoke").unwrap()
-    };
-    pretrain(&ds, &split, &codes, &m, &t, &pre, false, Default::default()).unwrap();
+    pretrained_as(&pre, &ds, &split, &codes, &m, 1);
     let cfg = AlignConfig::preset("smoke").unwrap();
     let out = tmp.path().join("aligned");
     let e = align(

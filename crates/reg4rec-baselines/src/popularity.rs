@@ -41,11 +41,9 @@ pub fn evaluate_popularity(
     stage: Stage,
     exclude_history: bool,
 ) -> Metrics {
-    let ranks = popularity_ranks(split, n_items, stage);
-    match exclude_history {
-        true => ranks.filtered_metrics(),
-        false => ranks.metrics(),
-    }
+    popularity_ranks(split, n_items, stage)
+        .under(exclude_history)
+        .metrics()
 }
 
 /// Every user's 0-based target rank in the popularity ranking on `stage`, under both protocols (all items;
@@ -56,6 +54,11 @@ pub fn popularity_ranks(split: &LeaveOneOut, n_items: usize, stage: Stage) -> Us
     // one sort, then a binary search per user instead of a pass over all items.
     let mut sorted = counts.clone();
     sorted.sort_unstable();
+    let score_at = |i: u32| {
+        counts
+            .get(i as usize)
+            .map_or(f32::NEG_INFINITY, |&h| h as f32)
+    };
     let mut ranks = UserRanks::default();
     for u in 0..split.n_users() {
         let target = split.target(u, stage);
@@ -64,11 +67,6 @@ pub fn popularity_ranks(split: &LeaveOneOut, n_items: usize, stage: Stage) -> Us
                 let below = sorted.partition_point(|&x| x < c);
                 let rank = n_items - below - 1;
                 let history = sorted_history(&split.history(u, stage, usize::MAX));
-                let score_at = |i: u32| {
-                    counts
-                        .get(i as usize)
-                        .map_or(f32::NEG_INFINITY, |&h| h as f32)
-                };
                 let filtered = filtered_rank(rank, target, c as f32, &history, score_at);
                 ranks.push(Some(rank), filtered);
             }

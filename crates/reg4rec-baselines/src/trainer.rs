@@ -43,7 +43,8 @@ pub struct SasRecReport {
     /// Test metrics under the history-filtered protocol.
     #[serde(default)]
     pub test_filtered: Metrics,
-    /// Every test user's target rank under both protocols, in the split's user order (paired comparisons).
+    /// Every test user's target rank under both protocols, in the split's user order (paired comparisons;
+    /// `all` is the filtered protocol's too under `exclude_history`, as `test`).
     #[serde(default)]
     pub test_ranks: UserRanks,
     /// Wall-clock seconds of the training loop, periodic validation included, summed over resumed runs.
@@ -207,11 +208,10 @@ impl SasRecModel {
     /// reads) is removed from the ranking first, and a target that repeats a history item is not ranked: the
     /// filtered protocol of [`Self::ranks`].
     pub fn evaluate(&self, split: &LeaveOneOut, stage: Stage) -> Result<Metrics> {
-        let ranks = self.ranks(split, stage)?;
-        Ok(match self.config.exclude_history {
-            true => ranks.filtered_metrics(),
-            false => ranks.metrics(),
-        })
+        Ok(self
+            .ranks(split, stage)?
+            .under(self.config.exclude_history)
+            .metrics())
     }
 
     /// Every user's 0-based full-ranking target rank on `stage`, in the split's user order, under both
@@ -222,7 +222,10 @@ impl SasRecModel {
         // Similar lengths together: less padding, same results (padding is masked out).
         let mut users: Vec<usize> = (0..split.n_users()).collect();
         users.sort_by_key(|&u| split.train[u].len());
-        let mut by_user = vec![(None, None); split.n_users()];
+        let mut out = UserRanks {
+            all: vec![None; split.n_users()],
+            filtered: vec![None; split.n_users()],
+        };
         for chunk in users.chunks(self.config.eval_batch_size) {
             let histories: Vec<Vec<u32>> = chunk
                 .iter()
@@ -237,12 +240,9 @@ impl SasRecModel {
                 .iter()
                 .zip(tensor_ranks(&scores, &targets, &histories)?)
             {
-                by_user[u] = (Some(all), filtered);
+                out.all[u] = Some(all as u32);
+                out.filtered[u] = filtered.map(|r| r as u32);
             }
-        }
-        let mut out = UserRanks::default();
-        for (all, filtered) in by_user {
-            out.push(all, filtered);
         }
         Ok(out)
     }
@@ -555,15 +555,15 @@ pub fn train_sasrec(
     })?;
     model.load_weights(&run_dir.join(&best.weights))?;
     let started = Instant::now();
-    let valid_ranks = model.ranks(split, Stage::Valid)?;
-    let test_ranks = model.ranks(split, Stage::Test)?;
-    let configured = |r: &UserRanks| match config.exclude_history {
-        true => r.filtered_metrics(),
-        false => r.metrics(),
-    };
+    let valid_ranks = model
+        .ranks(split, Stage::Valid)?
+        .under(config.exclude_history);
+    let test_ranks = model
+        .ranks(split, Stage::Test)?
+        .under(config.exclude_history);
     let report = SasRecReport {
-        valid: configured(&valid_ranks),
-        test: configured(&test_ranks),
+        valid: valid_ranks.metrics(),
+        test: test_ranks.metrics(),
         valid_filtered: valid_ranks.filtered_metrics(),
         test_filtered: test_ranks.filtered_metrics(),
         test_ranks,

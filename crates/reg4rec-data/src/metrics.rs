@@ -102,6 +102,18 @@ impl UserRanks {
     pub fn filtered_metrics(&self) -> Metrics {
         metrics_of(&self.filtered)
     }
+
+    /// The ranks of an evaluation whose main protocol is the filtered one when `exclude_history` is set (the
+    /// `exclude_history` switch of every evaluator): `all` then holds the filtered ranks too.
+    pub fn under(self, exclude_history: bool) -> UserRanks {
+        match exclude_history {
+            true => UserRanks {
+                all: self.filtered.clone(),
+                filtered: self.filtered,
+            },
+            false => self,
+        }
+    }
 }
 
 /// [`Metrics`] of per-user 0-based ranks (`None`: not ranked).
@@ -269,6 +281,8 @@ mod tests {
         assert_eq!(both.filtered_metrics().recall_5, 0.5);
         assert!((both.filtered_metrics().ndcg_5 - 0.5 / 4f64.log2()).abs() < 1e-12);
         assert!((both.metrics().ndcg_5 - 0.5 / 6f64.log2()).abs() < 1e-12);
+        assert_eq!(both.clone().under(false), both);
+        assert_eq!(both.clone().under(true).metrics(), both.filtered_metrics());
     }
 
     #[test]

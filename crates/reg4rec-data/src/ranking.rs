@@ -83,8 +83,8 @@ pub fn tensor_ranks(
     Ok(out)
 }
 
-/// The item count of `scores` `[users, n_items]` after checking it against `targets`.
-fn check(scores: &Tensor, targets: &[i64]) -> Result<i64> {
+/// Checks `scores` `[users, n_items]` against `targets`.
+fn check(scores: &Tensor, targets: &[i64]) -> Result<()> {
     let &[rows, n_items] = scores.size().as_slice() else {
         return Err(DataError::Other(format!(
             "scores: expected [users, items], got shape {:?}",
@@ -102,7 +102,7 @@ fn check(scores: &Tensor, targets: &[i64]) -> Result<i64> {
             "targets: item {t} is outside the {n_items} scored items"
         )));
     }
-    Ok(n_items)
+    Ok(())
 }
 
 fn torch(context: &str, e: tch::TchError) -> DataError {

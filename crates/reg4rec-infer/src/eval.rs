@@ -11,7 +11,7 @@ use crate::scorer::StepScorer;
 use reg4rec_data::metrics::{
     filtered_rank, rank_in_scored_list, rank_of, sorted_history, Metrics, UserRanks,
 };
-use reg4rec_data::split::{LeaveOneOut, Stage};
+use reg4rec_data::split::{truncate_front, LeaveOneOut, Stage};
 use serde::{Deserialize, Serialize};
 
 /// Metrics of one evaluation and the settings that produced them.
@@ -55,45 +55,42 @@ pub fn evaluate<S: StepScorer>(
         return Err(InferError::Input("max_history must be at least 1".into()));
     }
     let n_items = search.index().n_items() as u32;
-    let n = split.n_users();
     let mut stats = SearchStats::default();
     let mut ranks = UserRanks::default();
-    let bar = reg4rec_data::progress::bar(n as u64, "evaluate");
-    for start in (0..n).step_by(cfg.batch_users) {
-        let users: Vec<usize> = (start..(start + cfg.batch_users).min(n)).collect();
-        // With `exclude_history` the search gets the whole history so that every item of it is excluded (the
-        // model scorer still encodes only its most recent `history_len` items).
-        let len = if cfg.exclude_history {
-            usize::MAX
-        } else {
-            max_history
-        };
-        let histories: Vec<Vec<u32>> = users
-            .iter()
-            .map(|&u| split.history(u, stage, len))
-            .collect();
-        if let Some(&bad) = histories.iter().flatten().find(|&&i| i >= n_items) {
-            return Err(InferError::Input(format!(
-                "history item {bad} is outside the item index ({n_items} items)"
-            )));
-        }
-        let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
-        let out = search.run(scorer, &refs, false)?;
-        for (&u, list) in users.iter().zip(&out.lists) {
-            // Pessimistic ties, as every full ranking: an item the list holds with the target's score ranks
-            // above it wherever the search put it.
-            let items: Vec<(u32, f32)> = list.iter().map(|r| (r.item, r.score)).collect();
-            let target = split.target(u, stage);
-            let history = sorted_history(&split.history(u, stage, usize::MAX));
-            ranks.push(
-                rank_in_scored_list(&items, target, &[]),
-                rank_in_scored_list(&items, target, &history),
-            );
-        }
-        stats.merge(&out.stats);
-        bar.inc(users.len() as u64);
-    }
-    bar.finish_and_clear();
+    // With `exclude_history` the search gets the whole history so that every item of it is excluded (the model
+    // scorer still encodes only its most recent `history_len` items).
+    let len = if cfg.exclude_history {
+        usize::MAX
+    } else {
+        max_history
+    };
+    for_each_batch(
+        split,
+        stage,
+        cfg.batch_users,
+        "evaluate",
+        |users, histories| {
+            if let Some(&bad) = histories.iter().flatten().find(|&&i| i >= n_items) {
+                return Err(InferError::Input(format!(
+                    "history item {bad} is outside the item index ({n_items} items)"
+                )));
+            }
+            let refs: Vec<&[u32]> = histories.iter().map(|h| truncate_front(h, len)).collect();
+            let out = search.run(scorer, &refs, false)?;
+            for ((&u, list), history) in users.iter().zip(&out.lists).zip(histories) {
+                // Pessimistic ties, as every full ranking: an item the list holds with the target's score ranks
+                // above it wherever the search put it.
+                let items: Vec<(u32, f32)> = list.iter().map(|r| (r.item, r.score)).collect();
+                let target = split.target(u, stage);
+                ranks.push(
+                    rank_in_scored_list(&items, target, &[]),
+                    rank_in_scored_list(&items, target, &sorted_history(history)),
+                );
+            }
+            stats.merge(&out.stats);
+            Ok(())
+        },
+    )?;
     Ok(EvalReport {
         stage,
         metrics: ranks.metrics(),
@@ -126,38 +123,63 @@ pub fn evaluate_dense<S: StepScorer>(
             "max_history and batch_users must be at least 1".into(),
         ));
     }
-    let n = split.n_users();
     let mut ranks = UserRanks::default();
-    let bar = reg4rec_data::progress::bar(n as u64, "evaluate the item head");
+    for_each_batch(
+        split,
+        stage,
+        batch_users,
+        "evaluate the item head",
+        |users, histories| {
+            let refs: Vec<&[u32]> = histories
+                .iter()
+                .map(|h| truncate_front(h, max_history))
+                .collect();
+            scorer.begin(&refs)?;
+            let scores = scorer.all_item_scores(n_items)?.ok_or_else(|| {
+                InferError::Input(
+                    "the scorer has no dense item scores (a model without an item head)".into(),
+                )
+            })?;
+            for ((row, &u), history) in scores.chunks(n_items).zip(users).zip(histories) {
+                let target = split.target(u, stage);
+                if target as usize >= n_items {
+                    return Err(InferError::Input(format!(
+                        "target item {target} is outside the {n_items} scored items"
+                    )));
+                }
+                let all = rank_of(row, target as usize);
+                let history = sorted_history(history);
+                let filtered = filtered_rank(all, target, row[target as usize], &history, |i| {
+                    row.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY)
+                });
+                ranks.push(Some(all), filtered);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(ranks)
+}
+
+/// Runs `f` on the users of `split` in batches of `batch_users` (in user order), each with the users' whole
+/// histories on `stage` (oldest first), behind a progress bar labelled `label`.
+fn for_each_batch(
+    split: &LeaveOneOut,
+    stage: Stage,
+    batch_users: usize,
+    label: &str,
+    mut f: impl FnMut(&[usize], &[Vec<u32>]) -> Result<()>,
+) -> Result<()> {
+    let n = split.n_users();
+    let bar = reg4rec_data::progress::bar(n as u64, label);
     for start in (0..n).step_by(batch_users) {
         let users: Vec<usize> = (start..(start + batch_users).min(n)).collect();
         let histories: Vec<Vec<u32>> = users
             .iter()
-            .map(|&u| split.history(u, stage, max_history))
+            .map(|&u| split.history(u, stage, usize::MAX))
             .collect();
-        let refs: Vec<&[u32]> = histories.iter().map(Vec::as_slice).collect();
-        scorer.begin(&refs)?;
-        let scores = scorer.all_item_scores(n_items)?.ok_or_else(|| {
-            InferError::Input(
-                "the scorer has no dense item scores (a model without an item head)".into(),
-            )
-        })?;
-        for (row, &u) in scores.chunks(n_items).zip(&users) {
-            let target = split.target(u, stage);
-            if target as usize >= n_items {
-                return Err(InferError::Input(format!(
-                    "target item {target} is outside the {n_items} scored items"
-                )));
-            }
-            let all = rank_of(row, target as usize);
-            let history = sorted_history(&split.history(u, stage, usize::MAX));
-            let filtered = filtered_rank(all, target, row[target as usize], &history, |i| {
-                row.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY)
-            });
-            ranks.push(Some(all), filtered);
-        }
+        f(&users, &histories)?;
         bar.inc(users.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(ranks)
+    Ok(())
 }

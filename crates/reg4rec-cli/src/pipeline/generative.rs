@@ -333,16 +333,9 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                 })
             },
         )?;
-        let ranks = match cfg.infer.exclude_history {
-            true => UserRanks {
-                all: head.result.ranks.filtered.clone(),
-                filtered: head.result.ranks.filtered,
-            },
-            false => head.result.ranks,
-        };
         ranked.push(MethodRow::ranked(
             ITEM_HEAD_ROW,
-            ranks,
+            head.result.ranks.under(cfg.infer.exclude_history),
             full.result.seconds,
             head.result.seconds,
         ));

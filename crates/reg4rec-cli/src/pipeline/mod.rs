@@ -15,7 +15,6 @@ use crate::args::{ConfigArgs, DataArgs};
 use crate::config::PipelineConfig;
 use anyhow::{Context, Result};
 use clap::Args;
-use reg4rec_data::metrics::UserRanks;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
 use sha2::{Digest, Sha256};
@@ -88,15 +87,6 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let data_key = data_key(&ds);
 
     let filter = cfg.infer.exclude_history;
-    // Under `exclude_history` the rows' main metrics are the filtered protocol's too (the generative searches
-    // skip history items themselves).
-    let configured = |r: UserRanks| match filter {
-        true => UserRanks {
-            all: r.filtered.clone(),
-            filtered: r.filtered,
-        },
-        false => r,
-    };
     let pop = ctx.runner.run(
         "popularity",
         &(&data_key, filter, RANKS_REVISION),
@@ -107,7 +97,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
                 reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid, filter);
             let mut r = MethodRow::ranked(
                 "popularity",
-                configured(test),
+                test.under(filter),
                 0.0,
                 t.elapsed().as_secs_f64(),
             );
@@ -123,12 +113,8 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         |dir, resume| {
             let r =
                 reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
-            let mut row = MethodRow::ranked(
-                SASREC_ROW,
-                configured(r.test_ranks),
-                r.train_seconds,
-                r.eval_seconds,
-            );
+            let mut row =
+                MethodRow::ranked(SASREC_ROW, r.test_ranks, r.train_seconds, r.eval_seconds);
             row.row = row.row.with_valid(r.valid);
             Ok(row)
         },
