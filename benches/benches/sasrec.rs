@@ -9,7 +9,7 @@ const N_ITEMS: u32 = 12_101;
 
 fn sasrec_training(c: &mut Criterion) {
     let cfg = SasRecConfig::preset("cpu").unwrap();
-    let model = match SasRecModel::new(&cfg, N_ITEMS as usize) {
+    let model = match SasRecModel::new(&cfg, N_ITEMS as usize, None) {
         Ok(m) => m,
         Err(e) => panic!("cpu preset must build: {e}"),
     };

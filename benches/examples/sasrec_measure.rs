@@ -130,7 +130,15 @@ fn main() -> BoxResult<()> {
         ))
     });
     let (wall, cpu) = (Instant::now(), cpu_seconds());
-    let r = train_sasrec(&split, n_items, &cfg, &run_dir, resume)?;
+    // `--set item_features=true`: the item features of the preset's `[features]` section (the generative model's).
+    let features = if cfg.item_features {
+        let fcfg: reg4rec_data::FeatureConfig =
+            reg4rec_data::presets::section(&preset, "features")?;
+        Some(reg4rec_data::build_item_features(&ds, &split, &fcfg)?)
+    } else {
+        None
+    };
+    let r = train_sasrec(&split, n_items, &cfg, features.as_ref(), &run_dir, resume)?;
     let cpu_used = cpu_seconds()
         .zip(cpu)
         .map(|(b, a)| b - a)

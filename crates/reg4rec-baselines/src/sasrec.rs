@@ -83,6 +83,58 @@ pub struct SasRecConfig {
     /// Evaluation protocol: remove each user's own history items from the ranking (validation for early stopping
     /// and the final metrics alike). Default false: nothing is filtered, as REG4REC.md's protocol states.
     pub exclude_history: bool,
+    /// Every item's embedding also reads its feature vector (the matrix the generative model's tokenizer reads,
+    /// `reg4rec_data::features`): a learned linear projection of it (no bias) is added to the item's id
+    /// embedding, in the input and (tied) output tables alike. The features travel with the weights. Default
+    /// false (ids only, the published SASRec); the pipeline's `sasrec-ce-features` row sets it. (Left out of
+    /// the serialized config when false, so configs and stage keys written before it existed still match.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub item_features: bool,
+    /// Where the blocks normalise: `pre` (`x + f(LN(x))`, a final LayerNorm; GPT-2's and this crate's
+    /// default) or `post` (`LN(x + f(x))` after a LayerNorm of the input embeddings, no final one: the BERT-style
+    /// blocks of the FMLP-Rec / BSARec code whose SASRec rows are often quoted). Default `pre`.
+    #[serde(skip_serializing_if = "Norm::is_pre")]
+    pub norm: Norm,
+    /// What one training row is: `sequences` (a user's training part, the next item a target at every
+    /// position, as the SASRec paper) or `prefixes` (every prefix of it a row of its own, read right-aligned
+    /// like a user at test time, its last item the only target: the FMLP-Rec / BSARec code behind the
+    /// published full-softmax rows). `batch_size` counts rows either way. Default `sequences`.
+    #[serde(skip_serializing_if = "Samples::is_sequences")]
+    pub samples: Samples,
+}
+
+/// The training rows of SASRec ([`SasRecConfig::samples`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Samples {
+    /// One row per user, a target at every position.
+    #[default]
+    Sequences,
+    /// One row per training position: the prefix up to it, the position's item the target.
+    Prefixes,
+}
+
+impl Samples {
+    fn is_sequences(&self) -> bool {
+        *self == Samples::Sequences
+    }
+}
+
+/// Placement of the LayerNorms in SASRec's blocks ([`SasRecConfig::norm`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    /// `x + f(LN(x))`, then a final LayerNorm.
+    #[default]
+    Pre,
+    /// LayerNorm of the input embeddings, then `LN(x + f(x))`.
+    Post,
+}
+
+impl Norm {
+    fn is_pre(&self) -> bool {
+        *self == Norm::Pre
+    }
 }
 
 impl Default for SasRecConfig {
@@ -112,6 +164,9 @@ impl Default for SasRecConfig {
             seed: 42,
             repeat_bias: false,
             exclude_history: false,
+            item_features: false,
+            norm: Norm::Pre,
+            samples: Samples::Sequences,
         }
     }
 }
@@ -265,7 +320,8 @@ impl FeedForward {
     }
 }
 
-/// One pre-LN block: `x + drop(attn(ln1(x)))`, then `x + drop(ffn(ln2(x)))`.
+/// One block: pre-LN `x + drop(attn(ln1(x)))`, then `x + drop(ffn(ln2(x)))`; post-LN
+/// `ln1(x + drop(attn(x)))`, then `ln2(x + drop(ffn(x)))`.
 #[derive(Debug)]
 struct Block {
     ln1: nn::LayerNorm,
@@ -273,6 +329,7 @@ struct Block {
     ln2: nn::LayerNorm,
     ffn: FeedForward,
     dropout: f64,
+    norm: Norm,
 }
 
 impl Block {
@@ -283,20 +340,42 @@ impl Block {
             ln2: layer_norm(&p / "ln2", cfg.d_model),
             ffn: FeedForward::new(&p / "ffn", cfg),
             dropout: cfg.dropout,
+            norm: cfg.norm,
         }
     }
 
     fn forward(&self, x: &Tensor, allowed: &Tensor, train: bool) -> Tensor {
-        let a = self.attn.forward(&x.apply(&self.ln1), allowed, train);
-        let x = x + a.dropout(self.dropout, train);
-        let f = self.ffn.forward(&x.apply(&self.ln2), train);
-        x + f.dropout(self.dropout, train)
+        match self.norm {
+            Norm::Pre => {
+                let a = self.attn.forward(&x.apply(&self.ln1), allowed, train);
+                let x = x + a.dropout(self.dropout, train);
+                let f = self.ffn.forward(&x.apply(&self.ln2), train);
+                x + f.dropout(self.dropout, train)
+            }
+            Norm::Post => {
+                let a = self.attn.forward(x, allowed, train);
+                let x = (x + a.dropout(self.dropout, train)).apply(&self.ln1);
+                let f = self.ffn.forward(&x, train);
+                (x + f.dropout(self.dropout, train)).apply(&self.ln2)
+            }
+        }
     }
 }
 
+/// An item's feature vector as part of its embedding: `values @ proj` is added to the id embeddings.
+#[derive(Debug)]
+struct FeatureInput {
+    /// [n_items, n_features], not trained (a buffer saved with the weights).
+    values: Tensor,
+    /// [n_features, d_model].
+    proj: Tensor,
+}
+
 /// The SASRec network. Weights: `item_emb/weight` [n_items + 1, d_model] (last row = padding),
-/// `pos_emb/weight` [max_len, d_model], `layers/{i}/...`, `ln_f/{weight,bias}`, and with an untied output
-/// (`tie_output = false`) `out_emb/weight` [n_items, d_model].
+/// `pos_emb/weight` [max_len, d_model], `layers/{i}/...`, `ln_f/{weight,bias}` (`ln_emb` with post-LN
+/// blocks), with an untied output
+/// (`tie_output = false`) `out_emb/weight` [n_items, d_model], and with `item_features`
+/// `features/{values,proj}` ([n_items, n_features] not trained, [n_features, d_model]).
 #[derive(Debug)]
 pub struct SasRec {
     /// [n_items + 1, d_model]; row `n_items` is the padding id. Also the output layer unless `out_emb` is set.
@@ -305,18 +384,29 @@ pub struct SasRec {
     out_emb: Option<Tensor>,
     /// [1]: the repeat bias (`repeat_bias`).
     repeat_bias: Option<Tensor>,
+    /// The item features and their projection (`item_features`).
+    features: Option<FeatureInput>,
     /// [max_len, d_model].
     pos_emb: nn::Embedding,
     layers: Vec<Block>,
+    /// The final LayerNorm (pre-LN blocks) or the input embeddings' (post-LN).
     ln_f: nn::LayerNorm,
+    norm: Norm,
     n_items: i64,
     max_len: i64,
     dropout: f64,
 }
 
 impl SasRec {
-    /// Creates the weights under `p`. `cfg` must have passed [`SasRecConfig::validate`].
-    pub fn new(p: &nn::Path, cfg: &SasRecConfig, n_items: usize) -> Self {
+    /// Creates the weights under `p`. `cfg` must have passed [`SasRecConfig::validate`]. `n_features`: the
+    /// width of the item feature matrix when `cfg.item_features` (the values start at zero: load them with
+    /// [`Self::set_features`] or from a checkpoint).
+    pub fn new(
+        p: &nn::Path,
+        cfg: &SasRecConfig,
+        n_items: usize,
+        n_features: Option<usize>,
+    ) -> Self {
         let emb = || nn::EmbeddingConfig {
             ws_init: nn::Init::Randn {
                 mean: 0.0,
@@ -335,7 +425,11 @@ impl SasRec {
             layers: (0..cfg.n_layers)
                 .map(|i| Block::new(p / "layers" / i, cfg))
                 .collect(),
-            ln_f: layer_norm(p / "ln_f", cfg.d_model),
+            ln_f: match cfg.norm {
+                Norm::Pre => layer_norm(p / "ln_f", cfg.d_model),
+                Norm::Post => layer_norm(p / "ln_emb", cfg.d_model),
+            },
+            norm: cfg.norm,
             // Created last, so a tied model's initial weights do not depend on this option.
             out_emb: (!cfg.tie_output).then(|| {
                 (p / "out_emb").var(
@@ -348,6 +442,18 @@ impl SasRec {
                 )
             }),
             repeat_bias: cfg.repeat_bias.then(|| p.zeros("repeat_bias", &[1])),
+            // Created last, so a model without features draws the same initial weights.
+            features: n_features.map(|f| FeatureInput {
+                values: (p / "features").zeros_no_train("values", &[n_items as i64, f as i64]),
+                proj: (p / "features").var(
+                    "proj",
+                    &[f as i64, cfg.d_model as i64],
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: INIT_STD,
+                    },
+                ),
+            }),
             n_items: n_items as i64,
             max_len: cfg.max_len as i64,
             dropout: cfg.dropout,
@@ -359,9 +465,60 @@ impl SasRec {
         self.n_items
     }
 
+    /// The item table `[n_items + 1, d_model]` (last row = padding): the id embeddings, plus the projected
+    /// features of every real item with `item_features`. Compute it once per step and hand it to
+    /// [`Self::forward_with`] and [`Self::logits_with`].
+    pub fn item_table(&self) -> Tensor {
+        match &self.features {
+            None => self.item_emb.ws.shallow_clone(),
+            Some(f) => {
+                let ids = &self.item_emb.ws;
+                let real = ids.narrow(0, 0, self.n_items) + f.values.matmul(&f.proj);
+                Tensor::cat(&[real, ids.narrow(0, self.n_items, 1)], 0)
+            }
+        }
+    }
+
+    /// Loads the item feature matrix (row-major `[n_items, n_features]`) of a model built with `item_features`.
+    pub fn set_features(&mut self, values: &[f32]) -> Result<()> {
+        let f = self.features.as_mut().ok_or_else(|| {
+            BaselineError::config("item_features", "the model was built without item features")
+        })?;
+        let size = f.values.size();
+        if values.len() as i64 != size[0] * size[1] {
+            return Err(BaselineError::input(
+                "features",
+                format!(
+                    "{} values do not fill {} items x {} features",
+                    values.len(),
+                    size[0],
+                    size[1]
+                ),
+            ));
+        }
+        tch::no_grad(|| {
+            f.values.copy_(
+                &Tensor::from_slice(values)
+                    .view([size[0], size[1]])
+                    .to_device(f.values.device()),
+            )
+        });
+        Ok(())
+    }
+
+    /// Width of the item feature matrix the model reads (`None` without `item_features`).
+    pub fn n_features(&self) -> Option<usize> {
+        self.features.as_ref().map(|f| f.values.size()[1] as usize)
+    }
+
     /// Hidden states of left-padded histories `items` [batch, steps] (int64, `steps <= max_len`, padding =
     /// [`Self::pad_id`]) -> [batch, steps, d_model]. Position `t` reads positions `<= t` that are not padding.
     pub fn forward(&self, items: &Tensor, train: bool) -> Tensor {
+        self.forward_with(items, &self.item_table(), train)
+    }
+
+    /// [`Self::forward`] with the item table of [`Self::item_table`].
+    pub fn forward_with(&self, items: &Tensor, table: &Tensor, train: bool) -> Tensor {
         let (_, t) = items.size2().expect("item ids are [batch, steps]");
         assert!(
             t <= self.max_len,
@@ -374,28 +531,41 @@ impl SasRec {
             self.max_len,
             (Kind::Int64, items.device()),
         );
-        let x = items.apply(&self.item_emb) + pos.apply(&self.pos_emb).unsqueeze(0); // [batch, steps, d_model]
+        let x = Tensor::embedding(table, items, -1, false, false)
+            + pos.apply(&self.pos_emb).unsqueeze(0); // [batch, steps, d_model]
+        let x = match self.norm {
+            Norm::Pre => x,
+            Norm::Post => x.apply(&self.ln_f),
+        };
         let mut x = x.dropout(self.dropout, train);
         let allowed = attention_mask(items, self.n_items);
         for layer in &self.layers {
             x = layer.forward(&x, &allowed, train);
         }
-        x.apply(&self.ln_f)
+        match self.norm {
+            Norm::Pre => x.apply(&self.ln_f),
+            Norm::Post => x,
+        }
     }
 
     /// Scores of every real item for hidden states `h` [..., d_model] -> [..., n_items] (against the input item
     /// table when tied, else the output table).
     pub fn logits(&self, h: &Tensor) -> Tensor {
+        self.logits_with(h, &self.item_table())
+    }
+
+    /// [`Self::logits`] with the item table of [`Self::item_table`].
+    pub fn logits_with(&self, h: &Tensor, table: &Tensor) -> Tensor {
         match &self.out_emb {
             Some(out) => h.matmul(&out.tr()),
-            None => h.matmul(&self.item_emb.ws.narrow(0, 0, self.n_items).tr()),
+            None => h.matmul(&table.narrow(0, 0, self.n_items).tr()),
         }
     }
 
-    /// [`Self::logits`] `[N, n_items]` with the repeat bias (when the model has one) at the `seen` (row, item)
-    /// pairs (`reg4rec_train::repeat::seen_pairs`, on the logits' device).
-    pub fn logits_seen(&self, h: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
-        let logits = self.logits(h);
+    /// [`Self::logits_with`] `[N, n_items]` with the repeat bias (when the model has one) at the `seen` (row,
+    /// item) pairs (`reg4rec_train::repeat::seen_pairs`, on the logits' device).
+    pub fn logits_seen(&self, h: &Tensor, table: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
+        let logits = self.logits_with(h, table);
         match &self.repeat_bias {
             Some(b) => reg4rec_train::repeat::add_repeat_bias(logits, seen, b),
             None => logits,
@@ -405,9 +575,10 @@ impl SasRec {
     /// Scores of every item after the last position of each left-padded history [batch, steps] -> [batch, n_items],
     /// with the repeat bias at the `seen` pairs of each row's items.
     pub fn score_last(&self, items: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
-        let h = self.forward(items, false); // [batch, steps, d_model]
+        let table = self.item_table();
+        let h = self.forward_with(items, &table, false); // [batch, steps, d_model]
         let last = h.select(1, -1); // [batch, d_model]
-        self.logits_seen(&last, seen)
+        self.logits_seen(&last, &table, seen)
     }
 }
 

@@ -13,7 +13,8 @@
 //! meanwhile).
 
 use crate::error::{BaselineError, Result};
-use crate::sasrec::{SasRec, SasRecConfig};
+use crate::sasrec::{Samples, SasRec, SasRecConfig};
+use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::io::{read_json, write_json_atomic};
 use reg4rec_data::metrics::UserRanks;
 use reg4rec_data::ranking::tensor_ranks;
@@ -86,6 +87,10 @@ pub struct RunFile {
     pub format_version: u32,
     pub n_items: usize,
     pub config: SasRecConfig,
+    /// Width of the item feature matrix the model reads (`config.item_features`; the values are saved with
+    /// the weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_features: Option<usize>,
 }
 
 /// A SASRec network with its weights, ready to score users.
@@ -106,15 +111,56 @@ impl std::fmt::Debug for SasRecModel {
 }
 
 impl SasRecModel {
-    /// Fresh weights initialised from `config.seed` (CPU).
-    pub fn new(config: &SasRecConfig, n_items: usize) -> Result<Self> {
+    /// Fresh weights initialised from `config.seed` (CPU). `features`: the item feature matrix, which a
+    /// config with `item_features` needs and one without refuses.
+    pub fn new(
+        config: &SasRecConfig,
+        n_items: usize,
+        features: Option<&ItemFeatures>,
+    ) -> Result<Self> {
+        let mut m = Self::untrained(config, n_items, features.map(|f| f.dim))?;
+        if let Some(f) = features {
+            if f.n_items != n_items {
+                return Err(BaselineError::input(
+                    "features",
+                    format!("{} feature rows for {n_items} items", f.n_items),
+                ));
+            }
+            m.net.set_features(&f.values)?;
+        }
+        Ok(m)
+    }
+
+    /// Fresh weights with the feature values at zero (a checkpoint fills them).
+    fn untrained(config: &SasRecConfig, n_items: usize, n_features: Option<usize>) -> Result<Self> {
         config.validate()?;
         if n_items == 0 {
             return Err(BaselineError::input("n_items", "no items to rank"));
         }
+        match (config.item_features, n_features) {
+            (true, None) => {
+                return Err(BaselineError::config(
+                    "item_features",
+                    "is on but no item feature matrix was given",
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(BaselineError::config(
+                    "item_features",
+                    "is off but an item feature matrix was given",
+                ))
+            }
+            (true, Some(0)) => {
+                return Err(BaselineError::input(
+                    "features",
+                    "the matrix has no columns",
+                ))
+            }
+            _ => {}
+        }
         tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = SasRec::new(&vs.root(), config, n_items);
+        let net = SasRec::new(&vs.root(), config, n_items, n_features);
         Ok(SasRecModel {
             config: config.clone(),
             n_items,
@@ -160,7 +206,7 @@ impl SasRecModel {
                 "no validated checkpoint yet",
             ));
         }
-        let mut m = SasRecModel::new(&rf.config, rf.n_items)?;
+        let mut m = SasRecModel::untrained(&rf.config, rf.n_items, rf.n_features)?;
         m.load_weights(&run.best_weights()?)?;
         Ok(m)
     }
@@ -168,16 +214,23 @@ impl SasRecModel {
     /// A training batch of sequences: for each (its last `max_len + 1` items) the inputs are `seq[..n-1]` and
     /// the target at every position is the next item.
     pub fn training_batch(&self, seqs: &[&[u32]]) -> Result<SasRecBatch> {
-        build_batch(seqs, self.n_items, self.config.max_len, self.net.pad_id())
+        build_batch(
+            seqs,
+            self.n_items,
+            self.config.max_len,
+            self.net.pad_id(),
+            false,
+        )
     }
 
     /// The mean full-softmax cross-entropy over a batch's predicted positions, in training mode.
     pub fn loss(&self, batch: &SasRecBatch) -> Tensor {
-        let h = self.net.forward(&batch.items, true); // [batch, steps, d_model]
+        let table = self.net.item_table();
+        let h = self.net.forward_with(&batch.items, &table, true); // [batch, steps, d_model]
         let d = h.size()[2];
         let h = h.view([-1, d]).index_select(0, &batch.at); // [positions, d_model]
         self.net
-            .logits_seen(&h, &batch.seen)
+            .logits_seen(&h, &table, &batch.seen)
             .cross_entropy_loss::<Tensor>(&batch.next, None, Reduction::Mean, -100, 0.0)
     }
 
@@ -309,8 +362,15 @@ pub struct SasRecBatch {
     seen: (Tensor, Tensor),
 }
 
-/// The training batch of `seqs` (see [`SasRecModel::training_batch`]).
-fn build_batch(seqs: &[&[u32]], n_items: usize, max_len: usize, pad: i64) -> Result<SasRecBatch> {
+/// The training batch of `seqs` (see [`SasRecModel::training_batch`]); `last_only`: the last position of each
+/// row is its only target (a prefix sample, [`Samples::Prefixes`]).
+fn build_batch(
+    seqs: &[&[u32]],
+    n_items: usize,
+    max_len: usize,
+    pad: i64,
+    last_only: bool,
+) -> Result<SasRecBatch> {
     let seqs: Vec<&[u32]> = seqs
         .iter()
         .map(|s| reg4rec_data::split::truncate_front(s, max_len + 1))
@@ -342,7 +402,8 @@ fn build_batch(seqs: &[&[u32]], n_items: usize, max_len: usize, pad: i64) -> Res
     let mut read = Vec::new();
     for (r, seq) in seqs.iter().enumerate() {
         let offset = t + 1 - seq.len();
-        for (j, &item) in seq.iter().enumerate().skip(1) {
+        let first = if last_only { seq.len() - 1 } else { 1 };
+        for (j, &item) in seq.iter().enumerate().skip(first) {
             at.push((r * t + offset + j - 1) as i64);
             next.push(item as i64);
             read.push(&seq[..j]);
@@ -361,12 +422,40 @@ fn build_batch(seqs: &[&[u32]], n_items: usize, max_len: usize, pad: i64) -> Res
     })
 }
 
-/// The training sequences (the last `max_len + 1` items of each user's training part with at least two).
+/// The training rows: with [`Samples::Sequences`] the last `max_len + 1` items of each user's training part
+/// with at least two, every position a target; with [`Samples::Prefixes`] every such part's every prefix of at
+/// least two items (its last `max_len + 1`), the last item the only target.
 struct SasRecRows<'a> {
     rows: Vec<&'a [u32]>,
     n_items: usize,
     max_len: usize,
     pad: i64,
+    last_only: bool,
+}
+
+impl<'a> SasRecRows<'a> {
+    fn new(train: &'a [Vec<u32>], n_items: usize, cfg: &SasRecConfig, pad: i64) -> Self {
+        let users = train.iter().filter(|s| s.len() >= 2);
+        let rows = match cfg.samples {
+            Samples::Sequences => users
+                .map(|s| reg4rec_data::split::truncate_front(s, cfg.max_len + 1))
+                .collect(),
+            Samples::Prefixes => users
+                .flat_map(|s| {
+                    (2..=s.len()).map(move |end| {
+                        reg4rec_data::split::truncate_front(&s[..end], cfg.max_len + 1)
+                    })
+                })
+                .collect(),
+        };
+        SasRecRows {
+            rows,
+            n_items,
+            max_len: cfg.max_len,
+            pad,
+            last_only: cfg.samples == Samples::Prefixes,
+        }
+    }
 }
 
 impl Batches for SasRecRows<'_> {
@@ -381,14 +470,17 @@ impl Batches for SasRecRows<'_> {
     }
 
     fn row_targets(&self, i: usize) -> usize {
-        self.rows[i].len() - 1
+        match self.last_only {
+            true => 1,
+            false => self.rows[i].len() - 1,
+        }
     }
 
     fn build(&self, rows: &[usize]) -> reg4rec_train::Result<(SasRecBatch, usize)> {
         let seqs: Vec<&[u32]> = rows.iter().map(|&i| self.rows[i]).collect();
-        let targets = seqs.iter().map(|s| s.len() - 1).sum();
-        let batch =
-            build_batch(&seqs, self.n_items, self.max_len, self.pad).map_err(TrainError::task)?;
+        let targets = rows.iter().map(|&i| self.row_targets(i)).sum();
+        let batch = build_batch(&seqs, self.n_items, self.max_len, self.pad, self.last_only)
+            .map_err(TrainError::task)?;
         Ok((batch, targets))
     }
 }
@@ -491,18 +583,13 @@ pub fn train_sasrec(
     split: &LeaveOneOut,
     n_items: usize,
     config: &SasRecConfig,
+    features: Option<&ItemFeatures>,
     run_dir: &Path,
     resume: bool,
 ) -> Result<SasRecReport> {
     config.validate()?;
     check_split(split, n_items)?;
-    let rows: Vec<&[u32]> = split
-        .train
-        .iter()
-        .filter(|s| s.len() >= 2)
-        .map(|s| reg4rec_data::split::truncate_front(s, config.max_len + 1))
-        .collect();
-    if rows.is_empty() {
+    if split.train.iter().all(|s| s.len() < 2) {
         return Err(BaselineError::input(
             "split",
             "no user has two training items",
@@ -511,31 +598,25 @@ pub fn train_sasrec(
     if config.threads > 0 {
         tch::set_num_threads(config.threads as i32);
     }
+    let mut model = SasRecModel::new(config, n_items, features)?;
+    let run_file = RunFile {
+        format_version: FORMAT_VERSION,
+        n_items,
+        config: config.clone(),
+        n_features: model.net.n_features(),
+    };
     let run = RunDir::new(run_dir);
     let resuming = resume && run.latest().exists();
     if resuming {
         let rf = read_run_file(&run)?;
-        check_resumable(&rf, config, n_items, &run.config())?;
+        check_resumable(&rf, &run_file, &run.config())?;
     } else {
         remove_previous_run(&run)?;
     }
-    write_json_atomic(
-        &run.config(),
-        &RunFile {
-            format_version: FORMAT_VERSION,
-            n_items,
-            config: config.clone(),
-        },
-    )?;
-    let mut model = SasRecModel::new(config, n_items)?;
+    write_json_atomic(&run.config(), &run_file)?;
     let cfg = learner_config(config);
     let report = {
-        let source = SasRecRows {
-            rows,
-            n_items,
-            max_len: config.max_len,
-            pad: model.net.pad_id(),
-        };
+        let source = SasRecRows::new(&split.train, n_items, config, model.net.pad_id());
         let mut validator = ValidNdcg {
             model: &model,
             split,
@@ -616,11 +697,21 @@ fn remove_previous_run(run: &RunDir) -> Result<()> {
 /// A run can be resumed with another budget (`patience`, `time_budget_s`, `eval_batch_size`, `threads`, and
 /// `max_epochs` under a constant learning rate), never with another model, optimiser, schedule, data, seed or
 /// evaluation protocol.
-fn check_resumable(rf: &RunFile, cfg: &SasRecConfig, n_items: usize, path: &Path) -> Result<()> {
+fn check_resumable(rf: &RunFile, now: &RunFile, path: &Path) -> Result<()> {
+    let (cfg, n_items) = (&now.config, now.n_items);
     if rf.n_items != n_items {
         return Err(BaselineError::checkpoint(
             path,
             format!("run has {} items, the data has {n_items}", rf.n_items),
+        ));
+    }
+    if rf.n_features != now.n_features {
+        return Err(BaselineError::checkpoint(
+            path,
+            format!(
+                "run read {:?} item features, now {:?}",
+                rf.n_features, now.n_features
+            ),
         ));
     }
     let old = serde_json::to_value(&rf.config).unwrap_or_default();

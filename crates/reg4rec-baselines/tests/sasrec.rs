@@ -1,6 +1,6 @@
 //! Behaviour of SASRec-CE a user relies on: causality, padding invariance, learning, checkpoints and resume.
 
-use reg4rec_baselines::{train_sasrec, SasRecConfig, SasRecModel};
+use reg4rec_baselines::{train_sasrec, Norm, Samples, SasRecConfig, SasRecModel};
 use reg4rec_data::metrics::MetricAccumulator;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
@@ -59,7 +59,49 @@ fn ids(v: &[i64]) -> Tensor {
 #[test]
 fn a_position_never_sees_later_items_or_padding() {
     let _rng = rng_lock();
-    let m = SasRecModel::new(&tiny_config(), 30).unwrap();
+    for norm in [Norm::Pre, Norm::Post] {
+        let cfg = SasRecConfig {
+            norm,
+            ..tiny_config()
+        };
+        causal_and_padding_blind(&SasRecModel::new(&cfg, 30, None).unwrap());
+    }
+}
+
+/// Post-LN blocks normalise the input embeddings instead of the output: a LayerNorm named for it.
+#[test]
+fn post_ln_normalises_the_embeddings_instead_of_the_output() {
+    let _rng = rng_lock();
+    let names = |norm| {
+        let cfg = SasRecConfig {
+            norm,
+            ..tiny_config()
+        };
+        SasRecModel::new(&cfg, 30, None)
+            .unwrap()
+            .named_weights()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+    };
+    let (pre, post) = (names(Norm::Pre), names(Norm::Post));
+    assert!(
+        pre.contains(&"ln_f.weight".to_string()) && !pre.contains(&"ln_emb.weight".to_string())
+    );
+    assert!(
+        post.contains(&"ln_emb.weight".to_string()) && !post.contains(&"ln_f.weight".to_string())
+    );
+    // The serialized config leaves the default out, so configs written before the option still match.
+    let json = serde_json::to_string(&tiny_config()).unwrap();
+    assert!(
+        !json.contains("norm") && !json.contains("item_features"),
+        "{json}"
+    );
+    let post_cfg: SasRecConfig = serde_json::from_str(r#"{"norm": "post"}"#).unwrap();
+    assert_eq!(post_cfg.norm, Norm::Post);
+}
+
+fn causal_and_padding_blind(m: &SasRecModel) {
     let pad = m.net().pad_id();
     let a = m.net().forward(&ids(&[pad, pad, 3, 4, 5, 6, 7, 8]), false);
     let b = m
@@ -83,7 +125,7 @@ fn a_position_never_sees_later_items_or_padding() {
 #[test]
 fn scores_do_not_depend_on_the_batch() {
     let _rng = rng_lock();
-    let m = SasRecModel::new(&tiny_config(), 30).unwrap();
+    let m = SasRecModel::new(&tiny_config(), 30, None).unwrap();
     let alone = m.score(&[vec![1, 2, 3]]).unwrap();
     let batched = m
         .score(&[vec![1, 2, 3], vec![9, 8, 7, 6, 5, 4, 3, 2, 1, 0]])
@@ -106,7 +148,7 @@ fn overfits_deterministic_cycles() {
         dropout: 0.0,
         ..tiny_config()
     };
-    let report = train_sasrec(&split, 20, &cfg, dir.path(), false).unwrap();
+    let report = train_sasrec(&split, 20, &cfg, None, dir.path(), false).unwrap();
     let first = report.history[0].loss;
     let last = report.history.last().unwrap().loss;
     assert!(last < first / 4.0, "loss {first} -> {last}");
@@ -121,7 +163,7 @@ fn checkpoint_round_trip_gives_identical_scores() {
     let ds = cyclic(40, 15, 9);
     let split = LeaveOneOut::new(&ds);
     let dir = tempfile::tempdir().unwrap();
-    let report = train_sasrec(&split, 15, &tiny_config(), dir.path(), false).unwrap();
+    let report = train_sasrec(&split, 15, &tiny_config(), None, dir.path(), false).unwrap();
     let loaded = SasRecModel::load(dir.path()).unwrap();
     assert_eq!(loaded.evaluate(&split, Stage::Test).unwrap(), report.test);
     assert_eq!(loaded.evaluate(&split, Stage::Valid).unwrap(), report.valid);
@@ -132,7 +174,7 @@ fn checkpoint_round_trip_gives_identical_scores() {
         seed: 7,
         ..tiny_config()
     };
-    let mut fresh = SasRecModel::new(&other, 15).unwrap();
+    let mut fresh = SasRecModel::new(&other, 15, None).unwrap();
     let h = vec![vec![1, 2, 3], vec![4]];
     assert!(!fresh.score(&h).unwrap().equal(&loaded.score(&h).unwrap()));
     fresh.load_weights(&path).unwrap();
@@ -145,6 +187,7 @@ fn checkpoint_round_trip_gives_identical_scores() {
             ..tiny_config()
         },
         15,
+        None,
     )
     .unwrap();
     let e = wide.load_weights(&path).unwrap_err().to_string();
@@ -165,7 +208,7 @@ fn resume_continues_exactly_where_training_stopped() {
         ..tiny_config()
     };
     let straight = tempfile::tempdir().unwrap();
-    let full = train_sasrec(&split, 15, &cfg, straight.path(), false).unwrap();
+    let full = train_sasrec(&split, 15, &cfg, None, straight.path(), false).unwrap();
     assert_eq!(full.epochs, 4);
 
     let parts = tempfile::tempdir().unwrap();
@@ -173,9 +216,9 @@ fn resume_continues_exactly_where_training_stopped() {
         max_epochs: 2,
         ..cfg.clone()
     };
-    let first = train_sasrec(&split, 15, &half, parts.path(), false).unwrap();
+    let first = train_sasrec(&split, 15, &half, None, parts.path(), false).unwrap();
     assert_eq!(first.epochs, 2);
-    let resumed = train_sasrec(&split, 15, &cfg, parts.path(), true).unwrap();
+    let resumed = train_sasrec(&split, 15, &cfg, None, parts.path(), true).unwrap();
     assert_eq!(resumed.epochs, 4);
     assert_eq!(resumed.best_epoch, full.best_epoch);
     assert_eq!(resumed.valid, full.valid);
@@ -185,7 +228,7 @@ fn resume_continues_exactly_where_training_stopped() {
     assert_eq!(losses(&resumed), losses(&full));
 
     // Resuming a finished run trains nothing more; resuming with another model is refused, naming the field.
-    let again = train_sasrec(&split, 15, &cfg, parts.path(), true).unwrap();
+    let again = train_sasrec(&split, 15, &cfg, None, parts.path(), true).unwrap();
     assert_eq!(again.epochs, 4);
     assert_eq!(again.test, full.test);
     let e = train_sasrec(
@@ -195,6 +238,7 @@ fn resume_continues_exactly_where_training_stopped() {
             d_model: 32,
             ..cfg.clone()
         },
+        None,
         parts.path(),
         true,
     )
@@ -245,7 +289,7 @@ fn cosine_schedule_sets_each_steps_rate_and_fixes_max_epochs() {
     let cfg = tiny_config(); // the default schedule: cosine to 0 over every step of max_epochs
     assert_eq!(cfg.lr_schedule, Schedule::Cosine);
     let dir = tempfile::tempdir().unwrap();
-    let report = train_sasrec(&split, 15, &cfg, dir.path(), false).unwrap();
+    let report = train_sasrec(&split, 15, &cfg, None, dir.path(), false).unwrap();
     // 40 users in batches of 16: 3 steps an epoch, 12 in all; each epoch logs the rate of its last step.
     let schedule = LrSchedule {
         lr: cfg.lr,
@@ -266,6 +310,7 @@ fn cosine_schedule_sets_each_steps_rate_and_fixes_max_epochs() {
             max_epochs: 8,
             ..cfg.clone()
         },
+        None,
         dir.path(),
         true,
     )
@@ -283,7 +328,7 @@ fn excluding_history_removes_the_users_items_from_the_ranking() {
     let _rng = rng_lock();
     let ds = cyclic(40, 15, 9);
     let split = LeaveOneOut::new(&ds);
-    let mut filtered = SasRecModel::new(&tiny_config(), 15).unwrap();
+    let mut filtered = SasRecModel::new(&tiny_config(), 15, None).unwrap();
     let plain = filtered.evaluate(&split, Stage::Test).unwrap();
     filtered.config.exclude_history = true;
     assert_ne!(filtered.evaluate(&split, Stage::Test).unwrap(), plain);
@@ -316,8 +361,8 @@ fn an_untied_output_table_scores_items_and_checkpoints_say_when_it_is_missing() 
         tie_output: false,
         ..tiny_config()
     };
-    let tied = SasRecModel::new(&tiny_config(), 15).unwrap();
-    let untied = SasRecModel::new(&untied_cfg, 15).unwrap();
+    let tied = SasRecModel::new(&tiny_config(), 15, None).unwrap();
+    let untied = SasRecModel::new(&untied_cfg, 15, None).unwrap();
     let names = |m: &SasRecModel| {
         m.named_weights()
             .into_iter()
@@ -376,7 +421,7 @@ fn the_repeat_bias_is_learned_and_added_to_history_items() {
         max_epochs: 3,
         ..tiny_config()
     };
-    train_sasrec(&split, 20, &cfg, dir.path(), false).unwrap();
+    train_sasrec(&split, 20, &cfg, None, dir.path(), false).unwrap();
     let m = SasRecModel::load(dir.path()).unwrap();
     let bias = m
         .named_weights()
@@ -401,4 +446,141 @@ fn the_repeat_bias_is_learned_and_added_to_history_items() {
         };
         assert!((s - want).abs() < 1e-5, "item {i}: {s} vs {want}");
     }
+}
+
+/// With `item_features`, an item's embedding is its id embedding plus the projected feature row, in the input
+/// and the tied output alike; the features travel with the checkpoint, and a model cannot be built with the
+/// option and without features (or the other way round).
+#[test]
+fn item_features_enter_the_item_table_and_travel_with_the_weights() {
+    let _rng = rng_lock();
+    let (n_items, dim) = (15usize, 3usize);
+    let features = reg4rec_data::ItemFeatures {
+        n_items,
+        dim,
+        values: (0..n_items * dim)
+            .map(|k| ((k * 37 % 11) as f32) / 11.0)
+            .collect(),
+    };
+    let cfg = SasRecConfig {
+        item_features: true,
+        max_epochs: 2,
+        ..tiny_config()
+    };
+    let m = SasRecModel::new(&cfg, n_items, Some(&features)).unwrap();
+    let w = |m: &SasRecModel, name: &str| {
+        m.named_weights()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    };
+    let (ids_w, proj) = (w(&m, "item_emb.weight"), w(&m, "features.proj"));
+    let values = Tensor::from_slice(&features.values).view([n_items as i64, dim as i64]);
+    let want = ids_w.narrow(0, 0, n_items as i64) + values.matmul(&proj);
+    let table = m.net().item_table();
+    assert!(table
+        .narrow(0, 0, n_items as i64)
+        .allclose(&want, 1e-6, 1e-6, false));
+    // The scores are the hidden state against that table: features move them.
+    let h = vec![vec![1, 2, 3]];
+    let hidden = m.net().forward(&ids(&[1, 2, 3]), false).select(1, -1);
+    assert!(m
+        .score(&h)
+        .unwrap()
+        .allclose(&hidden.matmul(&want.tr()), 1e-5, 1e-5, false));
+    // Only the projection is trained; the feature values are saved with the weights.
+    assert!(!w(&m, "features.values").requires_grad());
+    let split = LeaveOneOut::new(&cyclic(60, n_items, 8));
+    let dir = tempfile::tempdir().unwrap();
+    let report = train_sasrec(&split, n_items, &cfg, Some(&features), dir.path(), false).unwrap();
+    let loaded = SasRecModel::load(dir.path()).unwrap();
+    assert!(w(&loaded, "features.values").equal(&values));
+    assert_eq!(loaded.evaluate(&split, Stage::Test).unwrap(), report.test);
+    // A resume without the features is refused, naming the option.
+    let e = train_sasrec(&split, n_items, &tiny_config(), None, dir.path(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("feature"), "{e}");
+    // The option and the matrix go together.
+    let e = SasRecModel::new(&cfg, n_items, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("item_features"), "{e}");
+    let e = SasRecModel::new(&tiny_config(), n_items, Some(&features))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("item_features"), "{e}");
+    let short = reg4rec_data::ItemFeatures {
+        n_items: 4,
+        ..features.clone()
+    };
+    let e = SasRecModel::new(&cfg, n_items, Some(&short))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("feature rows"), "{e}");
+}
+
+/// With `samples = prefixes` every training position is a row of its own (so an epoch takes as many steps as
+/// positions over the batch size), and the model still learns the cycles.
+#[test]
+fn prefix_samples_make_every_position_a_row() {
+    let _rng = rng_lock();
+    // 40 users of 10 items: training parts of 8, so 7 targets each, 280 in all.
+    let ds = cyclic(40, 15, 10);
+    let split = LeaveOneOut::new(&ds);
+    let step = |dir: &std::path::Path| -> u64 {
+        let latest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("latest.json")).unwrap())
+                .unwrap();
+        latest["step"].as_u64().unwrap()
+    };
+    let cfg = SasRecConfig {
+        max_epochs: 2,
+        ..tiny_config()
+    };
+    let sequences = tempfile::tempdir().unwrap();
+    train_sasrec(&split, 15, &cfg, None, sequences.path(), false).unwrap();
+    // 40 rows in batches of 16: 3 steps an epoch.
+    assert_eq!(step(sequences.path()), 6);
+    let prefixes = tempfile::tempdir().unwrap();
+    let cfg = SasRecConfig {
+        samples: Samples::Prefixes,
+        max_epochs: 6,
+        ..cfg
+    };
+    let report = train_sasrec(&split, 15, &cfg, None, prefixes.path(), false).unwrap();
+    // 280 rows in batches of 16: 18 steps an epoch.
+    assert_eq!(step(prefixes.path()), 18 * 6);
+    assert!(report.test.recall_10 > 0.9, "{:?}", report.test);
+}
+
+/// A run stopped early continues when resumed with more patience than it has used, and stays stopped when
+/// resumed with the same.
+#[test]
+fn a_run_stopped_early_continues_with_more_patience() {
+    let _rng = rng_lock();
+    let ds = cyclic(40, 15, 9);
+    let split = LeaveOneOut::new(&ds);
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate too small to move any ranking: every validation after the first is no better.
+    let cfg = SasRecConfig {
+        lr: 1e-12,
+        max_epochs: 20,
+        patience: 1,
+        ..tiny_config()
+    };
+    let first = train_sasrec(&split, 15, &cfg, None, dir.path(), false).unwrap();
+    assert_eq!(
+        (first.epochs, first.stop_reason.as_str()),
+        (2, "early_stopping")
+    );
+    let same = train_sasrec(&split, 15, &cfg, None, dir.path(), true).unwrap();
+    assert_eq!(same.epochs, 2);
+    let more = SasRecConfig { patience: 3, ..cfg };
+    let resumed = train_sasrec(&split, 15, &more, None, dir.path(), true).unwrap();
+    assert_eq!(
+        (resumed.epochs, resumed.stop_reason.as_str()),
+        (4, "early_stopping")
+    );
 }

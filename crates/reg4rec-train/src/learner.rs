@@ -248,8 +248,17 @@ pub fn fit<S: Batches>(
     let mut state = match loaded {
         Some(mut s) => {
             log.truncate_after(s.step)?;
-            // A run that ended at its last epoch continues when more epochs are asked for now.
-            if s.stop == Some(StopReason::MaxEpochs) && s.epoch < cfg.epochs {
+            // A run that ended on a budget continues when the budget asked for now is larger: more epochs, more
+            // time, or more patience than the validations it has gone without improving.
+            let more = match s.stop {
+                Some(StopReason::MaxEpochs) => s.epoch < cfg.epochs,
+                Some(StopReason::TimeBudget) => {
+                    cfg.time_budget_s <= 0.0 || s.seconds < cfg.time_budget_s
+                }
+                Some(StopReason::EarlyStopping) => cfg.patience == 0 || s.bad_epochs < cfg.patience,
+                _ => false,
+            };
+            if more && s.epoch < cfg.epochs {
                 s.finished = false;
                 s.stop = None;
             }
