@@ -54,6 +54,9 @@ pub struct StagesConfig {
     pub valid_users: usize,
     /// Run the generative stages (tokenizers, pre-training, alignment, their evaluation). Default true.
     pub generative: bool,
+    /// Also train SASRec-CE with the item features the generative model reads (`sasrec.item_features`, the
+    /// row `sasrec-ce-features`), so a gain over SASRec-CE can be told apart from the features. Default true.
+    pub sasrec_features: bool,
     /// Choose the CORP threshold of the rows that use CORP (reg4rec, no-mpq, no-pars, no-msra, last-step) on
     /// the validation split: the point of `theta_sweep` (CORP off included) where the full model's Recall@10
     /// is highest (ties: NDCG@10, then the earlier point). False uses `infer.theta`. Default true.
@@ -70,6 +73,7 @@ impl Default for StagesConfig {
             valid_recall: true,
             valid_users: 0,
             generative: true,
+            sasrec_features: true,
             choose_theta: true,
             precisions: Vec::new(),
         }

@@ -25,8 +25,8 @@
 //! the pre-trained model): the aligned model's own numbers, never a model chosen on validation.
 
 use super::report::{
-    AlignPoint, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SweepPoint, ThetaChoice,
-    TrainingPoint,
+    AlignPoint, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SeedResult, SweepPoint,
+    ThetaChoice, TrainingPoint,
 };
 use super::stage::{self, Done};
 use super::Ctx;
@@ -52,6 +52,8 @@ pub struct Generative {
     /// The CORP threshold the CORP rows were evaluated with (`None`: off) and how it was chosen.
     pub theta: ThetaChoice,
     pub precision: Vec<PrecisionPoint>,
+    /// The full model's rows under the extra seeds of `--seeds`.
+    pub seeds: Vec<SeedResult>,
 }
 
 /// A trained model stage: what training cost (where it is: the stage's [`Done::dir`]).
@@ -71,19 +73,32 @@ struct Evaluated {
     ranks: UserRanks,
 }
 
-pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
-    let cfg = ctx.cfg;
-    let features = ctx.runner.run(
+/// The item feature matrix every feature reader shares (the tokenizers and `sasrec-ce-features`): its stage's
+/// result is the seconds it took; the matrix is [`FEATURE_FILE`] in the stage's directory.
+pub fn features(ctx: &Ctx<'_>, data_key: &str) -> Result<Done<f64>> {
+    ctx.runner.run(
         "features",
-        &(data_key, &cfg.features, reg4rec_data::features::REVISION),
+        &(
+            data_key,
+            &ctx.cfg.features,
+            reg4rec_data::features::REVISION,
+        ),
         |dir, _| {
             let t = Instant::now();
-            let f = ops::features(ctx.ds, ctx.split, cfg, None)?;
-            f.save(&dir.join("features.safetensors"))?;
+            let f = ops::features(ctx.ds, ctx.split, ctx.cfg, None)?;
+            f.save(&dir.join(FEATURE_FILE))?;
             Ok(t.elapsed().as_secs_f64())
         },
-    )?;
-    let feature_file = features.dir.join("features.safetensors");
+    )
+}
+
+/// The file of the features stage.
+pub const FEATURE_FILE: &str = "features.safetensors";
+
+/// The generative stages on the features of [`features`].
+pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
+    let cfg = ctx.cfg;
+    let feature_file = features.dir.join(FEATURE_FILE);
     let tok = |kind: TokenizerKind| -> Result<Done<Trained>> {
         let section = match kind {
             TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
@@ -106,13 +121,16 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     let mpq = tok(TokenizerKind::Mpq)?;
     let rqvae = tok(TokenizerKind::RqVae)?;
 
+    // `seed`: added to `pretrain.seed` (the repeated seeds of `--seeds`).
     let pretrain_as = |name: &str,
                        tok: &Done<Trained>,
                        mode: Mode,
-                       precision: PrecisionMode|
+                       precision: PrecisionMode,
+                       seed: u64|
      -> Result<Done<Trained>> {
         let mut cfg = cfg.clone();
         cfg.pretrain.precision = precision;
+        cfg.pretrain.seed += seed;
         let cfg = &cfg;
         let inputs = (
             &tok.key,
@@ -144,38 +162,41 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
         })
     };
     let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| {
-        pretrain_as(name, tok, mode, cfg.pretrain.precision)
+        pretrain_as(name, tok, mode, cfg.pretrain.precision, 0)
     };
     let pre = pretrain(stage::PRETRAIN_REG4REC, &mpq, Mode::Reg4rec)?;
     let pre_no_mpq = pretrain(stage::PRETRAIN_NO_MPQ, &rqvae, Mode::Reg4rec)?;
     let pre_tiger = pretrain(stage::PRETRAIN_TIGER, &rqvae, Mode::Tiger)?;
 
-    let align = |name: &str, pre: &Done<Trained>, msra_h: usize| -> Result<Done<Trained>> {
-        let mut acfg = cfg.align.clone();
-        acfg.msra_h = msra_h;
-        ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
-            let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
-            let report = match ranks {
-                Some(ranks) => {
-                    let mut stage_cfg = cfg.clone();
-                    stage_cfg.align = acfg.clone();
-                    ranks.align(&pre.dir, &stage_cfg, dir, resume)?
-                }
-                None => {
-                    let r = ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?;
-                    serde_json::to_value(&r)?
-                }
-            };
-            Ok(Trained {
-                seconds: pre.result.seconds
-                    + report_seconds(&report, &["train_seconds", "valid_seconds"]),
-                report,
+    // `seed`: added to `align.seed`.
+    let align =
+        |name: &str, pre: &Done<Trained>, msra_h: usize, seed: u64| -> Result<Done<Trained>> {
+            let mut acfg = cfg.align.clone();
+            acfg.msra_h = msra_h;
+            acfg.seed += seed;
+            ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
+                let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
+                let report = match ranks {
+                    Some(ranks) => {
+                        let mut stage_cfg = cfg.clone();
+                        stage_cfg.align = acfg.clone();
+                        ranks.align(&pre.dir, &stage_cfg, dir, resume)?
+                    }
+                    None => {
+                        let r = ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?;
+                        serde_json::to_value(&r)?
+                    }
+                };
+                Ok(Trained {
+                    seconds: pre.result.seconds
+                        + report_seconds(&report, &["train_seconds", "valid_seconds"]),
+                    report,
+                })
             })
-        })
-    };
-    let full = align(stage::ALIGN_REG4REC, &pre, cfg.align.msra_h)?;
-    let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1)?;
-    let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h)?;
+        };
+    let full = align(stage::ALIGN_REG4REC, &pre, cfg.align.msra_h, 0)?;
+    let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1, 0)?;
+    let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h, 0)?;
 
     // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`).
     // A row named `*-paths` is searched path-ranked (`Rank::Paths`), every other one as `infer.rank` says.
@@ -367,6 +388,36 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
     }
     let rows = ranked;
 
+    // `--seeds`: the full model pre-trained and aligned again with other seeds (the tokenizer, the CORP
+    // threshold and every setting kept), its hybrid and path-ranked test metrics.
+    let mut seeds = Vec::new();
+    for k in 1..ctx.seeds as u64 {
+        let pre_k = pretrain_as(
+            &format!("{}-seed{k}", stage::PRETRAIN_REG4REC),
+            &mpq,
+            Mode::Reg4rec,
+            cfg.pretrain.precision,
+            k,
+        )?;
+        let full_k = align(
+            &format!("{}-seed{k}", stage::ALIGN_REG4REC),
+            &pre_k,
+            cfg.align.msra_h,
+            k,
+        )?;
+        for (name, row_name) in [
+            ("reg4rec", format!("reg4rec-seed{k}")),
+            (REG4REC_PATHS_ROW, format!("reg4rec-seed{k}{PATHS_SUFFIX}")),
+        ] {
+            let r = row(&row_name, &full_k, corp, best)?;
+            seeds.push(SeedResult {
+                row: name.to_string(),
+                seed: k,
+                ranks: r.ranks,
+            });
+        }
+    }
+
     let mut precision = Vec::new();
     if !cfg.pipeline.precisions.is_empty() {
         let mut modes = vec![cfg.pretrain.precision];
@@ -384,6 +435,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
                     &mpq,
                     Mode::Reg4rec,
                     mode,
+                    0,
                 )?
             };
             let test = eval(
@@ -414,6 +466,7 @@ pub fn run(ctx: &Ctx<'_>, data_key: &str) -> Result<Generative> {
             on_validation: cfg.pipeline.choose_theta,
         },
         precision,
+        seeds,
     })
 }
 

@@ -8,7 +8,9 @@ mod ranks;
 mod report;
 mod stage;
 
-use report::{CategorySplit, PairedDiff, Protocol, RankedRow};
+use report::{
+    CategorySplit, Headline, PairedDiff, Protocol, RankedRow, SeedResult, SeedRow, Stopped,
+};
 pub use report::{MethodRow, Report};
 
 use crate::args::{ConfigArgs, DataArgs};
@@ -41,6 +43,10 @@ pub struct PipelineArgs {
     /// Rendezvous port of those ranks on 127.0.0.1.
     #[arg(long, default_value_t = 29500)]
     pub master_port: u16,
+    /// Train the headline rows this many times with different seeds (SASRec-CE; the full model's pre-training
+    /// and alignment) and report each run, the mean and the spread (report.json `seeds`). 1: no repeats.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seeds: u64,
 }
 
 pub fn run(args: PipelineArgs) -> Result<()> {
@@ -75,6 +81,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         ds: &ds,
         split: &split,
         cfg: &cfg,
+        seeds: args.seeds as usize,
         ranks: match args.nproc {
             0 => anyhow::bail!("--nproc must be >= 1"),
             1 => None,
@@ -107,31 +114,80 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     )?;
     let mut ranked = vec![pop.result];
 
-    let sasrec = ctx.runner.run(
-        stage::SASREC,
-        &(&data_key, &cfg.sasrec, RANKS_REVISION),
-        |dir, resume| {
-            let r =
-                reg4rec_baselines::train_sasrec(&split, ds.n_items(), &cfg.sasrec, dir, resume)?;
-            let mut row =
-                MethodRow::ranked(SASREC_ROW, r.test_ranks, r.train_seconds, r.eval_seconds);
-            row.row = row.row.with_valid(r.valid);
-            Ok(row)
-        },
-    )?;
-    ranked.push(sasrec.result);
+    // `seed`: added to `sasrec.seed`.
+    let sasrec = |name: &str, key: &str, features: Option<&Path>, seed: u64| -> Result<RankedRow> {
+        let mut sasrec_cfg = cfg.sasrec.clone();
+        sasrec_cfg.item_features = features.is_some();
+        sasrec_cfg.seed += seed;
+        let done = ctx.runner.run(
+            name,
+            &(key, &sasrec_cfg, RANKS_REVISION, "stop-reason"),
+            |dir, resume| {
+                let features = features.map(reg4rec_data::ItemFeatures::load).transpose()?;
+                let r = reg4rec_baselines::train_sasrec(
+                    &split,
+                    ds.n_items(),
+                    &sasrec_cfg,
+                    features.as_ref(),
+                    dir,
+                    resume,
+                )?;
+                let mut row =
+                    MethodRow::ranked(name, r.test_ranks, r.train_seconds, r.eval_seconds);
+                row.row = row.row.with_valid(r.valid);
+                row.row.stopped = Some(Stopped {
+                    epochs: r.epochs,
+                    best_epoch: r.best_epoch,
+                    reason: r.stop_reason,
+                });
+                Ok(row)
+            },
+        )?;
+        Ok(done.result)
+    };
+    ranked.push(sasrec(stage::SASREC, &data_key, None, 0)?);
+    let mut seed_results = Vec::new();
+    for k in 1..ctx.seeds as u64 {
+        let r = sasrec(&format!("{}-seed{k}", stage::SASREC), &data_key, None, k)?;
+        seed_results.push(SeedResult {
+            row: SASREC_ROW.to_string(),
+            seed: k,
+            ranks: r.ranks,
+        });
+    }
+
+    let features = (cfg.pipeline.generative || cfg.pipeline.sasrec_features)
+        .then(|| generative::features(&ctx, &data_key))
+        .transpose()?;
+    if let (true, Some(f)) = (cfg.pipeline.sasrec_features, &features) {
+        let file = f.dir.join(generative::FEATURE_FILE);
+        ranked.push(sasrec(stage::SASREC_FEATURES, &f.key, Some(&file), 0)?);
+    }
 
     let (mut sweep, mut precision, mut training, mut alignment) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut theta = None;
-    if cfg.pipeline.generative {
-        let g = generative::run(&ctx, &data_key)?;
+    if let (true, Some(features)) = (cfg.pipeline.generative, &features) {
+        let g = generative::run(&ctx, features)?;
         ranked.extend(g.rows);
         sweep = g.theta_sweep;
         theta = Some(g.theta);
         precision = g.precision;
         training = g.training;
         alignment = g.alignment;
+        seed_results.extend(g.seeds);
+    }
+    // Each repeated row: the report's own run (seed offset 0), then the others.
+    let mut seeds = Vec::new();
+    for name in [SASREC_ROW, "reg4rec", generative::REG4REC_PATHS_ROW] {
+        let extra: Vec<_> = seed_results.iter().filter(|r| r.row == name).collect();
+        let own = ranked.iter().find(|r| r.row.name == name);
+        if let (false, Some(own)) = (extra.is_empty(), own) {
+            let runs = std::iter::once((0, Headline::of(&own.ranks)))
+                .chain(extra.iter().map(|r| (r.seed, Headline::of(&r.ranks))))
+                .collect();
+            seeds.push(SeedRow::new(name, runs));
+        }
     }
     // Every row against SASRec-CE on the same users, both lists history-filtered.
     let reference = ranked
@@ -170,6 +226,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         theta_sweep: sweep,
         theta,
         precision,
+        seeds,
         training,
         alignment,
         stages: ctx.runner.times.take(),
@@ -224,6 +281,8 @@ pub(crate) struct Ctx<'a> {
     pub ds: &'a Dataset,
     pub split: &'a LeaveOneOut,
     pub cfg: &'a PipelineConfig,
+    /// How many times the headline rows are trained (`--seeds`).
+    pub seeds: usize,
     /// Data-parallel training stages (`--nproc` > 1).
     pub ranks: Option<ranks::Ranks>,
 }

@@ -94,6 +94,18 @@ pub struct MethodRow {
     /// paired bootstrap 95% intervals: each mechanism against the full model in the mode where it acts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vs_reg4rec_paths: Option<PairedDiff>,
+    /// How a baseline's training ended (the SASRec rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stopped>,
+}
+
+/// The end of a training run: epochs trained, the epoch whose checkpoint was restored, and why it stopped
+/// (`early_stopping`, `max_epochs` or `time_budget`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopped {
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub reason: String,
 }
 
 /// Resampled users for [`PairedDiff`].
@@ -141,6 +153,7 @@ impl MethodRow {
             vs_sasrec_ce: None,
             vs_reg4rec: None,
             vs_reg4rec_paths: None,
+            stopped: None,
         }
     }
 
@@ -199,6 +212,9 @@ pub struct Report {
     /// `pipeline.precisions` asks for it).
     #[serde(default)]
     pub precision: Vec<PrecisionPoint>,
+    /// Headline rows repeated with other seeds (`reg4rec pipeline --seeds N`; empty with one seed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<SeedRow>,
     /// Throughput of every generative training stage.
     #[serde(default)]
     pub training: Vec<TrainingPoint>,
@@ -211,6 +227,93 @@ pub struct Report {
     /// Figures under the run directory, each as SVG and PNG (training curves, the CORP sweep, codebook utilisation).
     #[serde(default)]
     pub figures: Vec<Figure>,
+}
+
+/// A row's test metrics under one extra seed (`--seeds`), kept as per-user ranks.
+pub struct SeedResult {
+    /// The report row it repeats.
+    pub row: String,
+    /// Added to the row's own seeds (0 is the report's row).
+    pub seed: u64,
+    pub ranks: UserRanks,
+}
+
+/// R@10 and N@10 under both protocols.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Headline {
+    pub recall_10: f64,
+    pub ndcg_10: f64,
+    pub filtered_recall_10: f64,
+    pub filtered_ndcg_10: f64,
+}
+
+impl Headline {
+    pub fn of(ranks: &UserRanks) -> Self {
+        let (all, filtered) = (ranks.metrics(), ranks.filtered_metrics());
+        Headline {
+            recall_10: all.recall_10,
+            ndcg_10: all.ndcg_10,
+            filtered_recall_10: filtered.recall_10,
+            filtered_ndcg_10: filtered.ndcg_10,
+        }
+    }
+
+    fn fields(&self) -> [f64; 4] {
+        [
+            self.recall_10,
+            self.ndcg_10,
+            self.filtered_recall_10,
+            self.filtered_ndcg_10,
+        ]
+    }
+
+    fn from_fields(f: [f64; 4]) -> Self {
+        Headline {
+            recall_10: f[0],
+            ndcg_10: f[1],
+            filtered_recall_10: f[2],
+            filtered_ndcg_10: f[3],
+        }
+    }
+}
+
+/// One row's test metrics over repeated seeds: every run, the mean and the sample standard deviation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedRow {
+    pub name: String,
+    /// Offsets added to the row's seeds (`pretrain.seed` and `align.seed`, or `sasrec.seed`), in run order;
+    /// 0 is the report's own row.
+    pub seeds: Vec<u64>,
+    pub runs: Vec<Headline>,
+    pub mean: Headline,
+    /// Sample standard deviation (n - 1) over the runs.
+    pub std: Headline,
+}
+
+impl SeedRow {
+    /// `runs`: (seed offset, metrics); at least one.
+    pub fn new(name: &str, runs: Vec<(u64, Headline)>) -> Self {
+        let n = runs.len() as f64;
+        let mut mean = [0.0; 4];
+        for (_, h) in &runs {
+            for (m, v) in mean.iter_mut().zip(h.fields()) {
+                *m += v / n;
+            }
+        }
+        let mut var = [0.0; 4];
+        for (_, h) in &runs {
+            for ((s, v), m) in var.iter_mut().zip(h.fields()).zip(mean) {
+                *s += (v - m).powi(2) / (n - 1.0).max(1.0);
+            }
+        }
+        SeedRow {
+            name: name.to_string(),
+            seeds: runs.iter().map(|(k, _)| *k).collect(),
+            runs: runs.iter().map(|(_, h)| *h).collect(),
+            mean: Headline::from_fields(mean),
+            std: Headline::from_fields(var.map(f64::sqrt)),
+        }
+    }
 }
 
 /// One pre-training precision: its speed and the quality of its model (pre-trained, CORP on, test split).
@@ -358,6 +461,40 @@ impl Report {
                 s.push_str(&format!(
                     "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {dr} | {dn} |\n",
                     m.name, f.recall_5, f.ndcg_5, f.recall_10, f.ndcg_10, f.recall_20, f.ndcg_20
+                ));
+            }
+        }
+        let stops: Vec<String> = self
+            .methods
+            .iter()
+            .filter_map(|m| {
+                m.stopped.as_ref().map(|t| {
+                    format!(
+                        "{} trained {} epochs, restored epoch {}, stopped by {}",
+                        m.name, t.epochs, t.best_epoch, t.reason
+                    )
+                })
+            })
+            .collect();
+        if !stops.is_empty() {
+            s.push_str(&format!("\nBaseline training: {}.\n", stops.join("; ")));
+        }
+        if !self.seeds.is_empty() {
+            s.push_str(
+                "\nSeeds (the row trained again with other seeds, everything else kept; mean ± sample standard \
+                 deviation over the runs):\n\n\
+                 | row | runs | R@10 | N@10 | filtered R@10 | filtered N@10 |\n|---|---|---|---|---|---|\n",
+            );
+            for r in &self.seeds {
+                let cell = |m: f64, sd: f64| format!("{m:.4} ± {sd:.4}");
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} |\n",
+                    r.name,
+                    r.runs.len(),
+                    cell(r.mean.recall_10, r.std.recall_10),
+                    cell(r.mean.ndcg_10, r.std.ndcg_10),
+                    cell(r.mean.filtered_recall_10, r.std.filtered_recall_10),
+                    cell(r.mean.filtered_ndcg_10, r.std.filtered_ndcg_10),
                 ));
             }
         }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 /// Names of the stages other modules refer to (the figures read their logs).
 pub const SASREC: &str = "sasrec-ce";
+/// SASRec-CE whose item embeddings also read the item features (`pipeline.sasrec_features`).
+pub const SASREC_FEATURES: &str = "sasrec-ce-features";
 pub const PRETRAIN_REG4REC: &str = "pretrain-reg4rec";
 pub const PRETRAIN_NO_MPQ: &str = "pretrain-reg4rec-no-mpq";
 pub const PRETRAIN_TIGER: &str = "pretrain-tiger";
