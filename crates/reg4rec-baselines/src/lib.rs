@@ -13,5 +13,5 @@ pub mod trainer;
 
 pub use error::{BaselineError, Result};
 pub use popularity::{evaluate_popularity, popularity_ranks};
-pub use sasrec::{Norm, Samples, SasRec, SasRecConfig};
+pub use sasrec::{Norm, Position, Samples, SasRec, SasRecConfig};
 pub use trainer::{train_sasrec, EpochLog, SasRecModel, SasRecReport};

@@ -101,6 +101,43 @@ pub struct SasRecConfig {
     /// published full-softmax rows). `batch_size` counts rows either way. Default `sequences`.
     #[serde(skip_serializing_if = "Samples::is_sequences")]
     pub samples: Samples,
+    /// How the model knows the order of the items: `absolute` (a learned embedding per position, added to the
+    /// items; the SASRec paper) or `rotary` (queries and keys rotated by their position, RoFormer's RoPE, so
+    /// attention reads only how far back an item is: every training position then sees its history as a user
+    /// at test time does, which `samples = prefixes` buys with a row per position). Default `absolute`.
+    #[serde(skip_serializing_if = "Position::is_absolute")]
+    pub position: Position,
+}
+
+/// How SASRec encodes positions ([`SasRecConfig::position`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// A learned embedding per position (counted from the most recent item), added to the item embeddings.
+    #[default]
+    Absolute,
+    /// Rotary position embeddings on the queries and keys of every attention layer.
+    Rotary,
+}
+
+impl Position {
+    fn is_absolute(&self) -> bool {
+        *self == Position::Absolute
+    }
+}
+
+/// Rotates the two halves of every query or key `x` [batch, heads, steps, d_head] by angles that grow with the
+/// step (RoPE: `pos * 10000^(-i / half)` for pair i), so `<rot(q_t), rot(k_s)>` depends on `t - s` only.
+fn rotary(x: &Tensor) -> Tensor {
+    let size = x.size();
+    let (t, dh) = (size[2], size[3]);
+    let half = dh / 2;
+    let opts = (Kind::Float, x.device());
+    let inv_freq = (Tensor::arange(half, opts) * (-(10_000f64.ln()) / half as f64)).exp(); // [half]
+    let angles = Tensor::arange(t, opts).unsqueeze(1) * inv_freq.unsqueeze(0); // [steps, half]
+    let (cos, sin) = (angles.cos(), angles.sin());
+    let (x1, x2) = (x.narrow(3, 0, half), x.narrow(3, half, half));
+    Tensor::cat(&[&x1 * &cos - &x2 * &sin, &x1 * &sin + &x2 * &cos], 3)
 }
 
 /// The training rows of SASRec ([`SasRecConfig::samples`]).
@@ -167,6 +204,7 @@ impl Default for SasRecConfig {
             item_features: false,
             norm: Norm::Pre,
             samples: Samples::Sequences,
+            position: Position::Absolute,
         }
     }
 }
@@ -258,6 +296,7 @@ struct SelfAttention {
     out: nn::Linear,
     n_heads: i64,
     dropout: f64,
+    rotary: bool,
 }
 
 impl SelfAttention {
@@ -267,6 +306,7 @@ impl SelfAttention {
             out: linear(&p / "out", cfg.d_model, cfg.d_model),
             n_heads: cfg.n_heads as i64,
             dropout: cfg.dropout,
+            rotary: cfg.position == Position::Rotary,
         }
     }
 
@@ -281,7 +321,10 @@ impl SelfAttention {
             .apply(&self.qkv)
             .view([b, t, 3, self.n_heads, dh])
             .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let (q, k, v) = match self.rotary {
+            true => (rotary(&qkv.get(0)), rotary(&qkv.get(1)), qkv.get(2)),
+            false => (qkv.get(0), qkv.get(1), qkv.get(2)),
+        };
         let p = if train { self.dropout } else { 0.0 };
         // [batch, heads, steps, d_head]
         let y =
@@ -387,7 +430,7 @@ pub struct SasRec {
     /// The item features and their projection (`item_features`).
     features: Option<FeatureInput>,
     /// [max_len, d_model].
-    pos_emb: nn::Embedding,
+    pos_emb: Option<nn::Embedding>,
     layers: Vec<Block>,
     /// The final LayerNorm (pre-LN blocks) or the input embeddings' (post-LN).
     ln_f: nn::LayerNorm,
@@ -421,7 +464,9 @@ impl SasRec {
                 cfg.d_model as i64,
                 emb(),
             ),
-            pos_emb: nn::embedding(p / "pos_emb", cfg.max_len as i64, cfg.d_model as i64, emb()),
+            pos_emb: (cfg.position == Position::Absolute).then(|| {
+                nn::embedding(p / "pos_emb", cfg.max_len as i64, cfg.d_model as i64, emb())
+            }),
             layers: (0..cfg.n_layers)
                 .map(|i| Block::new(p / "layers" / i, cfg))
                 .collect(),
@@ -525,14 +570,19 @@ impl SasRec {
             "{t} steps exceed max_len {}",
             self.max_len
         );
-        // Left padding: the last step is always position max_len - 1.
-        let pos = Tensor::arange_start(
-            self.max_len - t,
-            self.max_len,
-            (Kind::Int64, items.device()),
-        );
-        let x = Tensor::embedding(table, items, -1, false, false)
-            + pos.apply(&self.pos_emb).unsqueeze(0); // [batch, steps, d_model]
+        let x = Tensor::embedding(table, items, -1, false, false); // [batch, steps, d_model]
+        let x = match &self.pos_emb {
+            // Left padding: the last step is always position max_len - 1.
+            Some(pos_emb) => {
+                let pos = Tensor::arange_start(
+                    self.max_len - t,
+                    self.max_len,
+                    (Kind::Int64, items.device()),
+                );
+                x + pos.apply(pos_emb).unsqueeze(0)
+            }
+            None => x,
+        };
         let x = match self.norm {
             Norm::Pre => x,
             Norm::Post => x.apply(&self.ln_f),

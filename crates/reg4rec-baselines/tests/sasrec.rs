@@ -1,6 +1,6 @@
 //! Behaviour of SASRec-CE a user relies on: causality, padding invariance, learning, checkpoints and resume.
 
-use reg4rec_baselines::{train_sasrec, Norm, Samples, SasRecConfig, SasRecModel};
+use reg4rec_baselines::{train_sasrec, Norm, Position, Samples, SasRecConfig, SasRecModel};
 use reg4rec_data::metrics::MetricAccumulator;
 use reg4rec_data::split::Stage;
 use reg4rec_data::{Dataset, LeaveOneOut};
@@ -66,6 +66,36 @@ fn a_position_never_sees_later_items_or_padding() {
         };
         causal_and_padding_blind(&SasRecModel::new(&cfg, 30, None).unwrap());
     }
+    let rotary = SasRecConfig {
+        position: Position::Rotary,
+        ..tiny_config()
+    };
+    causal_and_padding_blind(&SasRecModel::new(&rotary, 30, None).unwrap());
+}
+
+/// With rotary positions a history scores the same wherever it sits in the window: the model reads how far
+/// back each item is, not its absolute slot, so a prefix read inside a longer sequence (training) and alone
+/// (a user at test time) gives the same hidden state.
+#[test]
+fn rotary_positions_make_a_prefix_read_the_same_anywhere() {
+    let _rng = rng_lock();
+    let cfg = SasRecConfig {
+        position: Position::Rotary,
+        ..tiny_config()
+    };
+    let m = SasRecModel::new(&cfg, 30, None).unwrap();
+    assert!(!m
+        .named_weights()
+        .iter()
+        .any(|(n, _)| n.starts_with("pos_emb")));
+    let long = m.net().forward(&ids(&[3, 4, 5, 6, 7, 8]), false);
+    let prefix = m.net().forward(&ids(&[3, 4, 5]), false);
+    assert!(long.narrow(1, 0, 3).allclose(&prefix, 1e-5, 1e-5, false));
+    // With learned absolute positions the same prefix reads differently in the longer window.
+    let m = SasRecModel::new(&tiny_config(), 30, None).unwrap();
+    let long = m.net().forward(&ids(&[3, 4, 5, 6, 7, 8]), false);
+    let prefix = m.net().forward(&ids(&[3, 4, 5]), false);
+    assert!(!long.narrow(1, 0, 3).allclose(&prefix, 1e-3, 1e-3, false));
 }
 
 /// Post-LN blocks normalise the input embeddings instead of the output: a LayerNorm named for it.
