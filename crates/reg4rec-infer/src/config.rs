@@ -78,8 +78,9 @@ pub struct InferConfig {
     /// `dense_weight > 0`). The beam then keeps the prefixes that lead to the items the final ranking prefers;
     /// at the last step the two rankings are the same. The search reads each user's dense score of every item
     /// once, so its cost grows with the catalog (a pass over the items per user). Default true: on
-    /// amazon-beauty (cpu preset, beam 40, CORP off, all 22,363 test users) it lifted the generated list's test
-    /// R@10 / N@10 from .0570 / .0302 to .0705 / .0355 (paired 95% intervals above 0; docs/RESULTS.md).
+    /// amazon-beauty (cpu preset, beam 40, CORP off, 2,000 validation users) it lifted the generated list's
+    /// validation R@10 / N@10 from .0805 / .0424 to .0870 / .0443, the exact ranking's .0865 / .0442
+    /// (docs/lab/2026-12-02-dense-lookahead.md).
     pub dense_lookahead: bool,
     /// What orders the generated items ([`Rank`]): `hybrid` (path score, item head and lookahead as
     /// `dense_weight` and `dense_lookahead` say) or `paths` (the path score alone). Default `hybrid`.

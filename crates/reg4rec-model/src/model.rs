@@ -20,7 +20,7 @@
 //!   identically (so the beam search merges them exactly), and a step costs one position. Measured against a
 //!   causal self-attention decoder of the same width on Amazon Beauty (10 epochs): the same validation
 //!   Recall@10 / NDCG@10 after the beam search (0.0732 / 0.0389 vs 0.0721 / 0.0371), 15% faster training,
-//!   25% faster search (docs/RESULTS.md).
+//!   25% faster search (docs/lab/).
 //! - **Item head** (`item_head`, the dense second channel): the logit of item i after a context h is
 //!   `<h, E_i>` with `E_i` the item's input embedding (tied, as in SASRec). Pre-training adds its full-softmax
 //!   cross-entropy; inference uses it to re-rank the items the beam search produced. With `repeat_bias`, one
