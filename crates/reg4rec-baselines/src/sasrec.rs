@@ -623,12 +623,11 @@ impl SasRec {
     }
 
     /// Scores of every item after the last position of each left-padded history [batch, steps] -> [batch, n_items],
-    /// with the repeat bias at the `seen` pairs of each row's items.
-    pub fn score_last(&self, items: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
-        let table = self.item_table();
-        let h = self.forward_with(items, &table, false); // [batch, steps, d_model]
+    /// with the repeat bias at the `seen` pairs of each row's items; `table`: [`Self::item_table`].
+    pub fn score_last(&self, items: &Tensor, table: &Tensor, seen: &(Tensor, Tensor)) -> Tensor {
+        let h = self.forward_with(items, table, false); // [batch, steps, d_model]
         let last = h.select(1, -1); // [batch, d_model]
-        self.logits_seen(&last, &table, seen)
+        self.logits_seen(&last, table, seen)
     }
 }
 

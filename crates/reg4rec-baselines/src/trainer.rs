@@ -211,15 +211,16 @@ impl SasRecModel {
         Ok(m)
     }
 
-    /// A training batch of sequences: for each (its last `max_len + 1` items) the inputs are `seq[..n-1]` and
-    /// the target at every position is the next item.
+    /// A training batch of rows: for each (its last `max_len + 1` items) the inputs are `seq[..n-1]` and the
+    /// target is the next item at every position, or at the last one only with `samples = prefixes` (each row
+    /// then being one prefix).
     pub fn training_batch(&self, seqs: &[&[u32]]) -> Result<SasRecBatch> {
         build_batch(
             seqs,
             self.n_items,
             self.config.max_len,
             self.net.pad_id(),
-            false,
+            self.config.samples == Samples::Prefixes,
         )
     }
 
@@ -236,6 +237,11 @@ impl SasRecModel {
 
     /// Scores of every item for each history (oldest first, at most `max_len` used) -> [users, n_items].
     pub fn score(&self, histories: &[Vec<u32>]) -> Result<Tensor> {
+        self.score_with(histories, &tch::no_grad(|| self.net.item_table()))
+    }
+
+    /// [`Self::score`] against an item table computed once for many calls ([`SasRec::item_table`]).
+    fn score_with(&self, histories: &[Vec<u32>], table: &Tensor) -> Result<Tensor> {
         for h in histories {
             if let Some(&bad) = h.iter().find(|&&i| i as usize >= self.n_items) {
                 return Err(BaselineError::input(
@@ -252,7 +258,7 @@ impl SasRecModel {
         let (r, i) =
             reg4rec_train::repeat::seen_pairs(rows.iter().map(|h| h.iter().map(|&i| i64::from(i))));
         let seen = (Tensor::from_slice(&r), Tensor::from_slice(&i));
-        Ok(tch::no_grad(|| self.net.score_last(&items, &seen)))
+        Ok(tch::no_grad(|| self.net.score_last(&items, table, &seen)))
     }
 
     /// Full-ranking metrics on `stage`: users in batches of `eval_batch_size`, one matmul against the item table
@@ -275,6 +281,8 @@ impl SasRecModel {
         // Similar lengths together: less padding, same results (padding is masked out).
         let mut users: Vec<usize> = (0..split.n_users()).collect();
         users.sort_by_key(|&u| split.train[u].len());
+        // The projected item features once for every batch of users, not once per batch.
+        let table = tch::no_grad(|| self.net.item_table());
         let mut out = UserRanks {
             all: vec![None; split.n_users()],
             filtered: vec![None; split.n_users()],
@@ -288,7 +296,7 @@ impl SasRecModel {
                 .iter()
                 .map(|&u| split.target(u, stage) as i64)
                 .collect();
-            let scores = self.score(&histories)?; // [users, n_items]
+            let scores = self.score_with(&histories, &table)?; // [users, n_items]
             for (&u, (all, filtered)) in chunk
                 .iter()
                 .zip(tensor_ranks(&scores, &targets, &histories)?)

@@ -25,7 +25,7 @@
 //! the pre-trained model): the aligned model's own numbers, never a model chosen on validation.
 
 use super::report::{
-    AlignPoint, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SeedResult, SweepPoint,
+    AlignPoint, Headline, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SeedResult, SweepPoint,
     ThetaChoice, TrainingPoint,
 };
 use super::stage::{self, Done};
@@ -413,7 +413,7 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
             seeds.push(SeedResult {
                 row: name.to_string(),
                 seed: k,
-                ranks: r.ranks,
+                metrics: Headline::of(&r.ranks),
             });
         }
     }

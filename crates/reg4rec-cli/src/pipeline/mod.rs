@@ -152,7 +152,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         seed_results.push(SeedResult {
             row: SASREC_ROW.to_string(),
             seed: k,
-            ranks: r.ranks,
+            metrics: Headline::of(&r.ranks),
         });
     }
 
@@ -184,7 +184,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         let own = ranked.iter().find(|r| r.row.name == name);
         if let (false, Some(own)) = (extra.is_empty(), own) {
             let runs = std::iter::once((0, Headline::of(&own.ranks)))
-                .chain(extra.iter().map(|r| (r.seed, Headline::of(&r.ranks))))
+                .chain(extra.iter().map(|r| (r.seed, r.metrics)))
                 .collect();
             seeds.push(SeedRow::new(name, runs));
         }

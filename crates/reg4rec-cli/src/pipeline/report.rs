@@ -229,13 +229,13 @@ pub struct Report {
     pub figures: Vec<Figure>,
 }
 
-/// A row's test metrics under one extra seed (`--seeds`), kept as per-user ranks.
+/// A row's test metrics under one extra seed (`--seeds`).
 pub struct SeedResult {
     /// The report row it repeats.
     pub row: String,
     /// Added to the row's own seeds (0 is the report's row).
     pub seed: u64,
-    pub ranks: UserRanks,
+    pub metrics: Headline,
 }
 
 /// R@10 and N@10 under both protocols.
