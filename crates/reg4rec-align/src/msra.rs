@@ -130,6 +130,7 @@ mod tests {
             item_category: vec![0; n_items],
             category_names: vec!["all".into()],
             item_attributes: vec![vec![]; n_items],
+            item_names: Vec::new(),
         };
         let split = LeaveOneOut::new(&ds);
         let held_out: Vec<u32> = split.valid.iter().chain(&split.test).copied().collect();

@@ -39,6 +39,7 @@ fn synthetic(n_items: usize, n_users: usize, len: usize) -> (Dataset, Codes) {
         item_category: (0..n_items).map(|i| (i % 3) as u32).collect(),
         category_names: vec!["a".into(), "b".into(), "c".into()],
         item_attributes: vec![vec![]; n_items],
+        item_names: Vec::new(),
     };
     (ds, codes)
 }

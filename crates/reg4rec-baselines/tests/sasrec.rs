@@ -24,6 +24,7 @@ fn dataset(seqs: Vec<Vec<u32>>, n_items: usize) -> Dataset {
         item_category: vec![0; n_items],
         category_names: vec!["all".into()],
         item_attributes: vec![vec![]; n_items],
+        item_names: Vec::new(),
     }
 }
 

@@ -1,7 +1,12 @@
 //! End-to-end tests of `reg4rec serve` on a small model trained by the test: the served list equals the offline
 //! `recommend`, concurrent clients get valid items or 429s while the catalog changes, SIGTERM drains the
 //! requests in flight, an item added through the API is recommended and explained, request limits name their
-//! field, and the page renders recommendations in headless Chromium. Every loop is bounded in count and time.
+//! field, and the page renders recommendations in headless Chromium; on MovieLens-100k a user of the page types a
+//! history by name, sees each item's path and steers the list by clicking a category. Every loop is bounded in
+//! count and time.
+
+#[path = "support/cdp.rs"]
+mod cdp;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -16,18 +21,24 @@ fn bin() -> Command {
     c
 }
 
-/// A REG4Rec model trained once (smoke preset) on a CSV of 200 users over 60 items in 3 categories.
+/// A REG4Rec model trained once (smoke preset) on a CSV of 200 users over 60 items in 3 categories; the CSV's
+/// `name` column names the items below 30 and leaves the others without a name.
 fn model() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-model");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s = String::from("user,item,timestamp,category\n");
+        let mut s = String::from("user,item,timestamp,category,name\n");
         for u in 0..200 {
             for t in 0..6 + u % 5 {
                 let item = (u * 3 + t * (1 + u % 2)) % 60;
-                s.push_str(&format!("u{u},i{item},{t},c{}\n", item % 3));
+                let name = if item < 30 {
+                    format!("\"Item {item}, named\"")
+                } else {
+                    String::new()
+                };
+                s.push_str(&format!("u{u},i{item},{t},c{},{name}\n", item % 3));
             }
         }
         let csv = dir.join("toy.csv");
@@ -58,11 +69,15 @@ struct Server {
 
 impl Server {
     fn start(sets: &[&str]) -> Server {
+        Server::start_on(model(), sets)
+    }
+
+    fn start_on(model: &Path, sets: &[&str]) -> Server {
         let mut c = bin();
         c.args([
             "serve",
             "--model",
-            model().to_str().unwrap(),
+            model.to_str().unwrap(),
             "--preset",
             "smoke",
         ])
@@ -190,6 +205,13 @@ fn the_served_list_equals_the_offline_recommend() {
     let got = items(&served);
     assert_eq!(got.len(), 5);
     for it in served["items"].as_array().unwrap() {
+        // The CSV names the items below 30 only: those carry `name`, the others none.
+        let n: usize = it["item_id"].as_str().unwrap()[1..].parse().unwrap();
+        if n < 30 {
+            assert_eq!(it["name"], format!("Item {n}, named"), "{it}");
+        } else {
+            assert!(it.get("name").is_none(), "{it}");
+        }
         assert_ne!(it["category"], "c2", "{it}");
         assert!(!["i1", "i4", "i7"].contains(&it["item_id"].as_str().unwrap()));
         assert!(!it["explanation"]["steps"][0]["categories"]
@@ -206,6 +228,39 @@ fn the_served_list_equals_the_offline_recommend() {
     assert_eq!(batch["results"][0]["ok"], served);
     assert_eq!(batch["results"][1]["error"]["field"], "history[0]");
     assert_eq!(server.metric("reg4rec_invalid_items_total"), 0.0);
+    // The catalogue search (always on: the page's history box reads it) finds items by name or id.
+    let (status, text) = server.get("/v1/items/search?q=ITEM%201,&limit=3");
+    assert_eq!(status, 200, "{text}");
+    let found: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(found["items"][0]["id"], "i1", "{found}");
+    assert_eq!(found["items"][0]["name"], "Item 1, named");
+    let (status, text) = server.get("/v1/items/search?q=i45");
+    assert_eq!(
+        (status, text.contains("\"id\":\"i45\"")),
+        (200, true),
+        "{text}"
+    );
+    assert!(!text.contains("\"name\""), "{text}");
+    let (status, text) = server.get("/v1/items/search");
+    assert_eq!(status, 400, "{text}");
+    // The CLI's list names the items too, and says when it is shorter than asked.
+    let o = bin()
+        .args(["recommend", "--model", model().to_str().unwrap()])
+        .args(["--preset", "smoke", "--history", "i1,i4,i7", "--top", "60"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" \"Item ") && l.contains(", named\" (c")),
+        "{text}"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("note: ") && err.contains("of the k = 60 items asked for"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -273,6 +328,87 @@ fn bad_requests_name_their_field_and_limits_hold() {
         "{metrics}"
     );
     assert!(metrics.contains("reg4rec_failures_total{cause=\"payload_too_large\"} 1"));
+
+    // In a batch, an entry over a limit gets its own error, as an unknown id does; the others are answered, and
+    // each failed entry counts as a failure.
+    let (status, v) = server.post(
+        "/v1/recommend/batch",
+        &json!({"queries": [{"history": ["i1"], "options": {"k": 21}}, {"history": ["i1"]},
+                            {"history": ["zzz"]}]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["results"][0]["error"]["field"], "queries[0].options.k");
+    assert_eq!(v["results"][0]["error"]["status"], 400);
+    assert!(!items(&v["results"][1]["ok"]).is_empty(), "{v}");
+    assert_eq!(v["results"][2]["error"]["field"], "history[0]");
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("reg4rec_failures_total{cause=\"bad_request\"} 9"),
+        "{metrics}"
+    );
+    // Unknown routes and methods answer JSON that lists the routes.
+    let (status, text) = server.get("/v1/nothing");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status, 404);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no route `GET /v1/nothing`"),
+        "{v}"
+    );
+    let r = server
+        .http
+        .put(format!("{}/v1/recommend", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: Value = r.json().unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("`/v1/recommend` does not take PUT"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_half_sent_request_neither_hangs_its_handler_nor_holds_the_drain() {
+    use std::io::Write;
+    let server = Server::start(&["serve.body_timeout_s=1", "serve.drain_timeout_s=2"]);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // Headers with a body that never comes: answered once the body timeout passes.
+    let mut partial = std::net::TcpStream::connect(&addr).unwrap();
+    partial
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    partial
+        .write_all(
+            b"POST /v1/recommend HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"history\"",
+        )
+        .unwrap();
+    let mut head = String::new();
+    BufReader::new(&partial).read_line(&mut head).unwrap();
+    let code: u16 = head.split(' ').nth(1).unwrap_or("0").parse().unwrap_or(0);
+    assert_eq!(code, 408, "a stalled body got `{head}`");
+    // Headers without their blank line: the connection stays open, and SIGTERM still ends the server within
+    // the drain deadline.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let status = server.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "the drain took {:?} with a 2 s deadline",
+        t.elapsed()
+    );
+    drop(stalled);
 }
 
 #[test]
@@ -564,5 +700,207 @@ fn the_page_renders_recommendations_in_headless_chromium() {
     assert!(
         dom.contains("&lt;t") || dom.contains("<t"),
         "no reasoning path shown"
+    );
+}
+
+/// A REG4Rec model pre-trained (smoke preset) on MovieLens-100k, whose item file gives every film its title;
+/// `None`, with a note, when the data cannot be downloaded on this machine.
+fn ml100k_model() -> Option<&'static Path> {
+    static MODEL: OnceLock<Option<PathBuf>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("page-ml-100k");
+            let _ = std::fs::remove_dir_all(&dir);
+            let (tok, model) = (dir.join("tokenizer"), dir.join("model"));
+            let o = bin()
+                .args([
+                    "tokenize",
+                    "--dataset",
+                    "ml-100k",
+                    "--preset",
+                    "smoke",
+                    "--out",
+                ])
+                .arg(&tok)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !o.status.success() && err.contains("download of") {
+                eprintln!("note: skipped: ml-100k is not available offline ({err})");
+                return None;
+            }
+            assert!(o.status.success(), "{err}");
+            let o = bin()
+                .args(["pretrain", "--dataset", "ml-100k", "--preset", "smoke"])
+                .arg("--tokenizer")
+                .arg(&tok)
+                .arg("--out")
+                .arg(&model)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            Some(model)
+        })
+        .as_deref()
+}
+
+/// The ids of the listed items, once no list rendered before `mark_stale` is left (and at least one item is).
+fn fresh_list(b: &mut cdp::Browser, what: &str) -> Vec<String> {
+    let v = b.wait(
+        what,
+        "(() => { const r = [...document.querySelectorAll('li.rec')]; \
+         return r.length > 0 && !r.some(e => e.dataset.stale) && r.map(e => e.dataset.item); })()",
+    );
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn mark_stale(b: &mut cdp::Browser) {
+    b.eval("document.querySelectorAll('li.rec').forEach(e => e.dataset.stale = '1')");
+}
+
+#[test]
+fn a_user_types_a_history_by_name_reads_the_paths_and_steers_by_a_click_on_ml_100k() {
+    // REG4REC_PAGE_MODEL: another ml-100k model directory to drive (the docs' screenshots use a trained one).
+    let chosen = std::env::var_os("REG4REC_PAGE_MODEL").map(PathBuf::from);
+    let Some(model) = chosen.or_else(|| ml100k_model().map(Path::to_path_buf)) else {
+        return;
+    };
+    let server = Server::start_on(&model, &[]);
+    let chromium = std::env::var("REG4REC_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut b = cdp::Browser::launch(&chromium, &tmp.join("chromium-page-profile"));
+    b.navigate(&format!("{}/", server.url));
+    b.wait(
+        "the model information",
+        "document.getElementById('meta').textContent.includes('tokens per item')",
+    );
+    let m = b
+        .eval("(async () => (await (await fetch('/v1/info')).json()).model.m)()")
+        .as_u64()
+        .unwrap();
+
+    // A history typed by name: the suggestions come from the catalogue; Enter takes the first.
+    for (typed, title) in [
+        ("toy sto", "Toy Story"),
+        ("star wa", "Star Wars"),
+        ("godfather", "Godfather, The"),
+    ] {
+        b.type_into("#search", typed);
+        b.wait(
+            "suggestions",
+            "document.querySelectorAll('#suggest li').length > 0",
+        );
+        b.press("Enter", 13, 0);
+        b.wait(
+            &format!("`{title}` in the history"),
+            &format!(
+                "[...document.querySelectorAll('#history .chip')].some(c => c.textContent.startsWith({}))",
+                json!(title)
+            ),
+        );
+    }
+    let history =
+        b.eval("[...document.querySelectorAll('#history .chip')].map(c => c.dataset.item)");
+    assert_eq!(history, json!(["1", "50", "127"]));
+
+    // The list: names, and each item's path with one step (and its category bars) per codebook.
+    b.click("document.getElementById('go')", 0);
+    let first = fresh_list(&mut b, "the first list");
+    assert_eq!(first.len(), 10);
+    let shown = b.eval(
+        "[...document.querySelectorAll('li.rec')].map(e => [e.querySelector('.name').textContent, \
+         e.querySelectorAll('.step').length, \
+         [...e.querySelectorAll('.step')].every(s => s.querySelectorAll('.bar').length > 0)])",
+    );
+    for (row, id) in shown.as_array().unwrap().iter().zip(&first) {
+        assert_ne!(
+            row[0].as_str().unwrap(),
+            id,
+            "item {id} shown without its title"
+        );
+        assert_eq!(row[1], json!(m), "item {id}: one step per codebook");
+        assert_eq!(
+            row[2],
+            json!(true),
+            "item {id}: a step without its category bars"
+        );
+    }
+
+    // A click on a category in a step's bars asks again with only that category.
+    let category = b
+        .eval("document.querySelector('li.rec .step .bar').dataset.category")
+        .as_str()
+        .unwrap()
+        .to_string();
+    mark_stale(&mut b);
+    b.click("document.querySelector('li.rec .step .bar')", 0);
+    let steered = fresh_list(&mut b, "the steered list");
+    let cats = b.eval("[...document.querySelectorAll('li.rec')].map(e => e.dataset.category)");
+    assert!(
+        cats.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| *c == json!(category)),
+        "asked for only {category}, got {cats}"
+    );
+    assert!(!steered.is_empty());
+    assert_eq!(
+        b.eval("[...document.querySelectorAll('#steer .chip')].map(c => c.dataset.kind + ':' + c.dataset.category)"),
+        json!([format!("allow:{category}")])
+    );
+
+    // Removing the chip brings the first list back.
+    mark_stale(&mut b);
+    b.click("document.querySelector('#steer .chip')", 0);
+    assert_eq!(fresh_list(&mut b, "the list without steering"), first);
+
+    // A Shift-click excludes the category instead.
+    mark_stale(&mut b);
+    b.click("document.querySelector('li.rec .step .bar')", cdp::SHIFT);
+    fresh_list(&mut b, "the list without the category");
+    let cats = b.eval("[...document.querySelectorAll('li.rec')].map(e => e.dataset.category)");
+    assert!(
+        !cats
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| *c == json!(category)),
+        "excluded {category}, got {cats}"
+    );
+    mark_stale(&mut b);
+    b.click("document.querySelector('#steer .chip')", 0);
+    assert_eq!(fresh_list(&mut b, "the first list again"), first);
+
+    // Both orders side by side, drawn at a laptop's and a phone's width.
+    mark_stale(&mut b);
+    b.click("document.getElementById('both')", 0);
+    b.wait(
+        "two lists",
+        "document.querySelectorAll('section.list').length === 2 && \
+         document.querySelectorAll('li.rec:not([data-stale])').length === 20",
+    );
+    let shots = std::env::var("REG4REC_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| tmp.to_path_buf());
+    std::fs::create_dir_all(&shots).unwrap();
+    for (width, max_height) in [(1280, 2400), (400, 1500)] {
+        b.screenshot(width, max_height, &shots.join(format!("page-{width}.png")));
+    }
+
+    // Unknown items get a clear message, never a blank page.
+    b.type_into("#search", "no such film zzz");
+    b.press("Enter", 13, 0);
+    b.wait(
+        "the message for an unknown name",
+        "document.getElementById('error').textContent.includes('no item matches \"no such film zzz\"')",
+    );
+    b.navigate(&format!("{}/?history=1,nosuch", server.url));
+    b.wait(
+        "the server's message for an unknown id",
+        "document.getElementById('error').textContent.includes('unknown item id `nosuch`')",
     );
 }

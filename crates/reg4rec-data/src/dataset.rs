@@ -21,6 +21,10 @@ pub struct Dataset {
     /// Side information per item: attribute tokens (brand, category path, genres, title words, ...) used by
     /// the TF-IDF part of the item features. May be empty for an item.
     pub item_attributes: Vec<Vec<String>>,
+    /// Display names (titles) of the items, shown wherever an item is shown; never read by a model. Empty when
+    /// the data ships none; otherwise one per item, an empty string for an item without one.
+    #[serde(default)]
+    pub item_names: Vec<String>,
 }
 
 impl Dataset {
@@ -67,6 +71,14 @@ impl Dataset {
             field(&items);
         }
         format!("{:x}", h.finalize())
+    }
+
+    /// The display name of item `i`, when the data gives it one.
+    pub fn item_name(&self, i: usize) -> Option<&str> {
+        self.item_names
+            .get(i)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
     }
 
     /// Dense index of an original item id, if known.
@@ -227,11 +239,15 @@ impl Dataset {
         let mut item_ids = Vec::new();
         let mut old_cat = Vec::new();
         let mut item_attributes = Vec::new();
+        let mut item_names = Vec::new();
         for i in (0..self.n_items()).filter(|&i| item_used[i]) {
             new_item[i] = item_ids.len() as u32;
             item_ids.push(self.item_ids[i].clone());
             old_cat.push(self.item_category[i]);
             item_attributes.push(self.item_attributes[i].clone());
+            if let Some(n) = self.item_names.get(i) {
+                item_names.push(n.clone());
+            }
         }
         let mut cat_used = vec![false; self.n_categories()];
         for &c in &old_cat {
@@ -263,6 +279,7 @@ impl Dataset {
             item_category: old_cat.into_iter().map(|c| new_cat[c as usize]).collect(),
             category_names,
             item_attributes,
+            item_names,
         };
         let report = KCoreReport {
             k,
@@ -288,6 +305,7 @@ mod tests {
             item_category: vec![0, 0, 1, 2],
             category_names: vec!["x".into(), "y".into(), "z".into()],
             item_attributes: vec![vec!["t".into()], vec![], vec![], vec![]],
+            item_names: Vec::new(),
         }
     }
 
@@ -381,6 +399,7 @@ mod tests {
                 item_category: (0..n_items).map(|i| (i % 3) as u32).collect(),
                 category_names: vec!["a".into(), "b".into(), "c".into()],
                 item_attributes: vec![vec![]; n_items],
+                item_names: Vec::new(),
             };
             let (d, r) = ds.k_core(k);
             let mut count = vec![0usize; d.n_items()];

@@ -562,6 +562,7 @@ mod tests {
             item_category: vec![0; n_items],
             category_names: vec!["all".into()],
             item_attributes: attrs,
+            item_names: Vec::new(),
         }
     }
 

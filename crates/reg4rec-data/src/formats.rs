@@ -7,11 +7,13 @@
 //!   `item_id`; `timestamp` orders each user's items, file order breaks ties and is used when there is no
 //!   timestamp column); an optional `<name>.item` whose `category`/`categories`/`class`/`genre`/`genres` field
 //!   gives the category (first token of a `token_seq`) and whose other `token`/`token_seq` fields give the
-//!   attribute tokens `field=value` (lower-cased words for `token_seq`). Ids are opaque tokens, as in RecBole.
+//!   attribute tokens `field=value` (lower-cased words for `token_seq`); a `name`/`title`/`movie_title` field
+//!   also gives the item's display name. Ids are opaque tokens, as in RecBole.
 //! - **CSV**: `user,item,timestamp[,category]`, with or without a header line (a header has a `user` or
 //!   `user_id` column and may name the columns in any order). RFC 4180 quoting (read with the `csv` crate), a
 //!   UTF-8 byte-order mark and CRLF line ends are accepted. Ids are opaque tokens, the timestamp must be a
-//!   number, an item's category is the one on its first row.
+//!   number, an item's category is the one on its first row. A header may add a `name` (or `title`) column: the
+//!   item's display name, from its first row that gives one (display only: no model reads it).
 //! - **Parquet** (feature `parquet`, on by default): the CSV's columns by name, string or integer ids, a numeric,
 //!   date or timestamp time column ([`load_parquet`]).
 //!
@@ -41,7 +43,7 @@ use crate::interactions::InteractionLog;
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use crate::interactions::UNKNOWN_CATEGORY;
+pub use crate::interactions::{ItemTable, UNKNOWN_CATEGORY};
 
 /// Reads a whole text file, naming it on error; an empty (or whitespace-only) file is an error.
 fn read_text(path: &Path) -> Result<String> {
@@ -323,7 +325,12 @@ pub fn load_s3rec(name: &str, files: &S3RecFiles<'_>) -> Result<Dataset> {
         .iter()
         .map(|(i, v)| (i.clone(), v.iter().map(|&a| attr_name(a)).collect()))
         .collect();
-    log.into_dataset(name, files.sequences, &categories, &attributes)
+    let side = ItemTable {
+        categories,
+        attributes,
+        names: HashMap::new(),
+    };
+    log.into_dataset(name, files.sequences, &side)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -406,35 +413,33 @@ fn read_atomic_inter(path: &Path, log: &mut InteractionLog) -> Result<()> {
     Ok(())
 }
 
-/// Side information per raw item id: category name and attribute tokens.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ItemTable {
-    pub categories: HashMap<String, String>,
-    pub attributes: HashMap<String, Vec<String>>,
-}
-
-/// Reads a RecBole `.item` file: per item, the category (when the file has a category field) and attribute
-/// tokens.
+/// Reads a RecBole `.item` file: per item, the category (when the file has a category field), attribute
+/// tokens, and the display name (the text of a [`NAME_COLUMNS`] field, also read as attribute tokens).
 pub fn read_atomic_item(path: &Path) -> Result<ItemTable> {
-    // The header with its item and category columns, once read.
-    let mut head: Option<(AtomicHeader, usize, Option<usize>)> = None;
+    // The header with its item, category and name columns, once read.
+    let mut head: Option<(AtomicHeader, usize, Option<usize>, Option<usize>)> = None;
     let mut cats = HashMap::new();
     let mut attrs = HashMap::new();
+    let mut names = HashMap::new();
     stream_lines(path, |ln, line| {
-        let Some((header, ci, ccat)) = &head else {
+        let Some((header, ci, ccat, cname)) = &head else {
             let header = AtomicHeader::parse(path, line)?;
             let ci = header.require(path, "item_id")?;
             let ccat = header.column(&["category", "categories", "class", "genre", "genres"]);
-            head = Some((header, ci, ccat));
+            let cname = header.column(NAME_COLUMNS);
+            head = Some((header, ci, ccat, cname));
             return Ok(());
         };
-        let (ci, ccat) = (*ci, *ccat);
+        let (ci, ccat, cname) = (*ci, *ccat, *cname);
         let f = atomic_fields(path, ln, line, header.fields.len())?;
         let item = non_empty_id(path, ln, "item", f[ci])?.to_string();
         if let Some(c) = ccat {
             if let Some(first) = f[c].split_whitespace().next() {
                 cats.insert(item.clone(), first.to_string());
             }
+        }
+        if let Some(n) = cname.map(|c| f[c].trim()).filter(|n| !n.is_empty()) {
+            names.insert(item.clone(), n.to_string());
         }
         let mut tokens = Vec::new();
         for (col, (name, ty)) in header.fields.iter().enumerate() {
@@ -469,6 +474,7 @@ pub fn read_atomic_item(path: &Path) -> Result<ItemTable> {
     Ok(ItemTable {
         categories: cats,
         attributes: attrs,
+        names,
     })
 }
 
@@ -480,7 +486,7 @@ pub fn load_atomic(name: &str, inter: &Path, item: Option<&Path>) -> Result<Data
         Some(p) => read_atomic_item(p)?,
         None => ItemTable::default(),
     };
-    log.into_dataset(name, inter, &table.categories, &table.attributes)
+    log.into_dataset(name, inter, &table)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -492,9 +498,13 @@ const USER_COLUMNS: &[&str] = &["user", "user_id", "userid"];
 const ITEM_COLUMNS: &[&str] = &["item", "item_id", "itemid"];
 const TIME_COLUMNS: &[&str] = &["timestamp", "time", "ts"];
 const CATEGORY_COLUMNS: &[&str] = &["category", "categories"];
+/// Column names (case-insensitive) that give an item's display name, in a CSV header, a Parquet schema or a
+/// RecBole `.item` header (ml-100k's `movie_title`).
+pub const NAME_COLUMNS: &[&str] = &["name", "title", "item_name", "movie_title"];
 
-/// Column positions of a CSV log: user, item, timestamp, category (optional).
-type CsvColumns = (usize, usize, usize, Option<usize>);
+/// Column positions of a CSV log: user, item, timestamp, category and name (both optional; a name column needs a
+/// header).
+type CsvColumns = (usize, usize, usize, Option<usize>, Option<usize>);
 
 /// Position of the first of `names` among `header` (case-insensitive).
 fn find_column<'a>(header: impl Iterator<Item = &'a str>, names: &[&str]) -> Option<usize> {
@@ -519,6 +529,7 @@ fn csv_header(path: &Path, line: usize, fields: &csv::StringRecord) -> Result<Op
         need(ITEM_COLUMNS, "item")?,
         need(TIME_COLUMNS, "timestamp")?,
         find(CATEGORY_COLUMNS),
+        find(NAME_COLUMNS),
     )))
 }
 
@@ -532,7 +543,7 @@ pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
         .flexible(true)
         .buffer_capacity(1 << 20)
         .from_reader(file);
-    let mut cols: CsvColumns = (0, 1, 2, Some(3));
+    let mut cols: CsvColumns = (0, 1, 2, Some(3), None);
     let mut n_fields: Option<usize> = None;
     let mut first = true;
     let mut log = InteractionLog::new();
@@ -579,11 +590,14 @@ pub fn load_csv(name: &str, path: &Path) -> Result<Dataset> {
                 log.set_category(item, c);
             }
         }
+        if let Some(n) = cols.4.and_then(|c| f.get(c)) {
+            log.set_name(item, n);
+        }
     }
     if first {
         return Err(empty_file(path));
     }
-    log.into_dataset(name, path, &HashMap::new(), &HashMap::new())
+    log.into_dataset(name, path, &ItemTable::default())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -605,8 +619,8 @@ mod parquet_log {
     /// Rows per record batch read.
     const BATCH_ROWS: usize = 65_536;
 
-    /// Loads a Parquet log with a user, an item and a timestamp column and an optional category column, named
-    /// as in a CSV header (`user`/`user_id`, `item`/`item_id`, `timestamp`/`time`/`ts`, `category`; any case,
+    /// Loads a Parquet log with a user, an item and a timestamp column and optional category and name columns,
+    /// named as in a CSV header (`user`/`user_id`, `item`/`item_id`, `timestamp`/`time`/`ts`, `category`, `name`; any case,
     /// any order, other columns ignored). Ids may be strings or integers; the timestamp any number, a date or
     /// a timestamp type (ordered by its stored value). Reads one record batch at a time. A missing value is an
     /// error naming the file, the column and the row (1-based).
@@ -639,7 +653,8 @@ mod parquet_log {
             need(TIME_COLUMNS, "timestamp")?,
         );
         let cc = find(CATEGORY_COLUMNS);
-        let roots: Vec<usize> = [Some(cu), Some(ci), Some(ct), cc]
+        let cn = find(NAME_COLUMNS);
+        let roots: Vec<usize> = [Some(cu), Some(ci), Some(ct), cc, cn]
             .into_iter()
             .flatten()
             .collect();
@@ -668,6 +683,8 @@ mod parquet_log {
             let times = times.as_primitive::<Float64Type>();
             let cats = cc.map(text).transpose()?;
             let cats = cats.as_ref().map(|c| c.as_string::<i32>());
+            let names = cn.map(text).transpose()?;
+            let names = names.as_ref().map(|c| c.as_string::<i32>());
             let missing = |r: usize, c: usize, what: &str| {
                 DataError::invalid(
                     path,
@@ -689,10 +706,13 @@ mod parquet_log {
                 if let Some(c) = cats.filter(|c| !c.is_null(r) && !c.value(r).is_empty()) {
                     log.set_category(item, c.value(r));
                 }
+                if let Some(n) = names.filter(|n| !n.is_null(r)) {
+                    log.set_name(item, n.value(r));
+                }
             }
             row0 += batch.num_rows();
         }
-        log.into_dataset(name, path, &HashMap::new(), &HashMap::new())
+        log.into_dataset(name, path, &ItemTable::default())
     }
 
     /// A timestamp column as `f64`: numbers as they are, dates and timestamps as their stored integer.
@@ -901,6 +921,8 @@ mod tests {
             ]
         );
         assert!(ds.item_attributes[2].is_empty());
+        // The title is also the display name, as written; item 30 has no row in the item file.
+        assert_eq!(ds.item_names, vec!["Toy Story!", "Heat", ""]);
     }
 
     #[test]
@@ -979,6 +1001,17 @@ mod tests {
         assert_eq!(ds.item_ids, vec!["x", "y"]);
         assert_eq!(ds.sequences, vec![vec![1, 0]]);
         assert_eq!(ds.category_names, vec![UNKNOWN_CATEGORY]);
+        assert!(ds.item_names.is_empty() && ds.item_name(0).is_none());
+        // A name column (any case; the first row that names an item wins; an item may have none).
+        let p = write(
+            d.path(),
+            "n.csv",
+            "user,item,timestamp,Title\nu,x,1,\"Heat (1995)\"\nv,x,2,Other\nu,y,3,\n",
+        );
+        let ds = load_csv("n", &p).unwrap();
+        assert_eq!(ds.item_names, vec!["Heat (1995)", ""]);
+        assert_eq!(ds.item_name(0), Some("Heat (1995)"));
+        assert_eq!(ds.item_name(1), None);
     }
 
     #[test]
@@ -1065,13 +1098,24 @@ mod tests {
                             Some("Shoes"),
                         ])) as ArrayRef,
                     ),
+                    (
+                        "name",
+                        Arc::new(StringArray::from(vec![
+                            Some("Cap"),
+                            None,
+                            None,
+                            Some("Boot"),
+                        ])) as ArrayRef,
+                    ),
                 ],
             );
             let a = load_csv("log", &csv).unwrap();
             let b = load_parquet("log", &pq).unwrap();
             assert_eq!(a.sequences, vec![vec![0], vec![1, 2, 0]]);
+            // Names are display only: the fingerprint (what a model depends on) ignores them.
             assert_eq!(a.fingerprint(), b.fingerprint());
             assert_eq!(b.category_names, vec!["Hats", "Shoes", UNKNOWN_CATEGORY]);
+            assert_eq!(b.item_names, vec!["Cap", "", "Boot"]);
         }
 
         #[test]

@@ -62,6 +62,8 @@ pub struct InteractionLog {
     categories: IndexSet<Box<str>>,
     /// Category (index into `categories`) of each item in `items` order, set by the first row that names one.
     item_category: Vec<Option<u32>>,
+    /// Display name of each item in `items` order, set by the first row that names one (empty until a row does).
+    item_name: Vec<Option<Box<str>>>,
     user: Vec<u32>,
     item: Vec<u32>,
     time: Vec<f64>,
@@ -117,6 +119,7 @@ impl InteractionLog {
         let i = self.items.intern(item);
         if i as usize == self.item_category.len() {
             self.item_category.push(None);
+            self.item_name.push(None);
         }
         self.user.push(u);
         self.item.push(i);
@@ -128,6 +131,14 @@ impl InteractionLog {
     pub fn set_category(&mut self, item: u32, category: &str) {
         if self.item_category[item as usize].is_none() {
             self.item_category[item as usize] = Some(intern(&mut self.categories, category));
+        }
+    }
+
+    /// Gives the item (an index [`Self::push`] returned) its display name, unless an earlier row gave it one.
+    pub fn set_name(&mut self, item: u32, name: &str) {
+        let slot = &mut self.item_name[item as usize];
+        if slot.is_none() && !name.trim().is_empty() {
+            *slot = Some(name.trim().into());
         }
     }
 
@@ -145,16 +156,15 @@ impl InteractionLog {
         self.len() * 16
     }
 
-    /// Builds the dataset. `categories` and `attributes` (keyed by raw item id) come from side files; a
-    /// category named by a row of the log wins over `categories`, and items with neither get
-    /// [`UNKNOWN_CATEGORY`]. An empty log is an error naming `source`.
-    pub fn into_dataset(
-        self,
-        name: &str,
-        source: &Path,
-        categories: &HashMap<String, String>,
-        attributes: &HashMap<String, Vec<String>>,
-    ) -> Result<Dataset> {
+    /// Builds the dataset. `side` (keyed by raw item id) comes from side files; a category or name given by a
+    /// row of the log wins over `side`'s, and items with neither category get [`UNKNOWN_CATEGORY`]. The dataset
+    /// has item names when any item has one. An empty log is an error naming `source`.
+    pub fn into_dataset(self, name: &str, source: &Path, side: &ItemTable) -> Result<Dataset> {
+        let ItemTable {
+            categories,
+            attributes,
+            names: side_names,
+        } = side;
         if self.is_empty() {
             return Err(DataError::invalid(source, "no interactions"));
         }
@@ -183,6 +193,7 @@ impl InteractionLog {
                 },
             categories: row_categories,
             item_category: row_category,
+            item_name: row_name,
             user,
             item,
             time,
@@ -235,6 +246,17 @@ impl InteractionLog {
         let cat_rank = ranks(&names);
         let item_category = cat_raw.iter().map(|&c| cat_rank[c as usize]).collect();
         let category_names = in_rank_order(names, &cat_rank);
+        let any_name = row_name.iter().any(Option::is_some) || !side_names.is_empty();
+        let mut item_names = Vec::new();
+        if any_name {
+            item_names = vec![String::new(); items.len()];
+            for (i, id) in items.iter().enumerate() {
+                let n = row_name[i]
+                    .as_deref()
+                    .or_else(|| side_names.get(id.as_ref()).map(String::as_str));
+                item_names[item_rank[i] as usize] = n.unwrap_or_default().to_string();
+            }
+        }
         let item_ids = in_rank_order(items, &item_rank);
         let item_attributes = item_ids
             .iter()
@@ -248,8 +270,17 @@ impl InteractionLog {
             item_category,
             category_names,
             item_attributes,
+            item_names,
         })
     }
+}
+
+/// Side information per raw item id, read from side files: category name, attribute tokens, display name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemTable {
+    pub categories: HashMap<String, String>,
+    pub attributes: HashMap<String, Vec<String>>,
+    pub names: HashMap<String, String>,
 }
 
 #[cfg(test)]
@@ -270,7 +301,7 @@ mod tests {
         }
         assert_eq!(log.compact_bytes(), 5 * 16);
         let ds = log
-            .into_dataset("x", Path::new("x.csv"), &HashMap::new(), &HashMap::new())
+            .into_dataset("x", Path::new("x.csv"), &ItemTable::default())
             .unwrap();
         assert_eq!(ds.user_ids, vec!["2", "10"]);
         assert_eq!(ds.item_ids, vec!["a", "b", "c"]);
@@ -287,15 +318,24 @@ mod tests {
         log.set_category(a2, "Hats");
         log.push("u", "b", 2.0);
         log.push("u", "c", 3.0);
-        let side = HashMap::from([
-            ("a".to_string(), "Socks".to_string()),
-            ("b".to_string(), "Hats".to_string()),
-        ]);
-        let ds = log
-            .into_dataset("x", Path::new("x.csv"), &side, &HashMap::new())
-            .unwrap();
+        log.set_name(a, "Red shoe");
+        log.set_name(a2, "Blue shoe");
+        let side = ItemTable {
+            categories: HashMap::from([
+                ("a".to_string(), "Socks".to_string()),
+                ("b".to_string(), "Hats".to_string()),
+            ]),
+            names: HashMap::from([
+                ("a".to_string(), "Sock".to_string()),
+                ("b".to_string(), "Cap".to_string()),
+            ]),
+            ..ItemTable::default()
+        };
+        let ds = log.into_dataset("x", Path::new("x.csv"), &side).unwrap();
         assert_eq!(ds.category_names, vec!["Hats", "Shoes", UNKNOWN_CATEGORY]);
         assert_eq!(ds.item_category, vec![1, 0, 2]);
+        assert_eq!(ds.item_names, vec!["Red shoe", "Cap", ""]);
+        assert_eq!(ds.item_name(2), None);
     }
 
     #[test]
@@ -310,7 +350,7 @@ mod tests {
             log.push(u, i, 0.0);
         }
         let ds = log
-            .into_dataset("x", Path::new("x"), &HashMap::new(), &HashMap::new())
+            .into_dataset("x", Path::new("x"), &ItemTable::default())
             .unwrap();
         assert_eq!(ds.user_ids, vec!["01", "1"]);
         assert_eq!(ds.item_ids, vec!["07", "7", "x"]);
@@ -320,12 +360,7 @@ mod tests {
     #[test]
     fn an_empty_log_is_an_error_naming_its_source() {
         let e = InteractionLog::new()
-            .into_dataset(
-                "x",
-                Path::new("dir/e.csv"),
-                &HashMap::new(),
-                &HashMap::new(),
-            )
+            .into_dataset("x", Path::new("dir/e.csv"), &ItemTable::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("e.csv") && e.contains("no interactions"), "{e}");
@@ -340,7 +375,7 @@ mod tests {
                 log.push(&u.to_string(), &format!("i{i}"), t as f64);
             }
             let ds = log
-                .into_dataset("x", Path::new("x"), &HashMap::new(), &HashMap::new())
+                .into_dataset("x", Path::new("x"), &ItemTable::default())
                 .unwrap();
             let mut users: Vec<u8> = rows.iter().map(|r| r.0).collect();
             users.sort();

@@ -939,6 +939,7 @@ mod tests {
             "Animation"
         );
         assert!(ds.item_attributes[toy].contains(&"release_year=1995".to_string()));
+        assert_eq!(ds.item_name(toy), Some("Toy Story"));
         let split = crate::split::LeaveOneOut::new(&ds);
         let t = std::time::Instant::now();
         let f = crate::features::build_item_features(&ds, &split, &Default::default()).unwrap();

@@ -171,6 +171,7 @@ mod tests {
             item_category: vec![0; n_items],
             category_names: vec!["all".into()],
             item_attributes: vec![vec![]; n_items],
+            item_names: Vec::new(),
         }
     }
 

@@ -31,6 +31,7 @@ fn toy() -> (Dataset, Codes) {
         item_category: (0..n_items as u32).map(|i| i % 3).collect(),
         category_names: ["x", "y", "z"].map(String::from).to_vec(),
         item_attributes: vec![vec![]; n_items],
+        item_names: Vec::new(),
     };
     (ds, Codes::new(3, 4, false, tuples).unwrap())
 }

@@ -502,6 +502,7 @@ fn evaluate_ranks_the_generated_list() {
         item_category: vec![0; 4],
         category_names: vec!["all".into()],
         item_attributes: vec![vec![]; 4],
+        item_names: Vec::new(),
     };
     let split = LeaveOneOut::new(&ds);
     let mut s = FnScorer::new(4, 1, |_, _: &[u32]| (vec![2.0, 0.0, 0.0, 4.0], vec![0.0]));

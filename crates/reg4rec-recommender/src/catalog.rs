@@ -1,5 +1,6 @@
-//! The catalog of a model directory (`catalog.json`): every item's original id and category, the category
-//! names, the items added after training (with their token tuples) and which items may be recommended. It is
+//! The catalog of a model directory (`catalog.json`): every item's original id, category and display name (when
+//! the data gives names), the category names, the items added after training (with their token tuples) and
+//! which items may be recommended. It is
 //! versioned: every change raises `version`, and a served response names the version it was computed on.
 //!
 //! Items `0..n_trained` are the ones the model was trained on, in the order of the training data's dense
@@ -30,6 +31,9 @@ pub struct Catalog {
     /// Items that are not available (removed); sorted.
     #[serde(default)]
     pub unavailable: Vec<u32>,
+    /// Display name of every item (`""`: none), or empty when no item has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub item_names: Vec<String>,
 }
 
 impl Catalog {
@@ -43,7 +47,62 @@ impl Catalog {
             category_names: ds.category_names.clone(),
             added_tuples: Vec::new(),
             unavailable: Vec::new(),
+            item_names: ds.item_names.clone(),
         }
+    }
+
+    /// The display name of `item`, when it has one.
+    pub fn name(&self, item: u32) -> Option<&str> {
+        self.item_names
+            .get(item as usize)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+
+    /// Appends the next item's name (`None`: it has none), keeping `item_names` empty while no item has one.
+    pub(crate) fn push_name(&mut self, name: Option<&str>) {
+        match name.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(n) => {
+                // The item being added is the last one of `item_ids`.
+                self.item_names
+                    .resize(self.item_ids.len() - 1, String::new());
+                self.item_names.push(n.to_string());
+            }
+            None if !self.item_names.is_empty() => self.item_names.push(String::new()),
+            None => {}
+        }
+    }
+
+    /// Up to `limit` items whose id or name contains `query` (case-insensitive), best match first: an exact id,
+    /// then names and ids that start with it, then names with a word that starts with it, then any other
+    /// match; ties in item order. An empty query matches nothing.
+    pub fn search(&self, query: &str, limit: usize) -> Vec<u32> {
+        let q = query.trim().to_lowercase();
+        if q.is_empty() || limit == 0 {
+            return Vec::new();
+        }
+        let mut hits: Vec<(u8, u32)> = Vec::new();
+        for (i, id) in self.item_ids.iter().enumerate() {
+            let id = id.to_lowercase();
+            let name = self.name(i as u32).unwrap_or("").to_lowercase();
+            let rank = if id == q {
+                0
+            } else if name.starts_with(&q) || id.starts_with(&q) {
+                1
+            } else if name
+                .match_indices(&q)
+                .any(|(at, _)| !name[..at].ends_with(char::is_alphanumeric))
+            {
+                2
+            } else if name.contains(&q) || id.contains(&q) {
+                3
+            } else {
+                continue;
+            };
+            hits.push((rank, i as u32));
+        }
+        hits.sort_unstable();
+        hits.into_iter().take(limit).map(|(_, i)| i).collect()
     }
 
     pub fn n_items(&self) -> usize {
@@ -73,6 +132,12 @@ impl Catalog {
                 n,
                 n.saturating_sub(n_trained) * m,
                 self.added_tuples.len()
+            ));
+        }
+        if !self.item_names.is_empty() && self.item_names.len() != n {
+            return bad(format!(
+                "{} item names for {n} items (give every item a name, `\"\"` for none, or leave `item_names` out)",
+                self.item_names.len()
             ));
         }
         if let Some(c) = self
@@ -134,6 +199,7 @@ mod tests {
             category_names: vec!["x".into(), "y".into()],
             added_tuples: vec![3, 4],
             unavailable: vec![1],
+            item_names: Vec::new(),
         }
     }
 
@@ -145,6 +211,38 @@ mod tests {
         assert!(!c.is_available(1) && c.is_available(2));
         assert_eq!(c.category("y"), Some(1));
         assert_eq!(c.category("z"), None);
+        assert_eq!(c.name(0), None);
+    }
+
+    #[test]
+    fn names_are_optional_searchable_and_checked() {
+        let mut c = catalog();
+        c.item_names = vec!["Star Wars".into(), "".into(), "Wars of the Roses".into()];
+        c.validate(2, 2, "catalog.json".as_ref()).unwrap();
+        assert_eq!(c.name(0), Some("Star Wars"));
+        assert_eq!(c.name(1), None);
+        // A name that starts with the query before a word inside another name; case-insensitive.
+        assert_eq!(c.search("WARS", 10), vec![2, 0]);
+        assert_eq!(c.search("star", 10), vec![0]);
+        // An exact id first; ids match as well as names.
+        assert_eq!(c.search("b", 10), vec![1]);
+        assert_eq!(c.search("a", 1), vec![0]);
+        assert!(c.search("  ", 10).is_empty() && c.search("zzz", 10).is_empty());
+        c.item_names.pop();
+        let e = c
+            .validate(2, 2, "catalog.json".as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 item names for 3 items"), "{e}");
+        // Adding a named item to a catalog without names gives the earlier items empty names.
+        let mut c = catalog();
+        c.item_ids.push("d".into());
+        c.push_name(Some("Dune"));
+        assert_eq!(c.item_names, vec!["", "", "", "Dune"]);
+        let mut c = catalog();
+        c.item_ids.push("d".into());
+        c.push_name(None);
+        assert!(c.item_names.is_empty());
     }
 
     #[test]

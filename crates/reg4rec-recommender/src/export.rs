@@ -51,6 +51,9 @@ pub fn semantic_ids(rec: &Recommender) -> BTreeMap<String, Vec<String>> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogLine {
     pub item_id: String,
+    /// The display name, when the catalog has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub category: String,
     pub tokens: Vec<String>,
     pub available: bool,
@@ -65,6 +68,7 @@ pub fn catalog_lines(rec: &Recommender) -> Vec<CatalogLine> {
     (0..c.n_items())
         .map(|i| CatalogLine {
             item_id: c.item_ids[i].clone(),
+            name: c.name(i as u32).map(str::to_string),
             category: c.category_names[c.item_category[i] as usize].clone(),
             tokens: ids[&c.item_ids[i]].clone(),
             available: c.is_available(i as u32),

@@ -65,6 +65,9 @@ pub struct Recommended {
     /// 1-based.
     pub rank: usize,
     pub item_id: String,
+    /// The item's display name, when the catalog has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub category: String,
     /// True for an item added after training.
     pub added: bool,
@@ -78,6 +81,10 @@ pub struct Recommendations {
     pub items: Vec<Recommended>,
     /// The catalog version the list was computed on.
     pub catalog_version: u64,
+    /// Why the list is shorter than `k`, when it is (the beam reached fewer items that pass the request's
+    /// constraints; a wider beam reaches more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 /// What a recommender is, for `/v1/info` and logs.
@@ -314,7 +321,7 @@ impl Recommender {
             let res = search.run_constrained(&mut scorer, &histories, &allowed, explain)?;
             stats.merge(&res.stats);
             for ((i, p), list) in group.iter().zip(res.lists) {
-                let items = list
+                let items: Vec<Recommended> = list
                     .iter()
                     .take(p.k)
                     .enumerate()
@@ -332,15 +339,25 @@ impl Recommender {
                         Recommended {
                             rank: r + 1,
                             item_id: self.catalog.item_ids[rec.item as usize].clone(),
+                            name: self.catalog.name(rec.item).map(str::to_string),
                             category: self.catalog.category_names[cat].clone(),
                             added: rec.item as usize >= self.catalog.n_trained,
                             explanation: e,
                         }
                     })
                     .collect();
+                let notice = (items.len() < p.k).then(|| {
+                    format!(
+                        "{} of the k = {} items asked for: the beam (width {beam}) reached no more items \
+                         that pass the request's constraints; a wider beam reaches more",
+                        items.len(),
+                        p.k
+                    )
+                });
                 out[*i] = Some(Ok(Recommendations {
                     items,
                     catalog_version: self.catalog.version,
+                    notice,
                 }));
             }
         }
@@ -444,6 +461,9 @@ pub struct NewItem {
     pub id: String,
     /// One of the catalog's categories (the category head knows no others).
     pub category: String,
+    /// Its display name (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Its feature vector in the tokenizer's input space (`input_dim` values): the row your feature pipeline
     /// gives the item (a `--features` matrix row; for built-in features, the item's row of the features stage).
     pub features: Vec<f32>,
@@ -531,6 +551,7 @@ impl Recommender {
             let item = first + j as u32;
             let id = it.id.trim().to_string();
             self.catalog.item_ids.push(id.clone());
+            self.catalog.push_name(it.name.as_deref());
             self.catalog.item_category.push(c);
             self.ids.insert(id.clone(), item);
             out.push(AddedItem {

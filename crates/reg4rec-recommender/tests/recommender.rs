@@ -146,6 +146,7 @@ fn a_model_directory_recommends_within_its_constraints_and_grows_its_catalog() {
         8,
         "13 items of c1 exist, 8 were asked for"
     );
+    assert_eq!(steered.notice, None);
     for r in &steered.items {
         assert_eq!(r.category, "c1");
         assert!(!history.contains(&r.item_id));
@@ -207,6 +208,7 @@ fn a_model_directory_recommends_within_its_constraints_and_grows_its_catalog() {
         .add_items(&[NewItem {
             id: "new-1".into(),
             category: "c0".into(),
+            name: Some("The new one".into()),
             features: f.features.row(like).to_vec(),
         }])
         .unwrap();
@@ -224,11 +226,21 @@ fn a_model_directory_recommends_within_its_constraints_and_grows_its_catalog() {
     let got = rec.recommend(&history, &only_new).unwrap();
     assert_eq!(got.items.len(), 1);
     assert_eq!(got.items[0].item_id, "new-1");
+    assert_eq!(got.items[0].name.as_deref(), Some("The new one"));
+    let notice = got
+        .notice
+        .as_deref()
+        .expect("a list shorter than k says so");
+    assert!(notice.starts_with("1 of the k = 3 items"), "{notice}");
     assert!(got.items[0].added);
+    // The log gives no names: the trained items have none, in lists and in the catalog.
+    assert!(rec.catalog().name(0).is_none());
+    assert_eq!(rec.catalog().search("new one", 5), vec![40]);
     let e = rec
         .add_items(&[NewItem {
             id: "new-2".into(),
             category: "c9".into(),
+            name: None,
             features: vec![0.0; 16],
         }])
         .unwrap_err();

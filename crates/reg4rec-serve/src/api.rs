@@ -7,6 +7,7 @@
 //! | `GET /v1/info` | the model, catalog, inference and serving settings |
 //! | `GET /health`, `GET /ready` | liveness; readiness (503 while draining) |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/items/search?q=&limit=` | items whose id or name holds `q`, best match first (at most `limit`, default 10) |
 //! | `POST/GET/DELETE /v1/items` | add (`{"items": [{"id", "category", "features"}]}`), list (`?offset=&limit=`), remove (`{"ids": [...]}`); only with `serve.items_api` |
 //! | `GET /` | a page to try it |
 //!
@@ -19,6 +20,7 @@ use crate::metrics::Metrics;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Query as UrlQuery, State};
 use axum::http::{header, StatusCode};
+use axum::http::{Method, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -55,7 +57,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/items",
             post(add_items).get(list_items).delete(remove_items),
         )
+        .route("/v1/items/search", get(search_items))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs_f64(state.cfg.body_timeout_s),
+        ))
         .with_state(state)
 }
 
@@ -116,6 +124,17 @@ impl ApiError {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             return ApiError::new(status, "payload_too_large", e.body_text());
         }
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<tower_http::timeout::TimeoutError>() {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    "the request body did not arrive within serve.body_timeout_s",
+                );
+            }
+            source = err.source();
+        }
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text())
     }
 
@@ -158,6 +177,32 @@ async fn timed<T: Serialize>(
         .with_label_values(&[endpoint])
         .observe(t.elapsed().as_secs_f64());
     resp
+}
+
+/// The routes, for the body of a 404.
+const ROUTES: &str =
+    "GET /, GET /health, GET /ready, GET /metrics, GET /v1/info, POST /v1/recommend, \
+                      POST /v1/recommend/batch, GET /v1/items/search, POST/GET/DELETE /v1/items";
+
+async fn not_found(State(s): State<Arc<AppState>>, method: Method, uri: Uri) -> Response {
+    let e = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route `{method} {}`; the routes: {ROUTES}", uri.path()),
+    );
+    timed(&s, "other", async { Err::<(), _>(e) }).await
+}
+
+async fn method_not_allowed(State(s): State<Arc<AppState>>, method: Method, uri: Uri) -> Response {
+    let e = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "`{}` does not take {method}; the routes: {ROUTES}",
+            uri.path()
+        ),
+    );
+    timed(&s, "other", async { Err::<(), _>(e) }).await
 }
 
 async fn page() -> Html<&'static str> {
@@ -325,20 +370,45 @@ async fn recommend_batch(
                 ),
             ));
         }
-        let queries: Vec<Query> = b.queries.into_iter().map(Query::from).collect();
-        for (i, q) in queries.iter().enumerate() {
-            check(&s.cfg, q, &format!("queries[{i}]."))?;
+        // An entry over a serving limit gets its own error, as an unknown id does; the others are answered.
+        let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(b.queries.len());
+        let mut queries = Vec::new();
+        for (i, q) in b.queries.into_iter().map(Query::from).enumerate() {
+            match check(&s.cfg, &q, &format!("queries[{i}].")) {
+                Ok(()) => {
+                    queries.push(q);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(BatchResult::Error(QueryError {
+                    status: e.status.as_u16(),
+                    field: e.body.field,
+                    error: e.body.error,
+                }))),
+            }
         }
-        let answers = ask(&s, queries).await?;
-        Ok(BatchResponse {
-            results: answers
-                .into_iter()
-                .map(|a| match a {
+        let mut answers = ask(&s, queries).await?.into_iter();
+        let results: Vec<BatchResult> = results
+            .into_iter()
+            .map(|r| match r {
+                Some(r) => Some(r),
+                None => answers.next().map(|a| match a {
                     Ok(r) => BatchResult::Ok(r),
                     Err(e) => BatchResult::Error(e),
-                })
-                .collect(),
-        })
+                }),
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(stopped)?;
+        for r in &results {
+            if let BatchResult::Error(e) = r {
+                let cause = if e.status == 400 {
+                    "bad_request"
+                } else {
+                    "engine"
+                };
+                s.metrics.failures.with_label_values(&[cause]).inc();
+            }
+        }
+        Ok(BatchResponse { results })
     })
     .await
 }
@@ -441,6 +511,36 @@ async fn list_items(
         engine_call::<CatalogPage>(&s, |reply| Job::ListItems {
             offset: p.offset,
             limit: p.limit.min(10_000),
+            reply,
+        })
+        .await
+    })
+    .await
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub q: String,
+    #[serde(default = "default_search_limit")]
+    pub limit: usize,
+}
+
+fn default_search_limit() -> usize {
+    10
+}
+
+/// Read-only and always on (the page's history box uses it), unlike the rest of `/v1/items`.
+async fn search_items(
+    State(s): State<Arc<AppState>>,
+    params: Result<UrlQuery<SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    timed(&s, "items_search", async {
+        let UrlQuery(p) = params
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+        engine_call::<CatalogPage>(&s, |reply| Job::SearchItems {
+            query: p.q,
+            limit: p.limit.min(100),
             reply,
         })
         .await

@@ -39,6 +39,11 @@ pub struct ServeConfig {
     /// Write every catalog change into the model directory (`catalog.json` and a new manifest, atomically), so
     /// a restart keeps it. Default false: changes live in the server's memory.
     pub save_catalog: bool,
+    /// Seconds a request's body may take to arrive once its headers have (408 after). Default 30.
+    pub body_timeout_s: f64,
+    /// Seconds the drain after SIGTERM may take: connections still open then (a client that never finishes its
+    /// request, a slow reader) are closed and the server exits. Default 30.
+    pub drain_timeout_s: f64,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +62,8 @@ impl Default for ServeConfig {
             items_api: false,
             torch_threads: 1,
             save_catalog: false,
+            body_timeout_s: 30.0,
+            drain_timeout_s: 30.0,
         }
     }
 }
@@ -82,6 +89,16 @@ impl ServeConfig {
                 "`serve.max_beam` ({}) exceeds `serve.max_beam_rows` ({}): such a request could never run",
                 self.max_beam, self.max_beam_rows
             )));
+        }
+        for (f, v) in [
+            ("body_timeout_s", self.body_timeout_s),
+            ("drain_timeout_s", self.drain_timeout_s),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(ServeError::Config(format!(
+                    "`serve.{f}` = {v}: expected seconds in (0, 86400]"
+                )));
+            }
         }
         self.addr.parse::<std::net::SocketAddr>().map_err(|e| {
             ServeError::Config(format!(

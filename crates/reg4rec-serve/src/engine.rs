@@ -8,7 +8,7 @@ use crate::config::ServeConfig;
 use crate::error::{Result, ServeError};
 use crate::metrics::Metrics;
 use reg4rec_recommender::{
-    AddedItem, Info, NewItem, Query, Recommendations, Recommender, RecommenderError,
+    AddedItem, Catalog, Info, NewItem, Query, Recommendations, Recommender, RecommenderError,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -51,6 +51,9 @@ pub type Answer = std::result::Result<Recommendations, QueryError>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogItem {
     pub id: String,
+    /// The display name, when the catalog has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub category: String,
     pub available: bool,
     /// Added after training.
@@ -82,6 +85,12 @@ pub enum Job {
     },
     ListItems {
         offset: usize,
+        limit: usize,
+        reply: oneshot::Sender<CatalogPage>,
+    },
+    /// Items whose id or name matches a text ([`reg4rec_recommender::Catalog::search`]).
+    SearchItems {
+        query: String,
         limit: usize,
         reply: oneshot::Sender<CatalogPage>,
     },
@@ -243,12 +252,7 @@ fn run(mut rec: Recommender, rx: Receiver<Job>, cfg: &ServeConfig, metrics: &Met
             } => {
                 let c = rec.catalog();
                 let items = (offset..c.n_items().min(offset.saturating_add(limit)))
-                    .map(|i| CatalogItem {
-                        id: c.item_ids[i].clone(),
-                        category: c.category_names[c.item_category[i] as usize].clone(),
-                        available: c.is_available(i as u32),
-                        added: i >= c.n_trained,
-                    })
+                    .map(|i| catalog_item(rec.catalog(), i as u32))
                     .collect();
                 let _ = reply.send(CatalogPage {
                     items,
@@ -256,10 +260,37 @@ fn run(mut rec: Recommender, rx: Receiver<Job>, cfg: &ServeConfig, metrics: &Met
                     catalog_version: c.version,
                 });
             }
+            Job::SearchItems {
+                query,
+                limit,
+                reply,
+            } => {
+                let c = rec.catalog();
+                let items: Vec<CatalogItem> = c
+                    .search(&query, limit)
+                    .into_iter()
+                    .map(|i| catalog_item(c, i))
+                    .collect();
+                let _ = reply.send(CatalogPage {
+                    total: items.len(),
+                    items,
+                    catalog_version: c.version,
+                });
+            }
             Job::Info { reply } => {
                 let _ = reply.send(rec.info());
             }
         }
+    }
+}
+
+fn catalog_item(c: &Catalog, i: u32) -> CatalogItem {
+    CatalogItem {
+        id: c.item_ids[i as usize].clone(),
+        name: c.name(i).map(str::to_string),
+        category: c.category_names[c.item_category[i as usize] as usize].clone(),
+        available: c.is_available(i),
+        added: i as usize >= c.n_trained,
     }
 }
 

@@ -36,25 +36,42 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, marks the server not ready
-/// and waits for every in-flight request to be answered.
+/// and waits for every in-flight request to be answered, for at most `serve.drain_timeout_s`: connections still
+/// open then are closed (their tasks end when the runtime is dropped).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let s = state.clone();
+    let deadline = std::time::Duration::from_secs_f64(state.cfg.drain_timeout_s);
+    let (started, drain_started) = tokio::sync::oneshot::channel::<()>();
     let drain = async move {
         shutdown.await;
         s.ready.store(false, Ordering::SeqCst);
         tracing::info!("draining: no new connections; answering the requests in flight");
+        let _ = started.send(());
     };
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(drain)
-        .await
-        .map_err(|e| ServeError::Io {
+    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(drain);
+    let expired = async move {
+        match drain_started.await {
+            Ok(()) => tokio::time::sleep(deadline).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| ServeError::Io {
             what: "serving".into(),
             source: e,
-        })
+        }),
+        () = expired => {
+            tracing::warn!(
+                seconds = deadline.as_secs_f64(),
+                "the drain deadline passed with connections still open (serve.drain_timeout_s): closing them"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// SIGTERM or Ctrl-C.
@@ -109,7 +126,7 @@ pub fn run_blocking(
         metrics,
         ready: AtomicBool::new(true),
     });
-    rt.block_on(async {
+    let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&cfg.addr)
             .await
             .map_err(|e| ServeError::Io {
@@ -122,7 +139,10 @@ pub fn run_blocking(
         })?;
         on_bound(addr);
         serve(listener, state, terminated()).await
-    })?;
+    });
+    // Cancels the connections a drain deadline left open, so no task holds the router (and the queue's sender).
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    served?;
     // Every handler is done and the router (holding the queue's sender) is gone: the engine ends its loop.
     handle
         .join()

@@ -68,6 +68,9 @@ pub fn run(a: RecommendArgs) -> Result<()> {
         bail!("--history is empty");
     }
     let out = rec.recommend(&a.history, &a.options())?;
+    if let Some(n) = &out.notice {
+        eprintln!("note: {n}");
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -77,8 +80,9 @@ pub fn run(a: RecommendArgs) -> Result<()> {
         let item = e
             .item_score
             .map_or(String::new(), |l| format!(", item head {l:.4}"));
+        let name = r.name.as_ref().map_or(String::new(), |n| format!(" {n:?}"));
         println!(
-            "{:>2}. item {} ({})  score {:.4} (path {:.4}{item})",
+            "{:>2}. item {}{name} ({})  score {:.4} (path {:.4}{item})",
             r.rank, r.item_id, r.category, e.score, e.path_score
         );
         if a.explain {

@@ -316,6 +316,7 @@ mod tests {
             item_category: vec![0, 0, 1],
             category_names: vec!["x".into(), "y".into()],
             item_attributes: vec![vec!["brand:a".into()], vec![], vec!["brand:c".into()]],
+            item_names: Vec::new(),
         }
     }
 
