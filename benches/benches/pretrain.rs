@@ -81,6 +81,7 @@ fn beauty_shaped() -> (Dataset, Codes) {
         item_category: (0..N_ITEMS).map(|i| (i % N_CATEGORIES) as u32).collect(),
         category_names: (0..N_CATEGORIES).map(|c| format!("c{c}")).collect(),
         item_attributes: vec![vec![]; N_ITEMS],
+        item_names: Vec::new(),
     };
     (ds, codes)
 }

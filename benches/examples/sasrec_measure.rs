@@ -51,6 +51,7 @@ fn read_s3rec_txt(path: &PathBuf) -> BoxResult<Dataset> {
         item_category: vec![0; n],
         category_names: vec!["all".into()],
         item_attributes: vec![vec![]; n],
+        item_names: Vec::new(),
     })
 }
 
