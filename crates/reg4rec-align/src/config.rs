@@ -41,7 +41,24 @@ pub struct RewardWeights {
     pub category_hit: f64,
     /// Step-consistency (agreeing adjacent step pairs, 0..=M-1). Default 0.5.
     pub step_consistency: f64,
+    /// Long-tail exposure (1 when the path's item is outside the most popular `head_share` of the catalogue by
+    /// training interactions): a goal beyond next-item accuracy. Default 0 (plain PARS).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub long_tail: f64,
+    /// The popular head's share of the catalogue for `long_tail`. Default 0.2 (the most popular 20%).
+    #[serde(skip_serializing_if = "is_default_head_share")]
+    pub head_share: f64,
 }
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+fn is_default_head_share(v: &f64) -> bool {
+    *v == DEFAULT_HEAD_SHARE
+}
+
+const DEFAULT_HEAD_SHARE: f64 = 0.2;
 
 impl Default for RewardWeights {
     fn default() -> Self {
@@ -50,6 +67,8 @@ impl Default for RewardWeights {
             global_path: 2.0,
             category_hit: 0.5,
             step_consistency: 0.5,
+            long_tail: 0.0,
+            head_share: DEFAULT_HEAD_SHARE,
         }
     }
 }
@@ -231,8 +250,15 @@ impl AlignConfig {
             ("rewards.global_path", self.rewards.global_path),
             ("rewards.category_hit", self.rewards.category_hit),
             ("rewards.step_consistency", self.rewards.step_consistency),
+            ("rewards.long_tail", self.rewards.long_tail),
         ] {
             non_negative(field, v)?;
+        }
+        if !(0.0..=1.0).contains(&self.rewards.head_share) {
+            return Err(AlignError::config(
+                "rewards.head_share",
+                format!("must be in [0, 1], got {}", self.rewards.head_share),
+            ));
         }
         if !(self.msra_w.is_finite() && self.msra_w > 0.0 && self.msra_w <= 1.0) {
             return Err(AlignError::config(

@@ -26,7 +26,7 @@
 use crate::config::{AlignConfig, Rollout};
 use crate::error::{AlignError, Result};
 use crate::msra::{window_rewards, WindowItem};
-use crate::rewards::{RewardBreakdown, RewardRule, ScoredPath};
+use crate::rewards::{long_tail_of, RewardBreakdown, RewardRule, ScoredPath};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
@@ -458,6 +458,9 @@ pub struct GrpoContext<'a> {
     pub index: &'a ItemIndex,
     pub codes: &'a Codes,
     pub item_category: &'a [u32],
+    /// Every item's long-tail flag ([`reg4rec_data::metrics::long_tail`] of the training sequences at
+    /// `rewards.head_share`), read by the long-tail reward.
+    pub long_tail: &'a [bool],
     pub cfg: &'a AlignConfig,
     /// Loss weights of the auxiliary CRSS loss (the pre-training run's).
     pub weights: Objective,
@@ -558,7 +561,10 @@ pub fn sample_step(
             tokens: path,
             categories: &cats,
         };
-        let r = window_rewards(&scored, &windows[i / g], ctx.codes, ctx.item_category, rule);
+        let mut r = window_rewards(&scored, &windows[i / g], ctx.codes, ctx.item_category, rule);
+        let tail = long_tail_of(sampled.items[i], ctx.long_tail);
+        r.total.add_scaled(&tail, 1.0);
+        r.target.add_scaled(&tail, 1.0);
         rewards.push(r.total.total(&cfg.rewards));
         stats.components.add_scaled(&r.total, 1.0 / n as f64);
         stats.target.add_scaled(&r.target, 1.0 / n as f64);

@@ -191,7 +191,8 @@ mod tests {
                 step_hit: 0.0,
                 global_path: 0.0,
                 category_hit: 0.0,
-                step_consistency: 2.0
+                step_consistency: 2.0,
+                long_tail: 0.0,
             }
         );
         // + 0.5 * item 1 (3 hits, exact, category 0 at 3 steps) + 0.25 * item 2 (category 0 at 3 steps)
@@ -201,7 +202,8 @@ mod tests {
                 step_hit: 1.5,
                 global_path: 0.5,
                 category_hit: 1.5 + 0.75,
-                step_consistency: 2.0
+                step_consistency: 2.0,
+                long_tail: 0.0,
             }
         );
     }

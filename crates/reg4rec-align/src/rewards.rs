@@ -9,6 +9,11 @@
 //!   divergence at most theta or, as a switch, by equal argmax. It does not depend on the target.
 //!
 //! The path reward is the weighted sum ([`RewardWeights`]).
+//!
+//! A fifth reward carries a goal that cross-entropy on the log cannot express (weight 0 by default, so plain
+//! PARS is unchanged): **long-tail**, 1 when the item the path completes is outside the most popular
+//! `rewards.head_share` of the catalogue by training interactions ([`reg4rec_data::metrics::long_tail`]), else 0.
+//! It does not depend on the target, so MSRA counts it once.
 
 use crate::config::{Consistency, RewardWeights};
 use reg4rec_infer::corp::js_divergence;
@@ -22,6 +27,9 @@ pub struct RewardBreakdown {
     pub global_path: f64,
     pub category_hit: f64,
     pub step_consistency: f64,
+    /// The path's item is in the long tail (1) or the head (0).
+    #[serde(default)]
+    pub long_tail: f64,
 }
 
 impl RewardBreakdown {
@@ -31,6 +39,7 @@ impl RewardBreakdown {
             + w.global_path * self.global_path
             + w.category_hit * self.category_hit
             + w.step_consistency * self.step_consistency
+            + w.long_tail * self.long_tail
     }
 
     /// `self + k * other`, component-wise.
@@ -39,6 +48,7 @@ impl RewardBreakdown {
         self.global_path += k * other.global_path;
         self.category_hit += k * other.category_hit;
         self.step_consistency += k * other.step_consistency;
+        self.long_tail += k * other.long_tail;
     }
 }
 
@@ -114,6 +124,16 @@ pub fn target_rewards(
         global_path: global_path(path.tokens, target),
         category_hit: category_hit(&cats, target_category),
         step_consistency: 0.0,
+        long_tail: 0.0,
+    }
+}
+
+/// The long-tail component of a path whose item is `item`: 1 when `tail[item]` (the item is outside the
+/// popular head), else 0 (also for an item `tail` does not cover).
+pub fn long_tail_of(item: u32, tail: &[bool]) -> RewardBreakdown {
+    RewardBreakdown {
+        long_tail: f64::from(u8::from(tail.get(item as usize).copied().unwrap_or(false))),
+        ..Default::default()
     }
 }
 
@@ -258,16 +278,29 @@ mod tests {
                 step_hit: 2.0,
                 global_path: 0.0,
                 category_hit: 2.0,
-                step_consistency: 0.0
+                step_consistency: 0.0,
+                long_tail: 0.0,
             }
         );
-        let w = RewardWeights {
+        let mut w = RewardWeights {
             step_hit: 1.0,
             global_path: 2.0,
             category_hit: 0.5,
             step_consistency: 3.0,
+            ..Default::default()
         };
         assert_eq!(r.total(&w), 3.0);
+        // The long-tail reward: 1 for an item of the tail, 0 for the head or an item outside the table.
+        let tail = [false, true, false];
+        assert_eq!(long_tail_of(1, &tail).long_tail, 1.0);
+        assert_eq!(long_tail_of(0, &tail).long_tail, 0.0);
+        assert_eq!(long_tail_of(7, &tail).long_tail, 0.0);
+        let mut with_tail = r;
+        with_tail.add_scaled(&long_tail_of(1, &tail), 1.0);
+        // Weight 0 (the default) gives plain PARS's total exactly; a weight adds it.
+        assert_eq!(with_tail.total(&w), r.total(&w));
+        w.long_tail = 1.5;
+        assert_eq!(with_tail.total(&w), 4.5);
         let mut acc = RewardBreakdown::default();
         acc.add_scaled(&r, 0.5);
         assert_eq!(acc.step_hit, 1.0);

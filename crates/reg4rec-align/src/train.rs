@@ -168,12 +168,14 @@ fn curve_point(records: &[&serde_json::Value]) -> CurvePoint {
             global_path: mean("global_path"),
             category_hit: mean("category_hit"),
             step_consistency: mean("step_consistency"),
+            long_tail: mean("long_tail"),
         },
         target: RewardBreakdown {
             step_hit: mean("target_step_hit"),
             global_path: mean("target_global_path"),
             category_hit: mean("target_category_hit"),
             step_consistency: mean("target_step_consistency"),
+            long_tail: mean("long_tail"),
         },
         kl: mean("kl"),
     }
@@ -334,6 +336,7 @@ impl reg4rec_train::Objective<ContextBatch> for Grpo<'_> {
                 ("global_path", s.components.global_path),
                 ("category_hit", s.components.category_hit),
                 ("step_consistency", s.components.step_consistency),
+                ("long_tail", s.components.long_tail),
                 ("target_step_hit", s.target.step_hit),
                 ("target_global_path", s.target.global_path),
                 ("target_category_hit", s.target.category_hit),
@@ -476,6 +479,8 @@ pub fn align(
     }
     let index = ItemIndex::new(codes)?;
     let examples: Vec<Example> = split.training_examples();
+    let long_tail =
+        reg4rec_data::metrics::long_tail(&split.train, ds.n_items(), cfg.rewards.head_share);
     if examples.is_empty() {
         return Err(AlignError::Input(format!(
             "dataset `{}` has no training examples",
@@ -551,6 +556,7 @@ pub fn align(
             index: &index,
             codes,
             item_category: &ds.item_category,
+            long_tail: &long_tail,
             cfg,
             weights,
         },

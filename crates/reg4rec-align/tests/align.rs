@@ -118,15 +118,25 @@ fn global_path_only() -> AlignConfig {
             global_path: 1.0,
             category_hit: 0.0,
             step_consistency: 0.0,
+            ..RewardWeights::default()
         },
         ..AlignConfig::default()
     }
 }
 
 /// `steps` GRPO steps under `cfg` on one context (history 1 2 3 4, target 5) of the 12-item catalog, from a
-/// fresh policy (seed 3, no dropout). Returns the exact probability of the target's token set before and after,
-/// and each step's statistics.
+/// fresh policy (seed 3, no dropout), no item in the long tail. Returns the exact probability of the target's
+/// token set before and after, and each step's statistics.
 fn grpo_on_one_context(cfg: &AlignConfig, steps: usize) -> (f64, f64, Vec<StepStats>) {
+    grpo_with_tail(cfg, &[false; 12], steps)
+}
+
+/// [`grpo_on_one_context`] with the items `long_tail` flags in the long tail.
+fn grpo_with_tail(
+    cfg: &AlignConfig,
+    long_tail: &[bool],
+    steps: usize,
+) -> (f64, f64, Vec<StepStats>) {
     let (ds, codes) = synthetic(12, 4, 6);
     let index = ItemIndex::new(&codes).unwrap();
     tch::manual_seed(3);
@@ -142,6 +152,7 @@ fn grpo_on_one_context(cfg: &AlignConfig, steps: usize) -> (f64, f64, Vec<StepSt
         index: &index,
         codes: &codes,
         item_category: &ds.item_category,
+        long_tail,
         cfg,
         weights: TrainConfig::default().objective(),
     };
@@ -214,6 +225,41 @@ fn grpo_with_beam_rollouts_raises_the_probability_of_the_rewarded_path() {
 }
 
 #[test]
+fn the_long_tail_reward_is_plain_pars_at_weight_zero_and_moves_rollouts_to_the_tail_at_a_weight() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    // Items 8..12 are the long tail; the target (5) is not.
+    let tail: Vec<bool> = (0..12).map(|i| i >= 8).collect();
+    let cfg = global_path_only();
+    let (before, after, plain) = grpo_on_one_context(&cfg, 5);
+    let (before_t, after_t, with_tail) = grpo_with_tail(&cfg, &tail, 5);
+    // Weight 0: the same rewards, advantages and updates, bit for bit; only the logged component differs.
+    assert_eq!((before, after), (before_t, after_t));
+    for (a, b) in plain.iter().zip(&with_tail) {
+        assert_eq!(a.reward, b.reward);
+        assert_eq!(a.loss, b.loss);
+        assert_eq!(a.components.long_tail, 0.0);
+    }
+    assert!(with_tail.iter().any(|s| s.components.long_tail > 0.0));
+    // The long-tail reward alone: the rollouts move to the tail.
+    let tail_only = AlignConfig {
+        rewards: RewardWeights {
+            global_path: 0.0,
+            long_tail: 1.0,
+            ..cfg.rewards.clone()
+        },
+        ..cfg
+    };
+    let (_, _, stats) = grpo_with_tail(&tail_only, &tail, 25);
+    let share: Vec<f64> = stats.iter().map(|s| s.components.long_tail).collect();
+    let last = share[20..].iter().sum::<f64>() / 5.0;
+    assert!(
+        last > share[0] + 0.3,
+        "tail share of the rollouts by step: {share:?}"
+    );
+}
+
+#[test]
 fn constant_rewards_give_no_policy_gradient_and_the_anchor_still_trains() {
     // The tests seed libtorch's process-global generator: one at a time.
     let _rng = reg4rec_model::torch_rng_lock();
@@ -225,6 +271,7 @@ fn constant_rewards_give_no_policy_gradient_and_the_anchor_still_trains() {
             global_path: 0.0,
             category_hit: 0.0,
             step_consistency: 0.0,
+            ..RewardWeights::default()
         },
         ..global_path_only()
     };
@@ -298,6 +345,7 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
             index: &index,
             codes: &codes,
             item_category: &ds.item_category,
+            long_tail: &[],
             cfg: &cfg,
             weights: TrainConfig::default().objective(),
         };

@@ -6,7 +6,7 @@
 //! Ranking is full (all items; the user's own history items only leave it when asked) with the pessimistic ties of `reg4rec_data::metrics`, so all items
 //! sharing the target's count rank above it.
 
-use reg4rec_data::metrics::{filtered_rank, sorted_history, UserRanks};
+use reg4rec_data::metrics::{filtered_rank, sorted_history, top_items, UserRanks, TOP_KEPT};
 use reg4rec_data::split::Stage;
 use reg4rec_data::{LeaveOneOut, Metrics};
 
@@ -59,19 +59,22 @@ pub fn popularity_ranks(split: &LeaveOneOut, n_items: usize, stage: Stage) -> Us
             .get(i as usize)
             .map_or(f32::NEG_INFINITY, |&h| h as f32)
     };
+    let scores: Vec<f32> = counts.iter().map(|&c| c as f32).collect();
+    let top = top_items(&scores, TOP_KEPT, &[]);
     let mut ranks = UserRanks::default();
     for u in 0..split.n_users() {
         let target = split.target(u, stage);
+        let history = sorted_history(&split.history(u, stage, usize::MAX));
         match counts.get(target as usize) {
             Some(&c) => {
                 let below = sorted.partition_point(|&x| x < c);
                 let rank = n_items - below - 1;
-                let history = sorted_history(&split.history(u, stage, usize::MAX));
                 let filtered = filtered_rank(rank, target, c as f32, &history, score_at);
                 ranks.push(Some(rank), filtered);
             }
             None => ranks.push(None, None),
         }
+        ranks.push_top(top.clone(), top_items(&scores, TOP_KEPT, &history));
     }
     ranks
 }

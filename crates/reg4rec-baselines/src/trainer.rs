@@ -16,8 +16,8 @@ use crate::error::{BaselineError, Result};
 use crate::sasrec::{Samples, SasRec, SasRecConfig};
 use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::io::{read_json, write_json_atomic};
-use reg4rec_data::metrics::UserRanks;
-use reg4rec_data::ranking::tensor_ranks;
+use reg4rec_data::metrics::{UserRanks, TOP_KEPT};
+use reg4rec_data::ranking::{tensor_ranks, tensor_tops};
 use reg4rec_data::split::Stage;
 use reg4rec_data::{LeaveOneOut, Metrics};
 use reg4rec_train::checkpoint::FORMAT_VERSION;
@@ -286,6 +286,8 @@ impl SasRecModel {
         let mut out = UserRanks {
             all: vec![None; split.n_users()],
             filtered: vec![None; split.n_users()],
+            top: vec![Vec::new(); split.n_users()],
+            top_filtered: vec![Vec::new(); split.n_users()],
         };
         for chunk in users.chunks(self.config.eval_batch_size) {
             let histories: Vec<Vec<u32>> = chunk
@@ -297,12 +299,16 @@ impl SasRecModel {
                 .map(|&u| split.target(u, stage) as i64)
                 .collect();
             let scores = self.score_with(&histories, &table)?; // [users, n_items]
-            for (&u, (all, filtered)) in chunk
+            let tops = tensor_tops(&scores, &histories, TOP_KEPT)?;
+            for ((&u, (all, filtered)), (top, top_filtered)) in chunk
                 .iter()
                 .zip(tensor_ranks(&scores, &targets, &histories)?)
+                .zip(tops)
             {
                 out.all[u] = Some(all as u32);
                 out.filtered[u] = filtered.map(|r| r as u32);
+                out.top[u] = top;
+                out.top_filtered[u] = top_filtered;
             }
         }
         Ok(out)

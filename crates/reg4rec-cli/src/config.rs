@@ -61,6 +61,11 @@ pub struct StagesConfig {
     /// the validation split: the point of `theta_sweep` (CORP off included) where the full model's Recall@10
     /// is highest (ties: NDCG@10, then the earlier point). False uses `infer.theta`. Default true.
     pub choose_theta: bool,
+    /// Align the pre-trained model again with the long-tail reward (`align.rewards.long_tail`) at each of these
+    /// weights, giving the rows `reg4rec-tail{w}` and `reg4rec-tail{w}-paths` (R@10 / N@10 against the long
+    /// tail's share of the top 10). Default [] (none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub long_tail_weights: Vec<f64>,
     /// Also pre-train the REG4Rec model under these precisions and report them beside `pretrain.precision`
     /// in the precision table (`["bf16", "ladq"]` compares all three). Default [] (no table).
     pub precisions: Vec<reg4rec_model::PrecisionMode>,
@@ -76,6 +81,7 @@ impl Default for StagesConfig {
             sasrec_features: true,
             choose_theta: true,
             precisions: Vec::new(),
+            long_tail_weights: Vec::new(),
         }
     }
 }

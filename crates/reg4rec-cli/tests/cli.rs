@@ -313,7 +313,7 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     // A path relative to the working folder: model directories record it absolute.
     let rel = Path::new("toy.csv");
     assert_eq!(dir.path().join(rel), csv);
-    let args = smoke_pipeline(rel, &out, &[]);
+    let args = smoke_pipeline(rel, &out, &["pipeline.long_tail_weights=[2.0]"]);
     let o = command(&args, dir.path()).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value =
@@ -423,6 +423,14 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
             name != "sasrec-ce",
             "{name}"
         );
+        // Every row's long-tail share of its top 10; popularity's top 10 is the popular head itself.
+        for k in ["all", "filtered"] {
+            let v = m["long_tail_10"][k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&v), "{name} long_tail_10.{k} = {v}");
+            if name == "popularity" && k == "all" {
+                assert_eq!(v, 0.0, "the most popular items are the head");
+            }
+        }
         let mut checks = Vec::new();
         if generative {
             checks.push(("reg4rec", "vs_reg4rec", false));
@@ -487,6 +495,14 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
     assert!(md.contains("| sasrec-ce |"));
     assert!(md.contains("applied to the test split"), "{md}");
     assert!(md.contains("history-filtered protocol"), "{md}");
+    assert!(
+        md.contains("| method | tail@10 | tail@10 filtered |"),
+        "{md}"
+    );
+    // The model aligned with the long-tail reward at the asked weight, ranked both ways.
+    for name in ["reg4rec-tail2", "reg4rec-tail2-paths"] {
+        assert!(md.contains(&format!("| {name} |")), "{name}: {md}");
+    }
     // The protocol counts the targets that repeat a history item (a known answer: the toy log has none).
     let history = report["protocol"]["history"].as_str().unwrap();
     assert!(history.starts_with("0 of 60 test targets"), "{history}");

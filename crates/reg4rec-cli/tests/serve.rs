@@ -228,6 +228,10 @@ fn the_served_list_equals_the_offline_recommend() {
     assert_eq!(batch["results"][0]["ok"], served);
     assert_eq!(batch["results"][1]["error"]["field"], "history[0]");
     assert_eq!(server.metric("reg4rec_invalid_items_total"), 0.0);
+    // The goal beyond accuracy: every answered list's long-tail share is observed, each within [0, 1].
+    assert_eq!(server.metric("reg4rec_list_long_tail_share_count"), 2.0);
+    let sum = server.metric("reg4rec_list_long_tail_share_sum");
+    assert!((0.0..=2.0).contains(&sum), "{sum}");
     // The catalogue search (always on: the page's history box reads it) finds items by name or id.
     let (status, text) = server.get("/v1/items/search?q=ITEM%201,&limit=3");
     assert_eq!(status, 200, "{text}");

@@ -76,14 +76,26 @@ pub fn sorted_history(history: &[u32]) -> Vec<u32> {
     h
 }
 
+/// How many items of each user's list an evaluation keeps ([`UserRanks::top`]) for the goals a list is judged
+/// by besides its target's rank (the long tail's share, [`tail_share_at`]).
+pub const TOP_KEPT: usize = 10;
+
 /// Per-user 0-based target ranks of one evaluation under both protocols, in the split's user order (`None`:
-/// the target was not ranked: outside a generated list, or, filtered, a repeat of a history item).
+/// the target was not ranked: outside a generated list, or, filtered, a repeat of a history item), and the
+/// first [`TOP_KEPT`] items of each user's list under both.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRanks {
     /// Every item ranked, history items included (unless the evaluation itself excluded them).
     pub all: Vec<Option<u32>>,
     /// The items of the user's whole history removed before ranking.
     pub filtered: Vec<Option<u32>>,
+    /// Each user's first [`TOP_KEPT`] items, best first (every item ranked); empty in results written before
+    /// lists were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top: Vec<Vec<u32>>,
+    /// The same with the user's whole history removed first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_filtered: Vec<Vec<u32>>,
 }
 
 impl UserRanks {
@@ -91,6 +103,28 @@ impl UserRanks {
     pub fn push(&mut self, all: Option<usize>, filtered: Option<usize>) {
         self.all.push(all.map(|r| r as u32));
         self.filtered.push(filtered.map(|r| r as u32));
+    }
+
+    /// Adds the next user's list under both protocols (cut to [`TOP_KEPT`] items).
+    pub fn push_top(&mut self, mut all: Vec<u32>, mut filtered: Vec<u32>) {
+        all.truncate(TOP_KEPT);
+        filtered.truncate(TOP_KEPT);
+        self.top.push(all);
+        self.top_filtered.push(filtered);
+    }
+
+    /// The mean share of long-tail items ([`long_tail`]) in each user's first `k` (at most [`TOP_KEPT`]) items,
+    /// under the filtered protocol or not; `None` when the lists were not kept for every user.
+    pub fn tail_share(&self, tail: &[bool], k: usize, filtered: bool) -> Option<f64> {
+        let lists = if filtered {
+            &self.top_filtered
+        } else {
+            &self.top
+        };
+        if lists.is_empty() || lists.len() != self.all.len() {
+            return None;
+        }
+        Some(lists.iter().map(|l| tail_share_at(l, tail, k)).sum::<f64>() / lists.len() as f64)
     }
 
     /// Metrics of the unfiltered ranks.
@@ -110,6 +144,8 @@ impl UserRanks {
             true => UserRanks {
                 all: self.filtered.clone(),
                 filtered: self.filtered,
+                top: self.top_filtered.clone(),
+                top_filtered: self.top_filtered,
             },
             false => self,
         }
@@ -233,9 +269,107 @@ pub fn paired_bootstrap_95(a: &[f64], b: &[f64], resamples: usize, seed: u64) ->
     Some([at(0.025), at(0.975)])
 }
 
+/// The long tail of a catalogue: `true` for every item outside the most popular `head_share` of the items, by
+/// interaction count in `train` (the training sequences only, so no validation or test interaction decides it).
+/// The head is the first `ceil(head_share * n_items)` items by count, most interactions first, ties to the lower
+/// item index; an item of no training interaction is in the tail. `head_share` is clamped to `[0, 1]`.
+pub fn long_tail(train: &[Vec<u32>], n_items: usize, head_share: f64) -> Vec<bool> {
+    let mut count = vec![0u64; n_items];
+    for &i in train.iter().flatten() {
+        if let Some(c) = count.get_mut(i as usize) {
+            *c += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..n_items).collect();
+    order.sort_by(|&a, &b| count[b].cmp(&count[a]).then(a.cmp(&b)));
+    let head = ((head_share.clamp(0.0, 1.0) * n_items as f64).ceil() as usize).min(n_items);
+    let mut tail = vec![true; n_items];
+    for &i in &order[..head] {
+        tail[i] = false;
+    }
+    tail
+}
+
+/// The `k` best-scored items of `scores` (item = index), best first, leaving out the items of `skip` (sorted)
+/// and NaN scores; equal scores go to the lower index.
+pub fn top_items(scores: &[f32], k: usize, skip: &[u32]) -> Vec<u32> {
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    for (i, &s) in scores.iter().enumerate() {
+        if k == 0 || s.is_nan() || best.len() == k && s <= best[k - 1].0 {
+            continue;
+        }
+        if skip.binary_search(&(i as u32)).is_ok() {
+            continue;
+        }
+        // After every kept item of a score >= s: an equal score keeps its lower index first.
+        let at = best.partition_point(|&(b, _)| b >= s);
+        best.insert(at, (s, i as u32));
+        best.truncate(k);
+    }
+    best.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The share of the first `k` items of `list` that are in the long tail (`tail[i]`; an item outside `tail`
+/// counts as not in it), over the `min(k, list.len())` items shown; 0 for an empty list.
+pub fn tail_share_at(list: &[u32], tail: &[bool], k: usize) -> f64 {
+    let shown = &list[..k.min(list.len())];
+    if shown.is_empty() {
+        return 0.0;
+    }
+    let n = shown
+        .iter()
+        .filter(|&&i| tail.get(i as usize).copied().unwrap_or(false))
+        .count();
+    n as f64 / shown.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_long_tail_is_every_item_outside_the_most_popular_share_of_training() {
+        // Counts: item 0: 3, item 1: 1, item 2: 3, item 3: 0, item 4: 2.
+        let train = vec![vec![0, 2, 4], vec![0, 2, 1], vec![0, 2, 4]];
+        // 20% of 5 items: one head item; 0 and 2 tie at 3, the lower index wins.
+        assert_eq!(
+            long_tail(&train, 5, 0.2),
+            vec![false, true, true, true, true]
+        );
+        // 50%: ceil(2.5) = 3 head items.
+        assert_eq!(
+            long_tail(&train, 5, 0.5),
+            vec![false, true, false, true, false]
+        );
+        assert_eq!(long_tail(&train, 5, 0.0), vec![true; 5]);
+        assert_eq!(long_tail(&train, 5, 7.0), vec![false; 5]);
+        let tail = long_tail(&train, 5, 0.5);
+        assert_eq!(tail_share_at(&[1, 0, 3, 2], &tail, 2), 0.5);
+        assert_eq!(tail_share_at(&[1, 3], &tail, 10), 1.0);
+        assert_eq!(tail_share_at(&[0, 9], &tail, 10), 0.0);
+        assert_eq!(tail_share_at(&[], &tail, 10), 0.0);
+        // Lists kept per user: the mean share; none kept, no value.
+        let mut ranks = UserRanks::default();
+        ranks.push(Some(0), Some(0));
+        ranks.push(None, None);
+        assert_eq!(ranks.tail_share(&tail, 10, false), None);
+        ranks.push_top(vec![1, 3], vec![1]);
+        ranks.push_top(vec![0, 2], vec![0, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]);
+        assert_eq!(ranks.top_filtered[1].len(), TOP_KEPT);
+        assert_eq!(ranks.tail_share(&tail, 10, false), Some(0.5));
+        assert_eq!(ranks.tail_share(&tail, 10, true), Some(0.5));
+        let under = ranks.clone().under(true);
+        assert_eq!(under.top, ranks.top_filtered);
+    }
+
+    #[test]
+    fn top_items_are_the_best_scores_first_ties_to_the_lower_index_without_the_skipped() {
+        let scores = [0.5, 2.0, f32::NAN, 2.0, -1.0, 3.0];
+        assert_eq!(top_items(&scores, 3, &[]), vec![5, 1, 3]);
+        assert_eq!(top_items(&scores, 3, &[1, 5]), vec![3, 0, 4]);
+        assert_eq!(top_items(&scores, 10, &[]), vec![5, 1, 3, 0, 4]);
+        assert!(top_items(&scores, 0, &[]).is_empty());
+    }
 
     /// The filtered protocol removes exactly the history items: from a generated list and from a full
     /// ranking, with the same answer for the same scores.

@@ -83,6 +83,57 @@ pub fn tensor_ranks(
     Ok(out)
 }
 
+/// Each row's first `k` items under both protocols, best first: every item, and without the row's `histories`
+/// items (any order, repeats allowed). Read from one `topk` of `k` plus the longest history per row (equal
+/// scores in libtorch's order; NaN scores last).
+pub fn tensor_tops(
+    scores: &Tensor,
+    histories: &[Vec<u32>],
+    k: usize,
+) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+    let &[rows, n_items] = scores.size().as_slice() else {
+        return Err(DataError::Other(format!(
+            "scores: expected [users, items], got shape {:?}",
+            scores.size()
+        )));
+    };
+    if histories.len() as i64 != rows {
+        return Err(DataError::Other(format!(
+            "histories: {} for {rows} rows of scores",
+            histories.len()
+        )));
+    }
+    let sorted: Vec<Vec<u32>> = histories.iter().map(|h| sorted_history(h)).collect();
+    let longest = sorted.iter().map(Vec::len).max().unwrap_or(0);
+    let kk = ((k + longest) as i64).min(n_items);
+    if kk == 0 || rows == 0 {
+        return Ok(vec![(Vec::new(), Vec::new()); rows as usize]);
+    }
+    let read = || -> std::result::Result<Vec<i64>, tch::TchError> {
+        let s = scores
+            .f_to_kind(Kind::Float)?
+            .f_nan_to_num(f64::NEG_INFINITY, None, None)?;
+        let (_, idx) = s.f_topk(kk, -1, true, true)?;
+        Vec::<i64>::try_from(&idx.f_reshape([-1])?)
+    };
+    let idx = read().map_err(|e| torch("reading the top items", e))?;
+    Ok(idx
+        .chunks(kk as usize)
+        .zip(&sorted)
+        .map(|(row, h)| {
+            let row: Vec<u32> = row.iter().map(|&i| i as u32).collect();
+            let all = row.iter().copied().take(k).collect();
+            let filtered = row
+                .iter()
+                .copied()
+                .filter(|i| h.binary_search(i).is_err())
+                .take(k)
+                .collect();
+            (all, filtered)
+        })
+        .collect())
+}
+
 /// Checks `scores` `[users, n_items]` against `targets`.
 fn check(scores: &Tensor, targets: &[i64]) -> Result<()> {
     let &[rows, n_items] = scores.size().as_slice() else {
@@ -113,6 +164,16 @@ fn torch(context: &str, e: tch::TchError) -> DataError {
 mod tests {
     use super::*;
     use crate::metrics::rank_of;
+
+    #[test]
+    fn tensor_tops_are_the_best_items_with_and_without_the_history() {
+        let flat: Vec<f32> = vec![0.1, 0.9, 0.5, f32::NAN, 0.7, 0.3, 0.2, 0.8];
+        let scores = Tensor::from_slice(&flat).view([2, 4]);
+        let tops = tensor_tops(&scores, &[vec![1, 1], vec![]], 2).unwrap();
+        assert_eq!(tops[0], (vec![1, 2], vec![2, 0]));
+        assert_eq!(tops[1], (vec![3, 0], vec![3, 0]));
+        assert!(tensor_tops(&scores, &[vec![]], 2).is_err());
+    }
 
     /// On the tensor, both protocols equal the slice functions on the same scores, ties and NaN included.
     #[test]

@@ -9,7 +9,8 @@ use crate::beam::{BeamSearch, SearchStats};
 use crate::error::{InferError, Result};
 use crate::scorer::StepScorer;
 use reg4rec_data::metrics::{
-    filtered_rank, rank_in_scored_list, rank_of, sorted_history, Metrics, UserRanks,
+    filtered_rank, rank_in_scored_list, rank_of, sorted_history, top_items, Metrics, UserRanks,
+    TOP_KEPT,
 };
 use reg4rec_data::split::{truncate_front, LeaveOneOut, Stage};
 use serde::{Deserialize, Serialize};
@@ -82,9 +83,17 @@ pub fn evaluate<S: StepScorer>(
                 // above it wherever the search put it.
                 let items: Vec<(u32, f32)> = list.iter().map(|r| (r.item, r.score)).collect();
                 let target = split.target(u, stage);
+                let history = sorted_history(history);
                 ranks.push(
                     rank_in_scored_list(&items, target, &[]),
-                    rank_in_scored_list(&items, target, &sorted_history(history)),
+                    rank_in_scored_list(&items, target, &history),
+                );
+                let top = items.iter().map(|&(i, _)| i);
+                ranks.push_top(
+                    top.clone().take(TOP_KEPT).collect(),
+                    top.filter(|i| history.binary_search(i).is_err())
+                        .take(TOP_KEPT)
+                        .collect(),
                 );
             }
             stats.merge(&out.stats);
@@ -153,6 +162,10 @@ pub fn evaluate_dense<S: StepScorer>(
                     row.get(i as usize).copied().unwrap_or(f32::NEG_INFINITY)
                 });
                 ranks.push(Some(all), filtered);
+                ranks.push_top(
+                    top_items(row, TOP_KEPT, &[]),
+                    top_items(row, TOP_KEPT, &history),
+                );
             }
             Ok(())
         },

@@ -245,6 +245,19 @@ impl Recommender {
         self.source.load(&self.dir.join(SOURCE_FILE))
     }
 
+    /// Each trained item's long-tail flag: outside the most popular `head_share` of the catalogue by the
+    /// training split's interactions ([`reg4rec_data::metrics::long_tail`], the long-tail reward's definition;
+    /// reads the training data again). Items added later are not covered (no training interaction: the tail).
+    pub fn long_tail(&self, head_share: f64) -> Result<Vec<bool>> {
+        let ds = self.training_data()?;
+        let split = reg4rec_data::LeaveOneOut::new(&ds);
+        Ok(reg4rec_data::metrics::long_tail(
+            &split.train,
+            ds.n_items(),
+            head_share,
+        ))
+    }
+
     pub fn info(&self) -> Info {
         Info {
             dir: self.dir.clone(),

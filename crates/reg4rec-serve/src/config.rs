@@ -39,6 +39,10 @@ pub struct ServeConfig {
     /// Write every catalog change into the model directory (`catalog.json` and a new manifest, atomically), so
     /// a restart keeps it. Default false: changes live in the server's memory.
     pub save_catalog: bool,
+    /// The popular head's share of the catalogue for the `reg4rec_list_long_tail_share` metric (the long-tail
+    /// reward's `align.rewards.head_share`): items outside the most popular share by training interactions are
+    /// the long tail. Default 0.2.
+    pub head_share: f64,
     /// Seconds a request's body may take to arrive once its headers have (408 after). Default 30.
     pub body_timeout_s: f64,
     /// Seconds the drain after SIGTERM may take: connections still open then (a client that never finishes its
@@ -62,6 +66,7 @@ impl Default for ServeConfig {
             items_api: false,
             torch_threads: 1,
             save_catalog: false,
+            head_share: 0.2,
             body_timeout_s: 30.0,
             drain_timeout_s: 30.0,
         }
@@ -99,6 +104,12 @@ impl ServeConfig {
                     "`serve.{f}` = {v}: expected seconds in (0, 86400]"
                 )));
             }
+        }
+        if !(0.0..=1.0).contains(&self.head_share) {
+            return Err(ServeError::Config(format!(
+                "`serve.head_share` = {}: expected a share in [0, 1]",
+                self.head_share
+            )));
         }
         self.addr.parse::<std::net::SocketAddr>().map_err(|e| {
             ServeError::Config(format!(

@@ -180,6 +180,14 @@ fn rows(rec: &Recommender, q: &Query) -> usize {
 /// The engine loop: runs until every sender is gone and the queue is empty.
 fn run(mut rec: Recommender, rx: Receiver<Job>, cfg: &ServeConfig, metrics: &Metrics) {
     let wait = Duration::from_millis(cfg.batch_wait_ms);
+    // The long tail of the training catalogue, for the goal metric (none when the training data cannot be
+    // read again: the metric then stays empty).
+    let tail = rec
+        .long_tail(cfg.head_share)
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "no long-tail metric: the training data could not be read")
+        })
+        .unwrap_or_default();
     let mut pending: Option<Job> = None;
     loop {
         let job = match pending.take() {
@@ -227,7 +235,7 @@ fn run(mut rec: Recommender, rx: Receiver<Job>, cfg: &ServeConfig, metrics: &Met
                     n_rows += r;
                     batch.push(next);
                 }
-                run_batch(&rec, batch, metrics);
+                run_batch(&rec, batch, metrics, &tail);
             }
             Job::AddItems { items, reply } => {
                 let r = rec
@@ -324,7 +332,7 @@ fn catalog_gauges(rec: &Recommender, metrics: &Metrics) {
 }
 
 /// One batched search over every query of `batch`; answers each job.
-fn run_batch(rec: &Recommender, batch: Vec<Job>, metrics: &Metrics) {
+fn run_batch(rec: &Recommender, batch: Vec<Job>, metrics: &Metrics, tail: &[bool]) {
     let mut all = Vec::new();
     let mut jobs = Vec::new();
     let now = Instant::now();
@@ -353,6 +361,20 @@ fn run_batch(rec: &Recommender, batch: Vec<Job>, metrics: &Metrics) {
                     if bad > 0 {
                         metrics.invalid_items.inc_by(bad);
                         tracing::error!(invalid = bad, "the search returned invalid items");
+                    }
+                    if !tail.is_empty() && !r.items.is_empty() {
+                        // An item added after training has no training interaction: the tail.
+                        let in_tail = r
+                            .items
+                            .iter()
+                            .filter(|it| {
+                                rec.item(&it.item_id)
+                                    .is_some_and(|i| tail.get(i as usize).copied().unwrap_or(true))
+                            })
+                            .count();
+                        metrics
+                            .long_tail_share
+                            .observe(in_tail as f64 / r.items.len() as f64);
                     }
                 })
                 .map_err(QueryError::from)

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub catalog_version: IntGauge,
     pub available_items: IntGauge,
+    /// The long tail's share of each answered list (items outside the most popular `serve.head_share` of the
+    /// training catalogue by training interactions; items added later count as tail).
+    pub long_tail_share: Histogram,
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -82,6 +85,11 @@ impl Metrics {
                 .expect("valid metric"),
             available_items: IntGauge::new("reg4rec_available_items", "Items that may be recommended")
                 .expect("valid metric"),
+            long_tail_share: histogram(
+                "reg4rec_list_long_tail_share",
+                "Share of each answered list's items outside the most popular serve.head_share of the catalogue",
+                (0..=10).map(|i| f64::from(i) / 10.0).collect(),
+            ),
         };
         let r = &m.registry;
         for c in [
@@ -95,6 +103,7 @@ impl Metrics {
             Box::new(m.queue_depth.clone()),
             Box::new(m.catalog_version.clone()),
             Box::new(m.available_items.clone()),
+            Box::new(m.long_tail_share.clone()),
         ] {
             r.register(c).expect("metric names are distinct");
         }

@@ -168,32 +168,40 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     let pre_no_mpq = pretrain(stage::PRETRAIN_NO_MPQ, &rqvae, Mode::Reg4rec)?;
     let pre_tiger = pretrain(stage::PRETRAIN_TIGER, &rqvae, Mode::Tiger)?;
 
-    // `seed`: added to `align.seed`.
-    let align =
-        |name: &str, pre: &Done<Trained>, msra_h: usize, seed: u64| -> Result<Done<Trained>> {
-            let mut acfg = cfg.align.clone();
-            acfg.msra_h = msra_h;
-            acfg.seed += seed;
-            ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
-                let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
-                let report = match ranks {
-                    Some(ranks) => {
-                        let mut stage_cfg = cfg.clone();
-                        stage_cfg.align = acfg.clone();
-                        ranks.align(&pre.dir, &stage_cfg, dir, resume)?
-                    }
-                    None => {
-                        let r = ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?;
-                        serde_json::to_value(&r)?
-                    }
-                };
-                Ok(Trained {
-                    seconds: pre.result.seconds
-                        + report_seconds(&report, &["train_seconds", "valid_seconds"]),
-                    report,
-                })
+    // `cfg.align` with `msra_h` and `seed` added to `align.seed`.
+    let align_cfg = |msra_h: usize, seed: u64| {
+        let mut acfg = cfg.align.clone();
+        acfg.msra_h = msra_h;
+        acfg.seed += seed;
+        acfg
+    };
+    let align_with = |name: &str,
+                      pre: &Done<Trained>,
+                      acfg: reg4rec_align::AlignConfig|
+     -> Result<Done<Trained>> {
+        ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
+            let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
+            let report = match ranks {
+                Some(ranks) => {
+                    let mut stage_cfg = cfg.clone();
+                    stage_cfg.align = acfg.clone();
+                    ranks.align(&pre.dir, &stage_cfg, dir, resume)?
+                }
+                None => {
+                    let r = ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?;
+                    serde_json::to_value(&r)?
+                }
+            };
+            Ok(Trained {
+                seconds: pre.result.seconds
+                    + report_seconds(&report, &["train_seconds", "valid_seconds"]),
+                report,
             })
-        };
+        })
+    };
+    let align = |name: &str, pre: &Done<Trained>, msra_h: usize, seed: u64| {
+        align_with(name, pre, align_cfg(msra_h, seed))
+    };
     let full = align(stage::ALIGN_REG4REC, &pre, cfg.align.msra_h, 0)?;
     let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1, 0)?;
     let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h, 0)?;
@@ -384,6 +392,26 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
         }
         if r.name.ends_with(PATHS_SUFFIX) && r.name != REG4REC_PATHS_ROW {
             r.vs_reg4rec_paths = PairedDiff::new(&ranks.all, &path_reference, cfg.pretrain.seed);
+        }
+    }
+    // Alignment to a goal beyond accuracy: the long-tail reward at each weight of
+    // `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
+    // metrics and their `long_tail_10`).
+    for &w in &cfg.pipeline.long_tail_weights {
+        let mut acfg = align_cfg(cfg.align.msra_h, 0);
+        acfg.rewards.long_tail = w;
+        let tail = align_with(&format!("{}-tail{w}", stage::ALIGN_REG4REC), &pre, acfg)?;
+        for name in [
+            format!("reg4rec-tail{w}"),
+            format!("reg4rec-tail{w}{PATHS_SUFFIX}"),
+        ] {
+            let mut r = row(&name, &tail, corp, best)?;
+            r.row.vs_reg4rec = PairedDiff::new(&r.ranks.all, &reference, cfg.pretrain.seed);
+            if name.ends_with(PATHS_SUFFIX) {
+                r.row.vs_reg4rec_paths =
+                    PairedDiff::new(&r.ranks.all, &path_reference, cfg.pretrain.seed);
+            }
+            ranked.push(r);
         }
     }
     let rows = ranked;

@@ -10,6 +10,7 @@ mod stage;
 
 use report::{
     CategorySplit, Headline, PairedDiff, Protocol, RankedRow, SeedResult, SeedRow, Stopped,
+    TailShare,
 };
 pub use report::{MethodRow, Report};
 
@@ -195,12 +196,19 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         .find(|r| r.row.name == SASREC_ROW)
         .map(|r| r.ranks.filtered.clone())
         .unwrap_or_default();
+    // The long tail as the alignment's long-tail reward defines it (training interactions only).
+    let head_share = cfg.align.rewards.head_share;
+    let tail = reg4rec_data::metrics::long_tail(&split.train, ds.n_items(), head_share);
     let methods = ranked
         .into_iter()
         .map(|RankedRow { mut row, ranks }| {
             if row.name != SASREC_ROW {
                 row.vs_sasrec_ce = PairedDiff::new(&ranks.filtered, &reference, cfg.pretrain.seed);
             }
+            row.long_tail_10 = ranks
+                .tail_share(&tail, 10, false)
+                .zip(ranks.tail_share(&tail, 10, true))
+                .map(|(all, filtered)| TailShare { all, filtered });
             row
         })
         .collect();
@@ -226,6 +234,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         theta_sweep: sweep,
         theta,
         precision,
+        head_share: Some(head_share),
         seeds,
         training,
         alignment,

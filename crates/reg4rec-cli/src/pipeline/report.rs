@@ -97,6 +97,17 @@ pub struct MethodRow {
     /// How a baseline's training ended (the SASRec rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<Stopped>,
+    /// The mean share of long-tail items in each user's top 10 (a goal beyond accuracy: items outside the most
+    /// popular `align.rewards.head_share` of the catalogue by training interactions), when the lists were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_tail_10: Option<TailShare>,
+}
+
+/// The long tail's share of the top 10 under both protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TailShare {
+    pub all: f64,
+    pub filtered: f64,
 }
 
 /// The end of a training run: epochs trained, the epoch whose checkpoint was restored, and why it stopped
@@ -154,6 +165,7 @@ impl MethodRow {
             vs_reg4rec: None,
             vs_reg4rec_paths: None,
             stopped: None,
+            long_tail_10: None,
         }
     }
 
@@ -212,6 +224,9 @@ pub struct Report {
     /// `pipeline.precisions` asks for it).
     #[serde(default)]
     pub precision: Vec<PrecisionPoint>,
+    /// The popular head's share of the catalogue behind every row's `long_tail_10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_share: Option<f64>,
     /// Headline rows repeated with other seeds (`reg4rec pipeline --seeds N`; empty with one seed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<SeedRow>,
@@ -462,6 +477,22 @@ impl Report {
                     "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {dr} | {dn} |\n",
                     m.name, f.recall_5, f.ndcg_5, f.recall_10, f.ndcg_10, f.recall_20, f.ndcg_20
                 ));
+            }
+        }
+        if self.methods.iter().any(|m| m.long_tail_10.is_some()) {
+            s.push_str(&format!(
+                "\nThe long tail's share of each top 10 (items outside the most popular {:.0}% of the catalogue by \
+                 training interactions; mean over users; every item ranked / history filtered):\n\n\
+                 | method | tail@10 | tail@10 filtered |\n|---|---|---|\n",
+                100.0 * self.head_share.unwrap_or(0.2)
+            ));
+            for m in &self.methods {
+                if let Some(t) = m.long_tail_10 {
+                    s.push_str(&format!(
+                        "| {} | {:.4} | {:.4} |\n",
+                        m.name, t.all, t.filtered
+                    ));
+                }
             }
         }
         let stops: Vec<String> = self
