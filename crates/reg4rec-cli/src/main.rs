@@ -65,7 +65,17 @@ fn main() {
         quiet_on_closed_stdout();
     }
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        // The cause chain, each cause once: an error whose message already holds its source's text (the
+        // file errors of the library crates) is not repeated.
+        let mut msg = e.to_string();
+        for cause in e.chain().skip(1) {
+            let c = cause.to_string();
+            if !msg.contains(&c) {
+                msg.push_str(": ");
+                msg.push_str(&c);
+            }
+        }
+        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }

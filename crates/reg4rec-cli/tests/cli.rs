@@ -275,6 +275,83 @@ fn malformed_input_is_an_error_naming_file_and_line() {
 }
 
 #[test]
+fn inputs_that_cannot_work_fail_before_anything_is_written_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let fails = |args: &[&str]| {
+        let o = reg4rec(args, dir.path());
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    // A k-core that empties the data.
+    let csv = write_csv(dir.path(), 30, 40);
+    let err = fails(&[
+        "data",
+        "stats",
+        "--data",
+        csv.to_str().unwrap(),
+        "--k-core",
+        "500",
+    ]);
+    assert!(
+        err.contains("`k_core`") && err.contains("500-core"),
+        "{err}"
+    );
+    // A log where no user has the 3 items leave-one-out needs: the pipeline stops before any stage.
+    let tiny = dir.path().join("tiny.csv");
+    std::fs::write(&tiny, "user,item,timestamp\nu1,a,1\nu1,b,2\nu2,a,1\n").unwrap();
+    let out = dir.path().join("tiny-run");
+    let err = fails(
+        &smoke_pipeline(&tiny, &out, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(err.contains("no user has the 3 items"), "{err}");
+    assert!(!out.join("stages").exists(), "a stage ran before the error");
+    // A directory that is not a model directory, named for what it is, each cause said once.
+    let tok = dir.path().join("tok");
+    let o = reg4rec(
+        &[
+            "tokenize",
+            "--data",
+            csv.to_str().unwrap(),
+            "--preset",
+            "smoke",
+            "--out",
+            tok.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = fails(&[
+        "recommend",
+        "--model",
+        tok.to_str().unwrap(),
+        "--history",
+        "i1",
+    ]);
+    assert!(
+        err.contains("a tokenizer directory") && !err.contains("manifest"),
+        "{err}"
+    );
+    let missing = dir.path().join("nothing");
+    let err = fails(&[
+        "recommend",
+        "--model",
+        missing.to_str().unwrap(),
+        "--history",
+        "i1",
+    ]);
+    assert_eq!(
+        err.matches("No such file").count() + err.matches("no such directory").count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
 fn amazon_beauty_statistics_match_the_published_ones() {
     let Some(beauty) = reg4rec_data::registry::benchmark_mirror("amazon-beauty").unwrap() else {
         eprintln!("note: skipped: no amazon-beauty mirror (set REG4REC_DATA_DIR)");

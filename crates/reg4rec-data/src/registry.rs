@@ -316,7 +316,7 @@ pub fn load_spec(spec: &DatasetSpec, opts: &LoadOptions) -> Result<(Dataset, Loa
     opts.validate()?;
     let (dir, origin) = resolve(spec, opts)?;
     let ds = parse(spec, &dir)?;
-    let (ds, k_core) = apply_k_core(ds, opts.k_core);
+    let (ds, k_core) = apply_k_core(ds, opts.k_core)?;
     Ok((
         ds,
         LoadReport {
@@ -327,13 +327,25 @@ pub fn load_spec(spec: &DatasetSpec, opts: &LoadOptions) -> Result<(Dataset, Loa
     ))
 }
 
-fn apply_k_core(ds: Dataset, k: Option<usize>) -> (Dataset, Option<KCoreReport>) {
+/// The k-core of `ds` when `k` is given; an error naming `k_core` when it removes every user.
+fn apply_k_core(ds: Dataset, k: Option<usize>) -> Result<(Dataset, Option<KCoreReport>)> {
     match k {
         Some(k) => {
+            let (users, items) = (ds.n_users(), ds.n_items());
             let (d, r) = ds.k_core(k);
-            (d, Some(r))
+            if d.n_users() == 0 {
+                return Err(DataError::config(
+                    "k_core",
+                    format!(
+                        "the {k}-core of `{}` is empty: no user and item keep {k} interactions each \
+                         ({users} users and {items} items before); choose a smaller k",
+                        d.name
+                    ),
+                ));
+            }
+            Ok((d, Some(r)))
         }
-        None => (ds, None),
+        None => Ok((ds, None)),
     }
 }
 
@@ -596,7 +608,7 @@ pub fn load_path_with_report(path: &Path, opts: &LoadOptions) -> Result<(Dataset
             )),
         };
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let (ds, k_core) = apply_k_core(ds, opts.k_core);
+    let (ds, k_core) = apply_k_core(ds, opts.k_core)?;
     Ok((
         ds,
         LoadReport {

@@ -26,6 +26,8 @@ pub const CATALOG_FILE: &str = "catalog.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The tokenizer the model's codes came from (a copy), to encode items added after training.
 pub const TOKENIZER_DIR: &str = "tokenizer";
+/// The run configuration the trainers write (`reg4rec_train::checkpoint::RunDir::config`).
+const RUN_CONFIG_FILE: &str = "config.json";
 const MANIFEST_FORMAT: u32 = 1;
 
 /// `manifest.json`: the sha256 of every file a loaded model depends on, by path relative to the directory.
@@ -75,6 +77,33 @@ pub fn copy_tokenizer(tokenizer: &Path, dir: &Path) -> Result<()> {
 }
 
 /// The codes (validated) and the data source of a model directory.
+/// Checks that `dir` is a model directory before anything is read from it; another reg4rec directory is named
+/// for what it is (a tokenizer, a pipeline run).
+pub fn require(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        return Err(RecommenderError::file(dir, "no such directory"));
+    }
+    let has = |f: &str| dir.join(f).is_file();
+    if has(CODES_FILE) && has(SOURCE_FILE) && has(RUN_CONFIG_FILE) {
+        return Ok(());
+    }
+    let what = if has("tokenizer.json") {
+        "a tokenizer directory (written by `reg4rec tokenize`), not a model directory"
+    } else if has("report.json") && dir.join("stages").is_dir() {
+        "a pipeline run directory, not a model directory (its models are under stages/, e.g. \
+         stages/align-reg4rec)"
+    } else {
+        "not a model directory"
+    };
+    Err(RecommenderError::file(
+        dir,
+        format!(
+            "{what}: give one written by `reg4rec pretrain` or `reg4rec align` (it holds \
+             {RUN_CONFIG_FILE}, {CODES_FILE} and {SOURCE_FILE})"
+        ),
+    ))
+}
+
 pub fn read_extras(dir: &Path) -> Result<(Codes, DataSource)> {
     let path = dir.join(CODES_FILE);
     if !path.is_file() {

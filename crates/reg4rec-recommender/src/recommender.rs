@@ -160,6 +160,7 @@ impl Recommender {
         let dir = dir.as_ref();
         let dir = std::path::absolute(dir)
             .map_err(|e| RecommenderError::file(dir, format!("cannot resolve the path: {e}")))?;
+        model_dir::require(&dir)?;
         let manifest = model_dir::verify(&dir)?;
         if manifest.is_none() {
             tracing::warn!(
@@ -505,7 +506,8 @@ impl Recommender {
         if !tok_dir.is_dir() {
             return Err(RecommenderError::file(
                 &tok_dir,
-                "missing: the model directory was written before tokenizers were kept with it, so new items                  cannot be encoded; train it again to add items",
+                "missing: the model directory was written before tokenizers were kept with it, so new items \
+                 cannot be encoded; train it again to add items",
             ));
         }
         let tok = reg4rec_tokenizer::load(&tok_dir)?;

@@ -69,6 +69,13 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let ds = args.data.load()?;
     let split = LeaveOneOut::new(&ds);
+    if split.n_users() == 0 {
+        anyhow::bail!(
+            "`{name}`: no user has the 3 items leave-one-out needs (one to train on, one to validate, one to \
+             test); {} users were dropped, so no stage ran",
+            split.dropped_users
+        );
+    }
     tracing::info!(
         dataset = %name,
         users = split.n_users(),
