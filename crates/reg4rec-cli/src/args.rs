@@ -73,14 +73,36 @@ pub struct ConfigArgs {
     /// A TOML configuration file used instead of the preset (same layout as `configs/cpu.toml`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Override any field: `--set model.d_model=128` (repeatable).
+    /// Override any field: `--set model.d_model=128` (repeatable; a key of a section the command does not read
+    /// is refused).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
 }
 
 impl ConfigArgs {
+    /// The whole configuration (the pipeline reads every section).
     pub fn resolve(&self) -> Result<crate::config::PipelineConfig> {
         crate::config::PipelineConfig::resolve(&self.preset, self.config.as_deref(), &self.set)
+    }
+
+    /// The configuration for `command`, which reads the sections `sections` only: a `--set` key of another
+    /// section would change nothing, so it is an error naming the key and the sections read.
+    pub fn resolve_for(
+        &self,
+        command: &str,
+        sections: &[&str],
+    ) -> Result<crate::config::PipelineConfig> {
+        for s in &self.set {
+            let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k).trim();
+            let section = key.split('.').next().unwrap_or(key);
+            if !sections.contains(&section) {
+                bail!(
+                    "--set {s}: `reg4rec {command}` reads only [{}]; a `{section}` key would change nothing here",
+                    sections.join("], [")
+                );
+            }
+        }
+        self.resolve()
     }
 }
 

@@ -33,7 +33,7 @@ pub struct AlignArgs {
 }
 
 pub fn run(a: AlignArgs) -> Result<()> {
-    let mut cfg = a.config.resolve()?;
+    let mut cfg = a.config.resolve_for("align", &["align"])?;
     if let Some(p) = a.precision {
         cfg.align.precision = p;
         cfg.align.validate()?;

@@ -45,7 +45,7 @@ pub enum Checkpoint {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let cfg = a.config.resolve()?;
+    let cfg = a.config.resolve_for("eval", &["infer"])?;
     let which = match a.checkpoint {
         Checkpoint::Best => Which::Best,
         Checkpoint::Latest => Which::Latest,

@@ -53,7 +53,9 @@ pub struct PretrainArgs {
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
-    let mut cfg = a.config.resolve()?;
+    let mut cfg = a
+        .config
+        .resolve_for("pretrain", &["model", "pretrain", "infer", "pipeline"])?;
     if let Some(p) = a.precision {
         cfg.pretrain.precision = p;
         cfg.pretrain.validate()?;

@@ -60,7 +60,7 @@ impl RecommendArgs {
 }
 
 pub fn run(a: RecommendArgs) -> Result<()> {
-    let cfg = a.config.resolve()?;
+    let cfg = a.config.resolve_for("recommend", &["infer"])?;
     let mut rec = Recommender::load(&a.model)?;
     let mode = rec.model().config().mode;
     rec.set_infer(&a.search.infer(&cfg.infer, mode, &a.model)?)?;

@@ -23,7 +23,7 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let cfg = a.config.resolve()?;
+    let cfg = a.config.resolve_for("serve", &["serve", "infer"])?;
     reg4rec_serve::run_blocking(a.model.clone(), cfg.infer, cfg.serve, |addr| {
         // The first line of stdout says where the server listens (port 0 picks a free one).
         println!("listening on http://{addr}");

@@ -31,7 +31,9 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(a: TokenizeArgs) -> Result<()> {
-    let cfg = a.config.resolve()?;
+    let cfg = a
+        .config
+        .resolve_for("tokenize", &["features", "mpq", "rqvae"])?;
     let ds = a.data.load()?;
     let split = LeaveOneOut::new(&ds);
     let features = ops::features(&ds, &split, &cfg, a.features.as_deref())?;
