@@ -6,6 +6,7 @@ use reg4rec_data::registry::{self, LoadOptions};
 use reg4rec_data::Dataset;
 use reg4rec_infer::InferConfig;
 use reg4rec_model::config::Mode;
+use reg4rec_recommender::model_dir;
 use std::path::{Path, PathBuf};
 
 /// Which dataset to load: a registry name, or your own files.
@@ -85,6 +86,13 @@ impl ConfigArgs {
         crate::config::PipelineConfig::resolve(&self.preset, self.config.as_deref(), &self.set)
     }
 
+    /// Whether a `--set` gives `key` (`infer.theta`).
+    pub fn sets(&self, key: &str) -> bool {
+        self.set
+            .iter()
+            .any(|s| s.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+    }
+
     /// The configuration for `command`, which reads the sections `sections` only: a `--set` key of another
     /// section would change nothing, so it is an error naming the key and the sections read.
     pub fn resolve_for(
@@ -106,6 +114,15 @@ impl ConfigArgs {
     }
 }
 
+/// `infer` with the search settings recorded in `model_dir` ([`model_dir::ChosenSearch`]), when it has any.
+pub fn apply_chosen_search(infer: &mut InferConfig, model_dir: &Path) -> Result<()> {
+    if let Some(s) = model_dir::read_search(model_dir)? {
+        tracing::info!(theta = ?s.theta, how = %s.how, "CORP threshold recorded with the model");
+        infer.theta = s.theta;
+    }
+    Ok(())
+}
+
 /// Beam width and CORP threshold for one command's searches (`eval`, `recommend`), over the config's `[infer]`.
 #[derive(Args, Debug, Clone)]
 pub struct SearchArgs {
@@ -122,10 +139,21 @@ pub struct SearchArgs {
 }
 
 impl SearchArgs {
-    /// `base` with these overrides, as the model of `mode` in `model_dir` is searched. Asking for CORP on a
-    /// TIGER model (ordered codes) is an error rather than silently ignored.
-    pub fn infer(&self, base: &InferConfig, mode: Mode, model_dir: &Path) -> Result<InferConfig> {
+    /// `base` with these overrides, as the model of `mode` in `model_dir` is searched: the CORP threshold
+    /// recorded in the directory (chosen on validation by the pipeline) unless `--theta` or `theta_set` (a
+    /// `--set infer.theta`) gives one. Asking for CORP on a TIGER model (ordered codes) is an error rather than
+    /// silently ignored.
+    pub fn infer(
+        &self,
+        base: &InferConfig,
+        mode: Mode,
+        model_dir: &Path,
+        theta_set: bool,
+    ) -> Result<InferConfig> {
         let mut c = base.clone();
+        if !theta_set && self.theta.is_none() {
+            apply_chosen_search(&mut c, model_dir)?;
+        }
         if let Some(b) = self.beam {
             c.beam = b;
         }
@@ -143,5 +171,44 @@ impl SearchArgs {
             }
         }
         Ok(c.for_mode(mode))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_corp_threshold_recorded_with_a_model_applies_unless_the_command_line_sets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(model_dir::SEARCH_FILE),
+            r#"{"theta": 0.03, "how": "a test"}"#,
+        )
+        .unwrap();
+        let base = InferConfig {
+            theta: Some(0.06),
+            ..InferConfig::default()
+        };
+        let search = |theta: Option<&str>| SearchArgs {
+            beam: None,
+            theta: theta.map(str::to_string),
+            rank: None,
+        };
+        let theta = |s: SearchArgs, theta_set: bool| {
+            s.infer(&base, Mode::Reg4rec, dir.path(), theta_set)
+                .unwrap()
+                .theta
+        };
+        assert_eq!(theta(search(None), false), Some(0.03));
+        assert_eq!(theta(search(None), true), Some(0.06));
+        assert_eq!(theta(search(Some("off")), false), None);
+        assert_eq!(theta(search(Some("0.05")), false), Some(0.05));
+        // Without a record, the configuration's.
+        let plain = tempfile::tempdir().unwrap();
+        let got = search(None)
+            .infer(&base, Mode::Reg4rec, plain.path(), false)
+            .unwrap();
+        assert_eq!(got.theta, Some(0.06));
     }
 }

@@ -228,6 +228,17 @@ fn the_served_list_equals_the_offline_recommend() {
     assert_eq!(batch["results"][0]["ok"], served);
     assert_eq!(batch["results"][1]["error"]["field"], "history[0]");
     assert_eq!(server.metric("reg4rec_invalid_items_total"), 0.0);
+    // The model directory records the CORP threshold the pipeline chose on validation, and the server uses it.
+    let run = model().parent().unwrap().parent().unwrap();
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    let (_, info) = server.get("/v1/info");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(
+        info["model"]["infer"]["theta"], report["theta"]["theta"],
+        "{info}"
+    );
+    assert!(model().join("search.json").is_file());
     // The goal beyond accuracy: every answered list's long-tail share is observed, each within [0, 1].
     assert_eq!(server.metric("reg4rec_list_long_tail_share_count"), 2.0);
     let sum = server.metric("reg4rec_list_long_tail_share_sum");

@@ -25,7 +25,7 @@ pub mod source;
 
 pub use catalog::Catalog;
 pub use error::{RecommenderError, Result};
-pub use model_dir::{seal, verify, write_extras, Manifest};
+pub use model_dir::{seal, verify, write_extras, ChosenSearch, Manifest};
 pub use recommender::{
     AddedItem, Info, NewItem, Query, RecommendOptions, Recommendations, Recommended, Recommender,
 };

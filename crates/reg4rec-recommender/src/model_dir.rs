@@ -26,6 +26,8 @@ pub const CATALOG_FILE: &str = "catalog.json";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The tokenizer the model's codes came from (a copy), to encode items added after training.
 pub const TOKENIZER_DIR: &str = "tokenizer";
+/// The search settings chosen for the model on validation ([`ChosenSearch`]), when a pipeline chose them.
+pub const SEARCH_FILE: &str = "search.json";
 /// The run configuration the trainers write (`reg4rec_train::checkpoint::RunDir::config`).
 const RUN_CONFIG_FILE: &str = "config.json";
 const MANIFEST_FORMAT: u32 = 1;
@@ -77,6 +79,33 @@ pub fn copy_tokenizer(tokenizer: &Path, dir: &Path) -> Result<()> {
 }
 
 /// The codes (validated) and the data source of a model directory.
+/// The search settings chosen for a model on validation (the pipeline's CORP threshold sweep): `serve`,
+/// `recommend` and `eval` apply them unless the command line sets them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChosenSearch {
+    /// The CORP threshold (`null`: CORP off).
+    pub theta: Option<f32>,
+    /// How it was chosen, for logs and `/v1/info`.
+    pub how: String,
+}
+
+/// Records `search` in the model directory `dir` ([`SEARCH_FILE`]) and seals it again.
+pub fn write_search(dir: &Path, search: &ChosenSearch) -> Result<()> {
+    write_json_atomic(&dir.join(SEARCH_FILE), search)?;
+    seal(dir)?;
+    Ok(())
+}
+
+/// The search settings recorded in `dir`, if any.
+pub fn read_search(dir: &Path) -> Result<Option<ChosenSearch>> {
+    let path = dir.join(SEARCH_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    Ok(Some(read_json(&path)?))
+}
+
 /// Checks that `dir` is a model directory before anything is read from it; another reg4rec directory is named
 /// for what it is (a tokenizer, a pipeline run).
 pub fn require(dir: &Path) -> Result<()> {
@@ -130,6 +159,7 @@ fn covered(dir: &Path) -> Result<Vec<String>> {
         CODES_FILE,
         SOURCE_FILE,
         CATALOG_FILE,
+        SEARCH_FILE,
         "config.json",
         "best.json",
     ]

@@ -52,7 +52,10 @@ pub fn run(a: EvalArgs) -> Result<()> {
     };
     let mut rec = Recommender::load_weights(&a.model, which, &InferConfig::default(), Device::Cpu)?;
     let mode = rec.model().config().mode;
-    rec.set_infer(&a.search.infer(&cfg.infer, mode, &a.model)?)?;
+    rec.set_infer(
+        &a.search
+            .infer(&cfg.infer, mode, &a.model, a.config.sets("infer.theta"))?,
+    )?;
     let ds = rec.training_data()?;
     let split = LeaveOneOut::new(&ds);
     let report = ops::evaluate_model(rec.model(), rec.codes(), &split, a.split, rec.infer())?;

@@ -63,7 +63,10 @@ pub fn run(a: RecommendArgs) -> Result<()> {
     let cfg = a.config.resolve_for("recommend", &["infer"])?;
     let mut rec = Recommender::load(&a.model)?;
     let mode = rec.model().config().mode;
-    rec.set_infer(&a.search.infer(&cfg.infer, mode, &a.model)?)?;
+    rec.set_infer(
+        &a.search
+            .infer(&cfg.infer, mode, &a.model, a.config.sets("infer.theta"))?,
+    )?;
     if a.history.iter().all(|h| h.trim().is_empty()) {
         bail!("--history is empty");
     }

@@ -17,13 +17,18 @@ pub struct ServeArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Settings: the `[serve]` section (address, batching, queue, limits, items API) and `[infer]` (beam,
-    /// CORP); `--set serve.addr=127.0.0.1:9000`, `--set serve.max_batch=8`, `--set infer.beam=50`.
+    /// CORP); `--set serve.addr=127.0.0.1:9000`, `--set serve.max_batch=8`, `--set infer.beam=50`. The CORP
+    /// threshold recorded with the model (`search.json`, chosen on validation by the pipeline) wins over the
+    /// preset's unless `--set infer.theta` gives one.
     #[command(flatten)]
     pub config: ConfigArgs,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let cfg = a.config.resolve_for("serve", &["serve", "infer"])?;
+    let mut cfg = a.config.resolve_for("serve", &["serve", "infer"])?;
+    if !a.config.sets("infer.theta") {
+        crate::args::apply_chosen_search(&mut cfg.infer, &a.model)?;
+    }
     reg4rec_serve::run_blocking(a.model.clone(), cfg.infer, cfg.serve, |addr| {
         // The first line of stdout says where the server listens (port 0 picks a free one).
         println!("listening on http://{addr}");

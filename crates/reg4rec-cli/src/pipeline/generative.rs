@@ -319,6 +319,18 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     } else {
         cfg.infer.theta
     };
+    // The full model's directory records the search chosen here: `serve`, `recommend` and `eval` apply it.
+    reg4rec_recommender::model_dir::write_search(
+        &full.dir,
+        &reg4rec_recommender::ChosenSearch {
+            theta: chosen,
+            how: if cfg.pipeline.choose_theta {
+                "the pipeline's CORP sweep on the validation split (the best Recall@10, CORP off included)".into()
+            } else {
+                "infer.theta of the pipeline's configuration (pipeline.choose_theta = false)".into()
+            },
+        },
+    )?;
     let corp = Some(chosen);
     let best = Which::Best;
     let mut ranked = vec![
