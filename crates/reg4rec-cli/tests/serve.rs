@@ -687,35 +687,33 @@ fn the_page_renders_recommendations_in_headless_chromium() {
     let chromium = std::env::var("REG4REC_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let server = Server::start(&[]);
     let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chromium-profile");
-    let o = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("{}/?history=i1,i4,i7", server.url))
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{chromium}` ({e}): install Debian's chromium (`cargo xtask test` does)")
-        });
-    let dom = String::from_utf8_lossy(&o.stdout);
-    let rendered = dom.matches("class=\"rec\"").count();
-    assert_eq!(
-        rendered,
-        10,
-        "no recommendation rendered:\n{dom}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+    let mut b = cdp::Browser::launch(&chromium, &profile);
+    // A link with a history of ids asks at once.
+    b.navigate(&format!("{}/?history=i1,i4,i7", server.url));
+    b.wait(
+        "ten recommendations",
+        "document.querySelectorAll('li.rec').length === 10",
     );
-    assert!(
-        dom.contains("&lt;t") || dom.contains("<t"),
-        "no reasoning path shown"
+    // Each item shows its reasoning path's tokens, and its name where the catalogue has one (items below 30).
+    let shown = b.eval(
+        "[...document.querySelectorAll('li.rec')].map(e => [e.dataset.item, \
+         e.querySelector('.name').textContent, e.querySelector('.tok').textContent])",
     );
+    for row in shown.as_array().unwrap() {
+        let (id, name, token) = (
+            row[0].as_str().unwrap(),
+            row[1].as_str().unwrap(),
+            row[2].as_str().unwrap(),
+        );
+        assert!(token.starts_with("<t"), "no reasoning path shown: {row}");
+        let n: usize = id[1..].parse().unwrap();
+        let want = if n < 30 {
+            format!("Item {n}, named")
+        } else {
+            id.to_string()
+        };
+        assert_eq!(name, want, "{row}");
+    }
 }
 
 /// A REG4Rec model pre-trained (smoke preset) on MovieLens-100k, whose item file gives every film its title;
