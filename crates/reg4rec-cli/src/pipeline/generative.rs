@@ -349,7 +349,7 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     if cfg.model.item_head {
         let head = ctx.runner.run(
             &format!("eval-{ITEM_HEAD_ROW}"),
-            &(&full.key, Stage::Test, &cfg.infer.batch_users),
+            &(&full.key, Stage::Test, &cfg.infer.batch_users, EVAL_REVISION),
             |_, _| {
                 let t = Instant::now();
                 let rec = reg4rec_recommender::Recommender::load_weights(
@@ -511,8 +511,9 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
 }
 
 /// Part of every evaluation stage's key: evaluations cached before generated lists broke ties pessimistically
-/// (they ordered equal scores by item index) are recomputed.
-const EVAL_REVISION: &str = "pessimistic-ties";
+/// (they ordered equal scores by item index), or before each user's top list was kept (the long-tail share),
+/// are recomputed.
+const EVAL_REVISION: &str = "pessimistic-ties+top-lists";
 
 /// The full model's item head ranking every item alone (no search).
 pub const ITEM_HEAD_ROW: &str = "item-head";

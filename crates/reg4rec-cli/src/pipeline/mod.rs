@@ -104,7 +104,7 @@ pub fn run(args: PipelineArgs) -> Result<()> {
     let filter = cfg.infer.exclude_history;
     let pop = ctx.runner.run(
         "popularity",
-        &(&data_key, filter, RANKS_REVISION),
+        &(&data_key, filter, RANKS_REVISION, "top-lists"),
         |_, _| {
             let t = Instant::now();
             let test = reg4rec_baselines::popularity_ranks(&split, ds.n_items(), Stage::Test);
@@ -287,7 +287,8 @@ pub fn rerender(args: ReportArgs) -> Result<()> {
 pub const SASREC_ROW: &str = "sasrec-ce";
 
 /// Part of the key of the stages whose result holds per-user ranks under both protocols: results written
-/// before they were kept are recomputed, not read without them.
+/// before they were kept are recomputed, not read without them. (The SASRec stages keep results written before
+/// top lists were kept, rather than train again: their rows then have no `long_tail_10`.)
 const RANKS_REVISION: &str = "ranks-both-protocols";
 
 /// What every stage reads.
