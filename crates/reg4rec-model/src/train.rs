@@ -62,7 +62,7 @@ pub struct PretrainOptions<'a> {
 }
 
 /// What a pre-training run did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PretrainReport {
     pub run_dir: PathBuf,
     /// Optimizer steps done in total (including before a resume).

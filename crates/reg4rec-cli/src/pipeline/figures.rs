@@ -9,7 +9,8 @@ use super::stage;
 use anyhow::{Context, Result};
 use reg4rec_data::io::write_atomic;
 use reg4rec_tokenizer::TokenizerKind;
-use serde_json::Value;
+use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Pre-training stages drawn in the curves, with their legend names.
@@ -36,8 +37,34 @@ pub struct Figure {
     pub caption: String,
 }
 
+/// One value of a log record: a number, or anything else (a kind, a flag, a list), which no curve reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Field {
+    Number(f64),
+    Other(serde::de::IgnoredAny),
+}
+
+/// One JSON line of a stage's `metrics.jsonl`: its numbers by name, and its `kind`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Record {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(flatten)]
+    fields: HashMap<String, Field>,
+}
+
+impl Record {
+    fn number(&self, name: &str) -> Option<f64> {
+        match self.fields.get(name) {
+            Some(Field::Number(x)) => Some(*x),
+            _ => None,
+        }
+    }
+}
+
 /// Every JSON line of a stage's `metrics.jsonl`, read once (missing file: none).
-fn records(stage: &Path) -> Result<Vec<Value>> {
+fn records(stage: &Path) -> Result<Vec<Record>> {
     let path = stage.join("metrics.jsonl");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(Vec::new());
@@ -57,16 +84,16 @@ fn records(stage: &Path) -> Result<Vec<Value>> {
 }
 
 /// The records of one `kind` (`{"kind": "step", ...}`).
-fn of_kind<'a>(recs: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> {
-    recs.iter().filter(move |r| r["kind"] == kind)
+fn of_kind<'a>(recs: &'a [Record], kind: &'a str) -> impl Iterator<Item = &'a Record> {
+    recs.iter().filter(move |r| r.kind.as_deref() == Some(kind))
 }
 
 /// A series of `(x(r), y(r))` over the records where both are numbers.
 fn curve<'a>(
     name: &str,
-    recs: impl IntoIterator<Item = &'a Value>,
-    x: impl Fn(&Value) -> Option<f64>,
-    y: impl Fn(&Value) -> Option<f64>,
+    recs: impl IntoIterator<Item = &'a Record>,
+    x: impl Fn(&Record) -> Option<f64>,
+    y: impl Fn(&Record) -> Option<f64>,
 ) -> Series {
     Series {
         name: name.to_string(),
@@ -77,12 +104,12 @@ fn curve<'a>(
     }
 }
 
-fn field(name: &'static str) -> impl Fn(&Value) -> Option<f64> {
-    move |r| r[name].as_f64()
+fn field(name: &'static str) -> impl Fn(&Record) -> Option<f64> {
+    move |r| r.number(name)
 }
 
 /// One axis of a curve: a number read from a record.
-type Axis<'a> = &'a dyn Fn(&Value) -> Option<f64>;
+type Axis<'a> = &'a dyn Fn(&Record) -> Option<f64>;
 
 /// For each `(kind, x, y)` of `specs`, one series per stage of `list` (`(stage, legend)`), each stage's log
 /// read once.
@@ -101,10 +128,15 @@ fn stage_curves<const N: usize>(
     Ok(out)
 }
 
-fn f64s(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_f64).collect())
-        .unwrap_or_default()
+/// A tokenizer stage's `result.json`, as far as the codebook figure reads it.
+#[derive(Debug, Deserialize)]
+struct TokenizerResult {
+    result: TokenizerTrained,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenizerTrained {
+    report: reg4rec_tokenizer::TokenizerReport,
 }
 
 /// Draws every figure into `<run>/plots/` (atomically) and returns them in report order.
@@ -132,22 +164,23 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
             // Epochs are 0-based in the log; drawn as "after epoch 1, 2, ...".
             (
                 "epoch",
-                &|r| Some(r["epoch"].as_f64()? + 1.0),
+                &|r| Some(r.number("epoch")? + 1.0),
                 &field("valid_metric"),
             ),
         ],
     )?;
     let sasrec_report = Path::new(stage::SASREC).join("report.json");
     if let Ok(report) = std::fs::read(stages.join(&sasrec_report)) {
-        let report: Value =
+        let report: reg4rec_baselines::SasRecReport =
             serde_json::from_slice(&report).with_context(|| sasrec_report.display().to_string())?;
-        let history = report["history"].as_array().cloned().unwrap_or_default();
-        valid.push(curve(
-            "sasrec-ce",
-            &history,
-            field("epoch"),
-            field("valid_recall10"),
-        ));
+        valid.push(Series {
+            name: "sasrec-ce".into(),
+            points: report
+                .history
+                .iter()
+                .filter_map(|e| Some((e.epoch as f64, e.valid_recall10?)))
+                .collect(),
+        });
     }
     if loss.iter().any(|s| !s.points.is_empty()) {
         save(
@@ -248,14 +281,11 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         let Ok(bytes) = std::fs::read(stages.join(&result)) else {
             continue;
         };
-        let v: Value =
+        let v: TokenizerResult =
             serde_json::from_slice(&bytes).with_context(|| result.display().to_string())?;
-        let r = &v["result"]["report"];
-        let util = f64s(&r["utilisation"]);
-        let perp: Vec<f64> = f64s(&r["perplexity"])
-            .iter()
-            .map(|p| p / d.max(1) as f64)
-            .collect();
+        let r = v.result.report;
+        let util = r.utilisation;
+        let perp: Vec<f64> = r.perplexity.iter().map(|p| p / d.max(1) as f64).collect();
         m = m.max(util.len());
         groups.push((format!("{kind} utilisation"), util));
         groups.push((format!("{kind} perplexity / D"), perp));

@@ -31,7 +31,7 @@ use super::report::{
 use super::stage::{self, Done};
 use super::Ctx;
 use crate::ops;
-use anyhow::{Context, Result};
+use anyhow::{bail, Result};
 use reg4rec_data::features::ItemFeatures;
 use reg4rec_data::metrics::UserRanks;
 use reg4rec_data::split::Stage;
@@ -56,13 +56,80 @@ pub struct Generative {
     pub seeds: Vec<SeedResult>,
 }
 
-/// A trained model stage: what training cost (where it is: the stage's [`Done::dir`]).
+/// A trained stage: what training cost (where it is: the stage's [`Done::dir`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Trained {
     /// Seconds of this stage and every stage it builds on (features, tokenizer, pre-training, ...).
     seconds: f64,
     /// The library's own report of this stage.
-    report: serde_json::Value,
+    report: StageReport,
+}
+
+/// The report of a training stage, as its library wrote it (the JSON of `result.json` is the library's
+/// report itself, so results cached before the reports were typed read back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum StageReport {
+    Align(Box<reg4rec_align::AlignReport>),
+    Pretrain(reg4rec_model::PretrainReport),
+    Tokenizer(TokenizerReport),
+}
+
+impl StageReport {
+    /// The seconds this stage's own training took (validation included for alignment).
+    fn seconds(&self) -> f64 {
+        match self {
+            StageReport::Align(r) => r.train_seconds + r.valid_seconds,
+            StageReport::Pretrain(r) => r.train_seconds,
+            StageReport::Tokenizer(r) => r.seconds,
+        }
+    }
+
+    fn pretrain(&self, stage: &str) -> Result<&reg4rec_model::PretrainReport> {
+        match self {
+            StageReport::Pretrain(r) => Ok(r),
+            _ => bail!("stage `{stage}`: its result.json does not hold a pre-training report"),
+        }
+    }
+
+    fn align(&self, stage: &str) -> Result<&reg4rec_align::AlignReport> {
+        match self {
+            StageReport::Align(r) => Ok(r),
+            _ => bail!("stage `{stage}`: its result.json does not hold an alignment report"),
+        }
+    }
+
+    /// The throughput line of a training stage (pre-training in target items per second, alignment in
+    /// contexts per second).
+    fn training_point(&self, stage: &str) -> Result<TrainingPoint> {
+        let (per_second, unit, iterations, train_seconds, valid_seconds) = match self {
+            StageReport::Pretrain(r) => (
+                r.targets_per_s,
+                "targets",
+                r.epochs as u64,
+                r.train_seconds,
+                r.valid_seconds,
+            ),
+            StageReport::Align(r) => (
+                r.contexts_per_s,
+                "contexts",
+                r.steps,
+                r.train_seconds,
+                r.valid_seconds,
+            ),
+            StageReport::Tokenizer(_) => {
+                bail!("stage `{stage}`: a tokenizer has no training throughput line")
+            }
+        };
+        Ok(TrainingPoint {
+            stage: stage.to_string(),
+            per_second,
+            unit: unit.into(),
+            iterations,
+            train_seconds,
+            valid_seconds,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,7 +180,7 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 t.save(dir)?;
                 Ok(Trained {
                     seconds: features.result + report.seconds,
-                    report: serde_json::to_value(&report)?,
+                    report: StageReport::Tokenizer(report),
                 })
             },
         )
@@ -148,15 +215,13 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 .filter(|_| cfg.pretrain.precision != PrecisionMode::Ladq);
             let report = match ranks {
                 Some(ranks) => ranks.pretrain(ctx.data, &tok.dir, mode, cfg, dir, resume)?,
-                None => {
-                    let r = ops::pretrain(
-                        ctx.data, ctx.ds, ctx.split, &tok.dir, mode, cfg, dir, resume, None,
-                    )?;
-                    serde_json::to_value(&r)?
-                }
+                None => ops::pretrain(
+                    ctx.data, ctx.ds, ctx.split, &tok.dir, mode, cfg, dir, resume, None,
+                )?,
             };
+            let report = StageReport::Pretrain(report);
             Ok(Trained {
-                seconds: tok.result.seconds + report_seconds(&report, &["train_seconds"]),
+                seconds: tok.result.seconds + report.seconds(),
                 report,
             })
         })
@@ -187,14 +252,11 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                     stage_cfg.align = acfg.clone();
                     ranks.align(&pre.dir, &stage_cfg, dir, resume)?
                 }
-                None => {
-                    let r = ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?;
-                    serde_json::to_value(&r)?
-                }
+                None => ops::align(ctx.ds, ctx.split, &pre.dir, &acfg, dir, resume, None)?,
             };
+            let report = StageReport::Align(Box::new(report));
             Ok(Trained {
-                seconds: pre.result.seconds
-                    + report_seconds(&report, &["train_seconds", "valid_seconds"]),
+                seconds: pre.result.seconds + report.seconds(),
                 report,
             })
         })
@@ -249,43 +311,25 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
             test.seconds,
         ))
     };
-    // Pre-training in target items per epoch, alignment in contexts per step.
-    let point = |name: &str, d: &Done<Trained>, rate: &str, unit: &str, iterations: &str| {
-        let r = &d.result.report;
-        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        TrainingPoint {
-            stage: name.to_string(),
-            per_second: f(rate),
-            unit: unit.into(),
-            iterations: r[iterations].as_u64().unwrap_or(0),
-            train_seconds: f("train_seconds"),
-            valid_seconds: f("valid_seconds"),
-        }
-    };
+    // Pre-training in target items per second, alignment in contexts per second.
     let training: Vec<TrainingPoint> = [
         (stage::PRETRAIN_REG4REC, &pre),
         (stage::PRETRAIN_NO_MPQ, &pre_no_mpq),
         (stage::PRETRAIN_TIGER, &pre_tiger),
+        (stage::ALIGN_REG4REC, &full),
+        (stage::ALIGN_NO_MSRA, &no_msra),
+        (stage::ALIGN_NO_MPQ, &no_mpq),
     ]
     .into_iter()
-    .map(|(name, d)| point(name, d, "targets_per_s", "targets", "epochs"))
-    .chain(
-        [
-            (stage::ALIGN_REG4REC, &full),
-            (stage::ALIGN_NO_MSRA, &no_msra),
-            (stage::ALIGN_NO_MPQ, &no_mpq),
-        ]
-        .into_iter()
-        .map(|(name, d)| point(name, d, "contexts_per_s", "contexts", "steps")),
-    )
-    .collect();
+    .map(|(name, d)| d.result.report.training_point(name))
+    .collect::<Result<_>>()?;
     let alignment: Vec<AlignPoint> = [
         (stage::ALIGN_REG4REC, &full),
         (stage::ALIGN_NO_MSRA, &no_msra),
         (stage::ALIGN_NO_MPQ, &no_mpq),
     ]
     .into_iter()
-    .map(|(name, d)| align_point(name, &d.result.report))
+    .map(|(name, d)| d.result.report.align(name).map(|r| align_point(name, r)))
     .collect::<Result<_>>()?;
     let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
     thetas.push(None);
@@ -349,7 +393,12 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     if cfg.model.item_head {
         let head = ctx.runner.run(
             &format!("eval-{ITEM_HEAD_ROW}"),
-            &(&full.key, Stage::Test, &cfg.infer.batch_users, EVAL_REVISION),
+            &(
+                &full.key,
+                Stage::Test,
+                &cfg.infer.batch_users,
+                EVAL_REVISION,
+            ),
             |_, _| {
                 let t = Instant::now();
                 let rec = reg4rec_recommender::Recommender::load_weights(
@@ -485,14 +534,17 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 None,
                 Which::Best,
             )?;
-            let r = &model.result.report;
+            let r = model
+                .result
+                .report
+                .pretrain(&format!("pretrain-reg4rec-{}", mode.as_str()))?;
             precision.push(PrecisionPoint {
                 precision: mode.as_str().to_string(),
-                targets_per_s: r["targets_per_s"].as_f64().unwrap_or(0.0),
-                best_valid_loss: r["best_valid_loss"].as_f64(),
+                targets_per_s: r.targets_per_s,
+                best_valid_loss: r.best_valid_loss,
                 recall_10: test.report.metrics.recall_10,
                 ndcg_10: test.report.metrics.ndcg_10,
-                train_seconds: r["train_seconds"].as_f64().unwrap_or(0.0),
+                train_seconds: r.train_seconds,
             });
         }
     }
@@ -535,20 +587,16 @@ pub const REG4REC_PATHS_ROW: &str = "reg4rec-paths";
 pub const LAST_STEP_ROW: &str = "reg4rec-last-step";
 
 /// What an alignment stage's validation kept, from its [`reg4rec_align::AlignReport`].
-fn align_point(stage: &str, report: &serde_json::Value) -> Result<AlignPoint> {
-    let r: reg4rec_align::AlignReport =
-        serde_json::from_value(report.clone()).with_context(|| {
-            format!("stage {stage}: its result.json does not hold an alignment report")
-        })?;
+fn align_point(stage: &str, r: &reg4rec_align::AlignReport) -> AlignPoint {
     let pair = |m: &reg4rec_data::Metrics| [m.recall_10, m.ndcg_10];
-    Ok(AlignPoint {
+    AlignPoint {
         stage: stage.to_string(),
         steps: r.steps,
         kept_step: r.best_step,
         step0: pair(&r.initial_valid),
         last: pair(&r.final_valid),
         kept_recall_10: r.best_valid_recall_10,
-    })
+    }
 }
 
 fn evaluate_dir(
@@ -566,12 +614,4 @@ fn evaluate_dir(
         report,
         seconds: t.elapsed().as_secs_f64(),
     })
-}
-
-/// The sum of a training report's seconds fields.
-fn report_seconds(report: &serde_json::Value, fields: &[&str]) -> f64 {
-    fields
-        .iter()
-        .filter_map(|f| report.get(*f).and_then(serde_json::Value::as_f64))
-        .sum()
 }

@@ -28,7 +28,7 @@ impl Ranks {
         cfg: &PipelineConfig,
         dir: &Path,
         resume: bool,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<reg4rec_model::PretrainReport> {
         let mut args: Vec<OsString> = vec!["pretrain".into()];
         match &data.data {
             Some(p) => args.extend(["--data".into(), p.into()]),
@@ -53,18 +53,19 @@ impl Ranks {
         cfg: &PipelineConfig,
         dir: &Path,
         resume: bool,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<reg4rec_align::AlignReport> {
         let args: Vec<OsString> = vec!["align".into(), "--model".into(), pretrained.into()];
         self.run(args, cfg, dir, resume)
     }
 
-    fn run(
+    /// Runs the ranks and reads the report rank 0 prints (a `R` of the command's own type).
+    fn run<R: serde::de::DeserializeOwned>(
         &self,
         mut args: Vec<OsString>,
         cfg: &PipelineConfig,
         dir: &Path,
         resume: bool,
-    ) -> Result<serde_json::Value> {
+    ) -> Result<R> {
         let config = dir.join("launch-config.toml");
         reg4rec_data::io::write_atomic(&config, toml::to_string_pretty(cfg)?.as_bytes())?;
         args.extend(["--out".into(), dir.into(), "--config".into(), config.into()]);
