@@ -111,7 +111,8 @@ mod tests {
     }
 
     /// For each top-level module of a crate's `src` (a file, or a folder with its submodules), the other
-    /// top-level modules its files name through `crate::<module>`.
+    /// top-level modules its code names through `crate::<module>` (comments and the tests after `#[cfg(test)]`
+    /// left out).
     fn module_imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).unwrap() {
@@ -136,6 +137,13 @@ mod tests {
                 .to_string_lossy();
             let module = first.trim_end_matches(".rs").to_string();
             let text = std::fs::read_to_string(&f).unwrap();
+            // Code only: comments (doc links) and the test module at the end of a file import nothing.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let text: String = code
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect::<Vec<_>>()
+                .join("\n");
             let entry = graph.entry(module.clone()).or_default();
             for (i, _) in text.match_indices("crate::") {
                 let name: String = text[i + 7..]
@@ -191,6 +199,59 @@ mod tests {
             "{graph:?}"
         );
         assert_eq!(circle(&graph), None, "{graph:?}");
+    }
+
+    /// Every crate of `crates/`: its source folder and its root file (`lib.rs`, else `main.rs`).
+    fn crate_sources() -> Vec<(String, std::path::PathBuf, std::path::PathBuf)> {
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&crates).unwrap() {
+            let dir = e.unwrap().path();
+            let src = dir.join("src");
+            let root = ["lib.rs", "main.rs"]
+                .iter()
+                .map(|f| src.join(f))
+                .find(|p| p.is_file());
+            if let Some(root) = root {
+                let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+                out.push((name, src, root));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn no_crate_has_a_circle_of_modules() {
+        let sources = crate_sources();
+        assert!(sources.len() >= 10, "{sources:?}");
+        let circles: Vec<String> = sources
+            .iter()
+            .filter_map(|(name, src, _)| {
+                circle(&module_imports(src)).map(|c| format!("{name}: {}", c.join(" -> ")))
+            })
+            .collect();
+        assert!(
+            circles.is_empty(),
+            "module circles:\n{}",
+            circles.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_crate_opens_with_its_doc() {
+        let undocumented: Vec<String> = crate_sources()
+            .into_iter()
+            .filter(|(_, _, root)| {
+                let text = std::fs::read_to_string(root).unwrap();
+                !text.trim_start().starts_with("//!")
+            })
+            .map(|(name, ..)| name)
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "crates whose root file does not open with a `//!` doc: {undocumented:?}"
+        );
     }
 
     #[test]

@@ -334,17 +334,6 @@ impl TrainConfig {
         validate_ladq(&self.ladq)
     }
 
-    /// The loss terms and weights of pre-training.
-    pub fn objective(&self) -> crate::crss::Objective {
-        crate::crss::Objective {
-            step_target: self.step_target,
-            lambda_cat: self.lambda_cat,
-            lambda_item: self.lambda_item,
-            lambda_path: self.lambda_path,
-            lambda_distill: self.lambda_distill,
-        }
-    }
-
     /// The precision mode in effect: `bf16` when `bf16` is set, else `precision`.
     pub fn precision_mode(&self) -> PrecisionMode {
         if self.bf16 {

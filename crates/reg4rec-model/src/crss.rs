@@ -408,3 +408,17 @@ pub fn greedy_decode(model: &Reg4RecModel, context: &Tensor) -> (Tensor, Tensor)
         (dec, Tensor::cat(&cats, 1))
     })
 }
+/// Pre-training's loss terms, here beside the loss they weigh (the configuration module imports this one, not
+/// the other way round).
+impl crate::config::TrainConfig {
+    /// The loss terms and weights of pre-training.
+    pub fn objective(&self) -> Objective {
+        Objective {
+            step_target: self.step_target,
+            lambda_cat: self.lambda_cat,
+            lambda_item: self.lambda_item,
+            lambda_path: self.lambda_path,
+            lambda_distill: self.lambda_distill,
+        }
+    }
+}

@@ -16,7 +16,6 @@
 //! is all a resume needs.
 
 use crate::error::{Result, TrainError};
-use crate::learner::StopReason;
 use crate::optim::AdamW;
 use reg4rec_data::io::{read_json, write_json_atomic};
 use reg4rec_data::tensors;
@@ -257,6 +256,20 @@ impl RunDir {
             };
         }
     }
+}
+
+/// Why training ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The last epoch finished.
+    MaxEpochs,
+    /// `patience` validations without improvement.
+    EarlyStopping,
+    /// The time budget ran out.
+    TimeBudget,
+    /// The step limit of [`crate::Fit::stop_after_steps`] was reached (the run can be resumed).
+    StepLimit,
 }
 
 #[cfg(test)]

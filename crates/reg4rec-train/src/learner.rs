@@ -23,14 +23,14 @@
 //! moments and state are broadcast at the start; only rank 0 reads and writes the run directory; the
 //! validator must return the same criterion on every rank.
 
-use crate::checkpoint::{Best, RunDir, TrainState};
+use crate::checkpoint::{Best, RunDir, StopReason, TrainState};
 use crate::dist::DataParallel;
 use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, LrSchedule};
 use rand::SeedableRng;
 use reg4rec_data::batch::length_bucketed_batches;
 use reg4rec_data::io::{write_atomic, JsonlLog};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 use tch::{nn, Tensor};
@@ -154,20 +154,6 @@ pub struct Validation {
 /// What a model is judged by between epochs.
 pub trait Validator {
     fn validate(&mut self) -> Result<Validation>;
-}
-
-/// Why training ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The last epoch finished.
-    MaxEpochs,
-    /// `patience` validations without improvement.
-    EarlyStopping,
-    /// The time budget ran out.
-    TimeBudget,
-    /// The step limit of [`Fit::stop_after_steps`] was reached (the run can be resumed).
-    StepLimit,
 }
 
 /// What a run did.

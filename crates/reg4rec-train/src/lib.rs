@@ -68,11 +68,10 @@ pub mod learner;
 pub mod optim;
 pub mod repeat;
 
-pub use checkpoint::{load_weights, save_weights, Best, RunDir, TrainState};
+pub use checkpoint::{load_weights, save_weights, Best, RunDir, StopReason, TrainState};
 pub use dist::{Collective, DataParallel};
 pub use error::{Result, TrainError};
 pub use learner::{
-    fit, Batches, Fit, FitReport, LearnerConfig, Objective, StepLoss, StopReason, Validation,
-    Validator,
+    fit, Batches, Fit, FitReport, LearnerConfig, Objective, StepLoss, Validation, Validator,
 };
 pub use optim::{AdamW, AdamWConfig, LrSchedule, Schedule};
