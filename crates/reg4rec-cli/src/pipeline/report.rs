@@ -403,7 +403,27 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let mut s = format!(
+        let mut s = String::new();
+        self.md_header(&mut s);
+        self.md_test_table(&mut s);
+        self.md_filtered_table(&mut s);
+        self.md_long_tail(&mut s);
+        self.md_stops(&mut s);
+        self.md_seeds(&mut s);
+        self.md_paired(&mut s);
+        self.md_anchors(&mut s);
+        self.md_precision(&mut s);
+        self.md_theta_sweep(&mut s);
+        self.md_training(&mut s);
+        self.md_alignment(&mut s);
+        self.md_stages(&mut s);
+        self.md_figures(&mut s);
+        s
+    }
+
+    /// The title and the protocol paragraph.
+    fn md_header(&self, s: &mut String) {
+        s.push_str(&format!(
             "# reg4rec report: {} ({} preset)\n\n{} users, {} items, {} interactions{}. Protocol: {}; {}; \
              history items {}filtered; ties: {}. History: {}.\n\nTest split (the two `vs reg4rec` columns: each row's relative change against the full model):\n\n",
             self.dataset,
@@ -422,7 +442,11 @@ impl Report {
             if self.protocol.filter_history { "" } else { "not " },
             self.protocol.tie_breaking,
             self.protocol.history,
-        );
+        ));
+    }
+
+    /// The test table, every item ranked.
+    fn md_test_table(&self, s: &mut String) {
         let full = self.methods.iter().find(|m| m.name == "reg4rec");
         s.push_str(
             "| method | R@5 | N@5 | R@10 | N@10 | R@20 | N@20 | R@10 vs reg4rec | N@10 vs reg4rec | train s | eval s |\n",
@@ -449,6 +473,10 @@ impl Report {
                 m.eval_seconds
             ));
         }
+    }
+
+    /// The test table under the history-filtered protocol.
+    fn md_filtered_table(&self, s: &mut String) {
         if self.methods.iter().any(|m| m.filtered.is_some()) {
             s.push_str(
                 "\nTest split, history-filtered protocol (the same lists and rankings with each user's whole \
@@ -479,6 +507,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// The long tail's share of each row's lists.
+    fn md_long_tail(&self, s: &mut String) {
         if self.methods.iter().any(|m| m.long_tail_10.is_some()) {
             s.push_str(&format!(
                 "\nThe long tail's share of each top 10 (items outside the most popular {:.0}% of the catalogue by \
@@ -495,6 +527,10 @@ impl Report {
                 }
             }
         }
+    }
+
+    /// Why each baseline's training stopped.
+    fn md_stops(&self, s: &mut String) {
         let stops: Vec<String> = self
             .methods
             .iter()
@@ -510,6 +546,10 @@ impl Report {
         if !stops.is_empty() {
             s.push_str(&format!("\nBaseline training: {}.\n", stops.join("; ")));
         }
+    }
+
+    /// The rows trained again with other seeds.
+    fn md_seeds(&self, s: &mut String) {
         if !self.seeds.is_empty() {
             s.push_str(
                 "\nSeeds (the row trained again with other seeds, everything else kept; mean ± sample standard \
@@ -529,13 +569,17 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// The paired intervals against reg4rec and reg4rec-paths.
+    fn md_paired(&self, s: &mut String) {
         let diffs: Vec<(&str, PairedDiff)> = self
             .methods
             .iter()
             .filter_map(|m| m.vs_reg4rec.map(|d| (m.name.as_str(), d)))
             .collect();
         diff_table(
-            &mut s,
+            s,
             &format!(
                 "Each row minus reg4rec on the same test users, with paired bootstrap 95% intervals ({} \
                  resamples of the users; an interval that excludes 0 is a difference the test users support):",
@@ -549,11 +593,15 @@ impl Report {
             .filter_map(|m| m.vs_reg4rec_paths.map(|d| (m.name.as_str(), d)))
             .collect();
         diff_table(
-            &mut s,
+            s,
             "Path-ranked rows (`*-paths`: the list ordered by the reasoning path's score alone, no item head and \
              no dense lookahead) minus reg4rec-paths on the same test users, paired bootstrap 95% intervals:",
             &path_diffs,
         );
+    }
+
+    /// Published numbers on the same dataset.
+    fn md_anchors(&self, s: &mut String) {
         if let Some(anchors) = published_anchors(&self.dataset) {
             s.push_str(
                 "\nPublished anchors on the same dataset (test; R@5 / N@5 / R@10 / N@10), not from this run and \
@@ -567,6 +615,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// The pre-training precision table.
+    fn md_precision(&self, s: &mut String) {
         if !self.precision.is_empty() {
             s.push_str(
                 "\nPre-training precision (REG4Rec model without alignment, CORP on, test split):\n\n\
@@ -580,6 +632,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// The CORP threshold sweep and the threshold chosen.
+    fn md_theta_sweep(&self, s: &mut String) {
         if !self.theta_sweep.is_empty() {
             s.push_str("\nCORP threshold sweep (full model, validation split):\n\n");
             if let Some(c) = &self.theta {
@@ -602,6 +658,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// Training throughput.
+    fn md_training(&self, s: &mut String) {
         if !self.training.is_empty() {
             s.push_str(
                 "\nTraining throughput (per-user layout; alignment in contexts):\n\n\
@@ -614,6 +674,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// What each alignment kept on validation.
+    fn md_alignment(&self, s: &mut String) {
         if !self.alignment.is_empty() {
             s.push_str(
                 "\nAlignment on validation (`align.valid_users` seeded users, the `[align.valid]` search; step 0 is \
@@ -634,6 +698,10 @@ impl Report {
                 ));
             }
         }
+    }
+
+    /// Stage wall times.
+    fn md_stages(&self, s: &mut String) {
         if !self.stages.is_empty() {
             let total: f64 = self.stages.iter().map(|t| t.seconds).sum();
             s.push_str(&format!(
@@ -645,6 +713,10 @@ impl Report {
                 s.push_str(&format!("| {} | {:.1} |\n", t.name, t.seconds));
             }
         }
+    }
+
+    /// The figures.
+    fn md_figures(&self, s: &mut String) {
         if !self.figures.is_empty() {
             s.push_str("\nFigures:\n\n");
             for f in &self.figures {
@@ -654,7 +726,6 @@ impl Report {
                 ));
             }
         }
-        s
     }
 }
 
