@@ -139,25 +139,45 @@ struct TokenizerTrained {
     report: reg4rec_tokenizer::TokenizerReport,
 }
 
-/// Draws every figure into `<run>/plots/` (atomically) and returns them in report order.
-pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Result<Vec<Figure>> {
-    let stages = run.join("stages");
-    let mut figures = Vec::new();
-    let mut save = |name: &str, caption: &str, drawn: Result<Rendered>| -> Result<()> {
+/// The figures drawn so far, each written as SVG and PNG under `<run>/plots/` (atomically).
+struct Figures<'a> {
+    run: &'a Path,
+    list: Vec<Figure>,
+}
+
+impl Figures<'_> {
+    fn save(&mut self, name: &str, caption: &str, drawn: Result<Rendered>) -> Result<()> {
         let drawn = drawn.with_context(|| format!("figure {name}"))?;
         let (svg, png) = (format!("plots/{name}.svg"), format!("plots/{name}.png"));
-        write_atomic(&run.join(&svg), drawn.svg.as_bytes())?;
-        write_atomic(&run.join(&png), &drawn.png)?;
-        figures.push(Figure {
+        write_atomic(&self.run.join(&svg), drawn.svg.as_bytes())?;
+        write_atomic(&self.run.join(&png), &drawn.png)?;
+        self.list.push(Figure {
             file: svg,
             png,
             caption: caption.to_string(),
         });
         Ok(())
-    };
+    }
+}
 
+/// Draws every figure into `<run>/plots/` (atomically) and returns them in report order.
+pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Result<Vec<Figure>> {
+    let stages = run.join("stages");
+    let mut figs = Figures {
+        run,
+        list: Vec::new(),
+    };
+    pretraining(&stages, &mut figs)?;
+    alignment(&stages, &mut figs)?;
+    theta_sweep(report, &mut figs)?;
+    codebooks(&stages, codebook_sizes, &mut figs)?;
+    Ok(figs.list)
+}
+
+/// The pre-training loss and the validation Recall@10 per epoch (SASRec-CE's beside).
+fn pretraining(stages: &Path, figs: &mut Figures<'_>) -> Result<()> {
     let [loss, mut valid] = stage_curves(
-        &stages,
+        stages,
         &PRETRAIN,
         [
             ("step", &field("step"), &field("loss")),
@@ -183,7 +203,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         });
     }
     if loss.iter().any(|s| !s.points.is_empty()) {
-        save(
+        figs.save(
             "pretrain-loss",
             "Pre-training loss per logged step (token loss + lambda_cat * category loss)",
             LineChart {
@@ -196,7 +216,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         )?;
     }
     if valid.iter().any(|s| !s.points.is_empty()) {
-        save(
+        figs.save(
             "valid-recall",
             "Validation Recall@10 after each epoch (the pre-training stages search a seeded subset of \
              `pipeline.valid_users` users; SASRec ranks all users)",
@@ -210,8 +230,13 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         )?;
     }
 
+    Ok(())
+}
+
+/// GRPO's reward and validation Recall@10 per step.
+fn alignment(stages: &Path, figs: &mut Figures<'_>) -> Result<()> {
     let [reward, align_valid] = stage_curves(
-        &stages,
+        stages,
         &ALIGN,
         [
             ("step", &field("step"), &field("reward")),
@@ -219,7 +244,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         ],
     )?;
     if reward.iter().any(|s| !s.points.is_empty()) {
-        save(
+        figs.save(
             "align-reward",
             "GRPO: mean total reward of the sampled paths per step (all four rewards, MSRA windows included)",
             LineChart {
@@ -230,7 +255,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
             }
             .render(),
         )?;
-        save(
+        figs.save(
             "align-valid-recall",
             "GRPO: validation Recall@10 at each validation (step 0 is the pre-trained model; the best is kept)",
             LineChart {
@@ -243,13 +268,18 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         )?;
     }
 
+    Ok(())
+}
+
+/// The CORP threshold sweep on validation.
+fn theta_sweep(report: &Report, figs: &mut Figures<'_>) -> Result<()> {
     if !report.theta_sweep.is_empty() {
         let labels = report
             .theta_sweep
             .iter()
             .map(|p| p.theta.map_or("off".to_string(), |t| format!("{t:.2}")))
             .collect();
-        save(
+        figs.save(
             "theta-sweep",
             "CORP threshold sweep on the validation split (full model)",
             BarChart {
@@ -271,6 +301,11 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         )?;
     }
 
+    Ok(())
+}
+
+/// Codebook utilisation and perplexity of both tokenizers.
+fn codebooks(stages: &Path, codebook_sizes: (usize, usize), figs: &mut Figures<'_>) -> Result<()> {
     let mut groups = Vec::new();
     let mut m = 0;
     for (kind, d) in [
@@ -291,7 +326,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
         groups.push((format!("{kind} perplexity / D"), perp));
     }
     if !groups.is_empty() {
-        save(
+        figs.save(
             "codebooks",
             "Codebook utilisation (fraction of the D codes used by some item) and perplexity / D per codebook",
             BarChart {
@@ -303,7 +338,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
             .render(),
         )?;
     }
-    Ok(figures)
+    Ok(())
 }
 
 #[cfg(test)]
