@@ -100,77 +100,12 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         },
     };
     let data_key = data_key(&ds);
-
     let filter = cfg.infer.exclude_history;
-    let pop = ctx.runner.run(
-        "popularity",
-        &(&data_key, filter, RANKS_REVISION, "top-lists"),
-        |_, _| {
-            let t = Instant::now();
-            let test = reg4rec_baselines::popularity_ranks(&split, ds.n_items(), Stage::Test);
-            let valid =
-                reg4rec_baselines::evaluate_popularity(&split, ds.n_items(), Stage::Valid, filter);
-            let mut r = MethodRow::ranked(
-                "popularity",
-                test.under(filter),
-                0.0,
-                t.elapsed().as_secs_f64(),
-            );
-            r.row = r.row.with_valid(valid);
-            Ok(r)
-        },
-    )?;
-    let mut ranked = vec![pop.result];
-
-    // `seed`: added to `sasrec.seed`.
-    let sasrec = |name: &str, key: &str, features: Option<&Path>, seed: u64| -> Result<RankedRow> {
-        let mut sasrec_cfg = cfg.sasrec.clone();
-        sasrec_cfg.item_features = features.is_some();
-        sasrec_cfg.seed += seed;
-        let done = ctx.runner.run(
-            name,
-            &(key, &sasrec_cfg, RANKS_REVISION, "stop-reason"),
-            |dir, resume| {
-                let features = features.map(reg4rec_data::ItemFeatures::load).transpose()?;
-                let r = reg4rec_baselines::train_sasrec(
-                    &split,
-                    ds.n_items(),
-                    &sasrec_cfg,
-                    features.as_ref(),
-                    dir,
-                    resume,
-                )?;
-                let mut row =
-                    MethodRow::ranked(name, r.test_ranks, r.train_seconds, r.eval_seconds);
-                row.row = row.row.with_valid(r.valid);
-                row.row.stopped = Some(Stopped {
-                    epochs: r.epochs,
-                    best_epoch: r.best_epoch,
-                    reason: r.stop_reason,
-                });
-                Ok(row)
-            },
-        )?;
-        Ok(done.result)
-    };
-    ranked.push(sasrec(stage::SASREC, &data_key, None, 0)?);
-    let mut seed_results = Vec::new();
-    for k in 1..ctx.seeds as u64 {
-        let r = sasrec(&format!("{}-seed{k}", stage::SASREC), &data_key, None, k)?;
-        seed_results.push(SeedResult {
-            row: SASREC_ROW.to_string(),
-            seed: k,
-            metrics: Headline::of(&r.ranks),
-        });
-    }
-
-    let features = (cfg.pipeline.generative || cfg.pipeline.sasrec_features)
-        .then(|| generative::features(&ctx, &data_key))
-        .transpose()?;
-    if let (true, Some(f)) = (cfg.pipeline.sasrec_features, &features) {
-        let file = f.dir.join(generative::FEATURE_FILE);
-        ranked.push(sasrec(stage::SASREC_FEATURES, &f.key, Some(&file), 0)?);
-    }
+    let Baselines {
+        mut ranked,
+        mut seed_results,
+        features,
+    } = baselines(&ctx, &data_key)?;
 
     let (mut sweep, mut precision, mut training, mut alignment) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -185,40 +120,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         alignment = g.alignment;
         seed_results.extend(g.seeds);
     }
-    // Each repeated row: the report's own run (seed offset 0), then the others.
-    let mut seeds = Vec::new();
-    for name in [SASREC_ROW, "reg4rec", generative::REG4REC_PATHS_ROW] {
-        let extra: Vec<_> = seed_results.iter().filter(|r| r.row == name).collect();
-        let own = ranked.iter().find(|r| r.row.name == name);
-        if let (false, Some(own)) = (extra.is_empty(), own) {
-            let runs = std::iter::once((0, Headline::of(&own.ranks)))
-                .chain(extra.iter().map(|r| (r.seed, r.metrics)))
-                .collect();
-            seeds.push(SeedRow::new(name, runs));
-        }
-    }
-    // Every row against SASRec-CE on the same users, both lists history-filtered.
-    let reference = ranked
-        .iter()
-        .find(|r| r.row.name == SASREC_ROW)
-        .map(|r| r.ranks.filtered.clone())
-        .unwrap_or_default();
-    // The long tail as the alignment's long-tail reward defines it (training interactions only).
+    let seeds = seed_rows(&ranked, &seed_results);
     let head_share = cfg.align.rewards.head_share;
-    let tail = reg4rec_data::metrics::long_tail(&split.train, ds.n_items(), head_share);
-    let methods = ranked
-        .into_iter()
-        .map(|RankedRow { mut row, ranks }| {
-            if row.name != SASREC_ROW {
-                row.vs_sasrec_ce = PairedDiff::new(&ranks.filtered, &reference, cfg.pretrain.seed);
-            }
-            row.long_tail_10 = ranks
-                .tail_share(&tail, 10, false)
-                .zip(ranks.tail_share(&tail, 10, true))
-                .map(|(all, filtered)| TailShare { all, filtered });
-            row
-        })
-        .collect();
+    let methods = finish_rows(ranked, &ctx, head_share);
 
     let report = Report {
         dataset: name,
@@ -249,6 +153,153 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         figures: Vec::new(),
     };
     publish(&out, report, &cfg)
+}
+
+/// The baseline rows (popularity, SASRec-CE with its extra seeds, SASRec-CE with the item features) and the
+/// item features stage the generative stages read.
+struct Baselines {
+    ranked: Vec<RankedRow>,
+    seed_results: Vec<SeedResult>,
+    features: Option<stage::Done<f64>>,
+}
+
+fn baselines(ctx: &Ctx<'_>, data_key: &str) -> Result<Baselines> {
+    let (cfg, split, ds) = (ctx.cfg, ctx.split, ctx.ds);
+    let filter = cfg.infer.exclude_history;
+    let pop = ctx.runner.run(
+        "popularity",
+        &(data_key, filter, RANKS_REVISION, "top-lists"),
+        |_, _| {
+            let t = Instant::now();
+            let test = reg4rec_baselines::popularity_ranks(split, ds.n_items(), Stage::Test);
+            let valid =
+                reg4rec_baselines::evaluate_popularity(split, ds.n_items(), Stage::Valid, filter);
+            let mut r = MethodRow::ranked(
+                "popularity",
+                test.under(filter),
+                0.0,
+                t.elapsed().as_secs_f64(),
+            );
+            r.row = r.row.with_valid(valid);
+            Ok(r)
+        },
+    )?;
+    let mut ranked = vec![pop.result];
+    ranked.push(sasrec_row(ctx, stage::SASREC, data_key, None, 0)?);
+    let mut seed_results = Vec::new();
+    for k in 1..ctx.seeds as u64 {
+        let r = sasrec_row(
+            ctx,
+            &format!("{}-seed{k}", stage::SASREC),
+            data_key,
+            None,
+            k,
+        )?;
+        seed_results.push(SeedResult {
+            row: SASREC_ROW.to_string(),
+            seed: k,
+            metrics: Headline::of(&r.ranks),
+        });
+    }
+    let features = (cfg.pipeline.generative || cfg.pipeline.sasrec_features)
+        .then(|| generative::features(ctx, data_key))
+        .transpose()?;
+    if let (true, Some(f)) = (cfg.pipeline.sasrec_features, &features) {
+        let file = f.dir.join(generative::FEATURE_FILE);
+        ranked.push(sasrec_row(
+            ctx,
+            stage::SASREC_FEATURES,
+            &f.key,
+            Some(&file),
+            0,
+        )?);
+    }
+    Ok(Baselines {
+        ranked,
+        seed_results,
+        features,
+    })
+}
+
+/// A SASRec-CE stage and its row; `features`: the item feature file its embeddings read; `seed`: added to
+/// `sasrec.seed`.
+fn sasrec_row(
+    ctx: &Ctx<'_>,
+    name: &str,
+    key: &str,
+    features: Option<&Path>,
+    seed: u64,
+) -> Result<RankedRow> {
+    let (split, ds) = (ctx.split, ctx.ds);
+    let mut sasrec_cfg = ctx.cfg.sasrec.clone();
+    sasrec_cfg.item_features = features.is_some();
+    sasrec_cfg.seed += seed;
+    let done = ctx.runner.run(
+        name,
+        &(key, &sasrec_cfg, RANKS_REVISION, "stop-reason"),
+        |dir, resume| {
+            let features = features.map(reg4rec_data::ItemFeatures::load).transpose()?;
+            let r = reg4rec_baselines::train_sasrec(
+                split,
+                ds.n_items(),
+                &sasrec_cfg,
+                features.as_ref(),
+                dir,
+                resume,
+            )?;
+            let mut row = MethodRow::ranked(name, r.test_ranks, r.train_seconds, r.eval_seconds);
+            row.row = row.row.with_valid(r.valid);
+            row.row.stopped = Some(Stopped {
+                epochs: r.epochs,
+                best_epoch: r.best_epoch,
+                reason: r.stop_reason,
+            });
+            Ok(row)
+        },
+    )?;
+    Ok(done.result)
+}
+
+/// Each repeated row (`--seeds`): the report's own run (seed offset 0), then the others.
+fn seed_rows(ranked: &[RankedRow], seed_results: &[SeedResult]) -> Vec<SeedRow> {
+    let mut seeds = Vec::new();
+    for name in [SASREC_ROW, "reg4rec", generative::REG4REC_PATHS_ROW] {
+        let extra: Vec<_> = seed_results.iter().filter(|r| r.row == name).collect();
+        let own = ranked.iter().find(|r| r.row.name == name);
+        if let (false, Some(own)) = (extra.is_empty(), own) {
+            let runs = std::iter::once((0, Headline::of(&own.ranks)))
+                .chain(extra.iter().map(|r| (r.seed, r.metrics)))
+                .collect();
+            seeds.push(SeedRow::new(name, runs));
+        }
+    }
+    seeds
+}
+
+/// The report's rows: every row against SASRec-CE on the same users (both lists history-filtered), and its
+/// lists' long-tail share (the tail as the alignment's long-tail reward defines it: training interactions
+/// only, the most popular `head_share` of the catalogue as the head).
+fn finish_rows(ranked: Vec<RankedRow>, ctx: &Ctx<'_>, head_share: f64) -> Vec<MethodRow> {
+    let reference = ranked
+        .iter()
+        .find(|r| r.row.name == SASREC_ROW)
+        .map(|r| r.ranks.filtered.clone())
+        .unwrap_or_default();
+    let tail = reg4rec_data::metrics::long_tail(&ctx.split.train, ctx.ds.n_items(), head_share);
+    ranked
+        .into_iter()
+        .map(|RankedRow { mut row, ranks }| {
+            if row.name != SASREC_ROW {
+                row.vs_sasrec_ce =
+                    PairedDiff::new(&ranks.filtered, &reference, ctx.cfg.pretrain.seed);
+            }
+            row.long_tail_10 = ranks
+                .tail_share(&tail, 10, false)
+                .zip(ranks.tail_share(&tail, 10, true))
+                .map(|(all, filtered)| TailShare { all, filtered });
+            row
+        })
+        .collect()
 }
 
 /// Draws the figures into `run/plots/`, writes `report.json` and `report.md`, and prints the table.
