@@ -30,6 +30,7 @@ use super::report::{
 };
 use super::stage::{self, Done};
 use super::Ctx;
+use crate::config::PipelineConfig;
 use crate::ops;
 use anyhow::{bail, Result};
 use reg4rec_data::features::ItemFeatures;
@@ -164,14 +165,156 @@ pub const FEATURE_FILE: &str = "features.safetensors";
 
 /// The generative stages on the features of [`features`].
 pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
-    let cfg = ctx.cfg;
-    let feature_file = features.dir.join(FEATURE_FILE);
-    let tok = |kind: TokenizerKind| -> Result<Done<Trained>> {
+    let st = Stages { ctx, cfg: ctx.cfg };
+    let cfg = st.cfg;
+    let mpq = st.tokenizer(TokenizerKind::Mpq, features)?;
+    let rqvae = st.tokenizer(TokenizerKind::RqVae, features)?;
+    let precision = cfg.pretrain.precision;
+    let pre = st.pretrain(stage::PRETRAIN_REG4REC, &mpq, Mode::Reg4rec, precision, 0)?;
+    let pre_no_mpq = st.pretrain(stage::PRETRAIN_NO_MPQ, &rqvae, Mode::Reg4rec, precision, 0)?;
+    let pre_tiger = st.pretrain(stage::PRETRAIN_TIGER, &rqvae, Mode::Tiger, precision, 0)?;
+    let msra_h = cfg.align.msra_h;
+    let full = st.align(stage::ALIGN_REG4REC, &pre, st.align_cfg(msra_h, 0))?;
+    let no_msra = st.align(stage::ALIGN_NO_MSRA, &pre, st.align_cfg(1, 0))?;
+    let no_mpq = st.align(stage::ALIGN_NO_MPQ, &pre_no_mpq, st.align_cfg(msra_h, 0))?;
+
+    // Pre-training in target items per second, alignment in contexts per second.
+    let training: Vec<TrainingPoint> = [
+        (stage::PRETRAIN_REG4REC, &pre),
+        (stage::PRETRAIN_NO_MPQ, &pre_no_mpq),
+        (stage::PRETRAIN_TIGER, &pre_tiger),
+        (stage::ALIGN_REG4REC, &full),
+        (stage::ALIGN_NO_MSRA, &no_msra),
+        (stage::ALIGN_NO_MPQ, &no_mpq),
+    ]
+    .into_iter()
+    .map(|(name, d)| d.result.report.training_point(name))
+    .collect::<Result<_>>()?;
+    let alignment: Vec<AlignPoint> = [
+        (stage::ALIGN_REG4REC, &full),
+        (stage::ALIGN_NO_MSRA, &no_msra),
+        (stage::ALIGN_NO_MPQ, &no_mpq),
+    ]
+    .into_iter()
+    .map(|(name, d)| d.result.report.align(name).map(|r| align_point(name, r)))
+    .collect::<Result<_>>()?;
+
+    let theta_sweep = st.theta_sweep(&full)?;
+    let chosen = st.choose_theta(&theta_sweep, &full)?;
+    let corp = Some(chosen);
+    let best = Which::Best;
+    let mut ranked = vec![
+        st.row("tiger", &pre_tiger, Some(None), best)?,
+        st.row("reg4rec", &full, corp, best)?,
+        st.row("reg4rec-no-mpq", &no_mpq, corp, best)?,
+        st.row("tiger-paths", &pre_tiger, Some(None), best)?,
+        st.row(REG4REC_PATHS_ROW, &full, corp, best)?,
+        st.row("reg4rec-no-mpq-paths", &no_mpq, corp, best)?,
+        st.row("reg4rec-no-pars", &pre, corp, best)?,
+        st.row("reg4rec-no-msra", &no_msra, corp, best)?,
+        st.row("reg4rec-no-corp", &full, Some(None), best)?,
+    ];
+    // The full model's item head alone, ranking every item (what the generative search adds is the
+    // difference).
+    if cfg.model.item_head {
+        ranked.push(st.item_head_row(&full)?);
+    }
+    // When validation kept earlier weights than alignment's last step, the aligned model's own numbers too.
+    let kept_earlier = alignment
+        .iter()
+        .any(|a| a.stage == stage::ALIGN_REG4REC && a.kept_step < a.steps);
+    if kept_earlier {
+        ranked.push(st.row(LAST_STEP_ROW, &full, corp, Which::Latest)?);
+    }
+    // Alignment to a goal beyond accuracy: the long-tail reward at each weight of
+    // `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
+    // metrics and their `long_tail_10`).
+    for &w in &cfg.pipeline.long_tail_weights {
+        let mut acfg = st.align_cfg(msra_h, 0);
+        acfg.rewards.long_tail = w;
+        let tail = st.align(&format!("{}-tail{w}", stage::ALIGN_REG4REC), &pre, acfg)?;
+        for name in [
+            format!("reg4rec-tail{w}"),
+            format!("reg4rec-tail{w}{PATHS_SUFFIX}"),
+        ] {
+            ranked.push(st.row(&name, &tail, corp, best)?);
+        }
+    }
+    against_the_full_model(&mut ranked, cfg.pretrain.seed);
+
+    // `--seeds`: the full model pre-trained and aligned again with other seeds (the tokenizer, the CORP
+    // threshold and every setting kept), its hybrid and path-ranked test metrics.
+    let mut seeds = Vec::new();
+    for k in 1..ctx.seeds as u64 {
+        let pre_name = format!("{}-seed{k}", stage::PRETRAIN_REG4REC);
+        let pre_k = st.pretrain(&pre_name, &mpq, Mode::Reg4rec, precision, k)?;
+        let align_name = format!("{}-seed{k}", stage::ALIGN_REG4REC);
+        let full_k = st.align(&align_name, &pre_k, st.align_cfg(msra_h, k))?;
+        for (name, row_name) in [
+            ("reg4rec", format!("reg4rec-seed{k}")),
+            (REG4REC_PATHS_ROW, format!("reg4rec-seed{k}{PATHS_SUFFIX}")),
+        ] {
+            let r = st.row(&row_name, &full_k, corp, best)?;
+            seeds.push(SeedResult {
+                row: name.to_string(),
+                seed: k,
+                metrics: Headline::of(&r.ranks),
+            });
+        }
+    }
+    let precision = st.precision_points(&mpq, &pre)?;
+    Ok(Generative {
+        rows: ranked,
+        training,
+        alignment,
+        theta_sweep,
+        theta: ThetaChoice {
+            theta: chosen,
+            on_validation: cfg.pipeline.choose_theta,
+        },
+        precision,
+        seeds,
+    })
+}
+
+/// Each row against the full model on the same users, and each path-ranked row against `reg4rec-paths`
+/// (seeded: a cached re-run reproduces the intervals).
+fn against_the_full_model(ranked: &mut [RankedRow], seed: u64) {
+    let reference_of = |name: &str| {
+        ranked
+            .iter()
+            .find(|r| r.row.name == name)
+            .map(|r| r.ranks.all.clone())
+            .unwrap_or_default()
+    };
+    let reference = reference_of("reg4rec");
+    let path_reference = reference_of(REG4REC_PATHS_ROW);
+    for RankedRow { row: r, ranks } in ranked {
+        if r.name != "reg4rec" {
+            r.vs_reg4rec = PairedDiff::new(&ranks.all, &reference, seed);
+        }
+        if r.name.ends_with(PATHS_SUFFIX) && r.name != REG4REC_PATHS_ROW {
+            r.vs_reg4rec_paths = PairedDiff::new(&ranks.all, &path_reference, seed);
+        }
+    }
+}
+
+/// The generative stages of one pipeline run: each builds (or reuses) a stage of the run directory.
+struct Stages<'a> {
+    ctx: &'a Ctx<'a>,
+    cfg: &'a PipelineConfig,
+}
+
+impl Stages<'_> {
+    /// A tokenizer of `kind` trained on the item features.
+    fn tokenizer(&self, kind: TokenizerKind, features: &Done<f64>) -> Result<Done<Trained>> {
+        let cfg = self.cfg;
         let section = match kind {
             TokenizerKind::Mpq => serde_json::to_value(&cfg.mpq)?,
             TokenizerKind::RqVae => serde_json::to_value(&cfg.rqvae)?,
         };
-        ctx.runner.run(
+        let feature_file = features.dir.join(FEATURE_FILE);
+        self.ctx.runner.run(
             &stage::tokenizer(kind),
             &(&features.key, section),
             |dir, _| {
@@ -184,18 +327,20 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 })
             },
         )
-    };
-    let mpq = tok(TokenizerKind::Mpq)?;
-    let rqvae = tok(TokenizerKind::RqVae)?;
+    }
 
-    // `seed`: added to `pretrain.seed` (the repeated seeds of `--seeds`).
-    let pretrain_as = |name: &str,
-                       tok: &Done<Trained>,
-                       mode: Mode,
-                       precision: PrecisionMode,
-                       seed: u64|
-     -> Result<Done<Trained>> {
-        let mut cfg = cfg.clone();
+    /// Pre-training of a `mode` model on `tok`'s codes under `precision`; `seed` is added to `pretrain.seed`
+    /// (the repeated seeds of `--seeds`).
+    fn pretrain(
+        &self,
+        name: &str,
+        tok: &Done<Trained>,
+        mode: Mode,
+        precision: PrecisionMode,
+        seed: u64,
+    ) -> Result<Done<Trained>> {
+        let ctx = self.ctx;
+        let mut cfg = self.cfg.clone();
         cfg.pretrain.precision = precision;
         cfg.pretrain.seed += seed;
         let cfg = &cfg;
@@ -225,30 +370,29 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 report,
             })
         })
-    };
-    let pretrain = |name: &str, tok: &Done<Trained>, mode: Mode| {
-        pretrain_as(name, tok, mode, cfg.pretrain.precision, 0)
-    };
-    let pre = pretrain(stage::PRETRAIN_REG4REC, &mpq, Mode::Reg4rec)?;
-    let pre_no_mpq = pretrain(stage::PRETRAIN_NO_MPQ, &rqvae, Mode::Reg4rec)?;
-    let pre_tiger = pretrain(stage::PRETRAIN_TIGER, &rqvae, Mode::Tiger)?;
+    }
 
-    // `cfg.align` with `msra_h` and `seed` added to `align.seed`.
-    let align_cfg = |msra_h: usize, seed: u64| {
-        let mut acfg = cfg.align.clone();
+    /// `align` with `msra_h` and `seed` added to `align.seed`.
+    fn align_cfg(&self, msra_h: usize, seed: u64) -> reg4rec_align::AlignConfig {
+        let mut acfg = self.cfg.align.clone();
         acfg.msra_h = msra_h;
         acfg.seed += seed;
         acfg
-    };
-    let align_with = |name: &str,
-                      pre: &Done<Trained>,
-                      acfg: reg4rec_align::AlignConfig|
-     -> Result<Done<Trained>> {
+    }
+
+    /// Alignment of the pre-trained `pre` under `acfg`.
+    fn align(
+        &self,
+        name: &str,
+        pre: &Done<Trained>,
+        acfg: reg4rec_align::AlignConfig,
+    ) -> Result<Done<Trained>> {
+        let ctx = self.ctx;
         ctx.runner.run(name, &(&pre.key, &acfg), |dir, resume| {
             let ranks = ctx.ranks.filter(|_| acfg.precision != PrecisionMode::Ladq);
             let report = match ranks {
                 Some(ranks) => {
-                    let mut stage_cfg = cfg.clone();
+                    let mut stage_cfg = self.cfg.clone();
                     stage_cfg.align = acfg.clone();
                     ranks.align(&pre.dir, &stage_cfg, dir, resume)?
                 }
@@ -260,22 +404,20 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 report,
             })
         })
-    };
-    let align = |name: &str, pre: &Done<Trained>, msra_h: usize, seed: u64| {
-        align_with(name, pre, align_cfg(msra_h, seed))
-    };
-    let full = align(stage::ALIGN_REG4REC, &pre, cfg.align.msra_h, 0)?;
-    let no_msra = align(stage::ALIGN_NO_MSRA, &pre, 1, 0)?;
-    let no_mpq = align(stage::ALIGN_NO_MPQ, &pre_no_mpq, cfg.align.msra_h, 0)?;
+    }
 
-    // `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`).
-    // A row named `*-paths` is searched path-ranked (`Rank::Paths`), every other one as `infer.rank` says.
-    let eval = |name: &str,
-                model: &Done<Trained>,
-                stage: Stage,
-                theta: Option<Option<f32>>,
-                which: Which| {
-        let mut infer = cfg.infer.clone();
+    /// `which` weights of `model` on `stage`, at CORP `theta` (`None`: `infer.theta`). A row named `*-paths`
+    /// is searched path-ranked (`Rank::Paths`), every other one as `infer.rank` says.
+    fn eval(
+        &self,
+        name: &str,
+        model: &Done<Trained>,
+        stage: Stage,
+        theta: Option<Option<f32>>,
+        which: Which,
+    ) -> Result<Evaluated> {
+        let ctx = self.ctx;
+        let mut infer = self.cfg.infer.clone();
         if let Some(t) = theta {
             infer.theta = t;
         }
@@ -297,100 +439,89 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
             ),
         }
         .map(|d| d.result)
-    };
-    let row = |name: &str,
-               model: &Done<Trained>,
-               theta: Option<Option<f32>>,
-               which: Which|
-     -> Result<RankedRow> {
-        let test = eval(name, model, Stage::Test, theta, which)?;
+    }
+
+    /// The test row of `model` ([`Self::eval`]).
+    fn row(
+        &self,
+        name: &str,
+        model: &Done<Trained>,
+        theta: Option<Option<f32>>,
+        which: Which,
+    ) -> Result<RankedRow> {
+        let test = self.eval(name, model, Stage::Test, theta, which)?;
         Ok(MethodRow::ranked(
             name,
             test.ranks,
             model.result.seconds,
             test.seconds,
         ))
-    };
-    // Pre-training in target items per second, alignment in contexts per second.
-    let training: Vec<TrainingPoint> = [
-        (stage::PRETRAIN_REG4REC, &pre),
-        (stage::PRETRAIN_NO_MPQ, &pre_no_mpq),
-        (stage::PRETRAIN_TIGER, &pre_tiger),
-        (stage::ALIGN_REG4REC, &full),
-        (stage::ALIGN_NO_MSRA, &no_msra),
-        (stage::ALIGN_NO_MPQ, &no_mpq),
-    ]
-    .into_iter()
-    .map(|(name, d)| d.result.report.training_point(name))
-    .collect::<Result<_>>()?;
-    let alignment: Vec<AlignPoint> = [
-        (stage::ALIGN_REG4REC, &full),
-        (stage::ALIGN_NO_MSRA, &no_msra),
-        (stage::ALIGN_NO_MPQ, &no_mpq),
-    ]
-    .into_iter()
-    .map(|(name, d)| d.result.report.align(name).map(|r| align_point(name, r)))
-    .collect::<Result<_>>()?;
-    let mut thetas: Vec<Option<f32>> = cfg.pipeline.theta_sweep.iter().map(|&t| Some(t)).collect();
-    thetas.push(None);
-    let mut theta_sweep = Vec::new();
-    for theta in thetas {
-        let label = theta.map_or("off".to_string(), |t| format!("{t}"));
-        let e = eval(
-            &format!("sweep-{label}"),
-            &full,
-            Stage::Valid,
-            Some(theta),
-            Which::Best,
-        )?;
-        theta_sweep.push(SweepPoint {
-            theta,
-            recall_10: e.report.metrics.recall_10,
-            ndcg_10: e.report.metrics.ndcg_10,
-            pruned_paths: e.report.pruned_paths,
-        });
     }
-    // The threshold of the CORP rows: chosen on validation (the sweep's best Recall@10, off included), or
-    // `infer.theta` as given.
-    let chosen = if cfg.pipeline.choose_theta {
-        let best = theta_sweep
+
+    /// The full model on the validation split at every CORP threshold of `pipeline.theta_sweep` and off.
+    fn theta_sweep(&self, full: &Done<Trained>) -> Result<Vec<SweepPoint>> {
+        let mut thetas: Vec<Option<f32>> = self
+            .cfg
+            .pipeline
+            .theta_sweep
             .iter()
-            .fold(None::<&SweepPoint>, |best, p| match best {
-                Some(b) if (p.recall_10, p.ndcg_10) <= (b.recall_10, b.ndcg_10) => Some(b),
-                _ => Some(p),
+            .map(|&t| Some(t))
+            .collect();
+        thetas.push(None);
+        let mut sweep = Vec::new();
+        for theta in thetas {
+            let label = theta.map_or("off".to_string(), |t| format!("{t}"));
+            let e = self.eval(
+                &format!("sweep-{label}"),
+                full,
+                Stage::Valid,
+                Some(theta),
+                Which::Best,
+            )?;
+            sweep.push(SweepPoint {
+                theta,
+                recall_10: e.report.metrics.recall_10,
+                ndcg_10: e.report.metrics.ndcg_10,
+                pruned_paths: e.report.pruned_paths,
             });
-        best.map(|p| p.theta).unwrap_or(cfg.infer.theta)
-    } else {
-        cfg.infer.theta
-    };
-    // The full model's directory records the search chosen here: `serve`, `recommend` and `eval` apply it.
-    reg4rec_recommender::model_dir::write_search(
-        &full.dir,
-        &reg4rec_recommender::ChosenSearch {
-            theta: chosen,
-            how: if cfg.pipeline.choose_theta {
-                "the pipeline's CORP sweep on the validation split (the best Recall@10, CORP off included)".into()
-            } else {
-                "infer.theta of the pipeline's configuration (pipeline.choose_theta = false)".into()
+        }
+        Ok(sweep)
+    }
+
+    /// The threshold of the CORP rows: chosen on validation (the sweep's best Recall@10, off included), or
+    /// `infer.theta` as given. The full model's directory records it: `serve`, `recommend` and `eval` apply it.
+    fn choose_theta(&self, sweep: &[SweepPoint], full: &Done<Trained>) -> Result<Option<f32>> {
+        let cfg = self.cfg;
+        let chosen = if cfg.pipeline.choose_theta {
+            let best = sweep
+                .iter()
+                .fold(None::<&SweepPoint>, |best, p| match best {
+                    Some(b) if (p.recall_10, p.ndcg_10) <= (b.recall_10, b.ndcg_10) => Some(b),
+                    _ => Some(p),
+                });
+            best.map(|p| p.theta).unwrap_or(cfg.infer.theta)
+        } else {
+            cfg.infer.theta
+        };
+        reg4rec_recommender::model_dir::write_search(
+            &full.dir,
+            &reg4rec_recommender::ChosenSearch {
+                theta: chosen,
+                how: if cfg.pipeline.choose_theta {
+                    "the pipeline's CORP sweep on the validation split (the best Recall@10, CORP off included)"
+                        .into()
+                } else {
+                    "infer.theta of the pipeline's configuration (pipeline.choose_theta = false)"
+                        .into()
+                },
             },
-        },
-    )?;
-    let corp = Some(chosen);
-    let best = Which::Best;
-    let mut ranked = vec![
-        row("tiger", &pre_tiger, Some(None), best)?,
-        row("reg4rec", &full, corp, best)?,
-        row("reg4rec-no-mpq", &no_mpq, corp, best)?,
-        row("tiger-paths", &pre_tiger, Some(None), best)?,
-        row(REG4REC_PATHS_ROW, &full, corp, best)?,
-        row("reg4rec-no-mpq-paths", &no_mpq, corp, best)?,
-        row("reg4rec-no-pars", &pre, corp, best)?,
-        row("reg4rec-no-msra", &no_msra, corp, best)?,
-        row("reg4rec-no-corp", &full, Some(None), best)?,
-    ];
-    // The full model's item head alone, ranking every item (what the generative search adds is the
-    // difference).
-    if cfg.model.item_head {
+        )?;
+        Ok(chosen)
+    }
+
+    /// The full model's item head alone ranking every item (full ranking, no search).
+    fn item_head_row(&self, full: &Done<Trained>) -> Result<RankedRow> {
+        let (ctx, cfg) = (self.ctx, self.cfg);
         let head = ctx.runner.run(
             &format!("eval-{ITEM_HEAD_ROW}"),
             &(
@@ -423,92 +554,26 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 })
             },
         )?;
-        ranked.push(MethodRow::ranked(
+        Ok(MethodRow::ranked(
             ITEM_HEAD_ROW,
             head.result.ranks.under(cfg.infer.exclude_history),
             full.result.seconds,
             head.result.seconds,
-        ));
-    }
-    // When validation kept earlier weights than alignment's last step, the aligned model's own numbers too.
-    let kept_earlier = alignment
-        .iter()
-        .any(|a| a.stage == stage::ALIGN_REG4REC && a.kept_step < a.steps);
-    if kept_earlier {
-        ranked.push(row(LAST_STEP_ROW, &full, corp, Which::Latest)?);
-    }
-    // Each row against the full model on the same users (seeded: a cached re-run reproduces the intervals).
-    let reference_of = |name: &str| {
-        ranked
-            .iter()
-            .find(|r| r.row.name == name)
-            .map(|r| r.ranks.all.clone())
-            .unwrap_or_default()
-    };
-    let reference = reference_of("reg4rec");
-    let path_reference = reference_of(REG4REC_PATHS_ROW);
-    for RankedRow { row: r, ranks } in &mut ranked {
-        if r.name != "reg4rec" {
-            r.vs_reg4rec = PairedDiff::new(&ranks.all, &reference, cfg.pretrain.seed);
-        }
-        if r.name.ends_with(PATHS_SUFFIX) && r.name != REG4REC_PATHS_ROW {
-            r.vs_reg4rec_paths = PairedDiff::new(&ranks.all, &path_reference, cfg.pretrain.seed);
-        }
-    }
-    // Alignment to a goal beyond accuracy: the long-tail reward at each weight of
-    // `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
-    // metrics and their `long_tail_10`).
-    for &w in &cfg.pipeline.long_tail_weights {
-        let mut acfg = align_cfg(cfg.align.msra_h, 0);
-        acfg.rewards.long_tail = w;
-        let tail = align_with(&format!("{}-tail{w}", stage::ALIGN_REG4REC), &pre, acfg)?;
-        for name in [
-            format!("reg4rec-tail{w}"),
-            format!("reg4rec-tail{w}{PATHS_SUFFIX}"),
-        ] {
-            let mut r = row(&name, &tail, corp, best)?;
-            r.row.vs_reg4rec = PairedDiff::new(&r.ranks.all, &reference, cfg.pretrain.seed);
-            if name.ends_with(PATHS_SUFFIX) {
-                r.row.vs_reg4rec_paths =
-                    PairedDiff::new(&r.ranks.all, &path_reference, cfg.pretrain.seed);
-            }
-            ranked.push(r);
-        }
-    }
-    let rows = ranked;
-
-    // `--seeds`: the full model pre-trained and aligned again with other seeds (the tokenizer, the CORP
-    // threshold and every setting kept), its hybrid and path-ranked test metrics.
-    let mut seeds = Vec::new();
-    for k in 1..ctx.seeds as u64 {
-        let pre_k = pretrain_as(
-            &format!("{}-seed{k}", stage::PRETRAIN_REG4REC),
-            &mpq,
-            Mode::Reg4rec,
-            cfg.pretrain.precision,
-            k,
-        )?;
-        let full_k = align(
-            &format!("{}-seed{k}", stage::ALIGN_REG4REC),
-            &pre_k,
-            cfg.align.msra_h,
-            k,
-        )?;
-        for (name, row_name) in [
-            ("reg4rec", format!("reg4rec-seed{k}")),
-            (REG4REC_PATHS_ROW, format!("reg4rec-seed{k}{PATHS_SUFFIX}")),
-        ] {
-            let r = row(&row_name, &full_k, corp, best)?;
-            seeds.push(SeedResult {
-                row: name.to_string(),
-                seed: k,
-                metrics: Headline::of(&r.ranks),
-            });
-        }
+        ))
     }
 
-    let mut precision = Vec::new();
-    if !cfg.pipeline.precisions.is_empty() {
+    /// The REG4Rec model pre-trained under each of `pipeline.precisions` (and `pretrain.precision`, which is
+    /// `pre`), evaluated on test.
+    fn precision_points(
+        &self,
+        mpq: &Done<Trained>,
+        pre: &Done<Trained>,
+    ) -> Result<Vec<PrecisionPoint>> {
+        let cfg = self.cfg;
+        let mut points = Vec::new();
+        if cfg.pipeline.precisions.is_empty() {
+            return Ok(points);
+        }
         let mut modes = vec![cfg.pretrain.precision];
         for &p in &cfg.pipeline.precisions {
             if !modes.contains(&p) {
@@ -516,29 +581,21 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
             }
         }
         for mode in modes {
+            let name = format!("pretrain-reg4rec-{}", mode.as_str());
             let model = if mode == cfg.pretrain.precision {
                 pre.clone()
             } else {
-                pretrain_as(
-                    &format!("pretrain-reg4rec-{}", mode.as_str()),
-                    &mpq,
-                    Mode::Reg4rec,
-                    mode,
-                    0,
-                )?
+                self.pretrain(&name, mpq, Mode::Reg4rec, mode, 0)?
             };
-            let test = eval(
+            let test = self.eval(
                 &format!("precision-{}", mode.as_str()),
                 &model,
                 Stage::Test,
                 None,
                 Which::Best,
             )?;
-            let r = model
-                .result
-                .report
-                .pretrain(&format!("pretrain-reg4rec-{}", mode.as_str()))?;
-            precision.push(PrecisionPoint {
+            let r = model.result.report.pretrain(&name)?;
+            points.push(PrecisionPoint {
                 precision: mode.as_str().to_string(),
                 targets_per_s: r.targets_per_s,
                 best_valid_loss: r.best_valid_loss,
@@ -547,19 +604,8 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
                 train_seconds: r.train_seconds,
             });
         }
+        Ok(points)
     }
-    Ok(Generative {
-        rows,
-        training,
-        alignment,
-        theta_sweep,
-        theta: ThetaChoice {
-            theta: chosen,
-            on_validation: cfg.pipeline.choose_theta,
-        },
-        precision,
-        seeds,
-    })
 }
 
 /// Part of every evaluation stage's key: evaluations cached before generated lists broke ties pessimistically
