@@ -228,7 +228,8 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     }
     // Alignment to a goal beyond accuracy: the long-tail reward at each weight of
     // `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
-    // metrics and their `long_tail_10`).
+    // metrics and their `long_tail_10`). These rows are the aligned model's last weights: validation keeps the
+    // step with the best Recall@10, which is the pre-trained model whenever the goal costs recall.
     for &w in &cfg.pipeline.long_tail_weights {
         let mut acfg = st.align_cfg(msra_h, 0);
         acfg.rewards.long_tail = w;
@@ -237,7 +238,7 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
             format!("reg4rec-tail{w}"),
             format!("reg4rec-tail{w}{PATHS_SUFFIX}"),
         ] {
-            ranked.push(st.row(&name, &tail, corp, best)?);
+            ranked.push(st.row(&name, &tail, corp, Which::Latest)?);
         }
     }
     against_the_full_model(&mut ranked, cfg.pretrain.seed);
