@@ -597,6 +597,8 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         "align-reward",
         "align-valid-recall",
         "theta-sweep",
+        // The long-tail trade-off: the run asked for `pipeline.long_tail_weights`.
+        "long-tail",
         "codebooks",
     ];
     let expected: Vec<(String, String)> = names

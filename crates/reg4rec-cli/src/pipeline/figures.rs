@@ -170,6 +170,7 @@ pub fn write(run: &Path, report: &Report, codebook_sizes: (usize, usize)) -> Res
     pretraining(&stages, &mut figs)?;
     alignment(&stages, &mut figs)?;
     theta_sweep(report, &mut figs)?;
+    long_tail(report, &mut figs)?;
     codebooks(&stages, codebook_sizes, &mut figs)?;
     Ok(figs.list)
 }
@@ -302,6 +303,59 @@ fn theta_sweep(report: &Report, figs: &mut Figures<'_>) -> Result<()> {
     }
 
     Ok(())
+}
+
+/// The long-tail trade-off (`pipeline.long_tail_weights`): test R@10 against the long tail's share of the top
+/// 10, one line for the hybrid rows and one for the path-ranked rows, from the plain model to the largest weight.
+fn long_tail(report: &Report, figs: &mut Figures<'_>) -> Result<()> {
+    let point = |name: &str| {
+        report
+            .methods
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.long_tail_10.map(|t| (t.all, m.test.recall_10)))
+    };
+    let mut weights: Vec<(f64, &str)> = report
+        .methods
+        .iter()
+        .filter_map(|m| {
+            let w = m.name.strip_prefix("reg4rec-tail")?;
+            (!w.ends_with(super::generative::PATHS_SUFFIX))
+                .then(|| w.parse().ok().map(|x: f64| (x, w)))
+                .flatten()
+        })
+        .collect();
+    if weights.is_empty() {
+        return Ok(());
+    }
+    weights.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let line = |name: &str, base: &str, suffix: &str| Series {
+        name: name.into(),
+        points: std::iter::once(point(base))
+            .chain(
+                weights
+                    .iter()
+                    .map(|(_, w)| point(&format!("reg4rec-tail{w}{suffix}"))),
+            )
+            .flatten()
+            .collect(),
+    };
+    let paths = super::generative::PATHS_SUFFIX;
+    figs.save(
+        "long-tail",
+        "The long-tail reward's trade-off: test R@10 against the long tail's share of the top 10, from the plain \
+         model (leftmost point) through each weight of `pipeline.long_tail_weights`",
+        LineChart {
+            title: "Long tail against accuracy".into(),
+            x_label: "tail@10 (share of the top 10 outside the popular head)".into(),
+            y_label: "R@10 (test)".into(),
+            series: vec![
+                line("hybrid (reg4rec)", "reg4rec", ""),
+                line("path-ranked (reg4rec-paths)", super::generative::REG4REC_PATHS_ROW, paths),
+            ],
+        }
+        .render(),
+    )
 }
 
 /// Codebook utilisation and perplexity of both tokenizers.
