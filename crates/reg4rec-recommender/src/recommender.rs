@@ -133,9 +133,14 @@ impl std::fmt::Debug for Recommender {
 }
 
 impl Recommender {
-    /// Loads `dir` on the CPU with the default inference settings.
+    /// Loads `dir` on the CPU with the default inference settings and the search the directory records
+    /// ([`model_dir::ChosenSearch`]: the CORP threshold a pipeline chose on validation), when it has one.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::load_with(dir, &InferConfig::default(), tch::Device::Cpu)
+        let mut infer = InferConfig::default();
+        if let Some(s) = model_dir::read_search(dir.as_ref())? {
+            infer.theta = s.theta;
+        }
+        Self::load_with(dir, &infer, tch::Device::Cpu)
     }
 
     /// Loads `dir` with inference settings `infer` on `device`: verifies the manifest, reads the codes, the

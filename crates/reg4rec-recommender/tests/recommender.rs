@@ -324,6 +324,23 @@ fn changed_files_and_changed_data_are_errors_naming_the_file() {
             "{file}: {e}"
         );
     }
+    // The search a pipeline recorded (sealed with the rest) is the one `load` applies.
+    let chosen = f.model.parent().unwrap().join("chosen");
+    copy_dir(&f.model, &chosen);
+    let default_theta = Recommender::load(&chosen).unwrap().infer().theta;
+    model_dir::write_search(
+        &chosen,
+        &reg4rec_recommender::ChosenSearch {
+            theta: Some(0.031),
+            how: "a test".into(),
+        },
+    )
+    .unwrap();
+    assert_ne!(default_theta, Some(0.031));
+    assert_eq!(
+        Recommender::load(&chosen).unwrap().infer().theta,
+        Some(0.031)
+    );
     // A directory without a manifest still loads (written by an older version), unverified.
     let copy = f.model.parent().unwrap().join("unsealed");
     copy_dir(&f.model, &copy);

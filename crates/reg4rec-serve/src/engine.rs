@@ -368,8 +368,9 @@ fn run_batch(rec: &Recommender, batch: Vec<Job>, metrics: &Metrics, tail: &[bool
                             .items
                             .iter()
                             .filter(|it| {
-                                rec.item(&it.item_id)
-                                    .is_some_and(|i| tail.get(i as usize).copied().unwrap_or(true))
+                                tail.get(it.explanation.item as usize)
+                                    .copied()
+                                    .unwrap_or(true)
                             })
                             .count();
                         metrics
