@@ -87,6 +87,15 @@ pub struct AlignConfig {
     pub group_size: usize,
     /// Where the group's paths come from: `sample` or `beam`. Default `sample`.
     pub rollout: Rollout,
+    /// Guided groups: a group whose rollouts miss the context's true target gets the target's own path in place
+    /// of its last one (its tokens in the policy's order: at each step the target's unused token the policy
+    /// finds most likely), so every group holds one path that completes the target. The update then raises the
+    /// target's path against the policy's own competitors (the beam's best, or samples), a sequence-level
+    /// ranking signal that plain rollouts give only when the policy already finds the target. The target's path
+    /// is off-policy (a guide, not a sample), so the clipped surrogate is no longer an unbiased policy gradient;
+    /// ours, not the spec's. Default false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub guided: bool,
     /// Sampling temperature (logits are divided by it; the policy log-probabilities use the same). Default 1.0.
     pub temperature: f64,
     /// Clip range epsilon of the policy ratio. Default 0.2.
@@ -157,6 +166,7 @@ impl Default for AlignConfig {
             batch_contexts: 32,
             group_size: 8,
             rollout: Rollout::Sample,
+            guided: false,
             temperature: 1.0,
             epsilon: 0.2,
             ppo_epochs: 1,

@@ -230,6 +230,20 @@ pub fn sample_paths(
     temperature: f64,
     rng: &mut ChaCha8Rng,
 ) -> Result<SampledPaths> {
+    let b = context.size()[0] as usize;
+    let done = sampled(model, index, context, group_size, temperature, rng)?;
+    finish_paths(model, index, b, group_size, done)
+}
+
+/// The complete paths of [`sample_paths`], context-major.
+fn sampled(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    context: &Tensor,
+    group_size: usize,
+    temperature: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<PartialPath>> {
     check_codes(&model.vocab(), index.codes())?;
     let vocab = model.vocab();
     let v = vocab.size();
@@ -260,7 +274,7 @@ pub fn sample_paths(
             *path = path.extend(&s, i, t, &vocab)?;
         }
     }
-    finish_paths(model, index, b, group_size, paths)
+    Ok(paths)
 }
 
 /// The `group_size` most likely distinct items per row of `context` (`[B, d]`) under the token policy
@@ -277,6 +291,19 @@ pub fn beam_paths(
     group_size: usize,
     temperature: f64,
 ) -> Result<SampledPaths> {
+    let b = context.size()[0] as usize;
+    let done = beamed(model, index, context, group_size, temperature)?;
+    finish_paths(model, index, b, group_size, done)
+}
+
+/// The complete paths of [`beam_paths`], context-major.
+fn beamed(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    context: &Tensor,
+    group_size: usize,
+    temperature: f64,
+) -> Result<Vec<PartialPath>> {
     check_codes(&model.vocab(), index.codes())?;
     let vocab = model.vocab();
     let (d, v) = (vocab.d, vocab.size());
@@ -340,7 +367,64 @@ pub fn beam_paths(
             done.push(beams[start + j % (i - start)].1.clone());
         }
     }
-    finish_paths(model, index, b, group_size, done)
+    Ok(done)
+}
+
+/// Guided groups ([`AlignConfig::guided`]): in each group of `done` (context-major, `group_size` per context)
+/// that does not reach its context's true target `targets[c]`, the last path is replaced by the target's own
+/// path, its tokens in the policy's order (at each step the target's unused token with the highest
+/// probability under the same constraints and temperature), with the log-probabilities, allowed sets and
+/// category distributions a rollout records. Returns how many groups were guided.
+fn guide_groups(
+    model: &Reg4RecModel,
+    index: &ItemIndex,
+    context: &Tensor,
+    targets: &[u32],
+    group_size: usize,
+    temperature: f64,
+    done: &mut [PartialPath],
+) -> Result<usize> {
+    let vocab = model.vocab();
+    let missing: Vec<usize> = (0..targets.len())
+        .filter(|&c| {
+            !done[c * group_size..(c + 1) * group_size]
+                .iter()
+                .any(|p| index.item_of_tokens(&p.tokens) == Some(targets[c]))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<i64> = missing.iter().map(|&c| c as i64).collect();
+    let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(model.device()));
+    let mut paths = vec![PartialPath::default(); missing.len()];
+    for _ in 0..vocab.m {
+        let partial: Vec<&[Token]> = paths.iter().map(|p| p.tokens.as_slice()).collect();
+        let s = next_token_scores(model, index, &ctx, &partial, temperature)?;
+        for (i, path) in paths.iter_mut().enumerate() {
+            let target = index.codes().tokens(targets[missing[i]] as usize);
+            let best = target
+                .iter()
+                .filter(|t| !path.tokens.contains(t))
+                .map(|t| vocab.id(*t) as usize)
+                .filter(|&t| s.allowed[i * vocab.size() + t])
+                .max_by(|&a, &b| {
+                    let v = vocab.size();
+                    s.logp[i * v + a].total_cmp(&s.logp[i * v + b]).then(b.cmp(&a))
+                })
+                .ok_or_else(|| {
+                    AlignError::Input(format!(
+                        "target item {} cannot be completed from {:?} (the item index and the codes disagree)",
+                        targets[missing[i]], path.tokens
+                    ))
+                })?;
+            *path = path.extend(&s, i, best, &vocab)?;
+        }
+    }
+    for (c, path) in missing.iter().zip(paths) {
+        done[c * group_size + group_size - 1] = path;
+    }
+    Ok(missing.len())
 }
 
 /// Log-probabilities `[N, M]` of `tokens` `[N, M]` under `model` with the recorded `allowed` sets
@@ -450,6 +534,8 @@ pub struct StepStats {
     pub reward_std: f64,
     /// Fraction of groups whose rewards were all equal (no learning signal).
     pub flat_groups: f64,
+    /// Fraction of groups whose last path was replaced by the target's ([`AlignConfig::guided`]).
+    pub guided_groups: f64,
 }
 
 /// Everything a GRPO step reads besides the policy.
@@ -516,10 +602,32 @@ pub fn sample_step(
     }
     let batch = batch.to_device(device);
     let (context, enc) = tch::no_grad(|| target_contexts(policy, &batch, false));
-    let sampled = match cfg.rollout {
-        Rollout::Sample => sample_paths(policy, ctx.index, &context, g, cfg.temperature, rng)?,
-        Rollout::Beam => beam_paths(policy, ctx.index, &context, g, cfg.temperature)?,
+    let mut done = match cfg.rollout {
+        Rollout::Sample => sampled(policy, ctx.index, &context, g, cfg.temperature, rng)?,
+        Rollout::Beam => beamed(policy, ctx.index, &context, g, cfg.temperature)?,
     };
+    let mut stats = StepStats::default();
+    if cfg.guided {
+        let targets: Vec<u32> = windows
+            .iter()
+            .map(|w| {
+                w.first()
+                    .map(|x| x.item)
+                    .ok_or_else(|| AlignError::Input("an MSRA window without its target".into()))
+            })
+            .collect::<Result<_>>()?;
+        let guided = guide_groups(
+            policy,
+            ctx.index,
+            &context,
+            &targets,
+            g,
+            cfg.temperature,
+            &mut done,
+        )?;
+        stats.guided_groups = guided as f64 / n_contexts as f64;
+    }
+    let sampled = finish_paths(policy, ctx.index, n_contexts, g, done)?;
     let n = sampled.paths.len();
     let rows: Vec<i64> = (0..n).map(|i| (i / g) as i64).collect();
     let rows = Tensor::from_slice(&rows).to_device(device);
@@ -553,7 +661,6 @@ pub fn sample_step(
         consistency: cfg.consistency,
         theta: cfg.consistency_theta,
     };
-    let mut stats = StepStats::default();
     let mut rewards = Vec::with_capacity(n);
     for (i, path) in sampled.paths.iter().enumerate() {
         let cats: Vec<&[f32]> = sampled.categories[i].iter().map(Vec::as_slice).collect();

@@ -332,6 +332,7 @@ impl reg4rec_train::Objective<ContextBatch> for Grpo<'_> {
                 ("reward", s.reward),
                 ("reward_std", s.reward_std),
                 ("flat_groups", s.flat_groups),
+                ("guided_groups", s.guided_groups),
                 ("step_hit", s.components.step_hit),
                 ("global_path", s.components.global_path),
                 ("category_hit", s.components.category_hit),

@@ -225,6 +225,42 @@ fn grpo_with_beam_rollouts_raises_the_probability_of_the_rewarded_path() {
 }
 
 #[test]
+fn guided_groups_hold_the_target_and_raise_its_path_where_rollouts_miss_it() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    // The untrained policy's two most likely items are not the target, so a beam group of 2 with the
+    // global-path reward alone is flat: no policy gradient, and the KL to the reference is 0 at the start.
+    let cfg = AlignConfig {
+        rollout: Rollout::Beam,
+        group_size: 2,
+        ..global_path_only()
+    };
+    let (before, plain_after, plain) = grpo_on_one_context(&cfg, 15);
+    assert_eq!(plain[0].flat_groups, 1.0, "{:?}", plain[0]);
+    assert_eq!(plain[0].target.global_path, 0.0);
+    assert!(
+        (plain_after - before).abs() < 0.05,
+        "flat groups moved P(target) {before:.3} -> {plain_after:.3}"
+    );
+    // Guided: the group's last path becomes the target's, so every group holds it and the update raises it.
+    let guided = AlignConfig {
+        guided: true,
+        ..cfg
+    };
+    let (before_g, after, stats) = grpo_on_one_context(&guided, 15);
+    assert_eq!(before, before_g);
+    assert_eq!(stats[0].guided_groups, 1.0);
+    assert!(
+        stats.iter().all(|s| s.target.global_path == 0.5),
+        "one of the two paths is always the target: {stats:?}"
+    );
+    assert!(
+        after > before + 0.3,
+        "P(target path) {before:.3} -> {after:.3} with guided groups"
+    );
+}
+
+#[test]
 fn the_long_tail_reward_is_plain_pars_at_weight_zero_and_moves_rollouts_to_the_tail_at_a_weight() {
     // The tests seed libtorch's process-global generator: one at a time.
     let _rng = reg4rec_model::torch_rng_lock();

@@ -31,6 +31,11 @@ pub struct PipelineConfig {
     pub pretrain: TrainConfig,
     /// PARS alignment (`reg4rec_align::AlignConfig`).
     pub align: AlignConfig,
+    /// PARS alignment of the path-ranked rows (`reg4rec-paths` and its ablations, whose lists are ordered by
+    /// the path alone): the fields of `align`, chosen for the path-ranked model. Its validation searches
+    /// always rank by paths (`valid.rank` is set to `paths`), so the step it keeps is the best for the list
+    /// the path-ranked rows give. Default: `AlignConfig::default()`.
+    pub align_paths: AlignConfig,
     /// Beam search, CORP and evaluation (`reg4rec_infer::InferConfig`).
     pub infer: InferConfig,
     /// SASRec with full-softmax cross-entropy (`reg4rec_baselines::SasRecConfig`).
@@ -69,6 +74,11 @@ pub struct StagesConfig {
     /// Also pre-train the REG4Rec model under these precisions and report them beside `pretrain.precision`
     /// in the precision table (`["bf16", "ladq"]` compares all three). Default [] (no table).
     pub precisions: Vec<reg4rec_model::PrecisionMode>,
+    /// Align the path-ranked model (`align_paths`) this many times on the same pre-trained weights, seed `k`
+    /// adding `k` to `align_paths.seed`; each is ranked on test with its paired interval against
+    /// `reg4rec-no-pars-paths` (the report's `path_align_seeds`), so PARS's gain is read beside the spread of
+    /// alignment's own randomness. Default 1 (the `reg4rec-paths` row only).
+    pub align_seeds: usize,
 }
 
 impl Default for StagesConfig {
@@ -82,6 +92,7 @@ impl Default for StagesConfig {
             choose_theta: true,
             precisions: Vec::new(),
             long_tail_weights: Vec::new(),
+            align_seeds: 1,
         }
     }
 }
@@ -128,6 +139,9 @@ impl PipelineConfig {
             .validate()
             .context("config section `pretrain`")?;
         self.align.validate().context("config section `align`")?;
+        self.align_paths
+            .validate()
+            .context("config section `align_paths`")?;
         self.infer.validate().context("config section `infer`")?;
         self.sasrec.validate().context("config section `sasrec`")?;
         self.serve.validate().context("config section `serve`")?;
@@ -138,6 +152,9 @@ impl PipelineConfig {
                 self.infer.exclude_history,
                 self.sasrec.exclude_history
             );
+        }
+        if self.pipeline.align_seeds == 0 {
+            bail!("config field `pipeline.align_seeds`: must be at least 1 (the report's own alignment)");
         }
         if let Some(t) = self
             .pipeline

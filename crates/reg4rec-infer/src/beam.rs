@@ -240,8 +240,9 @@ impl<'a> BeamSearch<'a> {
         if index.n_items() == 0 {
             return Err(InferError::Input("the item index is empty".into()));
         }
+        let ordered = codes.ordered || cfg.fixed_order;
         let first = (0..m * d)
-            .filter(|&t| !index.posting(t).is_empty() && (!codes.ordered || t < d))
+            .filter(|&t| !index.posting(t).is_empty() && (!ordered || t < d))
             .map(|t| t as u32)
             .collect();
         Ok(BeamSearch {
@@ -249,7 +250,7 @@ impl<'a> BeamSearch<'a> {
             cfg: cfg.effective(),
             m,
             d,
-            ordered: codes.ordered,
+            ordered,
             first,
         })
     }

@@ -85,6 +85,11 @@ pub struct InferConfig {
     /// What orders the generated items ([`Rank`]): `hybrid` (path score, item head and lookahead as
     /// `dense_weight` and `dense_lookahead` say) or `paths` (the path score alone). Default `hybrid`.
     pub rank: Rank,
+    /// Decode the codebooks in their fixed order 0, 1, ..., M - 1 instead of letting every open codebook compete
+    /// at each step (CRSS's step selection): the `no-crss` ablation of a model with unordered codes. Models
+    /// with ordered codes (TIGER) always decode in order. Default false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_order: bool,
 }
 
 impl Default for InferConfig {
@@ -101,6 +106,7 @@ impl Default for InferConfig {
             dense_weight: 100.0,
             dense_lookahead: true,
             rank: Rank::Hybrid,
+            fixed_order: false,
         }
     }
 }

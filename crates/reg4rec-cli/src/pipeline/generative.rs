@@ -15,8 +15,24 @@
 //! | `reg4rec-last-step` | MPQ | CRSS + category head | PARS + MSRA, its last step | theta |
 //!
 //! Every generative model is also reported path-ranked (`infer.rank = paths`: the list ordered by the path's
-//! score alone, no item head, no dense lookahead): `reg4rec-paths`, `reg4rec-no-mpq-paths` and `tiger-paths`
-//! (TIGER ranked by its path, as published), each with its paired interval against `reg4rec-paths`.
+//! score alone, no item head, no dense lookahead), where CRSS, PARS and CORP decide the list. The path-ranked
+//! rows have their own alignment (`align_paths`, its steps kept on path-ranked validation) and their own CORP
+//! threshold (a second sweep, path-ranked), and every mechanism its ablation in that mode, each with its paired
+//! interval against `reg4rec-paths`:
+//!
+//! | row | tokens | alignment | CORP | decoding order |
+//! |---|---|---|---|---|
+//! | `reg4rec-paths` | MPQ | PARS + MSRA (`align_paths`) | theta (path sweep) | CRSS |
+//! | `reg4rec-no-mpq-paths` | RQ-VAE (as a set) | PARS + MSRA (`align_paths`) | theta (path sweep) | CRSS |
+//! | `reg4rec-no-pars-paths` | MPQ | none | theta (path sweep) | CRSS |
+//! | `reg4rec-no-msra-paths` | MPQ | PARS, h = 1 (`align_paths`) | theta (path sweep) | CRSS |
+//! | `reg4rec-no-corp-paths` | MPQ | PARS + MSRA (`align_paths`) | off | CRSS |
+//! | `reg4rec-no-crss-paths` | MPQ | PARS + MSRA (`align_paths`) | theta (path sweep) | codebooks 0, 1, .. |
+//! | `tiger-paths` | RQ-VAE (ordered) | none | off | fixed (TIGER) |
+//!
+//! `reg4rec-path-aligned` is the path-aligned model's hybrid list (does aligning the paths move the item
+//! head's ranking?), and `reg4rec-last-step-paths` the path-aligned model's last step when validation kept an
+//! earlier one.
 //!
 //! `item-head` is the full model's item head alone ranking every item (full ranking, no search), so the report
 //! shows what the generative search adds.
@@ -25,8 +41,8 @@
 //! the pre-trained model): the aligned model's own numbers, never a model chosen on validation.
 
 use super::report::{
-    AlignPoint, Headline, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SeedResult, SweepPoint,
-    ThetaChoice, TrainingPoint,
+    AlignPoint, AlignSeed, Headline, MethodRow, PairedDiff, PrecisionPoint, RankedRow, SeedResult,
+    SweepPoint, ThetaChoice, TrainingPoint,
 };
 use super::stage::{self, Done};
 use super::Ctx;
@@ -52,6 +68,12 @@ pub struct Generative {
     pub theta_sweep: Vec<SweepPoint>,
     /// The CORP threshold the CORP rows were evaluated with (`None`: off) and how it was chosen.
     pub theta: ThetaChoice,
+    /// The path-ranked sweep (the path-aligned model, `*-paths` searches) and the threshold of the path-ranked
+    /// rows.
+    pub path_theta_sweep: Vec<SweepPoint>,
+    pub path_theta: ThetaChoice,
+    /// The path-ranked model's alignment under each seed of `pipeline.align_seeds`, against no-pars-paths.
+    pub path_align_seeds: Vec<AlignSeed>,
     pub precision: Vec<PrecisionPoint>,
     /// The full model's rows under the extra seeds of `--seeds`.
     pub seeds: Vec<SeedResult>,
@@ -177,39 +199,57 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     let full = st.align(stage::ALIGN_REG4REC, &pre, st.align_cfg(msra_h, 0))?;
     let no_msra = st.align(stage::ALIGN_NO_MSRA, &pre, st.align_cfg(1, 0))?;
     let no_mpq = st.align(stage::ALIGN_NO_MPQ, &pre_no_mpq, st.align_cfg(msra_h, 0))?;
+    let paths_h = cfg.align_paths.msra_h;
+    let path_full = st.align(stage::ALIGN_REG4REC_PATHS, &pre, st.path_align_cfg(paths_h))?;
+    let path_no_msra = st.align(stage::ALIGN_NO_MSRA_PATHS, &pre, st.path_align_cfg(1))?;
+    let path_no_mpq = st.align(
+        stage::ALIGN_NO_MPQ_PATHS,
+        &pre_no_mpq,
+        st.path_align_cfg(paths_h),
+    )?;
+    let aligned = [
+        (stage::ALIGN_REG4REC, &full),
+        (stage::ALIGN_NO_MSRA, &no_msra),
+        (stage::ALIGN_NO_MPQ, &no_mpq),
+        (stage::ALIGN_REG4REC_PATHS, &path_full),
+        (stage::ALIGN_NO_MSRA_PATHS, &path_no_msra),
+        (stage::ALIGN_NO_MPQ_PATHS, &path_no_mpq),
+    ];
 
     // Pre-training in target items per second, alignment in contexts per second.
     let training: Vec<TrainingPoint> = [
         (stage::PRETRAIN_REG4REC, &pre),
         (stage::PRETRAIN_NO_MPQ, &pre_no_mpq),
         (stage::PRETRAIN_TIGER, &pre_tiger),
-        (stage::ALIGN_REG4REC, &full),
-        (stage::ALIGN_NO_MSRA, &no_msra),
-        (stage::ALIGN_NO_MPQ, &no_mpq),
     ]
     .into_iter()
+    .chain(aligned)
     .map(|(name, d)| d.result.report.training_point(name))
     .collect::<Result<_>>()?;
-    let alignment: Vec<AlignPoint> = [
-        (stage::ALIGN_REG4REC, &full),
-        (stage::ALIGN_NO_MSRA, &no_msra),
-        (stage::ALIGN_NO_MPQ, &no_mpq),
-    ]
-    .into_iter()
-    .map(|(name, d)| d.result.report.align(name).map(|r| align_point(name, r)))
-    .collect::<Result<_>>()?;
+    let alignment: Vec<AlignPoint> = aligned
+        .into_iter()
+        .map(|(name, d)| d.result.report.align(name).map(|r| align_point(name, r)))
+        .collect::<Result<_>>()?;
 
-    let theta_sweep = st.theta_sweep(&full)?;
+    let theta_sweep = st.theta_sweep(&full, "")?;
     let chosen = st.choose_theta(&theta_sweep, &full)?;
     let corp = Some(chosen);
+    let path_theta_sweep = st.theta_sweep(&path_full, PATHS_SUFFIX)?;
+    let path_chosen = st.choose_theta(&path_theta_sweep, &path_full)?;
+    let path_corp = Some(path_chosen);
     let best = Which::Best;
     let mut ranked = vec![
         st.row("tiger", &pre_tiger, Some(None), best)?,
         st.row("reg4rec", &full, corp, best)?,
         st.row("reg4rec-no-mpq", &no_mpq, corp, best)?,
         st.row("tiger-paths", &pre_tiger, Some(None), best)?,
-        st.row(REG4REC_PATHS_ROW, &full, corp, best)?,
-        st.row("reg4rec-no-mpq-paths", &no_mpq, corp, best)?,
+        st.row(REG4REC_PATHS_ROW, &path_full, path_corp, best)?,
+        st.row("reg4rec-no-mpq-paths", &path_no_mpq, path_corp, best)?,
+        st.row(NO_PARS_PATHS_ROW, &pre, path_corp, best)?,
+        st.row("reg4rec-no-msra-paths", &path_no_msra, path_corp, best)?,
+        st.row("reg4rec-no-corp-paths", &path_full, Some(None), best)?,
+        st.row(NO_CRSS_PATHS_ROW, &path_full, path_corp, best)?,
+        st.row(PATH_ALIGNED_ROW, &path_full, corp, best)?,
         st.row("reg4rec-no-pars", &pre, corp, best)?,
         st.row("reg4rec-no-msra", &no_msra, corp, best)?,
         st.row("reg4rec-no-corp", &full, Some(None), best)?,
@@ -226,6 +266,13 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
     if kept_earlier {
         ranked.push(st.row(LAST_STEP_ROW, &full, corp, Which::Latest)?);
     }
+    let paths_kept_earlier = alignment
+        .iter()
+        .any(|a| a.stage == stage::ALIGN_REG4REC_PATHS && a.kept_step < a.steps);
+    if paths_kept_earlier {
+        let name = format!("{LAST_STEP_ROW}{PATHS_SUFFIX}");
+        ranked.push(st.row(&name, &path_full, path_corp, Which::Latest)?);
+    }
     // Alignment to a goal beyond accuracy: the long-tail reward at each weight of
     // `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
     // metrics and their `long_tail_10`). These rows are the aligned model's last weights: validation keeps the
@@ -234,13 +281,11 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
         let mut acfg = st.align_cfg(msra_h, 0);
         acfg.rewards.long_tail = w;
         let tail = st.align(&format!("{}-tail{w}", stage::ALIGN_REG4REC), &pre, acfg)?;
-        for name in [
-            format!("reg4rec-tail{w}"),
-            format!("reg4rec-tail{w}{PATHS_SUFFIX}"),
-        ] {
-            ranked.push(st.row(&name, &tail, corp, Which::Latest)?);
-        }
+        ranked.push(st.row(&format!("reg4rec-tail{w}"), &tail, corp, Which::Latest)?);
+        let name = format!("reg4rec-tail{w}{PATHS_SUFFIX}");
+        ranked.push(st.row(&name, &tail, path_corp, Which::Latest)?);
     }
+    let path_align_seeds = st.path_align_seeds(&ranked, &pre, &path_full, path_corp)?;
     against_the_full_model(&mut ranked, cfg.pretrain.seed);
 
     // `--seeds`: the full model pre-trained and aligned again with other seeds (the tokenizer, the CORP
@@ -251,11 +296,32 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
         let pre_k = st.pretrain(&pre_name, &mpq, Mode::Reg4rec, precision, k)?;
         let align_name = format!("{}-seed{k}", stage::ALIGN_REG4REC);
         let full_k = st.align(&align_name, &pre_k, st.align_cfg(msra_h, k))?;
-        for (name, row_name) in [
-            ("reg4rec", format!("reg4rec-seed{k}")),
-            (REG4REC_PATHS_ROW, format!("reg4rec-seed{k}{PATHS_SUFFIX}")),
+        let path_name = format!("{}-seed{k}", stage::ALIGN_REG4REC_PATHS);
+        let mut path_cfg = st.path_align_cfg(paths_h);
+        path_cfg.seed += k;
+        let path_k = st.align(&path_name, &pre_k, path_cfg)?;
+        for (name, row_name, model, theta) in [
+            ("reg4rec", format!("reg4rec-seed{k}"), &full_k, corp),
+            (
+                "reg4rec-no-pars",
+                format!("reg4rec-no-pars-seed{k}"),
+                &pre_k,
+                corp,
+            ),
+            (
+                REG4REC_PATHS_ROW,
+                format!("reg4rec-seed{k}{PATHS_SUFFIX}"),
+                &path_k,
+                path_corp,
+            ),
+            (
+                NO_PARS_PATHS_ROW,
+                format!("reg4rec-no-pars-seed{k}{PATHS_SUFFIX}"),
+                &pre_k,
+                path_corp,
+            ),
         ] {
-            let r = st.row(&row_name, &full_k, corp, best)?;
+            let r = st.row(&row_name, model, theta, best)?;
             seeds.push(SeedResult {
                 row: name.to_string(),
                 seed: k,
@@ -273,6 +339,12 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
             theta: chosen,
             on_validation: cfg.pipeline.choose_theta,
         },
+        path_theta_sweep,
+        path_theta: ThetaChoice {
+            theta: path_chosen,
+            on_validation: cfg.pipeline.choose_theta,
+        },
+        path_align_seeds,
         precision,
         seeds,
     })
@@ -373,6 +445,59 @@ impl Stages<'_> {
         })
     }
 
+    /// `align_paths` with `msra_h`, validated path-ranked.
+    fn path_align_cfg(&self, msra_h: usize) -> reg4rec_align::AlignConfig {
+        let mut acfg = self.cfg.align_paths.clone();
+        acfg.msra_h = msra_h;
+        acfg.valid.rank = Rank::Paths;
+        acfg
+    }
+
+    /// The path-ranked model's alignment under each seed of `pipeline.align_seeds` (seed 0: `path_full`, the
+    /// `reg4rec-paths` row of `ranked`), each minus `reg4rec-no-pars-paths` on the same test users.
+    fn path_align_seeds(
+        &self,
+        ranked: &[RankedRow],
+        pre: &Done<Trained>,
+        path_full: &Done<Trained>,
+        theta: Option<Option<f32>>,
+    ) -> Result<Vec<AlignSeed>> {
+        let cfg = self.cfg;
+        if cfg.pipeline.align_seeds < 2 {
+            return Ok(Vec::new());
+        }
+        let ranks_of = |name: &str| {
+            ranked
+                .iter()
+                .find(|r| r.row.name == name)
+                .map(|r| r.ranks.clone())
+                .ok_or_else(|| anyhow::anyhow!("the pipeline has no `{name}` row"))
+        };
+        let no_pars = ranks_of(NO_PARS_PATHS_ROW)?;
+        let mut out = Vec::new();
+        for k in 0..cfg.pipeline.align_seeds as u64 {
+            let (model, ranks) = if k == 0 {
+                (path_full.clone(), ranks_of(REG4REC_PATHS_ROW)?)
+            } else {
+                let mut acfg = self.path_align_cfg(cfg.align_paths.msra_h);
+                acfg.seed += k;
+                let name = format!("{}-aseed{k}", stage::ALIGN_REG4REC_PATHS);
+                let model = self.align(&name, pre, acfg)?;
+                let row = format!("reg4rec-aseed{k}{PATHS_SUFFIX}");
+                let ranks = self.row(&row, &model, theta, Which::Best)?.ranks;
+                (model, ranks)
+            };
+            let stage_name = format!("{}-aseed{k}", stage::ALIGN_REG4REC_PATHS);
+            out.push(AlignSeed {
+                seed: k,
+                kept_step: model.result.report.align(&stage_name)?.best_step,
+                metrics: Headline::of(&ranks),
+                vs_no_pars: PairedDiff::new(&ranks.all, &no_pars.all, cfg.pretrain.seed),
+            });
+        }
+        Ok(out)
+    }
+
     /// `align` with `msra_h` and `seed` added to `align.seed`.
     fn align_cfg(&self, msra_h: usize, seed: u64) -> reg4rec_align::AlignConfig {
         let mut acfg = self.cfg.align.clone();
@@ -425,6 +550,9 @@ impl Stages<'_> {
         if name.ends_with(PATHS_SUFFIX) {
             infer.rank = Rank::Paths;
         }
+        if name == NO_CRSS_PATHS_ROW {
+            infer.fixed_order = true;
+        }
         let stage_name = format!("eval-{name}");
         let work = |_: &Path, _: bool| evaluate_dir(&model.dir, which, ctx, stage, &infer);
         match which {
@@ -459,8 +587,9 @@ impl Stages<'_> {
         ))
     }
 
-    /// The full model on the validation split at every CORP threshold of `pipeline.theta_sweep` and off.
-    fn theta_sweep(&self, full: &Done<Trained>) -> Result<Vec<SweepPoint>> {
+    /// The full model on the validation split at every CORP threshold of `pipeline.theta_sweep` and off,
+    /// searched as rows named with `suffix` are (`-paths`: path-ranked).
+    fn theta_sweep(&self, full: &Done<Trained>, suffix: &str) -> Result<Vec<SweepPoint>> {
         let mut thetas: Vec<Option<f32>> = self
             .cfg
             .pipeline
@@ -473,7 +602,7 @@ impl Stages<'_> {
         for theta in thetas {
             let label = theta.map_or("off".to_string(), |t| format!("{t}"));
             let e = self.eval(
-                &format!("sweep-{label}"),
+                &format!("sweep-{label}{suffix}"),
                 full,
                 Stage::Valid,
                 Some(theta),
@@ -632,6 +761,15 @@ pub const REG4REC_PATHS_ROW: &str = "reg4rec-paths";
 
 /// The row of the full model's alignment at its last step, shown when validation kept an earlier step.
 pub const LAST_STEP_ROW: &str = "reg4rec-last-step";
+
+/// The pre-trained model, path-ranked: the reference of PARS on paths.
+pub const NO_PARS_PATHS_ROW: &str = "reg4rec-no-pars-paths";
+
+/// The path-aligned model decoding its codebooks in a fixed order (no CRSS step selection), path-ranked.
+pub const NO_CRSS_PATHS_ROW: &str = "reg4rec-no-crss-paths";
+
+/// The path-aligned model's hybrid list (item head and path score).
+pub const PATH_ALIGNED_ROW: &str = "reg4rec-path-aligned";
 
 /// What an alignment stage's validation kept, from its [`reg4rec_align::AlignReport`].
 fn align_point(stage: &str, r: &reg4rec_align::AlignReport) -> AlignPoint {

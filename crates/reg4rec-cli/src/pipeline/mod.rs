@@ -109,12 +109,16 @@ pub fn run(args: PipelineArgs) -> Result<()> {
 
     let (mut sweep, mut precision, mut training, mut alignment) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut theta = None;
+    let (mut theta, mut path_sweep, mut path_theta) = (None, Vec::new(), None);
+    let mut path_align_seeds = Vec::new();
     if let (true, Some(features)) = (cfg.pipeline.generative, &features) {
         let g = generative::run(&ctx, features)?;
         ranked.extend(g.rows);
         sweep = g.theta_sweep;
         theta = Some(g.theta);
+        path_sweep = g.path_theta_sweep;
+        path_theta = Some(g.path_theta);
+        path_align_seeds = g.path_align_seeds;
         precision = g.precision;
         training = g.training;
         alignment = g.alignment;
@@ -144,6 +148,9 @@ pub fn run(args: PipelineArgs) -> Result<()> {
         methods,
         theta_sweep: sweep,
         theta,
+        path_theta_sweep: path_sweep,
+        path_theta,
+        path_align_seeds,
         precision,
         head_share: Some(head_share),
         seeds,
@@ -263,7 +270,13 @@ fn sasrec_row(
 /// Each repeated row (`--seeds`): the report's own run (seed offset 0), then the others.
 fn seed_rows(ranked: &[RankedRow], seed_results: &[SeedResult]) -> Vec<SeedRow> {
     let mut seeds = Vec::new();
-    for name in [SASREC_ROW, "reg4rec", generative::REG4REC_PATHS_ROW] {
+    for name in [
+        SASREC_ROW,
+        "reg4rec",
+        "reg4rec-no-pars",
+        generative::REG4REC_PATHS_ROW,
+        generative::NO_PARS_PATHS_ROW,
+    ] {
         let extra: Vec<_> = seed_results.iter().filter(|r| r.row == name).collect();
         let own = ranked.iter().find(|r| r.row.name == name);
         if let (false, Some(own)) = (extra.is_empty(), own) {

@@ -220,6 +220,13 @@ pub struct Report {
     /// The CORP threshold of the CORP rows (absent in reports written before it was chosen on validation).
     #[serde(default)]
     pub theta: Option<ThetaChoice>,
+    /// Validation metrics of the path-aligned model, path-ranked, for each CORP threshold (absent in reports
+    /// written before the path-ranked rows had their own sweep).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_theta_sweep: Vec<SweepPoint>,
+    /// The CORP threshold of the path-ranked rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_theta: Option<ThetaChoice>,
     /// Pre-training of the REG4Rec model under each compute precision (empty unless
     /// `pipeline.precisions` asks for it).
     #[serde(default)]
@@ -227,6 +234,10 @@ pub struct Report {
     /// The popular head's share of the catalogue behind every row's `long_tail_10`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_share: Option<f64>,
+    /// The path-ranked model's alignment repeated with seeds on the same pre-trained weights
+    /// (`pipeline.align_seeds`; empty with one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_align_seeds: Vec<AlignSeed>,
     /// Headline rows repeated with other seeds (`reg4rec pipeline --seeds N`; empty with one seed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seeds: Vec<SeedRow>,
@@ -251,6 +262,18 @@ pub struct SeedResult {
     /// Added to the row's own seeds (0 is the report's row).
     pub seed: u64,
     pub metrics: Headline,
+}
+
+/// PARS on the path-ranked model under one alignment seed (`pipeline.align_seeds`): its test metrics and its
+/// paired difference to `reg4rec-no-pars-paths` (the same pre-trained weights, not aligned).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlignSeed {
+    /// Added to `align_paths.seed` (0 is the `reg4rec-paths` row).
+    pub seed: u64,
+    /// The alignment step validation kept (0: the pre-trained weights).
+    pub kept_step: u64,
+    pub metrics: Headline,
+    pub vs_no_pars: Option<PairedDiff>,
 }
 
 /// R@10 and N@10 under both protocols.
@@ -410,6 +433,7 @@ impl Report {
         self.md_long_tail(&mut s);
         self.md_stops(&mut s);
         self.md_seeds(&mut s);
+        self.md_align_seeds(&mut s);
         self.md_paired(&mut s);
         self.md_anchors(&mut s);
         self.md_precision(&mut s);
@@ -571,6 +595,38 @@ impl Report {
         }
     }
 
+    /// PARS on the path-ranked model under each alignment seed, against no-pars-paths.
+    fn md_align_seeds(&self, s: &mut String) {
+        if self.path_align_seeds.len() < 2 {
+            return;
+        }
+        s.push_str(
+            "\nPARS on the path-ranked model, aligned again with other seeds on the same pre-trained weights \
+             (`pipeline.align_seeds`); each minus reg4rec-no-pars-paths on the same test users, paired bootstrap \
+             95% intervals:\n\n\
+             | alignment seed | kept step | R@10 | N@10 | R@10 diff [95%] | N@10 diff [95%] |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        let n = self.path_align_seeds.len() as f64;
+        let (mut r, mut nd) = (0.0, 0.0);
+        for a in &self.path_align_seeds {
+            let diff = |d: f64, ci: [f64; 2]| format!("{d:+.4} [{:+.4}, {:+.4}]", ci[0], ci[1]);
+            let (dr, dn) = a.vs_no_pars.map_or(("-".into(), "-".into()), |d| {
+                r += d.recall_10 / n;
+                nd += d.ndcg_10 / n;
+                (
+                    diff(d.recall_10, d.recall_10_ci95),
+                    diff(d.ndcg_10, d.ndcg_10_ci95),
+                )
+            });
+            s.push_str(&format!(
+                "| {} | {} | {:.4} | {:.4} | {dr} | {dn} |\n",
+                a.seed, a.kept_step, a.metrics.recall_10, a.metrics.ndcg_10
+            ));
+        }
+        s.push_str(&format!("| mean | | | | {r:+.4} | {nd:+.4} |\n"));
+    }
+
     /// The paired intervals against reg4rec and reg4rec-paths.
     fn md_paired(&self, s: &mut String) {
         let diffs: Vec<(&str, PairedDiff)> = self
@@ -634,30 +690,22 @@ impl Report {
         }
     }
 
-    /// The CORP threshold sweep and the threshold chosen.
+    /// The CORP threshold sweeps (hybrid and path-ranked) and the thresholds chosen.
     fn md_theta_sweep(&self, s: &mut String) {
-        if !self.theta_sweep.is_empty() {
-            s.push_str("\nCORP threshold sweep (full model, validation split):\n\n");
-            if let Some(c) = &self.theta {
-                let t = c.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
-                s.push_str(&match c.on_validation {
-                    true => format!(
-                        "The rows that use CORP (reg4rec, no-mpq, no-pars, no-msra, last-step) ran with theta = \
-                         {t}: the point below with the highest Recall@10 (CORP off included), applied to the test \
-                         split.\n\n"
-                    ),
-                    false => format!("The rows that use CORP ran with the configured theta = {t}.\n\n"),
-                });
-            }
-            s.push_str("| theta | R@10 | N@10 | pruned paths |\n|---|---|---|---|\n");
-            for p in &self.theta_sweep {
-                let theta = p.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
-                s.push_str(&format!(
-                    "| {theta} | {:.4} | {:.4} | {} |\n",
-                    p.recall_10, p.ndcg_10, p.pruned_paths
-                ));
-            }
-        }
+        sweep_table(
+            s,
+            "full model, hybrid lists",
+            "reg4rec, no-mpq, no-pars, no-msra, last-step, path-aligned",
+            &self.theta_sweep,
+            self.theta.as_ref(),
+        );
+        sweep_table(
+            s,
+            "path-aligned model, path-ranked lists",
+            "the path-ranked rows but no-corp-paths and tiger-paths",
+            &self.path_theta_sweep,
+            self.path_theta.as_ref(),
+        );
     }
 
     /// Training throughput.
@@ -788,5 +836,39 @@ mod tests {
         assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
         assert_eq!(relative_change(0.05, 0.05), "+0.0%");
         assert_eq!(relative_change(0.01, 0.0), "n/a");
+    }
+}
+
+/// One CORP sweep's table: `what` was swept; `rows` use the chosen threshold.
+fn sweep_table(
+    s: &mut String,
+    what: &str,
+    rows: &str,
+    sweep: &[SweepPoint],
+    chosen: Option<&ThetaChoice>,
+) {
+    if sweep.is_empty() {
+        return;
+    }
+    s.push_str(&format!(
+        "\nCORP threshold sweep ({what}, validation split):\n\n"
+    ));
+    if let Some(c) = chosen {
+        let t = c.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
+        s.push_str(&match c.on_validation {
+            true => format!(
+                "The rows that use it ({rows}) ran with theta = {t}: the point below with the highest \
+                 Recall@10 (CORP off included), applied to the test split.\n\n"
+            ),
+            false => format!("The rows that use CORP ran with the configured theta = {t}.\n\n"),
+        });
+    }
+    s.push_str("| theta | R@10 | N@10 | pruned paths |\n|---|---|---|---|\n");
+    for p in sweep {
+        let theta = p.theta.map_or("off".to_string(), |t| format!("{t:.2}"));
+        s.push_str(&format!(
+            "| {theta} | {:.4} | {:.4} | {} |\n",
+            p.recall_10, p.ndcg_10, p.pruned_paths
+        ));
     }
 }

@@ -20,6 +20,10 @@ pub const PRETRAIN_TIGER: &str = "pretrain-tiger";
 pub const ALIGN_REG4REC: &str = "align-reg4rec";
 pub const ALIGN_NO_MSRA: &str = "align-reg4rec-no-msra";
 pub const ALIGN_NO_MPQ: &str = "align-reg4rec-no-mpq";
+/// The alignments of the path-ranked rows (`align_paths`, validated path-ranked).
+pub const ALIGN_REG4REC_PATHS: &str = "align-reg4rec-paths";
+pub const ALIGN_NO_MSRA_PATHS: &str = "align-reg4rec-no-msra-paths";
+pub const ALIGN_NO_MPQ_PATHS: &str = "align-reg4rec-no-mpq-paths";
 
 /// The tokenizer stage of `kind` (`tokenizer-mpq`, `tokenizer-rqvae`).
 pub fn tokenizer(kind: reg4rec_tokenizer::TokenizerKind) -> String {
