@@ -7,7 +7,9 @@
 //! `rollout = "sample"` (the default) each path draws its tokens from that distribution ([`sample_paths`]);
 //! with `rollout = "beam"` the group is the G most likely distinct items of a constrained beam search of width
 //! G ([`beam_paths`]). The log-probabilities, the allowed sets and the per-step category distributions are
-//! recorded.
+//! recorded. With `guided = true` a group that does not reach its context's true target gets the target's own
+//! path in place of its last one, its tokens in the order the policy prefers (the same constraints and
+//! records), so every group holds one rewarded path; that path is a guide, not a sample of the policy.
 //!
 //! Each path's reward (the four PARS rewards, with the MSRA window, [`crate::msra`]) is normalised within its
 //! group to an advantage `A = (r - mean) / (std + eps)`. The loss per sampled token is the clipped surrogate

@@ -196,141 +196,197 @@ pub struct Fit<'a> {
     pub data_parallel: Option<DataParallel<'a>>,
 }
 
-/// Trains: see the module doc.
+/// Trains: see the module doc. The run goes through named phases: [`Session::start`] (a fresh or resumed
+/// state, shared with every rank), an optional validation of the starting weights, then per epoch
+/// [`Session::train_epoch`] (the batches, each an optimizer [`Session::step`]) and [`Session::end_epoch`]
+/// (validation through the one best-keeping path, [`Session::validate`], early stopping, the time budget and
+/// the checkpoint).
 pub fn fit<S: Batches>(
     f: Fit<'_>,
     source: &S,
     objective: &mut dyn Objective<S::Batch>,
     validator: &mut dyn Validator,
 ) -> Result<FitReport> {
-    let cfg = f.cfg;
-    cfg.validate()?;
-    let dp = f.data_parallel;
-    let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world_size()));
-    let main = rank == 0;
-    let run = &f.run;
-    // Only rank 0 reads and writes the run directory; the others receive its state below.
-    let has_checkpoint = main && run.latest().exists();
-    if has_checkpoint && !f.resume {
-        return Err(TrainError::checkpoint(
-            run.latest(),
-            "the run directory already holds a checkpoint: resume it or choose a new directory",
-        ));
-    }
-    let n_rows = source.n_rows();
-    if n_rows == 0 {
-        return Err(TrainError::Input(format!(
-            "{}: no training rows",
-            cfg.label
-        )));
-    }
-    let mut opt = AdamW::new(f.vs, cfg.adamw);
-    let log = JsonlLog::new(run.metrics());
-    let loaded = if main {
-        run.load_latest(f.vs, &mut opt)?
-    } else {
-        None
-    };
-    let mut state = match loaded {
-        Some(mut s) => {
-            log.truncate_after(s.step)?;
-            // A run that ended on a budget continues when the budget asked for now is larger: more epochs, more
-            // time, or more patience than the validations it has gone without improving.
-            let more = match s.stop {
-                Some(StopReason::MaxEpochs) => s.epoch < cfg.epochs,
-                Some(StopReason::TimeBudget) => {
-                    cfg.time_budget_s <= 0.0 || s.seconds < cfg.time_budget_s
-                }
-                Some(StopReason::EarlyStopping) => cfg.patience == 0 || s.bad_epochs < cfg.patience,
-                _ => false,
-            };
-            if more && s.epoch < cfg.epochs {
-                s.finished = false;
-                s.stop = None;
-            }
-            s
+    f.cfg.validate()?;
+    let mut session = Session::start(f, source)?;
+    let state = &session.state;
+    if session.cfg.validate_at_start && state.step == 0 && state.best_criterion.is_none() {
+        session.validate(validator, 0)?;
+        if session.main {
+            session.run.save_checkpoint(session.vs, &session.opt, &session.state)?;
         }
-        None => {
-            if main && run.metrics().exists() {
-                write_atomic(&run.metrics(), b"")?;
-            }
-            TrainState::fresh()
-        }
-    };
-    // AdamW counts updates; checkpoints count batches.
-    opt.t = state.step * cfg.updates_per_batch as u64;
-    // Trainable parameters in name order (the optimizer's order): what data parallelism synchronises.
-    let params: Vec<Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
-    if let Some(dp) = dp {
-        // Every rank starts from rank 0's weights, moments and state (fresh or resumed).
-        state = dp.broadcast_json(&state)?;
-        opt.t = state.step * cfg.updates_per_batch as u64;
-        dp.broadcast_tensors(&params)?;
-        let moments: Vec<Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
-        dp.broadcast_tensors(&moments)?;
     }
+    while !session.state.finished && session.state.epoch < session.cfg.epochs {
+        let trained = session.train_epoch(source, objective)?;
+        if trained.interrupted {
+            session.report.stop = StopReason::StepLimit;
+            break;
+        }
+        session.end_epoch(validator, &trained)?;
+    }
+    Ok(session.finish())
+}
 
-    let global_bs = cfg.batch_size * world;
-    let total_steps = source.total_steps(cfg.epochs, global_bs);
-    let targets_per_epoch: u64 = (0..n_rows).map(|i| source.row_targets(i) as u64).sum();
-    let read_best = || reg4rec_data::io::read_json::<Best>(&run.best()).ok();
-    let mut report = FitReport {
-        steps: state.step,
-        epochs: state.epoch,
-        stop: state.stop.unwrap_or(StopReason::MaxEpochs),
-        best_epoch: state.best_epoch,
-        best: if main { read_best() } else { None },
-        last_valid_loss: None,
-        last_valid_metric: None,
-        last_train_loss: None,
-        targets_per_s: 0.0,
-        targets_per_epoch,
-        train_seconds: 0.0,
-        valid_seconds: 0.0,
-        total_seconds: 0.0,
-    };
-    let (mut train_secs, mut valid_secs, mut train_targets) = (0.0f64, 0.0f64, 0u64);
-    if cfg.validate_at_start && state.step == 0 && state.best_criterion.is_none() {
-        let t = Instant::now();
-        let v = validator.validate()?;
-        let vsecs = t.elapsed().as_secs_f64();
-        valid_secs += vsecs;
-        state.seconds += vsecs;
-        let best = Best {
-            weights: RunDir::best_weights_name(0),
-            step: 0,
-            epoch: 0,
-            valid_loss: v.loss,
-            valid_metric: v.metric,
+/// A run in progress: the settings, the run directory, the optimizer, the state checkpoints hold and the
+/// report being filled.
+struct Session<'a> {
+    cfg: &'a LearnerConfig,
+    run: RunDir,
+    vs: &'a nn::VarStore,
+    stop_after_steps: Option<u64>,
+    dp: Option<DataParallel<'a>>,
+    rank: usize,
+    world: usize,
+    /// Rank 0: the only one that reads and writes the run directory.
+    main: bool,
+    opt: AdamW,
+    log: JsonlLog,
+    state: TrainState,
+    /// Trainable parameters in name order (the optimizer's order): what data parallelism synchronises.
+    params: Vec<Tensor>,
+    global_bs: usize,
+    total_steps: u64,
+    report: FitReport,
+    train_secs: f64,
+    valid_secs: f64,
+    train_targets: u64,
+}
+
+/// What one epoch's batches did.
+struct EpochTrained {
+    /// Seconds of training steps (checkpoint writes excluded).
+    secs: f64,
+    /// Targets trained in this process's part of the epoch (all ranks' when data-parallel).
+    new_targets: u64,
+    /// Stopped by [`Fit::stop_after_steps`].
+    interrupted: bool,
+}
+
+/// What one optimizer step did.
+struct StepDone {
+    lr: f64,
+    /// The loss, then the objective's named parts (the global batch's when data-parallel).
+    values: Vec<f64>,
+    names: Vec<&'static str>,
+    grad_norm: f64,
+    /// Targets of the global batch.
+    targets: f64,
+}
+
+impl<'a> Session<'a> {
+    /// A fresh run, or the run directory's latest checkpoint when resuming; every rank gets rank 0's weights,
+    /// moments and state.
+    fn start<S: Batches>(f: Fit<'a>, source: &S) -> Result<Self> {
+        let cfg = f.cfg;
+        let dp = f.data_parallel;
+        let (rank, world) = dp.map_or((0, 1), |d| (d.rank(), d.world_size()));
+        let main = rank == 0;
+        let run = f.run;
+        // Only rank 0 reads and writes the run directory; the others receive its state below.
+        if main && run.latest().exists() && !f.resume {
+            return Err(TrainError::checkpoint(
+                run.latest(),
+                "the run directory already holds a checkpoint: resume it or choose a new directory",
+            ));
+        }
+        let n_rows = source.n_rows();
+        if n_rows == 0 {
+            return Err(TrainError::Input(format!(
+                "{}: no training rows",
+                cfg.label
+            )));
+        }
+        let mut opt = AdamW::new(f.vs, cfg.adamw);
+        let log = JsonlLog::new(run.metrics());
+        let loaded = if main {
+            run.load_latest(f.vs, &mut opt)?
+        } else {
+            None
         };
-        state.best_criterion = Some(v.criterion);
-        state.best_epoch = Some(0);
-        if main {
-            log.append(&valid_record(0, 0, &v, true, vsecs))?;
-            run.save_best(f.vs, &best)?;
-            run.save_checkpoint(f.vs, &opt, &state)?;
+        let mut state = match loaded {
+            Some(s) => {
+                log.truncate_after(s.step)?;
+                continued(s, cfg)
+            }
+            None => {
+                if main && run.metrics().exists() {
+                    write_atomic(&run.metrics(), b"")?;
+                }
+                TrainState::fresh()
+            }
+        };
+        // AdamW counts updates; checkpoints count batches.
+        opt.t = state.step * cfg.updates_per_batch as u64;
+        let params: Vec<Tensor> = opt.params().iter().map(|p| p.shallow_clone()).collect();
+        if let Some(dp) = dp {
+            // Every rank starts from rank 0's weights, moments and state (fresh or resumed).
+            state = dp.broadcast_json(&state)?;
+            opt.t = state.step * cfg.updates_per_batch as u64;
+            dp.broadcast_tensors(&params)?;
+            let moments: Vec<Tensor> = opt.state_tensors().into_iter().map(|(_, t)| t).collect();
+            dp.broadcast_tensors(&moments)?;
         }
-        report.best = Some(best);
-        report.best_epoch = Some(0);
-        report.last_valid_loss = v.loss;
-        report.last_valid_metric = v.metric;
+        let global_bs = cfg.batch_size * world;
+        let report = FitReport {
+            steps: state.step,
+            epochs: state.epoch,
+            stop: state.stop.unwrap_or(StopReason::MaxEpochs),
+            best_epoch: state.best_epoch,
+            best: if main {
+                reg4rec_data::io::read_json::<Best>(&run.best()).ok()
+            } else {
+                None
+            },
+            last_valid_loss: None,
+            last_valid_metric: None,
+            last_train_loss: None,
+            targets_per_s: 0.0,
+            targets_per_epoch: (0..n_rows).map(|i| source.row_targets(i) as u64).sum(),
+            train_seconds: 0.0,
+            valid_seconds: 0.0,
+            total_seconds: 0.0,
+        };
+        Ok(Session {
+            cfg,
+            vs: f.vs,
+            stop_after_steps: f.stop_after_steps,
+            dp,
+            rank,
+            world,
+            main,
+            opt,
+            log,
+            state,
+            params,
+            global_bs,
+            total_steps: source.total_steps(cfg.epochs, global_bs),
+            report,
+            train_secs: 0.0,
+            valid_secs: 0.0,
+            train_targets: 0,
+            run,
+        })
     }
 
-    while !state.finished && state.epoch < cfg.epochs {
-        let epoch = state.epoch;
-        let batches = source.epoch_batches(epoch, global_bs, cfg.seed)?;
-        let steps_per_epoch = batches.len() as u64;
-        let first_batch = state.epoch_step;
+    /// The batches of the current epoch from where the state stands: built on a background thread, each an
+    /// optimizer [`Self::step`], logged every `log_every` steps and checkpointed every `checkpoint_every`.
+    fn train_epoch<S: Batches>(
+        &mut self,
+        source: &S,
+        objective: &mut dyn Objective<S::Batch>,
+    ) -> Result<EpochTrained> {
+        let cfg = self.cfg;
+        let epoch = self.state.epoch;
+        let batches = source.epoch_batches(epoch, self.global_bs, cfg.seed)?;
+        let first_batch = self.state.epoch_step;
         let pb = reg4rec_data::progress::bar(
-            steps_per_epoch,
+            batches.len() as u64,
             &format!("{} {}/{}", cfg.label, epoch + 1, cfg.epochs),
         );
         pb.set_position(first_batch);
         let t_epoch = Instant::now();
-        let mut epoch_new_targets = 0u64;
-        let mut interrupted = false;
-        let mut checkpoint_secs = 0.0f64;
-
+        let (mut new_targets, mut interrupted, mut checkpoint_secs) = (0u64, false, 0.0f64);
+        let (rank, world) = (self.rank, self.world);
         let loop_result: Result<()> = std::thread::scope(|s| {
             // Each item: this rank's batch and its weight (its number of targets).
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(S::Batch, f64)>>(2);
@@ -354,76 +410,43 @@ pub fn fit<S: Batches>(
             });
             for item in rx.iter() {
                 let (batch, weight) = item?;
-                tch::manual_seed(cfg.seed.wrapping_add(state.step) as i64);
-                let lr = cfg.lr.at(state.step, total_steps);
-                let (mut parts, mut names, mut grad_norm) = (Vec::new(), Vec::new(), 0.0);
-                let mut batch_targets = weight;
-                for update in 0..cfg.updates_per_batch {
-                    let loss = objective.loss(&batch, state.step, update)?;
-                    opt.zero_grad();
-                    loss.total.backward();
-                    objective.after_backward(state.step, update, weight)?;
-                    // Losses of the (global) batch: target-weighted means over the ranks.
-                    parts = std::iter::once(loss.total.double_value(&[]))
-                        .chain(loss.parts.iter().map(|(_, v)| *v))
-                        .collect();
-                    names = loss.parts.iter().map(|(n, _)| *n).collect();
-                    if let Some(dp) = dp {
-                        dp.average_gradients(&params, weight)?;
-                        let mut v: Vec<f64> = parts.iter().map(|x| x * weight).collect();
-                        v.push(weight);
-                        let sums = dp.sum_f64(&v)?;
-                        batch_targets = sums[parts.len()];
-                        for (p, s) in parts.iter_mut().zip(&sums) {
-                            *p = s / batch_targets.max(1.0);
-                        }
-                    }
-                    if !parts[0].is_finite() {
-                        return Err(TrainError::Input(format!(
-                            "{}: the training loss became {} at step {}; lower the learning rate",
-                            cfg.label, parts[0], state.step
-                        )));
-                    }
-                    grad_norm = opt.clip_grad_norm(cfg.grad_clip);
-                    opt.step(lr);
-                }
-                let total = parts[0];
-                state.step += 1;
-                state.epoch_step += 1;
-                if let Some(dp) = dp {
-                    if dp.check_replicas_every > 0 && state.step % dp.check_replicas_every == 0 {
-                        dp.check_replicas(&params, state.step)?;
+                let done = self.step(objective, &batch, weight)?;
+                let total = done.values[0];
+                self.state.step += 1;
+                self.state.epoch_step += 1;
+                if let Some(dp) = self.dp {
+                    if dp.check_replicas_every > 0 && self.state.step % dp.check_replicas_every == 0 {
+                        dp.check_replicas(&self.params, self.state.step)?;
                     }
                 }
-                state.epoch_loss_sum += total * batch_targets;
-                state.epoch_examples += batch_targets as u64;
-                epoch_new_targets += batch_targets as u64;
+                self.state.epoch_loss_sum += total * done.targets;
+                self.state.epoch_examples += done.targets as u64;
+                new_targets += done.targets as u64;
                 let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
-                let per_s = epoch_new_targets as f64 / secs.max(1e-9);
-                pb.set_position(state.epoch_step);
+                let per_s = new_targets as f64 / secs.max(1e-9);
+                pb.set_position(self.state.epoch_step);
                 pb.set_message(format!(
                     "{} {}/{} loss {total:.4} {per_s:.0} targets/s",
                     cfg.label,
                     epoch + 1,
                     cfg.epochs
                 ));
-                if main && state.step % cfg.log_every == 0 {
+                if self.main && self.state.step % cfg.log_every == 0 {
                     let mut rec = json!({
-                        "kind": "step", "step": state.step, "epoch": epoch, "lr": lr, "loss": total,
-                        "grad_norm": grad_norm, "targets_per_s": per_s,
+                        "kind": "step", "step": self.state.step, "epoch": epoch, "lr": done.lr,
+                        "loss": total, "grad_norm": done.grad_norm, "targets_per_s": per_s,
                     });
-                    for (name, v) in names.iter().zip(&parts[1..]) {
+                    for (name, v) in done.names.iter().zip(&done.values[1..]) {
                         rec[*name] = json!(v);
                     }
-                    log.append(&rec)?;
+                    self.log.append(&rec)?;
                 }
-                let stop = f.stop_after_steps.is_some_and(|n| state.step >= n);
-                if main
-                    && (stop
-                        || (cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0))
-                {
+                let stop = self.stop_after_steps.is_some_and(|n| self.state.step >= n);
+                let periodic =
+                    cfg.checkpoint_every > 0 && self.state.step % cfg.checkpoint_every == 0;
+                if self.main && (stop || periodic) {
                     let t = Instant::now();
-                    run.save_checkpoint(f.vs, &opt, &state)?;
+                    self.run.save_checkpoint(self.vs, &self.opt, &self.state)?;
                     checkpoint_secs += t.elapsed().as_secs_f64();
                 }
                 if stop {
@@ -437,74 +460,147 @@ pub fn fit<S: Batches>(
         let secs = t_epoch.elapsed().as_secs_f64() - checkpoint_secs;
         pb.finish_and_clear();
         loop_result?;
-        train_secs += secs;
-        train_targets += epoch_new_targets;
-        state.seconds += secs;
-        report.steps = state.step;
-        if interrupted {
-            report.stop = StopReason::StepLimit;
-            break;
-        }
+        self.train_secs += secs;
+        self.train_targets += new_targets;
+        self.state.seconds += secs;
+        self.report.steps = self.state.step;
+        Ok(EpochTrained {
+            secs,
+            new_targets,
+            interrupted,
+        })
+    }
 
-        // End of epoch: validation, best weights, early stopping, checkpoint.
-        let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;
+    /// One optimizer step on `batch` (`weight`: its targets): `updates_per_batch` updates, each a loss, a
+    /// backward pass, gradients averaged over the ranks, clipping and AdamW. Dropout is seeded by the step.
+    fn step<B>(
+        &mut self,
+        objective: &mut dyn Objective<B>,
+        batch: &B,
+        weight: f64,
+    ) -> Result<StepDone> {
+        let cfg = self.cfg;
+        let step = self.state.step;
+        tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
+        let lr = cfg.lr.at(step, self.total_steps);
+        let mut done = StepDone {
+            lr,
+            values: Vec::new(),
+            names: Vec::new(),
+            grad_norm: 0.0,
+            targets: weight,
+        };
+        for update in 0..cfg.updates_per_batch {
+            let loss = objective.loss(batch, step, update)?;
+            self.opt.zero_grad();
+            loss.total.backward();
+            objective.after_backward(step, update, weight)?;
+            // Losses of the (global) batch: target-weighted means over the ranks.
+            done.values = std::iter::once(loss.total.double_value(&[]))
+                .chain(loss.parts.iter().map(|(_, v)| *v))
+                .collect();
+            done.names = loss.parts.iter().map(|(n, _)| *n).collect();
+            if let Some(dp) = self.dp {
+                dp.average_gradients(&self.params, weight)?;
+                let mut v: Vec<f64> = done.values.iter().map(|x| x * weight).collect();
+                v.push(weight);
+                let sums = dp.sum_f64(&v)?;
+                done.targets = sums[done.values.len()];
+                for (p, s) in done.values.iter_mut().zip(&sums) {
+                    *p = s / done.targets.max(1.0);
+                }
+            }
+            if !done.values[0].is_finite() {
+                return Err(TrainError::Input(format!(
+                    "{}: the training loss became {} at step {step}; lower the learning rate",
+                    cfg.label, done.values[0]
+                )));
+            }
+            done.grad_norm = self.opt.clip_grad_norm(cfg.grad_clip);
+            self.opt.step(lr);
+        }
+        Ok(done)
+    }
+
+    /// Validates the current weights after `epoch` (0 with the starting weights) and keeps them as the best
+    /// when the criterion improved: the one best-keeping path. Logs the validation record; returns the
+    /// validation, whether it improved and its seconds.
+    fn validate(
+        &mut self,
+        validator: &mut dyn Validator,
+        epoch: usize,
+    ) -> Result<(Validation, bool, f64)> {
+        let t = Instant::now();
+        let v = validator.validate()?;
+        let secs = t.elapsed().as_secs_f64();
+        self.valid_secs += secs;
+        self.state.seconds += secs;
+        let improved = self.state.best_criterion.is_none_or(|b| v.criterion < b);
+        if improved {
+            self.state.best_criterion = Some(v.criterion);
+            self.state.best_epoch = Some(epoch);
+            self.state.bad_epochs = 0;
+            let best = Best {
+                weights: RunDir::best_weights_name(self.state.step),
+                step: self.state.step,
+                epoch,
+                valid_loss: v.loss,
+                valid_metric: v.metric,
+            };
+            if self.main {
+                self.run.save_best(self.vs, &best)?;
+            }
+            self.report.best = Some(best);
+            self.report.best_epoch = Some(epoch);
+        } else {
+            self.state.bad_epochs += 1;
+        }
+        if self.main {
+            let rec = valid_record(self.state.step, epoch, &v, improved, secs);
+            self.log.append(&rec)?;
+        }
+        self.report.last_valid_loss = v.loss;
+        self.report.last_valid_metric = v.metric;
+        Ok((v, improved, secs))
+    }
+
+    /// The end of an epoch: validation when due, early stopping, the time budget, the epoch record and the
+    /// checkpoint.
+    fn end_epoch(&mut self, validator: &mut dyn Validator, trained: &EpochTrained) -> Result<()> {
+        let cfg = self.cfg;
+        let epoch = self.state.epoch;
+        let train_loss = self.state.epoch_loss_sum / self.state.epoch_examples.max(1) as f64;
         let last_epoch = epoch + 1 >= cfg.epochs;
-        let out_of_time = cfg.time_budget_s > 0.0 && state.seconds >= cfg.time_budget_s;
+        let out_of_time = cfg.time_budget_s > 0.0 && self.state.seconds >= cfg.time_budget_s;
         let validate_now =
             (epoch + 1).is_multiple_of(cfg.validate_every) || last_epoch || out_of_time;
         let mut record = json!({
-            "kind": "epoch", "step": state.step, "epoch": epoch, "train_loss": train_loss,
-            "lr": cfg.lr.at(state.step.saturating_sub(1), total_steps),
-            "targets_per_s": epoch_new_targets as f64 / secs.max(1e-9), "train_seconds": secs,
+            "kind": "epoch", "step": self.state.step, "epoch": epoch, "train_loss": train_loss,
+            "lr": cfg.lr.at(self.state.step.saturating_sub(1), self.total_steps),
+            "targets_per_s": trained.new_targets as f64 / trained.secs.max(1e-9),
+            "train_seconds": trained.secs,
         });
         let mut stop_early = false;
         if validate_now {
-            let t_valid = Instant::now();
-            let v = validator.validate()?;
-            let vsecs = t_valid.elapsed().as_secs_f64();
-            valid_secs += vsecs;
-            state.seconds += vsecs;
-            let improved = state.best_criterion.is_none_or(|b| v.criterion < b);
-            if improved {
-                state.best_criterion = Some(v.criterion);
-                state.best_epoch = Some(epoch);
-                state.bad_epochs = 0;
-                let best = Best {
-                    weights: RunDir::best_weights_name(state.step),
-                    step: state.step,
-                    epoch,
-                    valid_loss: v.loss,
-                    valid_metric: v.metric,
-                };
-                if main {
-                    run.save_best(f.vs, &best)?;
-                }
-                report.best = Some(best);
-            } else {
-                state.bad_epochs += 1;
-            }
-            stop_early = cfg.patience > 0 && state.bad_epochs >= cfg.patience;
+            let (v, improved, secs) = self.validate(validator, epoch)?;
+            stop_early = cfg.patience > 0 && self.state.bad_epochs >= cfg.patience;
             record["valid_loss"] = json!(v.loss);
             record["valid_metric"] = json!(v.metric);
-            if main {
-                log.append(&valid_record(state.step, epoch, &v, improved, vsecs))?;
-            }
             for (k, x) in &v.record {
                 record[k.as_str()] = x.clone();
             }
             record["best"] = json!(improved);
-            record["valid_seconds"] = json!(vsecs);
-            report.last_valid_loss = v.loss;
-            report.last_valid_metric = v.metric;
+            record["valid_seconds"] = json!(secs);
         }
-        if main {
-            log.append(&record)?;
+        if self.main {
+            self.log.append(&record)?;
         }
+        let state = &mut self.state;
         state.epoch += 1;
         state.epoch_step = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_examples = 0;
-        report.stop = if stop_early {
+        self.report.stop = if stop_early {
             StopReason::EarlyStopping
         } else if out_of_time && !last_epoch {
             StopReason::TimeBudget
@@ -513,20 +609,41 @@ pub fn fit<S: Batches>(
         };
         state.finished = stop_early || out_of_time || state.epoch >= cfg.epochs;
         if state.finished {
-            state.stop = Some(report.stop);
+            state.stop = Some(self.report.stop);
         }
-        if main {
-            run.save_checkpoint(f.vs, &opt, &state)?;
+        if self.main {
+            self.run.save_checkpoint(self.vs, &self.opt, &self.state)?;
         }
-        report.epochs = state.epoch;
-        report.best_epoch = state.best_epoch;
-        report.last_train_loss = Some(train_loss);
+        self.report.epochs = self.state.epoch;
+        self.report.best_epoch = self.state.best_epoch;
+        self.report.last_train_loss = Some(train_loss);
+        Ok(())
     }
-    report.train_seconds = train_secs;
-    report.valid_seconds = valid_secs;
-    report.targets_per_s = train_targets as f64 / train_secs.max(1e-9);
-    report.total_seconds = state.seconds;
-    Ok(report)
+
+    /// The report with this process's times.
+    fn finish(mut self) -> FitReport {
+        self.report.train_seconds = self.train_secs;
+        self.report.valid_seconds = self.valid_secs;
+        self.report.targets_per_s = self.train_targets as f64 / self.train_secs.max(1e-9);
+        self.report.total_seconds = self.state.seconds;
+        self.report
+    }
+}
+
+/// A resumed state: a run that ended on a budget continues when the budget asked for now is larger (more
+/// epochs, more time, or more patience than the validations it has gone without improving).
+fn continued(mut s: TrainState, cfg: &LearnerConfig) -> TrainState {
+    let more = match s.stop {
+        Some(StopReason::MaxEpochs) => s.epoch < cfg.epochs,
+        Some(StopReason::TimeBudget) => cfg.time_budget_s <= 0.0 || s.seconds < cfg.time_budget_s,
+        Some(StopReason::EarlyStopping) => cfg.patience == 0 || s.bad_epochs < cfg.patience,
+        _ => false,
+    };
+    if more && s.epoch < cfg.epochs {
+        s.finished = false;
+        s.stop = None;
+    }
+    s
 }
 
 /// The `{"kind": "valid", ...}` record of a validation after step `step`.
