@@ -44,7 +44,7 @@ pub struct InferConfig {
     /// category distributions at consecutive steps; a path above it is pruned and rolled back. `None` turns
     /// CORP off. Default `Some(0.06)` (the paper's sweep is 0.04..0.08 with a peak near 0.06). In a config
     /// file or `--set`, `"off"` (or JSON `null`) turns CORP off.
-    #[serde(deserialize_with = "theta_or_off")]
+    #[serde(deserialize_with = "theta_or_off", serialize_with = "theta_out")]
     pub theta: Option<f32>,
     /// First step (1-based) whose category distribution CORP compares with the previous step's. Step k's
     /// distribution is the one the decoder predicts where it emits token k, so step 1's comes from the history
@@ -179,6 +179,19 @@ impl InferConfig {
     }
 }
 
+/// `theta` written as a number, or the word `off` when CORP is off: TOML has no null, and a field left out
+/// reads back as the default threshold, so a configuration written to a file (a run's `config.toml`, the
+/// ranks' launch configuration) would turn CORP back on.
+fn theta_out<S: serde::Serializer>(
+    theta: &Option<f32>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match theta {
+        Some(t) => s.serialize_f32(*t),
+        None => s.serialize_str("off"),
+    }
+}
+
 /// `theta` as a number, `null`, or the word `off` / `none` (TOML has no null).
 fn theta_or_off<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -199,6 +212,21 @@ fn theta_or_off<'de, D: serde::Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corp_off_survives_a_toml_file() {
+        let off = InferConfig {
+            theta: None,
+            ..InferConfig::default()
+        };
+        let text = toml::to_string(&off).unwrap();
+        assert!(text.contains("theta = \"off\""), "{text}");
+        let back: InferConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back.theta, None);
+        let json: InferConfig =
+            serde_json::from_str(&serde_json::to_string(&off).unwrap()).unwrap();
+        assert_eq!(json, off);
+    }
 
     #[test]
     fn defaults_round_trip_and_validate() {

@@ -213,7 +213,9 @@ pub fn fit<S: Batches>(
     if session.cfg.validate_at_start && state.step == 0 && state.best_criterion.is_none() {
         session.validate(validator, 0)?;
         if session.main {
-            session.run.save_checkpoint(session.vs, &session.opt, &session.state)?;
+            session
+                .run
+                .save_checkpoint(session.vs, &session.opt, &session.state)?;
         }
     }
     while !session.state.finished && session.state.epoch < session.cfg.epochs {
@@ -415,7 +417,8 @@ impl<'a> Session<'a> {
                 self.state.step += 1;
                 self.state.epoch_step += 1;
                 if let Some(dp) = self.dp {
-                    if dp.check_replicas_every > 0 && self.state.step % dp.check_replicas_every == 0 {
+                    if dp.check_replicas_every > 0 && self.state.step % dp.check_replicas_every == 0
+                    {
                         dp.check_replicas(&self.params, self.state.step)?;
                     }
                 }
