@@ -45,6 +45,13 @@ pub struct RewardWeights {
     /// training interactions): a goal beyond next-item accuracy. Default 0 (plain PARS).
     #[serde(skip_serializing_if = "is_zero")]
     pub long_tail: f64,
+    /// The item head as a teacher (models with an item head): each path is rewarded with its item's share of
+    /// the group under the frozen pre-trained model's item head (the softmax of its item-level scores over the
+    /// group's items), so the update ranks the group's paths as the item head ranks their items. The item
+    /// head is trained on the same interactions and ranks every item; the path-ranked list learns its order
+    /// where it matters, among the policy's own best items. Ours, not the spec's. Default 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub item_head: f64,
     /// The popular head's share of the catalogue for `long_tail`. Default 0.2 (the most popular 20%).
     #[serde(skip_serializing_if = "is_default_head_share")]
     pub head_share: f64,
@@ -68,6 +75,7 @@ impl Default for RewardWeights {
             category_hit: 0.5,
             step_consistency: 0.5,
             long_tail: 0.0,
+            item_head: 0.0,
             head_share: DEFAULT_HEAD_SHARE,
         }
     }
@@ -261,6 +269,7 @@ impl AlignConfig {
             ("rewards.category_hit", self.rewards.category_hit),
             ("rewards.step_consistency", self.rewards.step_consistency),
             ("rewards.long_tail", self.rewards.long_tail),
+            ("rewards.item_head", self.rewards.item_head),
         ] {
             non_negative(field, v)?;
         }

@@ -28,7 +28,7 @@
 use crate::config::{AlignConfig, Rollout};
 use crate::error::{AlignError, Result};
 use crate::msra::{window_rewards, WindowItem};
-use crate::rewards::{long_tail_of, RewardBreakdown, RewardRule, ScoredPath};
+use crate::rewards::{group_shares, long_tail_of, RewardBreakdown, RewardRule, ScoredPath};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
@@ -659,6 +659,10 @@ pub fn sample_step(
         None => sampled.logp.shallow_clone(),
     };
 
+    let teacher = match cfg.rewards.item_head > 0.0 {
+        true => Some(teacher_shares(ctx.reference, &batch, &sampled.items, g)?),
+        false => None,
+    };
     let rule = RewardRule {
         consistency: cfg.consistency,
         theta: cfg.consistency_theta,
@@ -674,6 +678,10 @@ pub fn sample_step(
         let tail = long_tail_of(sampled.items[i], ctx.long_tail);
         r.total.add_scaled(&tail, 1.0);
         r.target.add_scaled(&tail, 1.0);
+        if let Some(t) = &teacher {
+            r.total.add_scaled(&t[i], 1.0);
+            r.target.add_scaled(&t[i], 1.0);
+        }
         rewards.push(r.total.total(&cfg.rewards));
         stats.components.add_scaled(&r.total, 1.0 / n as f64);
         stats.target.add_scaled(&r.target, 1.0 / n as f64);
@@ -713,6 +721,39 @@ pub fn sample_step(
         rows,
         stats,
     })
+}
+
+/// The teacher reward of every path ([`crate::config::RewardWeights::item_head`]): the share of its group
+/// (consecutive `group_size` paths, one context each) of its item under `reference`'s item head.
+fn teacher_shares(
+    reference: &Reg4RecModel,
+    batch: &SeqBatch,
+    items: &[u32],
+    group_size: usize,
+) -> Result<Vec<RewardBreakdown>> {
+    if !reference.config().item_head {
+        return Err(AlignError::config(
+            "rewards.item_head",
+            "needs a model with an item head (`model.item_head = true`); this one was trained without",
+        ));
+    }
+    let device = reference.device();
+    let rows: Vec<i64> = (0..items.len()).map(|i| (i / group_size) as i64).collect();
+    let ids: Vec<i64> = items.iter().map(|&i| i64::from(i)).collect();
+    let lp = tch::no_grad(|| {
+        let (context, enc) = target_contexts(reference, batch, false);
+        item_log_probs(
+            reference,
+            &context,
+            &enc.items,
+            &batch.seen,
+            &Tensor::from_slice(&rows).to_device(device),
+            &Tensor::from_slice(&ids).to_device(device),
+            1.0,
+        )
+    });
+    let lp = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous())?;
+    Ok(group_shares(&lp, group_size))
 }
 
 /// Each step's log-probability `[N, M]` of the sampled paths under `model` (path `i` after context row

@@ -30,6 +30,10 @@ pub struct RewardBreakdown {
     /// The path's item is in the long tail (1) or the head (0).
     #[serde(default)]
     pub long_tail: f64,
+    /// The teacher's share of the group for the path's item: the frozen reference's item head, its softmax
+    /// over the items of the group (a group's shares sum to 1).
+    #[serde(default)]
+    pub item_head: f64,
 }
 
 impl RewardBreakdown {
@@ -40,6 +44,7 @@ impl RewardBreakdown {
             + w.category_hit * self.category_hit
             + w.step_consistency * self.step_consistency
             + w.long_tail * self.long_tail
+            + w.item_head * self.item_head
     }
 
     /// `self + k * other`, component-wise.
@@ -49,7 +54,23 @@ impl RewardBreakdown {
         self.category_hit += k * other.category_hit;
         self.step_consistency += k * other.step_consistency;
         self.long_tail += k * other.long_tail;
+        self.item_head += k * other.item_head;
     }
+}
+
+/// The teacher reward of each path of groups of `group_size` (consecutive): the softmax within its group of
+/// the teacher's log-probabilities `log_probs` of the paths' items.
+pub fn group_shares(log_probs: &[f32], group_size: usize) -> Vec<RewardBreakdown> {
+    let mut out = Vec::with_capacity(log_probs.len());
+    for grp in log_probs.chunks(group_size.max(1)) {
+        let max = grp.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+        let z: f64 = grp.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+        out.extend(grp.iter().map(|&x| RewardBreakdown {
+            item_head: (f64::from(x) - max).exp() / z,
+            ..RewardBreakdown::default()
+        }));
+    }
+    out
 }
 
 /// Step-hit: generated tokens that belong to the target's token set.
@@ -125,6 +146,7 @@ pub fn target_rewards(
         category_hit: category_hit(&cats, target_category),
         step_consistency: 0.0,
         long_tail: 0.0,
+        item_head: 0.0,
     }
 }
 
@@ -163,6 +185,23 @@ mod tests {
 
     fn t(codebook: u16, code: u16) -> Token {
         Token::new(codebook, code)
+    }
+
+    #[test]
+    fn group_shares_are_the_teachers_softmax_within_each_group() {
+        let ln = |p: f64| p.ln() as f32;
+        let shares = group_shares(&[ln(0.2), ln(0.1), ln(0.1), ln(0.5), ln(0.5), ln(0.0001)], 3);
+        let got: Vec<f64> = shares.iter().map(|r| r.item_head).collect();
+        let want = [0.5, 0.25, 0.25, 0.5 / 1.0001, 0.5 / 1.0001, 0.0001 / 1.0001];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{got:?}");
+        }
+        let w = RewardWeights {
+            item_head: 2.0,
+            ..RewardWeights::default()
+        };
+        assert!((shares[0].total(&w) - 1.0).abs() < 1e-6);
+        assert_eq!(shares[0].total(&RewardWeights::default()), 0.0);
     }
 
     /// The figure's target item: tokens {t0_1, t1_2, t2_3}, category c27.

@@ -169,6 +169,7 @@ fn curve_point(records: &[&serde_json::Value]) -> CurvePoint {
             category_hit: mean("category_hit"),
             step_consistency: mean("step_consistency"),
             long_tail: mean("long_tail"),
+            item_head: mean("item_head"),
         },
         target: RewardBreakdown {
             step_hit: mean("target_step_hit"),
@@ -176,6 +177,7 @@ fn curve_point(records: &[&serde_json::Value]) -> CurvePoint {
             category_hit: mean("target_category_hit"),
             step_consistency: mean("target_step_consistency"),
             long_tail: mean("long_tail"),
+            item_head: mean("item_head"),
         },
         kl: mean("kl"),
     }
@@ -338,6 +340,7 @@ impl reg4rec_train::Objective<ContextBatch> for Grpo<'_> {
                 ("category_hit", s.components.category_hit),
                 ("step_consistency", s.components.step_consistency),
                 ("long_tail", s.components.long_tail),
+                ("item_head", s.components.item_head),
                 ("target_step_hit", s.target.step_hit),
                 ("target_global_path", s.target.global_path),
                 ("target_category_hit", s.target.category_hit),

@@ -261,6 +261,82 @@ fn guided_groups_hold_the_target_and_raise_its_path_where_rollouts_miss_it() {
 }
 
 #[test]
+fn the_item_head_teacher_moves_the_paths_to_the_item_heads_favourite() {
+    // The tests seed libtorch's process-global generator: one at a time.
+    let _rng = reg4rec_model::torch_rng_lock();
+    let (ds, codes) = synthetic(12, 4, 6);
+    let index = ItemIndex::new(&codes).unwrap();
+    let history: &[u32] = &[1, 2, 3, 4];
+    // A beam group of all 12 items rewarded by the frozen reference's item head alone.
+    let cfg = AlignConfig {
+        rollout: Rollout::Beam,
+        group_size: 12,
+        rewards: RewardWeights {
+            global_path: 0.0,
+            item_head: 1.0,
+            ..global_path_only().rewards
+        },
+        ..global_path_only()
+    };
+    let run = |item_head: bool| -> reg4rec_align::Result<(f64, f64)> {
+        let mcfg = ModelConfig {
+            dropout: 0.0,
+            item_head,
+            ..ModelConfig::preset("smoke").unwrap()
+        };
+        tch::manual_seed(3);
+        let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        tch::manual_seed(3);
+        let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        let favourite = match item_head {
+            true => (0..12u32)
+                .max_by(|&a, &b| {
+                    item_head_probability(&reference, history, a)
+                        .total_cmp(&item_head_probability(&reference, history, b))
+                })
+                .unwrap(),
+            false => 0,
+        };
+        let ctx = GrpoContext {
+            reference: &reference,
+            index: &index,
+            codes: &codes,
+            item_category: &ds.item_category,
+            long_tail: &[],
+            cfg: &cfg,
+            weights: TrainConfig::default().objective(),
+        };
+        let batch = SeqBatchBuilder {
+            vocab: policy.vocab(),
+            history_len: 5,
+            codes: &codes,
+            item_category: &ds.item_category,
+        }
+        .last(&[(history, 5)])
+        .unwrap();
+        let windows = vec![window(&[1, 2, 3, 4, 5], 4, 1, 0.8)];
+        let tokens = codes.tokens(favourite as usize);
+        let before = set_probability(&policy, &index, history, &tokens);
+        let mut opt = adamw(&policy);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..25 {
+            let s = grpo_step(&ctx, &policy, &mut opt, &batch, &windows, cfg.lr, &mut rng)?;
+            assert!((s.components.item_head - 1.0 / 12.0).abs() < 1e-6, "{s:?}");
+        }
+        Ok((before, set_probability(&policy, &index, history, &tokens)))
+    };
+    let (before, after) = run(true).unwrap();
+    assert!(before < 0.3, "an untrained policy: about 1/12, got {before}");
+    assert!(
+        after > before + 0.3,
+        "P(the item head's favourite path) {before:.3} -> {after:.3}"
+    );
+    // A model without an item head has no teacher: a clear error naming the reward.
+    let e = run(false).unwrap_err().to_string();
+    assert!(e.contains("rewards.item_head"), "{e}");
+}
+
+#[test]
 fn the_long_tail_reward_is_plain_pars_at_weight_zero_and_moves_rollouts_to_the_tail_at_a_weight() {
     // The tests seed libtorch's process-global generator: one at a time.
     let _rng = reg4rec_model::torch_rng_lock();

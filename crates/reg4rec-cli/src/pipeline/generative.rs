@@ -260,75 +260,27 @@ pub fn run(ctx: &Ctx<'_>, features: &Done<f64>) -> Result<Generative> {
         ranked.push(st.item_head_row(&full)?);
     }
     // When validation kept earlier weights than alignment's last step, the aligned model's own numbers too.
-    let kept_earlier = alignment
-        .iter()
-        .any(|a| a.stage == stage::ALIGN_REG4REC && a.kept_step < a.steps);
-    if kept_earlier {
-        ranked.push(st.row(LAST_STEP_ROW, &full, corp, Which::Latest)?);
+    for (stage_name, model, row, theta) in [
+        (stage::ALIGN_REG4REC, &full, LAST_STEP_ROW.to_string(), corp),
+        (
+            stage::ALIGN_REG4REC_PATHS,
+            &path_full,
+            format!("{LAST_STEP_ROW}{PATHS_SUFFIX}"),
+            path_corp,
+        ),
+    ] {
+        let kept_earlier = alignment
+            .iter()
+            .any(|a| a.stage == stage_name && a.kept_step < a.steps);
+        if kept_earlier {
+            ranked.push(st.row(&row, model, theta, Which::Latest)?);
+        }
     }
-    let paths_kept_earlier = alignment
-        .iter()
-        .any(|a| a.stage == stage::ALIGN_REG4REC_PATHS && a.kept_step < a.steps);
-    if paths_kept_earlier {
-        let name = format!("{LAST_STEP_ROW}{PATHS_SUFFIX}");
-        ranked.push(st.row(&name, &path_full, path_corp, Which::Latest)?);
-    }
-    // Alignment to a goal beyond accuracy: the long-tail reward at each weight of
-    // `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
-    // metrics and their `long_tail_10`). These rows are the aligned model's last weights: validation keeps the
-    // step with the best Recall@10, which is the pre-trained model whenever the goal costs recall.
-    for &w in &cfg.pipeline.long_tail_weights {
-        let mut acfg = st.align_cfg(msra_h, 0);
-        acfg.rewards.long_tail = w;
-        let tail = st.align(&format!("{}-tail{w}", stage::ALIGN_REG4REC), &pre, acfg)?;
-        ranked.push(st.row(&format!("reg4rec-tail{w}"), &tail, corp, Which::Latest)?);
-        let name = format!("reg4rec-tail{w}{PATHS_SUFFIX}");
-        ranked.push(st.row(&name, &tail, path_corp, Which::Latest)?);
-    }
+    ranked.extend(st.tail_rows(&pre, corp, path_corp)?);
     let path_align_seeds = st.path_align_seeds(&ranked, &pre, &path_full, path_corp)?;
     against_the_full_model(&mut ranked, cfg.pretrain.seed);
 
-    // `--seeds`: the full model pre-trained and aligned again with other seeds (the tokenizer, the CORP
-    // threshold and every setting kept), its hybrid and path-ranked test metrics.
-    let mut seeds = Vec::new();
-    for k in 1..ctx.seeds as u64 {
-        let pre_name = format!("{}-seed{k}", stage::PRETRAIN_REG4REC);
-        let pre_k = st.pretrain(&pre_name, &mpq, Mode::Reg4rec, precision, k)?;
-        let align_name = format!("{}-seed{k}", stage::ALIGN_REG4REC);
-        let full_k = st.align(&align_name, &pre_k, st.align_cfg(msra_h, k))?;
-        let path_name = format!("{}-seed{k}", stage::ALIGN_REG4REC_PATHS);
-        let mut path_cfg = st.path_align_cfg(paths_h);
-        path_cfg.seed += k;
-        let path_k = st.align(&path_name, &pre_k, path_cfg)?;
-        for (name, row_name, model, theta) in [
-            ("reg4rec", format!("reg4rec-seed{k}"), &full_k, corp),
-            (
-                "reg4rec-no-pars",
-                format!("reg4rec-no-pars-seed{k}"),
-                &pre_k,
-                corp,
-            ),
-            (
-                REG4REC_PATHS_ROW,
-                format!("reg4rec-seed{k}{PATHS_SUFFIX}"),
-                &path_k,
-                path_corp,
-            ),
-            (
-                NO_PARS_PATHS_ROW,
-                format!("reg4rec-no-pars-seed{k}{PATHS_SUFFIX}"),
-                &pre_k,
-                path_corp,
-            ),
-        ] {
-            let r = st.row(&row_name, model, theta, best)?;
-            seeds.push(SeedResult {
-                row: name.to_string(),
-                seed: k,
-                metrics: Headline::of(&r.ranks),
-            });
-        }
-    }
+    let seeds = st.seed_results(&mpq, corp, path_corp)?;
     let precision = st.precision_points(&mpq, &pre)?;
     Ok(Generative {
         rows: ranked,
@@ -451,6 +403,71 @@ impl Stages<'_> {
         acfg.msra_h = msra_h;
         acfg.valid.rank = Rank::Paths;
         acfg
+    }
+
+    /// Alignment to a goal beyond accuracy: the long-tail reward at each weight of
+    /// `pipeline.long_tail_weights`, ranked both ways (the trade-off against R@10 / N@10 is read from the rows'
+    /// metrics and their `long_tail_10`). These rows are the aligned model's last weights: validation keeps the
+    /// step with the best Recall@10, which is the pre-trained model whenever the goal costs recall.
+    fn tail_rows(
+        &self,
+        pre: &Done<Trained>,
+        corp: Option<Option<f32>>,
+        path_corp: Option<Option<f32>>,
+    ) -> Result<Vec<RankedRow>> {
+        let mut rows = Vec::new();
+        for &w in &self.cfg.pipeline.long_tail_weights {
+            let mut acfg = self.align_cfg(self.cfg.align.msra_h, 0);
+            acfg.rewards.long_tail = w;
+            let tail = self.align(&format!("{}-tail{w}", stage::ALIGN_REG4REC), pre, acfg)?;
+            rows.push(self.row(&format!("reg4rec-tail{w}"), &tail, corp, Which::Latest)?);
+            let name = format!("reg4rec-tail{w}{PATHS_SUFFIX}");
+            rows.push(self.row(&name, &tail, path_corp, Which::Latest)?);
+        }
+        Ok(rows)
+    }
+
+    /// `--seeds`: the full model pre-trained and aligned (both alignments) again with other seeds (the
+    /// tokenizer, the CORP thresholds and every setting kept): the test metrics of `reg4rec`, `reg4rec-no-pars`,
+    /// `reg4rec-paths` and `reg4rec-no-pars-paths` under each.
+    fn seed_results(
+        &self,
+        mpq: &Done<Trained>,
+        corp: Option<Option<f32>>,
+        path_corp: Option<Option<f32>>,
+    ) -> Result<Vec<SeedResult>> {
+        let cfg = self.cfg;
+        let mut seeds = Vec::new();
+        for k in 1..self.ctx.seeds as u64 {
+            let pre_name = format!("{}-seed{k}", stage::PRETRAIN_REG4REC);
+            let precision = cfg.pretrain.precision;
+            let pre_k = self.pretrain(&pre_name, mpq, Mode::Reg4rec, precision, k)?;
+            let align_name = format!("{}-seed{k}", stage::ALIGN_REG4REC);
+            let full_k = self.align(&align_name, &pre_k, self.align_cfg(cfg.align.msra_h, k))?;
+            let path_name = format!("{}-seed{k}", stage::ALIGN_REG4REC_PATHS);
+            let mut path_cfg = self.path_align_cfg(cfg.align_paths.msra_h);
+            path_cfg.seed += k;
+            let path_k = self.align(&path_name, &pre_k, path_cfg)?;
+            for (name, model, theta) in [
+                ("reg4rec", &full_k, corp),
+                ("reg4rec-no-pars", &pre_k, corp),
+                (REG4REC_PATHS_ROW, &path_k, path_corp),
+                (NO_PARS_PATHS_ROW, &pre_k, path_corp),
+            ] {
+                // `reg4rec-paths` -> `reg4rec-seed1-paths`, `reg4rec` -> `reg4rec-seed1`.
+                let row_name = match name.strip_suffix(PATHS_SUFFIX) {
+                    Some(base) => format!("{base}-seed{k}{PATHS_SUFFIX}"),
+                    None => format!("{name}-seed{k}"),
+                };
+                let r = self.row(&row_name, model, theta, Which::Best)?;
+                seeds.push(SeedResult {
+                    row: name.to_string(),
+                    seed: k,
+                    metrics: Headline::of(&r.ranks),
+                });
+            }
+        }
+        Ok(seeds)
     }
 
     /// The path-ranked model's alignment under each seed of `pipeline.align_seeds` (seed 0: `path_full`, the
