@@ -193,6 +193,7 @@ mod tests {
                 category_hit: 0.0,
                 step_consistency: 2.0,
                 long_tail: 0.0,
+                item_head: 0.0,
             }
         );
         // + 0.5 * item 1 (3 hits, exact, category 0 at 3 steps) + 0.25 * item 2 (category 0 at 3 steps)
@@ -204,6 +205,7 @@ mod tests {
                 category_hit: 1.5 + 0.75,
                 step_consistency: 2.0,
                 long_tail: 0.0,
+                item_head: 0.0,
             }
         );
     }

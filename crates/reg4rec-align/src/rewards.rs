@@ -63,7 +63,9 @@ impl RewardBreakdown {
 pub fn group_shares(log_probs: &[f32], group_size: usize) -> Vec<RewardBreakdown> {
     let mut out = Vec::with_capacity(log_probs.len());
     for grp in log_probs.chunks(group_size.max(1)) {
-        let max = grp.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+        let max = grp
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
         let z: f64 = grp.iter().map(|&x| (f64::from(x) - max).exp()).sum();
         out.extend(grp.iter().map(|&x| RewardBreakdown {
             item_head: (f64::from(x) - max).exp() / z,
@@ -190,7 +192,10 @@ mod tests {
     #[test]
     fn group_shares_are_the_teachers_softmax_within_each_group() {
         let ln = |p: f64| p.ln() as f32;
-        let shares = group_shares(&[ln(0.2), ln(0.1), ln(0.1), ln(0.5), ln(0.5), ln(0.0001)], 3);
+        let shares = group_shares(
+            &[ln(0.2), ln(0.1), ln(0.1), ln(0.5), ln(0.5), ln(0.0001)],
+            3,
+        );
         let got: Vec<f64> = shares.iter().map(|r| r.item_head).collect();
         let want = [0.5, 0.25, 0.25, 0.5 / 1.0001, 0.5 / 1.0001, 0.0001 / 1.0001];
         for (g, w) in got.iter().zip(want) {
@@ -319,6 +324,7 @@ mod tests {
                 category_hit: 2.0,
                 step_consistency: 0.0,
                 long_tail: 0.0,
+                item_head: 0.0,
             }
         );
         let mut w = RewardWeights {
