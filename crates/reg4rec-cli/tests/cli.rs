@@ -441,6 +441,11 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         "tiger-paths",
         "reg4rec-paths",
         "reg4rec-no-mpq-paths",
+        "reg4rec-no-pars-paths",
+        "reg4rec-no-msra-paths",
+        "reg4rec-no-corp-paths",
+        "reg4rec-no-crss-paths",
+        "reg4rec-path-aligned",
         "item-head",
     ] {
         assert!(names.contains(&expected), "{names:?}");
@@ -457,7 +462,10 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
         [
             "align-reg4rec",
             "align-reg4rec-no-msra",
-            "align-reg4rec-no-mpq"
+            "align-reg4rec-no-mpq",
+            "align-reg4rec-paths",
+            "align-reg4rec-no-msra-paths",
+            "align-reg4rec-no-mpq-paths"
         ]
     );
     for a in alignment {
@@ -466,13 +474,20 @@ fn smoke_pipeline_writes_a_complete_report_and_reuses_finished_stages() {
             "{a}"
         );
     }
-    let full_align = &alignment[0];
-    let kept_earlier = full_align["kept_step"].as_u64() < full_align["steps"].as_u64();
-    assert_eq!(
-        names.contains(&"reg4rec-last-step"),
-        kept_earlier,
-        "{full_align}"
-    );
+    // The same for the path-ranked model's own alignment (`align_paths`).
+    for (a, row) in [
+        (&alignment[0], "reg4rec-last-step"),
+        (&alignment[3], "reg4rec-last-step-paths"),
+    ] {
+        let kept_earlier = a["kept_step"].as_u64() < a["steps"].as_u64();
+        assert_eq!(names.contains(&row), kept_earlier, "{a}");
+    }
+    // Both CORP sweeps, each with CORP off among its points, and the threshold each applied.
+    for (sweep, theta) in [("theta_sweep", "theta"), ("path_theta_sweep", "path_theta")] {
+        let points = report[sweep].as_array().unwrap();
+        assert!(points.iter().any(|p| p["theta"].is_null()), "{sweep}");
+        assert!(report[theta].get("theta").is_some(), "{theta}");
+    }
     for m in methods {
         for k in ["recall@5", "recall@10", "ndcg@5", "ndcg@10"] {
             let v = m[k].as_f64().unwrap();

@@ -417,7 +417,8 @@ impl<'a> Session<'a> {
                 self.state.step += 1;
                 self.state.epoch_step += 1;
                 if let Some(dp) = self.dp {
-                    if dp.check_replicas_every > 0 && self.state.step % dp.check_replicas_every == 0
+                    if dp.check_replicas_every > 0
+                        && self.state.step.is_multiple_of(dp.check_replicas_every)
                     {
                         dp.check_replicas(&self.params, self.state.step)?;
                     }
@@ -434,7 +435,7 @@ impl<'a> Session<'a> {
                     epoch + 1,
                     cfg.epochs
                 ));
-                if self.main && self.state.step % cfg.log_every == 0 {
+                if self.main && self.state.step.is_multiple_of(cfg.log_every) {
                     let mut rec = json!({
                         "kind": "step", "step": self.state.step, "epoch": epoch, "lr": done.lr,
                         "loss": total, "grad_norm": done.grad_norm, "targets_per_s": per_s,
@@ -445,8 +446,8 @@ impl<'a> Session<'a> {
                     self.log.append(&rec)?;
                 }
                 let stop = self.stop_after_steps.is_some_and(|n| self.state.step >= n);
-                let periodic =
-                    cfg.checkpoint_every > 0 && self.state.step % cfg.checkpoint_every == 0;
+                let periodic = cfg.checkpoint_every > 0
+                    && self.state.step.is_multiple_of(cfg.checkpoint_every);
                 if self.main && (stop || periodic) {
                     let t = Instant::now();
                     self.run.save_checkpoint(self.vs, &self.opt, &self.state)?;

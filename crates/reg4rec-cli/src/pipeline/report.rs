@@ -826,19 +826,6 @@ fn diff_table(s: &mut String, header: &str, diffs: &[(&str, PairedDiff)]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::relative_change;
-
-    #[test]
-    fn relative_change_is_a_signed_percentage_of_the_reference() {
-        assert_eq!(relative_change(0.0475, 0.05), "-5.0%");
-        assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
-        assert_eq!(relative_change(0.05, 0.05), "+0.0%");
-        assert_eq!(relative_change(0.01, 0.0), "n/a");
-    }
-}
-
 /// One CORP sweep's table: `what` was swept; `rows` use the chosen threshold.
 fn sweep_table(
     s: &mut String,
@@ -870,5 +857,18 @@ fn sweep_table(
             "| {theta} | {:.4} | {:.4} | {} |\n",
             p.recall_10, p.ndcg_10, p.pruned_paths
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_change;
+
+    #[test]
+    fn relative_change_is_a_signed_percentage_of_the_reference() {
+        assert_eq!(relative_change(0.0475, 0.05), "-5.0%");
+        assert_eq!(relative_change(0.0583, 0.05), "+16.6%");
+        assert_eq!(relative_change(0.05, 0.05), "+0.0%");
+        assert_eq!(relative_change(0.01, 0.0), "n/a");
     }
 }
