@@ -127,6 +127,33 @@ fn global_path_only() -> AlignConfig {
     }
 }
 
+/// A fresh policy and its frozen reference with the same weights (seed 3).
+fn policy_and_reference(mcfg: &ModelConfig, codes: &Codes) -> (Reg4RecModel, Reg4RecModel) {
+    tch::manual_seed(3);
+    let policy = Reg4RecModel::new(mcfg, codes, 3, Device::Cpu).unwrap();
+    tch::manual_seed(3);
+    let reference = Reg4RecModel::new(mcfg, codes, 3, Device::Cpu).unwrap();
+    (policy, reference)
+}
+
+/// The batch of one context: `history`, then `target`.
+fn one_context(
+    policy: &Reg4RecModel,
+    codes: &Codes,
+    ds: &Dataset,
+    history: &[u32],
+    target: u32,
+) -> reg4rec_model::SeqBatch {
+    SeqBatchBuilder {
+        vocab: policy.vocab(),
+        history_len: 5,
+        codes,
+        item_category: &ds.item_category,
+    }
+    .last(&[(history, target)])
+    .unwrap()
+}
+
 /// `steps` GRPO steps under `cfg` on one context (history 1 2 3 4, target 5) of the 12-item catalog, from a
 /// fresh policy (seed 3, no dropout), no item in the long tail. Returns the exact probability of the target's
 /// token set before and after, and each step's statistics.
@@ -142,14 +169,11 @@ fn grpo_with_tail(
 ) -> (f64, f64, Vec<StepStats>) {
     let (ds, codes) = synthetic(12, 4, 6);
     let index = ItemIndex::new(&codes).unwrap();
-    tch::manual_seed(3);
     let mcfg = ModelConfig {
         dropout: 0.0,
         ..ModelConfig::preset("smoke").unwrap()
     };
-    let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
-    tch::manual_seed(3);
-    let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+    let (policy, reference) = policy_and_reference(&mcfg, &codes);
     let ctx = GrpoContext {
         reference: &reference,
         index: &index,
@@ -160,14 +184,8 @@ fn grpo_with_tail(
         weights: TrainConfig::default().objective(),
     };
     let target_item = 5u32;
-    let builder = SeqBatchBuilder {
-        vocab: policy.vocab(),
-        history_len: 5,
-        codes: &codes,
-        item_category: &ds.item_category,
-    };
     let history: &[u32] = &[1, 2, 3, 4];
-    let batch = builder.last(&[(history, target_item)]).unwrap();
+    let batch = one_context(&policy, &codes, &ds, history, target_item);
     let windows = vec![window(&[1, 2, 3, 4, target_item], 4, 1, 0.8)];
     let target = codes.tokens(target_item as usize);
     let before = set_probability(&policy, &index, history, &target);
@@ -287,10 +305,7 @@ fn the_item_head_teacher_raises_the_teachers_expected_share_under_the_path_polic
             item_head,
             ..ModelConfig::preset("smoke").unwrap()
         };
-        tch::manual_seed(3);
-        let policy = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
-        tch::manual_seed(3);
-        let reference = Reg4RecModel::new(&mcfg, &codes, 3, Device::Cpu).unwrap();
+        let (policy, reference) = policy_and_reference(&mcfg, &codes);
         let ctx = GrpoContext {
             reference: &reference,
             index: &index,
@@ -300,14 +315,7 @@ fn the_item_head_teacher_raises_the_teachers_expected_share_under_the_path_polic
             cfg: &cfg,
             weights: TrainConfig::default().objective(),
         };
-        let batch = SeqBatchBuilder {
-            vocab: policy.vocab(),
-            history_len: 5,
-            codes: &codes,
-            item_category: &ds.item_category,
-        }
-        .last(&[(history, 5)])
-        .unwrap();
+        let batch = one_context(&policy, &codes, &ds, history, 5);
         let windows = vec![window(&[1, 2, 3, 4, 5], 4, 1, 0.8)];
         // The teacher: the reference's item head over the 12 items after this history (its repeat bias on the
         // history items included, as the reward reads it), normalised over them.
@@ -463,10 +471,7 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
     let windows = vec![window(&[1, 2, 3, 4, target_item], 4, 1, 0.8)];
     // The same seeded run with and without the item head as the policy's last step.
     let run = |mcfg: &ModelConfig, item_head: bool| -> reg4rec_align::Result<(f64, f64)> {
-        tch::manual_seed(3);
-        let policy = Reg4RecModel::new(mcfg, &codes, 3, Device::Cpu).unwrap();
-        tch::manual_seed(3);
-        let reference = Reg4RecModel::new(mcfg, &codes, 3, Device::Cpu).unwrap();
+        let (policy, reference) = policy_and_reference(mcfg, &codes);
         let cfg = AlignConfig {
             item_head,
             ..global_path_only()
@@ -480,14 +485,7 @@ fn grpo_with_the_item_head_as_a_step_moves_the_item_head_to_the_rewarded_item() 
             cfg: &cfg,
             weights: TrainConfig::default().objective(),
         };
-        let batch = SeqBatchBuilder {
-            vocab: policy.vocab(),
-            history_len: 5,
-            codes: &codes,
-            item_category: &ds.item_category,
-        }
-        .last(&[(history, target_item)])
-        .unwrap();
+        let batch = one_context(&policy, &codes, &ds, history, target_item);
         let before = item_head_probability(&policy, history, target_item);
         let mut opt = adamw(&policy);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
