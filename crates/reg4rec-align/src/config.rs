@@ -1,5 +1,5 @@
 //! [`AlignConfig`]: every PARS / GRPO / MSRA hyper-parameter, each a documented default (spec section 4 names
-//! most of them [default]; the values the paper does not give are ours and say so).
+//! most of them \[default\]; the values the paper does not give are ours and say so).
 
 use crate::error::{AlignError, Result};
 use reg4rec_infer::InferConfig;
