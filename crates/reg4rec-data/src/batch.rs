@@ -1,90 +1,8 @@
-//! Batching for training and evaluation: padded history matrices and deterministic, seeded, length-bucketed
-//! batches of training rows. With the `tch` feature, `PaddedBatch::to_tensor` turns a padded matrix
-//! into an `i64` libtorch tensor.
+//! Batching for training: deterministic, seeded, length-bucketed batches of training rows (the models build
+//! their own tensors from the rows of a batch).
 
 use crate::error::{DataError, Result};
 use rand::seq::SliceRandom;
-use serde::{Deserialize, Serialize};
-
-/// Which side of a row the padding goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PadSide {
-    /// `[pad, pad, a, b, c]`: the most recent item is always in the last column.
-    Left,
-    /// `[a, b, c, pad, pad]`.
-    Right,
-}
-
-/// A row-major `rows x cols` matrix of ids with per-row true lengths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PaddedBatch {
-    pub rows: usize,
-    pub cols: usize,
-    /// Row-major ids, `rows * cols`.
-    pub data: Vec<i64>,
-    /// Number of real (non-pad) entries per row.
-    pub lengths: Vec<usize>,
-}
-
-impl PaddedBatch {
-    /// Row `r` of the matrix.
-    pub fn row(&self, r: usize) -> &[i64] {
-        &self.data[r * self.cols..(r + 1) * self.cols]
-    }
-
-    /// The matrix as an `i64` tensor of shape `[rows, cols]` on `device`.
-    #[cfg(feature = "tch")]
-    pub fn to_tensor(&self, device: tch::Device) -> tch::Tensor {
-        tch::Tensor::from_slice(&self.data)
-            .view([self.rows as i64, self.cols as i64])
-            .to_device(device)
-    }
-
-    /// The lengths as an `i64` tensor of shape `[rows]` on `device`.
-    #[cfg(feature = "tch")]
-    pub fn lengths_tensor(&self, device: tch::Device) -> tch::Tensor {
-        let l: Vec<i64> = self.lengths.iter().map(|&n| n as i64).collect();
-        tch::Tensor::from_slice(&l).to_device(device)
-    }
-}
-
-/// Pads histories into a matrix of width `max_len` (or the longest history when that is shorter, at least 1).
-/// Histories longer than `max_len` keep their most recent `max_len` items. Each id is mapped by `map` (e.g.
-/// `|i| i as i64 + 1` to reserve 0 for padding); `pad` fills the rest.
-pub fn pad_histories<H: AsRef<[u32]>>(
-    histories: &[H],
-    max_len: usize,
-    pad: i64,
-    side: PadSide,
-    map: impl Fn(u32) -> i64,
-) -> PaddedBatch {
-    let longest = histories
-        .iter()
-        .map(|h| h.as_ref().len())
-        .max()
-        .unwrap_or(0);
-    let cols = longest.min(max_len).max(1);
-    let mut data = vec![pad; histories.len() * cols];
-    let mut lengths = Vec::with_capacity(histories.len());
-    for (r, h) in histories.iter().enumerate() {
-        let h = crate::split::truncate_front(h.as_ref(), cols);
-        let start = match side {
-            PadSide::Left => cols - h.len(),
-            PadSide::Right => 0,
-        };
-        for (j, &i) in h.iter().enumerate() {
-            data[r * cols + start + j] = map(i);
-        }
-        lengths.push(h.len());
-    }
-    PaddedBatch {
-        rows: histories.len(),
-        cols,
-        data,
-        lengths,
-    }
-}
 
 /// Windows of this many batches are sorted by length in [`length_bucketed_batches`].
 pub const BUCKET_WINDOW: usize = 64;
@@ -119,23 +37,6 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     #[test]
-    fn left_and_right_padding_truncate_to_the_most_recent_items() {
-        let h: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4, 5], vec![7], vec![]];
-        let b = pad_histories(&h, 3, 0, PadSide::Left, |i| i as i64 + 1);
-        assert_eq!((b.rows, b.cols), (3, 3));
-        assert_eq!(b.row(0), &[4, 5, 6]);
-        assert_eq!(b.row(1), &[0, 0, 8]);
-        assert_eq!(b.row(2), &[0, 0, 0]);
-        assert_eq!(b.lengths, vec![3, 1, 0]);
-        let b = pad_histories(&h, 3, -1, PadSide::Right, |i| i as i64);
-        assert_eq!(b.row(0), &[3, 4, 5]);
-        assert_eq!(b.row(1), &[7, -1, -1]);
-        // The width shrinks to the longest history when it is shorter than max_len.
-        let b = pad_histories(&[vec![1u32, 2]], 50, 0, PadSide::Left, |i| i as i64);
-        assert_eq!((b.cols, b.row(0)), (2, &[1i64, 2][..]));
-    }
-
-    #[test]
     fn length_buckets_cover_every_row_once_and_follow_the_seed() {
         let lengths: Vec<usize> = (0..1000).map(|i| (i * 7919) % 53 + 1).collect();
         let batches = |seed| {
@@ -161,22 +62,5 @@ mod tests {
         assert!(spread < 100 * 5, "mean spread {}", spread as f64 / 100.0);
         let e = length_bucketed_batches(&lengths, 0, &mut ChaCha8Rng::seed_from_u64(1));
         assert!(e.unwrap_err().to_string().contains("batch_size"));
-    }
-
-    #[cfg(feature = "tch")]
-    #[test]
-    fn to_tensor_keeps_shape_and_values() {
-        let b = pad_histories(&[vec![1u32, 2], vec![3]], 4, 0, PadSide::Left, |i| i as i64);
-        let t = b.to_tensor(tch::Device::Cpu);
-        assert_eq!(t.size(), vec![2, 2]);
-        assert_eq!(t.kind(), tch::Kind::Int64);
-        assert_eq!(
-            Vec::<i64>::try_from(t.flatten(0, -1)).unwrap(),
-            vec![1, 2, 0, 3]
-        );
-        assert_eq!(
-            Vec::<i64>::try_from(b.lengths_tensor(tch::Device::Cpu)).unwrap(),
-            vec![2, 1]
-        );
     }
 }

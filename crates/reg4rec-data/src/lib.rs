@@ -5,8 +5,8 @@
 //! of safetensors files (with checksums), and [`presets`], the `configs/*.toml` files every config reads its
 //! preset from.
 //!
-//! Everything here is pure Rust; the optional `tch` feature converts batches into libtorch tensors and moves
-//! libtorch tensors in and out of safetensors files.
+//! Everything here is pure Rust; the optional `tch` feature moves libtorch tensors in and out of safetensors
+//! files.
 
 pub mod batch;
 pub mod dataset;
