@@ -34,7 +34,7 @@ use rand_chacha::ChaCha8Rng;
 use reg4rec_model::config::Mode;
 use reg4rec_model::crss::{sequence_loss, target_contexts};
 use reg4rec_model::decoding::decoder_input;
-use reg4rec_model::{check_codes, Objective, Reg4RecModel, SeqBatch, Vocab};
+use reg4rec_model::{check_codes, Encoded, Objective, Reg4RecModel, SeqBatch, Vocab};
 use reg4rec_tokenizer::{Codes, ItemIndex, Token};
 use reg4rec_train::AdamW;
 use serde::{Deserialize, Serialize};
@@ -399,13 +399,16 @@ fn guide_groups(
     }
     let rows: Vec<i64> = missing.iter().map(|&c| c as i64).collect();
     let ctx = context.index_select(0, &Tensor::from_slice(&rows).to_device(model.device()));
+    let wanted: Vec<Vec<Token>> = missing
+        .iter()
+        .map(|&c| index.codes().tokens(targets[c] as usize))
+        .collect();
     let mut paths = vec![PartialPath::default(); missing.len()];
     for _ in 0..vocab.m {
         let partial: Vec<&[Token]> = paths.iter().map(|p| p.tokens.as_slice()).collect();
         let s = next_token_scores(model, index, &ctx, &partial, temperature)?;
         for (i, path) in paths.iter_mut().enumerate() {
-            let target = index.codes().tokens(targets[missing[i]] as usize);
-            let best = target
+            let best = wanted[i]
                 .iter()
                 .filter(|t| !path.tokens.contains(t))
                 .map(|t| vocab.id(*t) as usize)
@@ -659,8 +662,17 @@ pub fn sample_step(
         None => sampled.logp.shallow_clone(),
     };
 
+    // The frozen reference, encoded once: the KL's log-probabilities and the teacher's shares read it.
+    let reference = tch::no_grad(|| target_contexts(ctx.reference, &batch, false));
     let teacher = match cfg.rewards.item_head > 0.0 {
-        true => Some(teacher_shares(ctx.reference, &batch, &sampled.items, g)?),
+        true => Some(teacher_shares(
+            ctx.reference,
+            &reference,
+            &batch,
+            &rows,
+            &sampled.items,
+            g,
+        )?),
         false => None,
     };
     let rule = RewardRule {
@@ -702,8 +714,9 @@ pub fn sample_step(
     let adv = Tensor::from_slice(&adv).to_device(device);
 
     let ref_logp = tch::no_grad(|| {
-        policy_log_probs(
+        log_probs_after(
             ctx.reference,
+            &reference,
             &batch,
             &rows,
             &sampled,
@@ -724,10 +737,13 @@ pub fn sample_step(
 }
 
 /// The teacher reward of every path ([`crate::config::RewardWeights::item_head`]): the share of its group
-/// (consecutive `group_size` paths, one context each) of its item under `reference`'s item head.
+/// (consecutive `group_size` paths; path `i` after context row `rows[i]`) of its item under `reference`'s item
+/// head, from the reference's encoding of `batch` ([`target_contexts`]).
 fn teacher_shares(
     reference: &Reg4RecModel,
+    (all, enc): &(Tensor, Encoded),
     batch: &SeqBatch,
+    rows: &Tensor,
     items: &[u32],
     group_size: usize,
 ) -> Result<Vec<RewardBreakdown>> {
@@ -737,21 +753,10 @@ fn teacher_shares(
             "needs a model with an item head (`model.item_head = true`); this one was trained without",
         ));
     }
-    let device = reference.device();
-    let rows: Vec<i64> = (0..items.len()).map(|i| (i / group_size) as i64).collect();
     let ids: Vec<i64> = items.iter().map(|&i| i64::from(i)).collect();
-    let lp = tch::no_grad(|| {
-        let (context, enc) = target_contexts(reference, batch, false);
-        item_log_probs(
-            reference,
-            &context,
-            &enc.items,
-            &batch.seen,
-            &Tensor::from_slice(&rows).to_device(device),
-            &Tensor::from_slice(&ids).to_device(device),
-            1.0,
-        )
-    });
+    let ids = Tensor::from_slice(&ids).to_device(reference.device());
+    let lp =
+        tch::no_grad(|| item_log_probs(reference, all, &enc.items, &batch.seen, rows, &ids, 1.0));
     let lp = Vec::<f32>::try_from(lp.to_device(tch::Device::Cpu).contiguous())?;
     Ok(group_shares(&lp, group_size))
 }
@@ -767,7 +772,21 @@ fn policy_log_probs(
     items: Option<&Tensor>,
     temperature: f64,
 ) -> Tensor {
-    let (all, enc) = target_contexts(model, batch, false);
+    let encoded = target_contexts(model, batch, false);
+    log_probs_after(model, &encoded, batch, rows, sampled, items, temperature)
+}
+
+/// [`policy_log_probs`] from `model`'s encoding of `batch` ([`target_contexts`]: one context row per target,
+/// and the encoding).
+fn log_probs_after(
+    model: &Reg4RecModel,
+    (all, enc): &(Tensor, Encoded),
+    batch: &SeqBatch,
+    rows: &Tensor,
+    sampled: &SampledPaths,
+    items: Option<&Tensor>,
+    temperature: f64,
+) -> Tensor {
     let context = all.index_select(0, rows);
     let steps = path_log_probs(
         model,
@@ -780,7 +799,7 @@ fn policy_log_probs(
         Some(items) => {
             let item = item_log_probs(
                 model,
-                &all,
+                all,
                 &enc.items,
                 &batch.seen,
                 rows,

@@ -607,13 +607,9 @@ impl Report {
              | alignment seed | kept step | R@10 | N@10 | R@10 diff [95%] | N@10 diff [95%] |\n\
              |---|---|---|---|---|---|\n",
         );
-        let n = self.path_align_seeds.len() as f64;
-        let (mut r, mut nd) = (0.0, 0.0);
         for a in &self.path_align_seeds {
             let diff = |d: f64, ci: [f64; 2]| format!("{d:+.4} [{:+.4}, {:+.4}]", ci[0], ci[1]);
             let (dr, dn) = a.vs_no_pars.map_or(("-".into(), "-".into()), |d| {
-                r += d.recall_10 / n;
-                nd += d.ndcg_10 / n;
                 (
                     diff(d.recall_10, d.recall_10_ci95),
                     diff(d.ndcg_10, d.ndcg_10_ci95),
@@ -624,6 +620,15 @@ impl Report {
                 a.seed, a.kept_step, a.metrics.recall_10, a.metrics.ndcg_10
             ));
         }
+        // The mean over the seeds whose difference could be computed.
+        let diffs: Vec<PairedDiff> = self
+            .path_align_seeds
+            .iter()
+            .filter_map(|a| a.vs_no_pars)
+            .collect();
+        let n = diffs.len().max(1) as f64;
+        let r: f64 = diffs.iter().map(|d| d.recall_10).sum::<f64>() / n;
+        let nd: f64 = diffs.iter().map(|d| d.ndcg_10).sum::<f64>() / n;
         s.push_str(&format!("| mean | | | | {r:+.4} | {nd:+.4} |\n"));
     }
 
